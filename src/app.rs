@@ -1,0 +1,309 @@
+//! Builds the whole server from a [`Config`], binds every socket first (port 0 allowed), and
+//! runs until shutdown.
+//!
+//! Shutdown order: stop accepting, disconnect Socket.IO clients, let in-flight requests finish
+//! (up to `http.shutdown_grace`), close the database.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::http::HeaderValue;
+use socketioxide::SocketIo;
+use tokio::task::JoinHandle;
+
+use crate::auth::{FailureLimiter, TokenVerifier};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::messaging::{Messaging, Uploads};
+use crate::metrics::Metrics;
+use crate::realtime::{self, Broadcaster};
+use crate::state::{AppInner, AppState};
+use crate::store::Store;
+use crate::tls::{self, TlsMaterial};
+
+/// A built server: sockets bound, database migrated, nothing served yet.
+pub struct App {
+    pub http_addr: SocketAddr,
+    pub https_addr: Option<SocketAddr>,
+    /// The certificate the HTTPS listener presents.
+    pub tls_cert_path: Option<std::path::PathBuf>,
+    pub public_base_url: url::Url,
+    pub state: AppState,
+    http_listener: std::net::TcpListener,
+    https: Option<(std::net::TcpListener, TlsMaterial)>,
+    router: axum::Router,
+}
+
+/// A server running in the background (tests, embedding).
+pub struct RunningApp {
+    pub http_addr: SocketAddr,
+    pub https_addr: Option<SocketAddr>,
+    pub tls_cert_path: Option<std::path::PathBuf>,
+    pub public_base_url: url::Url,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApp {
+    /// Graceful shutdown; returns once everything stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.context("server task panicked")?
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Non-loopback addresses of this host's interfaces, IPv4 first.
+pub fn interface_ips() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .filter(|ip| match ip {
+            // Link-local IPv6 needs a scope id that candidates cannot carry.
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .collect();
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    ips
+}
+
+fn default_base_url(config: &Config, http: SocketAddr, https: Option<SocketAddr>) -> url::Url {
+    let ip = config
+        .media
+        .public_ips
+        .first()
+        .copied()
+        .or_else(|| interface_ips().first().copied())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let host = match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let text = match https {
+        Some(a) => format!("https://{host}:{}", a.port()),
+        None => format!("http://{host}:{}", http.port()),
+    };
+    url::Url::parse(&text).expect("a literal URL parses")
+}
+
+fn origin_of(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn default_cors_origins(
+    base: &url::Url,
+    http: SocketAddr,
+    https: Option<SocketAddr>,
+) -> Vec<String> {
+    let mut out = vec![origin_of(base)];
+    for host in ["localhost", "127.0.0.1"] {
+        out.push(format!("http://{host}:{}", http.port()));
+        if let Some(a) = https {
+            out.push(format!("https://{host}:{}", a.port()));
+        }
+    }
+    out
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+
+        let verifier = TokenVerifier::from_config(&config.auth, &config.data_dir)?;
+        if verifier.development_mode {
+            tracing::warn!(
+                "development mode: no auth.jwt_secret or auth.jwt_public_key_file configured; \
+                 tokens are signed with a secret generated for this data directory"
+            );
+        }
+
+        let store = Store::connect(&config.database_url())
+            .await
+            .context("database_url: cannot connect")?;
+        store.migrate().await.context("database migration")?;
+        tracing::info!(backend = store.backend().as_str(), "database ready");
+
+        let http_listener = bind_tcp(config.http.addr, "http.addr")?;
+        let http_addr = http_listener.local_addr()?;
+        let https_listener = if config.https.enabled {
+            Some(bind_tcp(config.https.addr, "https.addr")?)
+        } else {
+            None
+        };
+        let https_addr = match &https_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let public_base_url = config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| default_base_url(&config, http_addr, https_addr));
+        let https = match https_listener {
+            Some(listener) => Some((listener, tls::load(&config, &public_base_url)?)),
+            None => None,
+        };
+        let tls_cert_path = https.as_ref().map(|(_, m)| m.cert_path.clone());
+        let cors_origins: Vec<HeaderValue> = if config.http.cors_origins.is_empty() {
+            default_cors_origins(&public_base_url, http_addr, https_addr)
+        } else {
+            config.http.cors_origins.clone()
+        }
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+
+        let (io_layer, io) = SocketIo::builder()
+            .max_payload(config.http.json_body_limit as u64)
+            .build_layer();
+
+        let metrics = Arc::new(Metrics::new());
+        let uploads = Uploads::new(config.uploads_dir(), config.messaging.attachment_max_bytes)
+            .with_context(|| {
+                format!(
+                    "media_dir: cannot create {}",
+                    config.uploads_dir().display()
+                )
+            })?;
+        let messaging = Messaging::new(
+            store.clone(),
+            clock.clone(),
+            Broadcaster::new(io.clone()),
+            metrics.clone(),
+            uploads,
+            config.messaging.max_message_chars,
+        );
+        let config = Arc::new(config);
+        let state = AppState::new(AppInner {
+            auth_limiter: FailureLimiter::new(config.http.auth_failures_per_minute, clock.clone()),
+            config: config.clone(),
+            store,
+            verifier,
+            clock,
+            metrics,
+            messaging,
+            io: io.clone(),
+        });
+        realtime::register(&io, state.clone());
+
+        let router = crate::http::router(state.clone())
+            .layer(io_layer)
+            .layer(crate::http::cors(cors_origins));
+
+        Ok(Self {
+            http_addr,
+            https_addr,
+            tls_cert_path,
+            public_base_url,
+            state,
+            http_listener,
+            https,
+            router,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let handle = axum_server::Handle::new();
+        let make = || {
+            self.router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>()
+        };
+        let http = tokio::spawn(
+            axum_server::from_tcp(self.http_listener)
+                .handle(handle.clone())
+                .serve(make()),
+        );
+        let https = self.https.map(|(listener, material)| {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_config(material.server_config);
+            tokio::spawn(
+                axum_server::from_tcp_rustls(listener, tls)
+                    .handle(handle.clone())
+                    .serve(make()),
+            )
+        });
+        tracing::info!(
+            http = %self.http_addr,
+            https = ?self.https_addr,
+            public_base_url = %self.public_base_url,
+            "relais listening"
+        );
+
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let grace = self.state.config.http.shutdown_grace;
+        handle.graceful_shutdown(Some(grace));
+        self.state.io.close().await;
+        http.await.context("http server task")??;
+        if let Some(https) = https {
+            https.await.context("https server task")??;
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Runs in a background task until [`RunningApp::stop`].
+    pub fn spawn(self) -> RunningApp {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let http_addr = self.http_addr;
+        let https_addr = self.https_addr;
+        let tls_cert_path = self.tls_cert_path.clone();
+        let public_base_url = self.public_base_url.clone();
+        let state = self.state.clone();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        RunningApp {
+            http_addr,
+            https_addr,
+            tls_cert_path,
+            public_base_url,
+            state,
+            stop: Some(tx),
+            task,
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,675 @@
+//! Typed configuration, layered defaults < TOML file < environment < command-line flags.
+//!
+//! Invariants:
+//! - every layer is merged into one TOML table before a single deserialization, so an unknown
+//!   key, a wrong type or a bad value is reported once, naming the setting (`http.addr`);
+//! - environment variables are an explicit table ([`ENV_VARS`]): each one maps to one key;
+//! - [`Config::validate`] runs before anything binds or touches the disk.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Why a configuration could not be loaded. The message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}` (from {origin}): {message}")]
+    Value {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the SQLite database, the development JWT secret and other state live.
+    pub data_dir: PathBuf,
+    /// Uploads (`uploads/`) and recordings (`recordings/`).
+    pub media_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `relais.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// Base of every URL the server hands out (conference links). Default:
+    /// `https://<first public ip>:<https port>`.
+    pub public_base_url: Option<Url>,
+    pub http: HttpConfig,
+    pub https: HttpsConfig,
+    pub auth: AuthConfig,
+    pub messaging: MessagingConfig,
+    pub media: MediaConfig,
+    pub sessions: SessionConfig,
+    pub turn: TurnConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Origins allowed by CORS. Empty: the server's own origins (public base URL, listeners).
+    pub cors_origins: Vec<String>,
+    /// Largest JSON body accepted, in bytes.
+    pub json_body_limit: usize,
+    /// How long in-flight requests may take to finish at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Authentication failures allowed per client address per minute before 429.
+    pub auth_failures_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsConfig {
+    pub enabled: bool,
+    pub addr: SocketAddr,
+    /// PEM certificate chain and private key. Both or neither; neither: self-signed in `certs_dir`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub certs_dir: PathBuf,
+    /// Extra DNS names and IPs the generated certificate must cover.
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 shared secret. Unset (and no public key): development mode.
+    pub jwt_secret: Option<String>,
+    /// RS256 public key (PEM). Exclusive with `jwt_secret`.
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    /// Largest attachment accepted, in bytes.
+    pub attachment_max_bytes: u64,
+    /// Longest text message, in characters.
+    pub max_message_chars: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    /// Addresses advertised as host candidates. Empty: every non-loopback interface address.
+    pub public_ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Lifetime of a conference join code.
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
+    /// How long a participant whose signaling socket dropped keeps its place.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    pub enabled: bool,
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    pub tls_addr: SocketAddr,
+    pub public_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `relais=debug,tower_http=info`); `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("valid literal address")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            media_dir: PathBuf::from("media"),
+            database_url: None,
+            public_base_url: None,
+            http: HttpConfig::default(),
+            https: HttpsConfig::default(),
+            auth: AuthConfig::default(),
+            messaging: MessagingConfig::default(),
+            media: MediaConfig::default(),
+            sessions: SessionConfig::default(),
+            turn: TurnConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: addr("0.0.0.0:3000"),
+            cors_origins: Vec::new(),
+            json_body_limit: 256 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            auth_failures_per_minute: 30,
+        }
+    }
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: addr("0.0.0.0:3443"),
+            cert_file: None,
+            key_file: None,
+            certs_dir: PathBuf::from("certs"),
+            hostnames: Vec::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            attachment_max_bytes: 20 * 1024 * 1024,
+            max_message_chars: 10_000,
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            udp_addr: addr("0.0.0.0:3479"),
+            tcp_addr: addr("0.0.0.0:3479"),
+            public_ips: Vec::new(),
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            code_ttl: Duration::from_secs(2 * 3600),
+            reconnect_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_addr: addr("0.0.0.0:3478"),
+            tcp_addr: addr("0.0.0.0:3478"),
+            tls_addr: addr("0.0.0.0:5349"),
+            public_ip: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// How a raw string from the environment or a flag becomes a TOML value.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Str,
+    List,
+    Bool,
+    Int,
+}
+
+/// Environment variables and the key each one sets.
+const ENV_VARS: &[(&str, &str, Kind)] = &[
+    ("RELAIS_DATA_DIR", "data_dir", Kind::Str),
+    ("RELAIS_MEDIA_DIR", "media_dir", Kind::Str),
+    ("DATABASE_URL", "database_url", Kind::Str),
+    ("RELAIS_PUBLIC_BASE_URL", "public_base_url", Kind::Str),
+    ("RELAIS_HTTP_ADDR", "http.addr", Kind::Str),
+    ("RELAIS_CORS_ORIGINS", "http.cors_origins", Kind::List),
+    ("RELAIS_JSON_BODY_LIMIT", "http.json_body_limit", Kind::Int),
+    ("RELAIS_SHUTDOWN_GRACE", "http.shutdown_grace", Kind::Str),
+    (
+        "RELAIS_AUTH_FAILURES_PER_MINUTE",
+        "http.auth_failures_per_minute",
+        Kind::Int,
+    ),
+    ("RELAIS_HTTPS_ENABLED", "https.enabled", Kind::Bool),
+    ("RELAIS_HTTPS_ADDR", "https.addr", Kind::Str),
+    ("RELAIS_TLS_CERT_FILE", "https.cert_file", Kind::Str),
+    ("RELAIS_TLS_KEY_FILE", "https.key_file", Kind::Str),
+    ("RELAIS_CERTS_DIR", "https.certs_dir", Kind::Str),
+    ("RELAIS_TLS_HOSTNAMES", "https.hostnames", Kind::List),
+    ("RELAIS_JWT_SECRET", "auth.jwt_secret", Kind::Str),
+    (
+        "RELAIS_JWT_PUBLIC_KEY_FILE",
+        "auth.jwt_public_key_file",
+        Kind::Str,
+    ),
+    ("RELAIS_JWT_ISSUER", "auth.issuer", Kind::Str),
+    ("RELAIS_JWT_AUDIENCE", "auth.audience", Kind::Str),
+    (
+        "RELAIS_ATTACHMENT_MAX_BYTES",
+        "messaging.attachment_max_bytes",
+        Kind::Int,
+    ),
+    ("RELAIS_MEDIA_UDP_ADDR", "media.udp_addr", Kind::Str),
+    ("RELAIS_MEDIA_TCP_ADDR", "media.tcp_addr", Kind::Str),
+    ("RELAIS_MEDIA_PUBLIC_IPS", "media.public_ips", Kind::List),
+    ("RELAIS_CODE_TTL", "sessions.code_ttl", Kind::Str),
+    (
+        "RELAIS_RECONNECT_GRACE",
+        "sessions.reconnect_grace",
+        Kind::Str,
+    ),
+    ("RELAIS_TURN_ENABLED", "turn.enabled", Kind::Bool),
+    ("RELAIS_TURN_UDP_ADDR", "turn.udp_addr", Kind::Str),
+    ("RELAIS_TURN_TCP_ADDR", "turn.tcp_addr", Kind::Str),
+    ("RELAIS_TURN_TLS_ADDR", "turn.tls_addr", Kind::Str),
+    ("RELAIS_TURN_PUBLIC_IP", "turn.public_ip", Kind::Str),
+    ("RELAIS_LOG_FORMAT", "log.format", Kind::Str),
+    ("RELAIS_LOG", "log.filter", Kind::Str),
+];
+
+/// One override from outside the file: `key = raw value`, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub key: String,
+    pub value: String,
+    pub origin: String,
+}
+
+impl Override {
+    /// A `--set key=value` flag.
+    pub fn parse_flag(s: &str) -> Result<Self, ConfigError> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Invalid(format!("--set expects key=value, got `{s}`")))?;
+        Ok(Self {
+            key: key.trim().to_string(),
+            value: value.trim().to_string(),
+            origin: "--set".into(),
+        })
+    }
+}
+
+impl Config {
+    /// Builds the configuration from every layer. `env` is injected so tests can drive it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[Override],
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, key, kind) in ENV_VARS {
+            if let Some(raw) = env(var).filter(|v| !v.is_empty()) {
+                set_key(&mut table, key, to_value(&raw, *kind), var)?;
+            }
+        }
+        for flag in flags {
+            let kind = kind_of(&flag.key).ok_or_else(|| ConfigError::Value {
+                key: flag.key.clone(),
+                origin: flag.origin.clone(),
+                message: "unknown setting".into(),
+            })?;
+            set_key(
+                &mut table,
+                &flag.key,
+                to_value(&flag.value, kind),
+                &flag.origin,
+            )?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().to_string();
+                ConfigError::Value {
+                    origin: origin_of(&key, file, flags, &env),
+                    key,
+                    message,
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The process environment, flags and optional file.
+    pub fn from_process(file: Option<&Path>, flags: &[Override]) -> Result<Self, ConfigError> {
+        Self::load(file, |k| std::env::var(k).ok(), flags)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Value {
+            key: key.into(),
+            origin: "configuration".into(),
+            message,
+        };
+        if let Some(url) = &self.public_base_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(bad("public_base_url", "must be an http(s) URL".into()));
+        }
+        if let Some(db) = &self.database_url
+            && !(db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"))
+        {
+            return Err(bad(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        if self.https.cert_file.is_some() != self.https.key_file.is_some() {
+            return Err(bad(
+                "https.cert_file",
+                "https.cert_file and https.key_file go together".into(),
+            ));
+        }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key_file.is_some() {
+            return Err(bad(
+                "auth.jwt_secret",
+                "set either auth.jwt_secret (HS256) or auth.jwt_public_key_file (RS256), not both"
+                    .into(),
+            ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.len() < 32
+        {
+            return Err(bad(
+                "auth.jwt_secret",
+                "must be at least 32 bytes long".into(),
+            ));
+        }
+        for origin in &self.http.cors_origins {
+            let ok = Url::parse(origin)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/")
+                .unwrap_or(false);
+            if !ok || http::HeaderValue::from_str(origin).is_err() {
+                return Err(bad(
+                    "http.cors_origins",
+                    format!("`{origin}` is not an origin like https://clinic.example:443"),
+                ));
+            }
+        }
+        if self.http.json_body_limit < 1024 {
+            return Err(bad("http.json_body_limit", "must be at least 1024".into()));
+        }
+        if self.messaging.attachment_max_bytes == 0 {
+            return Err(bad(
+                "messaging.attachment_max_bytes",
+                "must be positive".into(),
+            ));
+        }
+        if self.sessions.code_ttl < Duration::from_secs(60) {
+            return Err(bad("sessions.code_ttl", "must be at least 1m".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("relais.db").display()
+            ),
+        }
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.media_dir.join("uploads")
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.media_dir.join("recordings")
+    }
+}
+
+/// Names the layer a key most likely came from, for error messages.
+fn origin_of(
+    key: &str,
+    file: Option<&Path>,
+    flags: &[Override],
+    env: &impl Fn(&str) -> Option<String>,
+) -> String {
+    if flags.iter().any(|f| f.key == key) {
+        return "--set".into();
+    }
+    if let Some((var, _, _)) = ENV_VARS.iter().find(|(_, k, _)| *k == key)
+        && env(var).is_some()
+    {
+        return (*var).into();
+    }
+    match file {
+        Some(path) => path.display().to_string(),
+        None => "defaults".into(),
+    }
+}
+
+fn kind_of(key: &str) -> Option<Kind> {
+    if let Some((_, _, kind)) = ENV_VARS.iter().find(|(_, k, _)| *k == key) {
+        return Some(*kind);
+    }
+    // Keys without an environment variable: find the type from the defaults.
+    let defaults = toml::Value::try_from(Config::default()).ok()?;
+    let mut node = &defaults;
+    for part in key.split('.') {
+        node = node.get(part)?;
+    }
+    Some(match node {
+        toml::Value::Boolean(_) => Kind::Bool,
+        toml::Value::Integer(_) => Kind::Int,
+        toml::Value::Array(_) => Kind::List,
+        _ => Kind::Str,
+    })
+}
+
+fn to_value(raw: &str, kind: Kind) -> Result<toml::Value, String> {
+    match kind {
+        Kind::Str => Ok(toml::Value::String(raw.to_string())),
+        Kind::List => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
+        Kind::Bool => match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "0" | "false" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("`{raw}` is not a boolean (true/false)")),
+        },
+        Kind::Int => raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("`{raw}` is not an integer")),
+    }
+}
+
+fn set_key(
+    table: &mut toml::Table,
+    key: &str,
+    value: Result<toml::Value, String>,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Value {
+        key: key.to_string(),
+        origin: origin.to_string(),
+        message,
+    };
+    let value = value.map_err(err)?;
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let leaf = parts.pop().expect("split yields at least one part");
+    let mut node = table;
+    for part in parts {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .ok_or_else(|| err(format!("`{part}` is not a section")))?;
+    }
+    node.insert(leaf.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relais.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let flags: Vec<Override> = flags
+            .iter()
+            .map(|f| Override::parse_flag(f).unwrap())
+            .collect();
+        Config::load(
+            file.map(|_| path.as_path()),
+            |k| env.get(k).cloned(),
+            &flags,
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(None, &[], &[]).unwrap();
+        assert_eq!(c.http.addr.port(), 3000);
+        assert_eq!(c.https.addr.port(), 3443);
+        assert_eq!(c.media.udp_addr.port(), 3479);
+        assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let file = "[http]\naddr = \"127.0.0.1:1111\"\n[https]\naddr = \"127.0.0.1:2222\"\n";
+        let c = load(
+            Some(file),
+            &[("RELAIS_HTTP_ADDR", "127.0.0.1:3333")],
+            &["https.addr=127.0.0.1:4444"],
+        )
+        .unwrap();
+        assert_eq!(c.http.addr.port(), 3333, "env beats file");
+        assert_eq!(c.https.addr.port(), 4444, "flag beats file");
+        let c = load(
+            None,
+            &[("RELAIS_HTTP_ADDR", "127.0.0.1:3333")],
+            &["http.addr=127.0.0.1:5555"],
+        )
+        .unwrap();
+        assert_eq!(c.http.addr.port(), 5555, "flag beats env");
+    }
+
+    #[test]
+    fn lists_and_durations_from_env() {
+        let c = load(
+            None,
+            &[
+                ("RELAIS_MEDIA_PUBLIC_IPS", "127.0.0.1, 10.0.0.2"),
+                ("RELAIS_CODE_TTL", "30m"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.media.public_ips.len(), 2);
+        assert_eq!(c.sessions.code_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = load(Some("[http]\nadr = \"x\"\n"), &[], &[]).unwrap_err();
+        assert!(err.to_string().contains("adr"), "{err}");
+        let err = load(None, &[], &["http.nope=1"]).unwrap_err();
+        assert!(err.to_string().contains("http.nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = load(None, &[("RELAIS_HTTP_ADDR", "not-an-addr")], &[]).unwrap_err();
+        assert!(err.to_string().contains("addr"), "{err}");
+        let err = load(None, &[("RELAIS_HTTPS_ENABLED", "maybe")], &[]).unwrap_err();
+        assert!(err.to_string().contains("https.enabled"), "{err}");
+        let err = load(None, &[("RELAIS_JWT_SECRET", "short")], &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+        let err = load(None, &[("RELAIS_CORS_ORIGINS", "*")], &[]).unwrap_err();
+        assert!(err.to_string().contains("http.cors_origins"), "{err}");
+        let err = load(None, &[("DATABASE_URL", "mysql://x")], &[]).unwrap_err();
+        assert!(err.to_string().contains("database_url"), "{err}");
+    }
+}

@@ -1,0 +1,129 @@
+//! HTTP errors: the one place a domain error becomes a status and an envelope.
+//!
+//! Body: `{"success": false, "status": "error", "error": {"code", "message"}}` (both envelope
+//! flags, so messaging clients reading `success` and WebRTC clients reading `status` agree).
+//! Internal causes are logged here once and never sent.
+
+use axum::Json;
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::messaging::{DomainError, ErrorKind};
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError(pub DomainError);
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self(DomainError::new(kind, code, message))
+    }
+}
+
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if e.kind == ErrorKind::Internal {
+            tracing::error!(error = ?e.source, "request failed");
+        }
+        let status = status_of(e.kind);
+        let body = json!({
+            "success": false,
+            "status": "error",
+            "error": { "code": e.code, "message": e.message },
+        });
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let (kind, code) = match &r {
+            JsonRejection::JsonDataError(_) => (ErrorKind::BadRequest, "invalid_body"),
+            JsonRejection::JsonSyntaxError(_) => (ErrorKind::BadRequest, "invalid_json"),
+            JsonRejection::MissingJsonContentType(_) => {
+                (ErrorKind::UnsupportedMedia, "unsupported_media_type")
+            }
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                (ErrorKind::TooLarge, "payload_too_large")
+            }
+            _ => (ErrorKind::BadRequest, "invalid_body"),
+        };
+        let message = match &r {
+            JsonRejection::MissingJsonContentType(_) => {
+                "expected Content-Type: application/json".to_string()
+            }
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".into(),
+            _ => r.body_text(),
+        };
+        Self::new(kind, code, message)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::new(ErrorKind::BadRequest, "invalid_path", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(ErrorKind::BadRequest, "invalid_query", r.body_text())
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        Self(multipart_error(e))
+    }
+}
+
+pub fn multipart_error(e: MultipartError) -> DomainError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        DomainError::new(
+            ErrorKind::TooLarge,
+            "payload_too_large",
+            "request body is too large",
+        )
+    } else {
+        DomainError::bad_request("invalid_multipart", e.body_text())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

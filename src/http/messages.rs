@@ -1,0 +1,123 @@
+//! `/api/messaging/conversations/{id}/messages`: history and sending.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::envelope::{created, ok};
+use super::error::ApiResult;
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::ids::{ConversationId, MessageId};
+use crate::messaging::views::MessageView;
+use crate::messaging::{DomainError, SendMessage};
+use crate::state::AppState;
+use crate::store::MessageType;
+
+fn default_type() -> MessageType {
+    MessageType::Text
+}
+
+/// The seed's send body, plus an optional client message id and attachment.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SendMessageBody {
+    #[serde(default)]
+    pub contenu: String,
+    #[serde(default = "default_type")]
+    #[schema(value_type = String, example = "texte")]
+    pub type_message: MessageType,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Makes a retried send idempotent (also accepted as the `Idempotency-Key` header).
+    #[serde(default, alias = "clientMessageId")]
+    pub client_message_id: Option<String>,
+    /// From `POST …/attachments`, for `image`, `file` and `audio` messages.
+    #[serde(default, alias = "attachmentId")]
+    pub attachment_id: Option<String>,
+}
+
+impl SendMessageBody {
+    pub fn into_domain(self) -> Result<SendMessage, DomainError> {
+        Ok(SendMessage {
+            contenu: self.contenu,
+            type_message: self.type_message,
+            metadata: self.metadata,
+            client_message_id: self.client_message_id,
+            attachment_id: self.attachment_id,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Messages older than this id.
+    pub before: Option<i64>,
+    /// Messages newer than this id (catch-up after a reconnect), oldest first.
+    pub after: Option<i64>,
+    /// 1 to 100, default 50.
+    pub limit: Option<u32>,
+}
+
+/// A page of history, oldest first.
+#[utoipa::path(get, path = "/api/messaging/conversations/{id}/messages", tag = "messaging",
+    params(("id" = i64, Path), HistoryQuery),
+    responses((status = 200, description = "a page of messages"), (status = 404, description = "unknown or not mine")),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult<Response> {
+    let page = state
+        .messaging
+        .history(
+            caller.identity,
+            ConversationId(id),
+            q.before.map(MessageId),
+            q.after.map(MessageId),
+            q.limit.unwrap_or(50),
+        )
+        .await?;
+    let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
+    Ok(ok(json!({
+        "messages": messages,
+        "pagination": {
+            "has_more": page.has_more,
+            "oldest_id": page.messages.first().map(|m| m.id.0),
+            "newest_id": page.messages.last().map(|m| m.id.0),
+        }
+    })))
+}
+
+/// Send a message (the seed's body and answer). 201 when stored, 200 for a retry of a send
+/// already stored (same client message id).
+#[utoipa::path(post, path = "/api/messaging/conversations/{id}/messages", tag = "messaging",
+    params(("id" = i64, Path)), request_body = SendMessageBody,
+    responses((status = 201, description = "stored and announced", body = MessageView),
+              (status = 200, description = "retry of a stored send"),
+              (status = 400, description = "invalid message"), (status = 404, description = "unknown or not mine")),
+    security(("bearer" = [])))]
+pub async fn send(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+    ApiJson(mut body): ApiJson<SendMessageBody>,
+) -> ApiResult<Response> {
+    if body.client_message_id.is_none() {
+        body.client_message_id = headers
+            .get("idempotency-key")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+    }
+    let (message, is_new) = state
+        .messaging
+        .send(&caller, ConversationId(id), body.into_domain()?)
+        .await?;
+    let data = json!({ "message": MessageView::from(&message) });
+    Ok(if is_new { created(data) } else { ok(data) })
+}

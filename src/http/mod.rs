@@ -1,0 +1,112 @@
+//! The HTTP router: REST API, operations endpoints, OpenAPI, and (through the Socket.IO layer
+//! added by [`crate::app`]) real-time signaling. The same router serves HTTP and HTTPS.
+//!
+//! Invariants:
+//! - every `/api` handler authenticates with [`extract::Caller`] and checks object access in
+//!   the domain layer; errors leave through [`error::ApiError`] only;
+//! - JSON bodies are capped at `http.json_body_limit`, uploads at the attachment limit;
+//! - request logs carry the route template, never a raw path or query.
+
+pub mod attachments;
+pub mod conversations;
+mod envelope;
+pub mod error;
+pub mod extract;
+pub mod messages;
+mod openapi;
+mod ops;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::messaging::ErrorKind;
+use crate::state::AppState;
+use error::ApiError;
+
+pub use envelope::{created, ok, webrtc};
+pub use openapi::ApiDoc;
+
+/// Multipart framing on top of the file itself.
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.config.messaging.attachment_max_bytes as usize + MULTIPART_OVERHEAD;
+    let api = Router::new()
+        .route(
+            "/conversations",
+            post(conversations::create).get(conversations::list),
+        )
+        .route("/conversations/{id}", get(conversations::get))
+        .route("/conversations/{id}/read", post(conversations::mark_read))
+        .route(
+            "/conversations/{id}/messages",
+            get(messages::history).post(messages::send),
+        )
+        .route(
+            "/conversations/{id}/attachments",
+            post(attachments::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/attachments/{id}", get(attachments::download))
+        .fallback(api_not_found)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+
+    Router::new()
+        .nest("/api/messaging", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api-docs/openapi.json", get(openapi::document))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.http.json_body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(state)
+}
+
+pub fn cors(origins: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = ApiError::new(
+        ErrorKind::BadRequest,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+    .into_response();
+    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}

@@ -1,0 +1,47 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{attachments, conversations, messages, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "relais", description = "Telemedicine consultations: messaging, WebRTC sessions through an SFU, recording."),
+    paths(
+        conversations::create, conversations::list, conversations::get, conversations::mark_read,
+        messages::history, messages::send,
+        attachments::upload, attachments::download,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    components(schemas(
+        conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
+        messages::SendMessageBody,
+        crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,
+        crate::messaging::views::ConversationView, crate::messaging::views::PersonView,
+        crate::messaging::views::SenderView,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,32 @@
+//! relais: one process serving telemedicine consultations — doctor–patient messaging (REST and
+//! Socket.IO) and, in later modules, video consultations through a WebRTC SFU.
+//!
+//! Module map (one concern each):
+//! - [`config`]: typed configuration, layered defaults < file < environment < flags;
+//! - [`app`]: builds everything from a `Config`, binds, runs until shutdown;
+//! - [`auth`]: JWT verification into an [`ids::Identity`], development secrets;
+//! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`);
+//! - [`messaging`]: the messaging service both transports call, and its wire views;
+//! - [`http`]: the REST router, errors and extractors;
+//! - [`realtime`]: Socket.IO handshake, events and broadcasts;
+//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
+//!
+//! Invariants that hold across modules:
+//! - identity is the pair (role, id); every REST call and socket event checks the caller may
+//!   touch the object before reading or writing it;
+//! - no message content and no token is ever logged; request logs carry route templates only;
+//! - errors cross layers as typed values (`StoreError` → `DomainError` → HTTP/ack), mapped once.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod messaging;
+pub mod metrics;
+pub mod realtime;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

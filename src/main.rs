@@ -1,0 +1,138 @@
+//! The `relais` command: `serve` (default), `migrate`, `token`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use relais::config::{Config, Override};
+use relais::ids::{Identity, Role};
+
+#[derive(Parser)]
+#[command(name = "relais", version, about = "Telemedicine consultation server")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "RELAIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any setting: `--set http.addr=127.0.0.1:3000` (repeatable; beats file and env).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Shorthand for `--set data_dir=…`.
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// Shorthand for `--set database_url=…`.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Shorthand for `--set http.addr=…`.
+    #[arg(long, global = true)]
+    http_addr: Option<String>,
+    /// Shorthand for `--set https.addr=…`.
+    #[arg(long, global = true)]
+    https_addr: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print a signed development token.
+    Token {
+        /// `medecin` or `patient`.
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        id: i64,
+        /// Display name carried in the token (`nom`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+fn overrides(cli: &Cli) -> Result<Vec<Override>, relais::config::ConfigError> {
+    let mut out = Vec::new();
+    for (key, value) in [
+        ("data_dir", &cli.data_dir),
+        ("database_url", &cli.database_url),
+        ("http.addr", &cli.http_addr),
+        ("https.addr", &cli.https_addr),
+    ] {
+        if let Some(v) = value {
+            out.push(Override {
+                key: key.into(),
+                value: v.clone(),
+                origin: format!("--{}", key.replace(['.', '_'], "-")),
+            });
+        }
+    }
+    for s in &cli.set {
+        out.push(Override::parse_flag(s)?);
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match overrides(&cli).and_then(|o| Config::from_process(cli.config.as_deref(), &o))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("relais: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    relais::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relais: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let app = relais::app::App::build(config).await?;
+                app.run(relais::app::shutdown_signal()).await
+            }
+            Command::Migrate => {
+                let store = relais::store::Store::connect(&config.database_url()).await?;
+                store.migrate().await?;
+                store.close().await;
+                println!("migrations applied ({})", store.backend().as_str());
+                Ok(())
+            }
+            Command::Token {
+                role,
+                id,
+                name,
+                ttl,
+            } => {
+                anyhow::ensure!(id > 0, "--id must be a positive number");
+                let verifier =
+                    relais::auth::TokenVerifier::from_config(&config.auth, &config.data_dir)?;
+                println!(
+                    "{}",
+                    verifier.mint(Identity::new(role, id), name.as_deref(), ttl)?
+                );
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relais: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The messaging service: what REST handlers and Socket.IO events both call.
+//!
+//! Invariants:
+//! - every operation takes the caller's identity and checks it may touch that conversation
+//!   before reading or writing anything; "not there" and "not yours" answer the same;
+//! - a stored message is announced once, as `new_message` to `conversation:{id}`; a retried
+//!   send (same client message id) returns the first message and announces nothing;
+//! - message content is never logged.
+
+mod error;
+pub mod uploads;
+pub mod views;
+
+use std::sync::Arc;
+
+use crate::auth::Principal;
+use crate::clock::SharedClock;
+use crate::ids::{ConversationId, Identity, MessageId, Role};
+use crate::metrics::Metrics;
+use crate::realtime::Broadcaster;
+use crate::store::{
+    Attachment, Conversation, ConversationKind, ConversationSummary, Message, MessageType,
+    NewMessage, Page, Store,
+};
+
+pub use error::{DomainError, DomainResult, ErrorKind};
+pub use uploads::Uploads;
+
+/// Most people in one conversation.
+pub const MAX_PARTICIPANTS: usize = 50;
+/// Largest page of history.
+pub const MAX_PAGE: u32 = 100;
+/// Longest client message id.
+const MAX_CLIENT_ID: usize = 128;
+/// Largest `metadata` object, serialized.
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// A message as a client asks to send it.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    pub contenu: String,
+    pub type_message: MessageType,
+    pub metadata: Option<serde_json::Value>,
+    pub client_message_id: Option<String>,
+    pub attachment_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Messaging {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: SharedClock,
+    broadcaster: Broadcaster,
+    metrics: Arc<Metrics>,
+    uploads: Uploads,
+    max_message_chars: usize,
+}
+
+impl Messaging {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        broadcaster: Broadcaster,
+        metrics: Arc<Metrics>,
+        uploads: Uploads,
+        max_message_chars: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                broadcaster,
+                metrics,
+                uploads,
+                max_message_chars,
+            }),
+        }
+    }
+
+    pub fn uploads(&self) -> &Uploads {
+        &self.inner.uploads
+    }
+
+    /// Creates a conversation with the caller and `others`. At least one doctor takes part;
+    /// a private conversation between two people exists once (asking again returns it, `false`).
+    pub async fn create_conversation(
+        &self,
+        caller: Identity,
+        kind: ConversationKind,
+        others: &[Identity],
+    ) -> DomainResult<(Conversation, bool)> {
+        let mut members: Vec<Identity> = others.to_vec();
+        members.push(caller);
+        members.sort();
+        members.dedup();
+        if members.len() > MAX_PARTICIPANTS {
+            return Err(DomainError::bad_request(
+                "too_many_participants",
+                format!("a conversation has at most {MAX_PARTICIPANTS} participants"),
+            ));
+        }
+        match kind {
+            ConversationKind::Private if members.len() != 2 => {
+                return Err(DomainError::bad_request(
+                    "invalid_participants",
+                    "a private conversation has exactly two participants: you and one other person",
+                ));
+            }
+            ConversationKind::Group if members.len() < 2 => {
+                return Err(DomainError::bad_request(
+                    "invalid_participants",
+                    "a group conversation needs at least one other participant",
+                ));
+            }
+            _ => {}
+        }
+        if !members.iter().any(|m| m.role == Role::Medecin) {
+            return Err(DomainError::bad_request(
+                "doctor_required",
+                "every conversation includes at least one doctor (medecin)",
+            ));
+        }
+        let now = self.inner.clock.now_ms();
+        Ok(self
+            .inner
+            .store
+            .create_conversation(kind, caller, &members, now)
+            .await?)
+    }
+
+    /// The private conversation between a doctor and a patient, created when missing.
+    pub async fn private_between(
+        &self,
+        doctor: Identity,
+        patient: Identity,
+    ) -> DomainResult<Conversation> {
+        if let Some(c) = self
+            .inner
+            .store
+            .private_conversation_between(doctor, patient)
+            .await?
+        {
+            return Ok(c);
+        }
+        let (c, _) = self
+            .create_conversation(doctor, ConversationKind::Private, &[patient])
+            .await?;
+        Ok(c)
+    }
+
+    /// A conversation the caller belongs to.
+    pub async fn conversation(
+        &self,
+        caller: Identity,
+        id: ConversationId,
+    ) -> DomainResult<Conversation> {
+        let c = self
+            .inner
+            .store
+            .conversation(id)
+            .await?
+            .ok_or_else(DomainError::conversation_not_found)?;
+        if !c.participants.contains(&caller) {
+            return Err(DomainError::conversation_not_found());
+        }
+        Ok(c)
+    }
+
+    pub async fn ensure_participant(
+        &self,
+        caller: Identity,
+        id: ConversationId,
+    ) -> DomainResult<()> {
+        if self.inner.store.is_participant(id, caller).await? {
+            Ok(())
+        } else {
+            Err(DomainError::conversation_not_found())
+        }
+    }
+
+    pub async fn conversations(&self, caller: Identity) -> DomainResult<Vec<ConversationSummary>> {
+        Ok(self.inner.store.conversations_of(caller).await?)
+    }
+
+    pub async fn history(
+        &self,
+        caller: Identity,
+        id: ConversationId,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> DomainResult<Page> {
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(DomainError::bad_request(
+                "invalid_limit",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        self.ensure_participant(caller, id).await?;
+        Ok(self.inner.store.messages(id, before, after, limit).await?)
+    }
+
+    /// Stores and announces a message. Returns it and whether it is new (false: a retry).
+    pub async fn send(
+        &self,
+        caller: &Principal,
+        id: ConversationId,
+        msg: SendMessage,
+    ) -> DomainResult<(Message, bool)> {
+        let who = caller.identity;
+        self.validate(&msg)?;
+        self.ensure_participant(who, id).await?;
+        if let Some(attachment_id) = &msg.attachment_id {
+            self.check_attachment(who, id, attachment_id, msg.type_message)
+                .await?;
+        }
+        let new = NewMessage {
+            conversation_id: id,
+            sender: who,
+            sender_name: caller.name.clone(),
+            contenu: msg.contenu,
+            type_message: msg.type_message,
+            metadata: msg.metadata,
+            client_message_id: msg.client_message_id,
+            attachment_id: msg.attachment_id,
+            created_at: self.inner.clock.now_ms(),
+        };
+        let (message, created) = self.inner.store.insert_message(&new).await?;
+        if created {
+            self.inner.metrics.messages_stored.inc();
+            self.inner.broadcaster.new_message(&message).await;
+        }
+        Ok((message, created))
+    }
+
+    fn validate(&self, msg: &SendMessage) -> DomainResult<()> {
+        let chars = msg.contenu.chars().count();
+        if chars > self.inner.max_message_chars {
+            return Err(DomainError::bad_request(
+                "message_too_long",
+                format!(
+                    "contenu is longer than {} characters",
+                    self.inner.max_message_chars
+                ),
+            ));
+        }
+        match (msg.type_message, &msg.attachment_id) {
+            (MessageType::Text, Some(_)) => {
+                return Err(DomainError::bad_request(
+                    "unexpected_attachment",
+                    "a texte message carries no attachment; use image, file or audio",
+                ));
+            }
+            (MessageType::Text, None) if msg.contenu.trim().is_empty() => {
+                return Err(DomainError::bad_request(
+                    "empty_message",
+                    "contenu is empty",
+                ));
+            }
+            (MessageType::Image | MessageType::File | MessageType::Audio, None) => {
+                return Err(DomainError::bad_request(
+                    "attachment_required",
+                    "image, file and audio messages need an attachment_id from an upload",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(id) = &msg.client_message_id
+            && (id.is_empty() || id.len() > MAX_CLIENT_ID)
+        {
+            return Err(DomainError::bad_request(
+                "invalid_client_message_id",
+                format!("client_message_id must be 1 to {MAX_CLIENT_ID} bytes"),
+            ));
+        }
+        if let Some(meta) = &msg.metadata {
+            if !meta.is_object() {
+                return Err(DomainError::bad_request(
+                    "invalid_metadata",
+                    "metadata must be an object",
+                ));
+            }
+            if meta.to_string().len() > MAX_METADATA_BYTES {
+                return Err(DomainError::bad_request(
+                    "invalid_metadata",
+                    format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_attachment(
+        &self,
+        who: Identity,
+        conversation: ConversationId,
+        attachment_id: &str,
+        kind: MessageType,
+    ) -> DomainResult<()> {
+        let unknown = || DomainError::not_found("attachment_not_found", "attachment not found");
+        let a = self
+            .inner
+            .store
+            .attachment(attachment_id)
+            .await?
+            .ok_or_else(unknown)?;
+        if a.conversation_id != conversation || a.uploader != who {
+            return Err(unknown());
+        }
+        if !uploads::fits_message_type(&a.content_type, kind) {
+            return Err(DomainError::bad_request(
+                "attachment_type_mismatch",
+                format!(
+                    "a {} message cannot carry a {} file",
+                    kind.as_str(),
+                    a.content_type
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves the caller's read marker and tells the conversation.
+    pub async fn mark_read(
+        &self,
+        caller: Identity,
+        id: ConversationId,
+        message: MessageId,
+    ) -> DomainResult<()> {
+        self.ensure_participant(caller, id).await?;
+        if !self.inner.store.mark_read(id, caller, message).await? {
+            return Err(DomainError::not_found(
+                "message_not_found",
+                "message not found in this conversation",
+            ));
+        }
+        let at = self.inner.clock.now_ms();
+        self.inner
+            .broadcaster
+            .message_read(id, message, caller, at)
+            .await;
+        Ok(())
+    }
+
+    /// Stores an uploaded file for a conversation the caller belongs to.
+    pub async fn store_attachment(
+        &self,
+        caller: Identity,
+        id: ConversationId,
+        upload: uploads::Staged,
+    ) -> DomainResult<Attachment> {
+        self.ensure_participant(caller, id).await?;
+        let attachment = self
+            .inner
+            .uploads
+            .commit(upload, id, caller, self.inner.clock.now_ms())
+            .await?;
+        if let Err(e) = self.inner.store.insert_attachment(&attachment).await {
+            self.inner.uploads.remove(&attachment.storage_name).await;
+            return Err(e.into());
+        }
+        Ok(attachment)
+    }
+
+    /// An attachment the caller may download, with the path of its bytes.
+    pub async fn attachment(
+        &self,
+        caller: Identity,
+        attachment_id: &str,
+    ) -> DomainResult<(Attachment, std::path::PathBuf)> {
+        let unknown = || DomainError::not_found("attachment_not_found", "attachment not found");
+        let a = self
+            .inner
+            .store
+            .attachment(attachment_id)
+            .await?
+            .ok_or_else(unknown)?;
+        if !self
+            .inner
+            .store
+            .is_participant(a.conversation_id, caller)
+            .await?
+        {
+            return Err(unknown());
+        }
+        let path = self.inner.uploads.path_of(&a.storage_name);
+        Ok((a, path))
+    }
+}

@@ -1,0 +1,166 @@
+//! Wire shapes of messaging objects, as the seed document spells them.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::clock::to_rfc3339;
+use crate::ids::{Identity, Role};
+use crate::store::{Attachment, Conversation, ConversationSummary, Message};
+
+/// `{id, type}` of a person, as the seed writes participants.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PersonView {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub kind: Role,
+    /// Same as `type`; the seed's create body calls it `role`.
+    pub role: Role,
+}
+
+impl From<Identity> for PersonView {
+    fn from(i: Identity) -> Self {
+        Self {
+            id: i.id.0,
+            kind: i.role,
+            role: i.role,
+        }
+    }
+}
+
+/// The seed's `sender` object on `new_message`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SenderView {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub kind: Role,
+    pub nom: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttachmentView {
+    pub id: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    /// Download URL (relative to the API origin); participants only.
+    pub url: String,
+}
+
+impl From<&Attachment> for AttachmentView {
+    fn from(a: &Attachment) -> Self {
+        Self {
+            id: a.id.clone(),
+            file_name: a.file_name.clone(),
+            content_type: a.content_type.clone(),
+            size_bytes: a.size_bytes,
+            url: format!("/api/messaging/attachments/{}", a.id),
+        }
+    }
+}
+
+/// A message: the seed's REST answer and `new_message` payload (one shape for both).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: i64,
+    pub contenu: String,
+    /// `texte`, `image`, `file` or `audio`.
+    #[schema(value_type = String)]
+    pub type_message: crate::store::MessageType,
+    pub expediteur_id: i64,
+    pub expediteur_type: Role,
+    pub conversation_id: i64,
+    pub timestamp: String,
+    pub created_at: String,
+    pub sender: SenderView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentView>,
+}
+
+/// The name shown when the token carried none.
+pub fn default_name(who: Identity) -> String {
+    match who.role {
+        Role::Medecin => format!("Médecin {}", who.id),
+        Role::Patient => format!("Patient {}", who.id),
+    }
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        let at = to_rfc3339(m.created_at);
+        Self {
+            id: m.id.0,
+            contenu: m.contenu.clone(),
+            type_message: m.type_message,
+            expediteur_id: m.sender.id.0,
+            expediteur_type: m.sender.role,
+            conversation_id: m.conversation_id.0,
+            timestamp: at.clone(),
+            created_at: at,
+            sender: SenderView {
+                id: m.sender.id.0,
+                kind: m.sender.role,
+                nom: m
+                    .sender_name
+                    .clone()
+                    .unwrap_or_else(|| default_name(m.sender)),
+            },
+            client_message_id: m.client_message_id.clone(),
+            metadata: m.metadata.clone(),
+            attachment: m.attachment.as_ref().map(AttachmentView::from),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationView {
+    pub id: i64,
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: crate::store::ConversationKind,
+    pub participants: Vec<PersonView>,
+    pub created_by: PersonView,
+    pub created_at: String,
+}
+
+impl From<&Conversation> for ConversationView {
+    fn from(c: &Conversation) -> Self {
+        Self {
+            id: c.id.0,
+            kind: c.kind,
+            participants: c
+                .participants
+                .iter()
+                .copied()
+                .map(PersonView::from)
+                .collect(),
+            created_by: c.created_by.into(),
+            created_at: to_rfc3339(c.created_at),
+        }
+    }
+}
+
+/// A conversation in "my conversations".
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationSummaryView {
+    #[serde(flatten)]
+    pub conversation: ConversationView,
+    pub last_message: Option<MessageView>,
+    pub unread_count: i64,
+    pub last_read_message_id: i64,
+}
+
+impl From<&ConversationSummary> for ConversationSummaryView {
+    fn from(s: &ConversationSummary) -> Self {
+        Self {
+            conversation: (&s.conversation).into(),
+            last_message: s.last_message.as_ref().map(MessageView::from),
+            unread_count: s.unread_count,
+            last_read_message_id: s.last_read_message_id.0,
+        }
+    }
+}

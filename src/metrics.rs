@@ -1,0 +1,223 @@
+//! Prometheus metrics (`/metrics`), every name prefixed `relais_`.
+//!
+//! Counters and gauges are atomics: incrementing one on a hot path costs an atomic add, no lock
+//! and no allocation (label sets are resolved once and the handle kept where it is used).
+//! Values that live elsewhere (database pools) are sampled at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: &'static str,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub socketio_connections: Gauge,
+    pub messages_stored: Counter,
+    pub auth_failures: Family<TransportLabels, Counter>,
+    pub db_pool_connections: Family<PoolLabels, Gauge>,
+    pub media: MediaMetrics,
+}
+
+/// Media plane metrics (SFU).
+#[derive(Default)]
+pub struct MediaMetrics {
+    pub peer_connections: Gauge,
+    pub tracks: Gauge,
+    pub sessions_active: Gauge,
+    pub rtp_packets_forwarded: Counter,
+    pub rtp_bytes_forwarded: Counter,
+    pub rtp_packets_received: Counter,
+    pub rtp_packets_dropped: Family<ReasonLabels, Counter>,
+    pub udp_datagrams_unrouted: Counter,
+    pub nacks_received: Counter,
+    pub rtx_sent: Counter,
+    pub plis_sent: Counter,
+    pub ice_failures: Counter,
+    pub renegotiations: Counter,
+    pub signaling_errors: Family<KindLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("relais");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route template and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            http_duration.clone(),
+        );
+        let socketio_connections = Gauge::default();
+        registry.register(
+            "socketio_connections",
+            "Socket.IO sockets currently connected",
+            socketio_connections.clone(),
+        );
+        let messages_stored = Counter::default();
+        registry.register(
+            "messages_stored",
+            "Messages stored",
+            messages_stored.clone(),
+        );
+        let auth_failures = Family::<TransportLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Refused authentications by transport",
+            auth_failures.clone(),
+        );
+        let db_pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by pool and state (idle, in_use)",
+            db_pool_connections.clone(),
+        );
+        let media = MediaMetrics::default();
+        media.register(&mut registry);
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            socketio_connections,
+            messages_stored,
+            auth_failures,
+            db_pool_connections,
+            media,
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MediaMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "peer_connections",
+            "WebRTC PeerConnections terminated by the server",
+            self.peer_connections.clone(),
+        );
+        r.register(
+            "tracks",
+            "Media tracks published to the server",
+            self.tracks.clone(),
+        );
+        r.register(
+            "webrtc_sessions_active",
+            "Consultations with at least one participant connected",
+            self.sessions_active.clone(),
+        );
+        r.register(
+            "rtp_packets_forwarded",
+            "RTP packets sent to subscribers",
+            self.rtp_packets_forwarded.clone(),
+        );
+        r.register(
+            "rtp_bytes_forwarded",
+            "RTP payload bytes sent to subscribers",
+            self.rtp_bytes_forwarded.clone(),
+        );
+        r.register(
+            "rtp_packets_received",
+            "RTP packets received from publishers",
+            self.rtp_packets_received.clone(),
+        );
+        r.register(
+            "rtp_packets_dropped",
+            "RTP packets not forwarded, by reason",
+            self.rtp_packets_dropped.clone(),
+        );
+        r.register(
+            "udp_datagrams_unrouted",
+            "Datagrams on the media port that matched no PeerConnection",
+            self.udp_datagrams_unrouted.clone(),
+        );
+        r.register(
+            "nacks_received",
+            "NACK feedback packets received",
+            self.nacks_received.clone(),
+        );
+        r.register(
+            "rtx_sent",
+            "Packets retransmitted in answer to NACKs",
+            self.rtx_sent.clone(),
+        );
+        r.register(
+            "plis_sent",
+            "Picture loss indications sent to publishers",
+            self.plis_sent.clone(),
+        );
+        r.register(
+            "ice_failures",
+            "PeerConnections whose ICE failed",
+            self.ice_failures.clone(),
+        );
+        r.register(
+            "renegotiations",
+            "Server-initiated offers",
+            self.renegotiations.clone(),
+        );
+        r.register(
+            "signaling_errors",
+            "webrtc_error events sent, by code",
+            self.signaling_errors.clone(),
+        );
+    }
+}

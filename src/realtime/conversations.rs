@@ -1,0 +1,149 @@
+//! Messaging events: join/leave a conversation's room, typing, read markers, sending.
+
+use socketioxide::extract::{SocketRef, TryData};
+
+use super::events::{self, incoming, outgoing};
+use super::reply::{Reply, invalid_payload};
+use super::{SocketUser, conversation_room};
+use crate::ids::{ConversationId, MessageId};
+use crate::messaging::DomainError;
+use crate::messaging::views::MessageView;
+use crate::state::AppState;
+
+/// The handshake's identity; every handler starts here.
+fn user_of(socket: &SocketRef) -> Result<SocketUser, DomainError> {
+    socket.extensions.get::<SocketUser>().ok_or_else(|| {
+        DomainError::new(
+            crate::messaging::ErrorKind::Unauthorized,
+            "unauthenticated",
+            "socket is not authenticated",
+        )
+    })
+}
+
+pub(super) fn register(socket: &SocketRef, state: &AppState) {
+    let s = state.clone();
+    socket.on(
+        incoming::JOIN_CONVERSATION,
+        async move |socket: SocketRef,
+                    TryData(p): TryData<events::JoinConversation>,
+                    reply: Reply| {
+            let r = join(&socket, &s, p.map_err(invalid_payload)).await;
+            reply.result(incoming::JOIN_CONVERSATION, r);
+        },
+    );
+    socket.on(
+        incoming::LEAVE_CONVERSATION,
+        async move |socket: SocketRef,
+                    TryData(p): TryData<events::LeaveConversation>,
+                    reply: Reply| {
+            match p {
+                Ok(p) => {
+                    socket.leave(conversation_room(ConversationId(p.conversation_id)));
+                    reply.ok(serde_json::json!({ "conversationId": p.conversation_id }));
+                }
+                Err(e) => reply.err(incoming::LEAVE_CONVERSATION, invalid_payload(e)),
+            }
+        },
+    );
+    socket.on(
+        incoming::TYPING,
+        async move |socket: SocketRef, TryData(p): TryData<events::Typing>, reply: Reply| {
+            let r = typing(&socket, p.map_err(invalid_payload)).await;
+            reply.result(incoming::TYPING, r);
+        },
+    );
+    let s = state.clone();
+    socket.on(
+        incoming::MESSAGE_READ,
+        async move |socket: SocketRef, TryData(p): TryData<events::MessageRead>, reply: Reply| {
+            let r = message_read(&socket, &s, p.map_err(invalid_payload)).await;
+            reply.result(incoming::MESSAGE_READ, r);
+        },
+    );
+    let s = state.clone();
+    socket.on(
+        incoming::SEND_MESSAGE,
+        async move |socket: SocketRef, TryData(p): TryData<events::SendMessage>, reply: Reply| {
+            let r = send(&socket, &s, p.map_err(invalid_payload)).await;
+            reply.result(incoming::SEND_MESSAGE, r);
+        },
+    );
+}
+
+async fn join(
+    socket: &SocketRef,
+    state: &AppState,
+    payload: Result<events::JoinConversation, DomainError>,
+) -> Result<serde_json::Value, DomainError> {
+    let p = payload?;
+    let user = user_of(socket)?;
+    let id = ConversationId(p.conversation_id);
+    state
+        .messaging
+        .ensure_participant(user.principal.identity, id)
+        .await?;
+    socket.join(conversation_room(id));
+    Ok(serde_json::json!({ "conversationId": id.0 }))
+}
+
+/// Typing is relayed, never stored, and only from a socket that joined the room (membership
+/// was checked then), so it costs no database round trip.
+async fn typing(
+    socket: &SocketRef,
+    payload: Result<events::Typing, DomainError>,
+) -> Result<serde_json::Value, DomainError> {
+    let p = payload?;
+    let user = user_of(socket)?;
+    let room = conversation_room(ConversationId(p.conversation_id));
+    if !socket.rooms().iter().any(|r| *r == room) {
+        return Err(DomainError::forbidden(
+            "not_joined",
+            "join_conversation first",
+        ));
+    }
+    let relay = events::TypingRelay {
+        conversation_id: p.conversation_id,
+        is_typing: p.is_typing,
+        user: user.principal.identity.into(),
+    };
+    // Other sockets of the room only: the typist knows they type.
+    let _ = socket.to(room).emit(outgoing::TYPING, &relay).await;
+    Ok(serde_json::json!({ "conversationId": p.conversation_id }))
+}
+
+async fn message_read(
+    socket: &SocketRef,
+    state: &AppState,
+    payload: Result<events::MessageRead, DomainError>,
+) -> Result<serde_json::Value, DomainError> {
+    let p = payload?;
+    let user = user_of(socket)?;
+    state
+        .messaging
+        .mark_read(
+            user.principal.identity,
+            ConversationId(p.conversation_id),
+            MessageId(p.message_id),
+        )
+        .await?;
+    Ok(serde_json::json!({ "conversationId": p.conversation_id, "messageId": p.message_id }))
+}
+
+async fn send(
+    socket: &SocketRef,
+    state: &AppState,
+    payload: Result<events::SendMessage, DomainError>,
+) -> Result<serde_json::Value, DomainError> {
+    let p = payload?;
+    let user = user_of(socket)?;
+    let (message, _) = state
+        .messaging
+        .send(
+            &user.principal,
+            ConversationId(p.conversation_id),
+            p.body.into_domain()?,
+        )
+        .await?;
+    Ok(serde_json::json!({ "message": MessageView::from(&message) }))
+}

@@ -1,0 +1,148 @@
+//! Socket.IO event names and payloads: the one place they are spelled.
+//!
+//! Incoming payloads accept ids as numbers or numeric strings (browsers send both); outgoing
+//! payloads use numbers.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ids::{Identity, Role};
+
+/// Client → server.
+pub mod incoming {
+    pub const JOIN_CONVERSATION: &str = "join_conversation";
+    pub const LEAVE_CONVERSATION: &str = "leave_conversation";
+    pub const TYPING: &str = "typing";
+    pub const MESSAGE_READ: &str = "message_read";
+    pub const SEND_MESSAGE: &str = "send_message";
+}
+
+/// Server → client.
+pub mod outgoing {
+    pub const NEW_MESSAGE: &str = "new_message";
+    pub const TYPING: &str = "typing";
+    pub const MESSAGE_READ: &str = "message_read";
+    /// A messaging event failed and the client asked for no acknowledgement.
+    pub const MESSAGING_ERROR: &str = "messaging_error";
+}
+
+/// Reads an id given as a number or as a string of digits.
+pub fn flexible_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(i64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Num(n) => Ok(n),
+        Raw::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom("expected a numeric id")),
+    }
+}
+
+/// `{userId, userType}` as the seed writes a person in events.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    pub user_id: i64,
+    pub user_type: Role,
+}
+
+impl From<Identity> for UserRef {
+    fn from(i: Identity) -> Self {
+        Self {
+            user_id: i.id.0,
+            user_type: i.role,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinConversation {
+    #[serde(deserialize_with = "flexible_id")]
+    pub conversation_id: i64,
+    /// Sent by the seed's clients; identity comes from the token, not from here.
+    #[serde(default)]
+    pub user: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveConversation {
+    #[serde(deserialize_with = "flexible_id")]
+    pub conversation_id: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Typing {
+    #[serde(deserialize_with = "flexible_id")]
+    pub conversation_id: i64,
+    pub is_typing: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingRelay {
+    pub conversation_id: i64,
+    pub is_typing: bool,
+    pub user: UserRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRead {
+    #[serde(deserialize_with = "flexible_id")]
+    pub conversation_id: i64,
+    #[serde(deserialize_with = "flexible_id")]
+    pub message_id: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageReadRelay {
+    pub conversation_id: i64,
+    pub message_id: i64,
+    pub user: UserRef,
+    pub read_at: String,
+}
+
+/// `send_message`: the REST body plus the conversation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendMessage {
+    #[serde(
+        rename = "conversationId",
+        alias = "conversation_id",
+        deserialize_with = "flexible_id"
+    )]
+    pub conversation_id: i64,
+    #[serde(flatten)]
+    pub body: crate::http::messages::SendMessageBody,
+}
+
+/// Acknowledgement of a client event: `{success, data}` or `{success, error}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ack<T: Serialize> {
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<AckError>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AckError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// `messaging_error`: a failed event that asked for no acknowledgement.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessagingError {
+    pub event: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}

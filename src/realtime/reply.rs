@@ -1,0 +1,82 @@
+//! Answering a client event: its acknowledgement when it asked for one, else an error event.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde::Serialize;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::AckSender;
+use socketioxide::handler::{FromMessageParts, Value};
+use socketioxide::socket::Socket;
+
+use super::events::{Ack, AckError, MessagingError, outgoing};
+use crate::messaging::{DomainError, ErrorKind};
+
+/// Extractor: how to answer the event being handled.
+pub struct Reply {
+    ack: AckSender,
+    wants_ack: bool,
+    socket: Arc<Socket<LocalAdapter>>,
+}
+
+impl FromMessageParts<LocalAdapter> for Reply {
+    type Error = Infallible;
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self {
+            ack: AckSender::from_message_parts(s, v, ack_id)?,
+            wants_ack: ack_id.is_some(),
+            socket: s.clone(),
+        })
+    }
+}
+
+impl Reply {
+    pub fn ok<T: Serialize>(self, data: T) {
+        let _ = self.ack.send(&Ack {
+            success: true,
+            data: Some(data),
+            error: None,
+        });
+    }
+
+    pub fn err(self, event: &'static str, e: DomainError) {
+        if e.kind == ErrorKind::Internal {
+            tracing::error!(event, error = ?e.source, "socket event failed");
+        }
+        if self.wants_ack {
+            let _ = self.ack.send(&Ack::<()> {
+                success: false,
+                data: None,
+                error: Some(AckError {
+                    code: e.code,
+                    message: e.message,
+                }),
+            });
+        } else {
+            let _ = self.socket.emit(
+                outgoing::MESSAGING_ERROR,
+                &MessagingError {
+                    event,
+                    code: e.code,
+                    message: e.message,
+                },
+            );
+        }
+    }
+
+    pub fn result<T: Serialize>(self, event: &'static str, r: Result<T, DomainError>) {
+        match r {
+            Ok(v) => self.ok(v),
+            Err(e) => self.err(event, e),
+        }
+    }
+}
+
+/// The answer to a payload that did not match the event's shape.
+pub fn invalid_payload(reason: impl std::fmt::Display) -> DomainError {
+    DomainError::bad_request("invalid_payload", format!("invalid payload: {reason}"))
+}

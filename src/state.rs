@@ -1,0 +1,40 @@
+//! What every request handler and socket event reaches: built once by [`crate::app::App`].
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use socketioxide::SocketIo;
+
+use crate::auth::{FailureLimiter, TokenVerifier};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::messaging::Messaging;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub verifier: TokenVerifier,
+    pub auth_limiter: FailureLimiter,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub messaging: Messaging,
+    pub io: SocketIo,
+}
+
+impl AppState {
+    pub fn new(inner: AppInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
