@@ -19,10 +19,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod load;
 pub mod messaging;
 pub mod metrics;
 pub mod realtime;

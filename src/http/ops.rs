@@ -46,6 +46,11 @@ fn not_ready() -> Response {
 /// Prometheus exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "metrics text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Counted at scrape time: exact, whatever order connects and disconnects ran in.
+    state
+        .metrics
+        .socketio_connections
+        .set(state.io.sockets().len() as i64);
     for (pool, size, idle) in state.store.pool_stats() {
         let idle = idle as i64;
         let size = i64::from(size);

@@ -8,6 +8,7 @@
 //! - message content is never logged.
 
 mod error;
+mod membership;
 pub mod uploads;
 pub mod views;
 
@@ -57,6 +58,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     uploads: Uploads,
     max_message_chars: usize,
+    membership: membership::Membership,
 }
 
 impl Messaging {
@@ -76,6 +78,7 @@ impl Messaging {
                 metrics,
                 uploads,
                 max_message_chars,
+                membership: membership::Membership::default(),
             }),
         }
     }
@@ -124,11 +127,15 @@ impl Messaging {
             ));
         }
         let now = self.inner.clock.now_ms();
-        Ok(self
+        let (conversation, created) = self
             .inner
             .store
             .create_conversation(kind, caller, &members, now)
-            .await?)
+            .await?;
+        self.inner
+            .membership
+            .remember(conversation.id, &conversation.participants);
+        Ok((conversation, created))
     }
 
     /// The private conversation between a doctor and a patient, created when missing.
@@ -174,7 +181,12 @@ impl Messaging {
         caller: Identity,
         id: ConversationId,
     ) -> DomainResult<()> {
-        if self.inner.store.is_participant(id, caller).await? {
+        if self
+            .inner
+            .membership
+            .contains(&self.inner.store, id, caller)
+            .await?
+        {
             Ok(())
         } else {
             Err(DomainError::conversation_not_found())

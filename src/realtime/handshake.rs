@@ -77,11 +77,12 @@ fn check_claims(auth: Option<&Value>, principal: &Principal) -> Result<(), Refus
     Ok(())
 }
 
+/// Verifies the handshake; on success the socket carries its [`SocketUser`] extension.
 pub(super) fn authenticate(
     socket: &SocketRef,
     auth: Option<Value>,
     state: &AppState,
-) -> Result<(), Refusal> {
+) -> Result<SocketUser, Refusal> {
     let ip = socket
         .req_parts()
         .extensions
@@ -102,8 +103,9 @@ pub(super) fn authenticate(
         });
     match result {
         Ok(principal) => {
-            socket.extensions.insert(SocketUser { principal });
-            Ok(())
+            let user = SocketUser { principal };
+            socket.extensions.insert(user.clone());
+            Ok(user)
         }
         Err(refusal) => {
             state

@@ -78,40 +78,26 @@ impl Broadcaster {
     }
 }
 
-/// Installs the `/` namespace: handshake middleware, then the event handlers.
+/// Installs the `/` namespace.
+///
+/// Everything a socket needs is set up in the handshake middleware, before the server sends
+/// the connect packet: socketioxide runs the connect handler in a task of its own *after*
+/// sending it, so a client that emits right after connecting could otherwise reach a socket
+/// with no event handlers yet (its event would be dropped).
 pub fn register(io: &SocketIo, state: AppState) {
-    let on_connect = {
-        let state = state.clone();
-        move |socket: SocketRef| {
-            let state = state.clone();
-            async move { on_connect(socket, state) }
-        }
+    let on_connect = async |socket: SocketRef| {
+        tracing::debug!(sid = %socket.id, "socket connected");
     };
     let authenticate =
         move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
             let state = state.clone();
-            async move { handshake::authenticate(&socket, auth.0.ok(), &state) }
+            async move {
+                let user = handshake::authenticate(&socket, auth.0.ok(), &state)?;
+                socket.join(user.principal.identity.room());
+                conversations::register(&socket, &state);
+                Ok::<(), handshake::Refusal>(())
+            }
         };
     use socketioxide::handler::ConnectHandler;
     io.ns("/", on_connect.with(authenticate));
-}
-
-fn on_connect(socket: SocketRef, state: AppState) {
-    let Some(user) = socket.extensions.get::<SocketUser>() else {
-        // The middleware always sets it; a socket without it must not stay.
-        let _ = socket.disconnect();
-        return;
-    };
-    socket.join(user.principal.identity.room());
-    state.metrics.socketio_connections.inc();
-    tracing::debug!(sid = %socket.id, "socket connected");
-    conversations::register(&socket, &state);
-    let metrics = state.metrics.clone();
-    socket.on_disconnect(move |s: SocketRef| {
-        let metrics = metrics.clone();
-        async move {
-            metrics.socketio_connections.dec();
-            tracing::debug!(sid = %s.id, "socket disconnected");
-        }
-    });
 }

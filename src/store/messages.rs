@@ -107,30 +107,36 @@ pub(super) fn message_from_row(row: &AnyRow) -> StoreResult<Message> {
     })
 }
 
+/// `INSERT … RETURNING id` for one message; no row when the client message id was used.
+pub(super) fn insert_statement(
+    new: &NewMessage,
+) -> sqlx::query::QueryScalar<'static, sqlx::Any, i64, sqlx::any::AnyArguments> {
+    sqlx::query_scalar(
+        "INSERT INTO messages (conversation_id, sender_role, sender_id, sender_name, contenu, \
+             type_message, metadata, client_message_id, attachment_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(new.conversation_id.0)
+    .bind(new.sender.role.as_str())
+    .bind(new.sender.id.0)
+    .bind(new.sender_name.clone())
+    .bind(new.contenu.clone())
+    .bind(new.type_message.as_str())
+    .bind(new.metadata.as_ref().map(|m| m.to_string()))
+    .bind(new.client_message_id.clone())
+    .bind(new.attachment_id.clone())
+    .bind(new.created_at)
+}
+
 impl Store {
     /// Stores a message. With a client message id already used by this sender in this
     /// conversation, returns the first message and `false` instead of storing a second one.
     pub async fn insert_message(&self, new: &NewMessage) -> StoreResult<(Message, bool)> {
-        let metadata = new.metadata.as_ref().map(|m| m.to_string());
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (conversation_id, sender_role, sender_id, sender_name, contenu, \
-                 type_message, metadata, client_message_id, attachment_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(new.conversation_id.0)
-        .bind(new.sender.role.as_str())
-        .bind(new.sender.id.0)
-        .bind(new.sender_name.clone())
-        .bind(new.contenu.clone())
-        .bind(new.type_message.as_str())
-        .bind(metadata)
-        .bind(new.client_message_id.clone())
-        .bind(new.attachment_id.clone())
-        .bind(new.created_at)
-        .fetch_optional(self.writer())
-        .await?;
-
+        let id = match self.group_commit() {
+            Some(writer) => writer.insert(new.clone()).await?,
+            None => insert_statement(new).fetch_optional(self.writer()).await?,
+        };
         if let Some(id) = id {
             let attachment = match &new.attachment_id {
                 Some(a) => self.attachment(a).await?,

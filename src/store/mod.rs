@@ -10,6 +10,7 @@
 
 mod attachments;
 mod conversations;
+mod group_commit;
 mod messages;
 mod rows;
 
@@ -60,6 +61,8 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    /// SQLite only: message inserts batched into shared transactions.
+    group_commit: Option<group_commit::GroupCommit>,
 }
 
 impl Store {
@@ -83,6 +86,7 @@ impl Store {
                 let read = sqlite_pool(4).connect_with(options).await?;
                 Ok(Self {
                     read,
+                    group_commit: Some(group_commit::GroupCommit::start(write.clone())),
                     write,
                     backend,
                 })
@@ -98,6 +102,7 @@ impl Store {
                     read: pool.clone(),
                     write: pool,
                     backend,
+                    group_commit: None,
                 })
             }
         }
@@ -142,6 +147,10 @@ impl Store {
 
     pub(crate) fn writer(&self) -> &AnyPool {
         &self.write
+    }
+
+    fn group_commit(&self) -> Option<&group_commit::GroupCommit> {
+        self.group_commit.as_ref()
     }
 }
 

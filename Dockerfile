@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile in the Rust image, run in a slim Debian as an unprivileged user.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY migrations ./migrations
+COPY src ./src
+RUN cargo build --release --locked --bins
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home-dir /var/lib/relais --create-home --shell /usr/sbin/nologin relais
+COPY --from=build /src/target/release/relais /src/target/release/relais-load /usr/local/bin/
+USER relais
+WORKDIR /var/lib/relais
+ENV RELAIS_DATA_DIR=/var/lib/relais/data \
+    RELAIS_MEDIA_DIR=/var/lib/relais/media \
+    RELAIS_CERTS_DIR=/var/lib/relais/certs
+VOLUME ["/var/lib/relais"]
+# HTTP, HTTPS, media (UDP and ICE-TCP), TURN (UDP/TCP and TLS)
+EXPOSE 3000/tcp 3443/tcp 3479/udp 3479/tcp 3478/udp 3478/tcp 5349/tcp
+HEALTHCHECK --interval=30s --timeout=3s CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/3000"]
+ENTRYPOINT ["/usr/bin/tini", "--", "relais"]
+CMD ["serve"]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests drive (node packages), builds,
+# runs every test, and prints a summary. PostgreSQL variants run when RELAIS_TEST_POSTGRES_URL is
+# set (.ci/run sets it); otherwise they say they were skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp -t relais-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+started=$(date +%s)
+step() { printf '\n==> %s\n' "$*"; }
+
+step "JavaScript test clients (npm ci in tests/js)"
+if ! command -v node >/dev/null 2>&1; then
+  echo "node is required (the official socket.io client runs under it)" >&2
+  exit 1
+fi
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm ci failed" >&2; exit 1; }
+
+step "cargo test (all targets)"
+cargo test --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+passed=$(grep -Eo 'test result: [A-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+elapsed=$(( $(date +%s) - started ))
+
+printf '\n==================== relais test summary ====================\n'
+printf 'passed: %s   failed: %s   time: %ss\n' "$passed" "$failed" "$elapsed"
+if [ -z "${RELAIS_TEST_POSTGRES_URL:-}" ]; then
+  echo "skipped: PostgreSQL variants (RELAIS_TEST_POSTGRES_URL is not set; they passed as no-ops)"
+else
+  echo "PostgreSQL variants ran against ${RELAIS_TEST_POSTGRES_URL%%@*}@…"
+fi
+if [ "$status" -ne 0 ]; then
+  echo "RESULT: FAILED (cargo test exited $status)"
+  grep -E '^(test .* FAILED|---- .* stdout ----)' "$log" | head -40
+  exit "$status"
+fi
+echo "RESULT: OK"

@@ -1,0 +1,39 @@
+//! The load tool's library: scenarios that drive a running relais as real clients do, and
+//! the statistics they report. The `relais-load` binary is a thin CLI over it.
+
+pub mod messaging;
+pub mod stats;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::auth::TokenVerifier;
+use crate::config::AuthConfig;
+use crate::ids::Identity;
+
+/// Mints tokens for synthetic users: with the server's shared secret, or with the development
+/// secret of its data directory.
+pub struct TokenMinter(TokenVerifier);
+
+impl TokenMinter {
+    pub fn from_secret(secret: &str) -> Self {
+        Self(TokenVerifier::hs256(
+            secret.as_bytes(),
+            &AuthConfig::default(),
+            false,
+        ))
+    }
+
+    pub fn from_data_dir(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("jwt-secret.dev");
+        let secret = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Ok(Self::from_secret(secret.trim()))
+    }
+
+    pub fn token(&self, who: Identity) -> String {
+        self.0
+            .mint(who, None, Duration::from_secs(6 * 3600))
+            .expect("HS256 minting cannot fail")
+    }
+}

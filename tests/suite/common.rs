@@ -1,0 +1,370 @@
+//! Test harness: the real server on loopback, port 0, a fresh database per test.
+//!
+//! - `spawn_app(Backend::Sqlite)` runs the server in-process with a temporary data directory;
+//! - `Backend::Postgres` creates a fresh database on the server named by
+//!   `RELAIS_TEST_POSTGRES_URL` and drops it afterwards; tests skip (saying so) when unset;
+//! - every log line the server writes goes to an in-memory buffer ([`captured_logs`]) so tests
+//!   can check what never reaches the logs.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use relais::app::{App, RunningApp};
+use relais::client::api::ApiClient;
+use relais::client::socketio::{ConnectOptions, SioClient, SioError};
+use relais::clock::{ManualClock, SharedClock, SystemClock};
+use relais::config::Config;
+use relais::ids::{Identity, Role};
+use serde_json::{Value, json};
+
+pub const POSTGRES_ENV: &str = "RELAIS_TEST_POSTGRES_URL";
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("RELAIS_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber (once per test binary): relais at debug, others at warn.
+pub fn init_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = CaptureWriter(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn,relais=debug"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    });
+}
+
+/// Everything the servers of this test binary logged so far.
+pub fn captured_logs() -> String {
+    init_logs();
+    String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap()).into_owned()
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_ENV).ok().filter(|s| !s.is_empty())
+}
+
+/// Runs `$body(backend)` as two tests: on SQLite, and on PostgreSQL when configured.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::common::postgres_url().is_none() {
+                    eprintln!(
+                        "skipped: {} is not set, so the PostgreSQL variant of {} did not run",
+                        $crate::common::POSTGRES_ENV,
+                        stringify!($name)
+                    );
+                    return;
+                }
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create(admin_url: &str) -> (Self, String) {
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let name = format!("relais_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+            .await
+            .expect("connect to the test PostgreSQL server");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(admin_url).expect("postgres url");
+        url.set_path(&format!("/{name}"));
+        (
+            Self {
+                admin_url: admin_url.to_string(),
+                name,
+            },
+            url.to_string(),
+        )
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // Async work in Drop: a short-lived runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Executor;
+                if let Ok(mut conn) =
+                    <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await
+                {
+                    let _ = conn
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Options for [`spawn_app_with`].
+pub struct Options {
+    pub backend: Backend,
+    pub clock: Option<Arc<ManualClock>>,
+    pub configure: Box<dyn FnOnce(&mut Config) + Send>,
+}
+
+impl Options {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            clock: None,
+            configure: Box::new(|_| {}),
+        }
+    }
+
+    pub fn configure(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.configure = Box::new(f);
+        self
+    }
+}
+
+pub struct TestApp {
+    running: Option<RunningApp>,
+    pub config: Config,
+    pub base: String,
+    pub https_base: Option<String>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pub clock: SharedClock,
+    _pg: Option<PgDatabase>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(Options::new(backend)).await
+}
+
+/// A configuration on loopback with every port 0 and every path in `dir`.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.join("data"),
+        media_dir: dir.join("media"),
+        ..Config::default()
+    };
+    config.https.certs_dir = dir.join("certs");
+    config.http.addr = "127.0.0.1:0".parse().unwrap();
+    config.https.addr = "127.0.0.1:0".parse().unwrap();
+    config.media.udp_addr = "127.0.0.1:0".parse().unwrap();
+    config.media.tcp_addr = "127.0.0.1:0".parse().unwrap();
+    config.media.public_ips = vec!["127.0.0.1".parse().unwrap()];
+    config.turn.udp_addr = "127.0.0.1:0".parse().unwrap();
+    config.turn.tcp_addr = "127.0.0.1:0".parse().unwrap();
+    config.turn.tls_addr = "127.0.0.1:0".parse().unwrap();
+    config.auth.jwt_secret = Some(SECRET.into());
+    config.http.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    let pg = match opts.backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let admin = postgres_url().expect("PostgreSQL URL");
+            let (db, url) = PgDatabase::create(&admin).await;
+            config.database_url = Some(url);
+            Some(db)
+        }
+    };
+    (opts.configure)(&mut config);
+    let clock: SharedClock = match &opts.clock {
+        Some(c) => c.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let mut app = TestApp {
+        running: None,
+        config,
+        base: String::new(),
+        https_base: None,
+        dir,
+        http: reqwest::Client::new(),
+        clock,
+        _pg: pg,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    /// (Re)starts the server on the same configuration and data.
+    pub async fn start(&mut self) {
+        assert!(self.running.is_none(), "already running");
+        let built = App::build_with_clock(self.config.clone(), self.clock.clone())
+            .await
+            .expect("server builds");
+        let running = built.spawn();
+        self.base = format!("http://{}", running.http_addr);
+        self.https_base = running.https_addr.map(|a| format!("https://{a}"));
+        // Keep the same ports across restarts so URLs stay valid.
+        self.config.http.addr = running.http_addr;
+        if let Some(a) = running.https_addr {
+            self.config.https.addr = a;
+        }
+        self.running = Some(running);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean shutdown");
+        }
+    }
+
+    pub fn running(&self) -> &RunningApp {
+        self.running.as_ref().expect("server running")
+    }
+
+    pub fn state(&self) -> &relais::state::AppState {
+        &self.running().state
+    }
+
+    pub fn token(&self, role: Role, id: i64) -> String {
+        self.running()
+            .state
+            .verifier
+            .mint(Identity::new(role, id), None, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    pub fn doctor(&self, id: i64) -> ApiClient {
+        ApiClient::new(
+            self.http.clone(),
+            &self.base,
+            &self.token(Role::Medecin, id),
+        )
+    }
+
+    pub fn patient(&self, id: i64) -> ApiClient {
+        ApiClient::new(
+            self.http.clone(),
+            &self.base,
+            &self.token(Role::Patient, id),
+        )
+    }
+
+    pub async fn socket(&self, role: Role, id: i64) -> SioClient {
+        self.try_socket(role, id).await.expect("socket connects")
+    }
+
+    pub async fn try_socket(&self, role: Role, id: i64) -> Result<SioClient, SioError> {
+        let auth = json!({
+            "token": self.token(role, id),
+            "userType": role.as_str(),
+            "userId": id,
+            "role": role.as_str(),
+        });
+        SioClient::connect_with(
+            &self.base,
+            auth,
+            ConnectOptions {
+                timeout: Some(Duration::from_secs(5)),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric line (exact name with labels), or 0 when absent.
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        metric_value(&self.metrics().await, line_prefix)
+    }
+}
+
+pub fn metric_value(text: &str, name_with_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_with_labels)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // A panicking test leaves its server to the runtime's teardown; nothing to do here
+        // but make sure the PostgreSQL database outlives the server's pool.
+        if let Some(r) = self.running.take() {
+            drop(r);
+        }
+    }
+}
+
+/// `Some(ack.data)` when `success` is true, else panics with the error.
+pub fn ack_ok(ack: &Value) -> &Value {
+    assert_eq!(ack["success"], true, "ack failed: {ack}");
+    &ack["data"]
+}
+
+pub fn ack_code(ack: &Value) -> &str {
+    assert_eq!(ack["success"], false, "ack unexpectedly succeeded: {ack}");
+    ack["error"]["code"].as_str().unwrap_or("")
+}
+
+pub const WAIT: Duration = Duration::from_secs(5);

@@ -1,0 +1,11 @@
+//! Integration tests against the real server on loopback.
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod messaging_rest;
+mod persistence;
+mod socketio;
+mod socketio_js;
+mod tls;
