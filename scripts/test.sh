@@ -21,8 +21,8 @@ step "cargo test (all targets)"
 cargo test --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
-passed=$(grep -Eo 'test result: [A-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo 'test result: .* [0-9]+ failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 elapsed=$(( $(date +%s) - started ))
 
 printf '\n==================== relais test summary ====================\n'
