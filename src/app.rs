@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::messaging::{Messaging, Uploads};
 use crate::metrics::Metrics;
 use crate::realtime::{self, Broadcaster};
+use crate::sessions::Sessions;
+use crate::sfu::{MediaSettings, Sfu};
 use crate::state::{AppInner, AppState};
 use crate::store::Store;
 use crate::tls::{self, TlsMaterial};
@@ -192,6 +194,25 @@ impl App {
             uploads,
             config.messaging.max_message_chars,
         );
+        let sessions = Sessions::new(
+            store.clone(),
+            clock.clone(),
+            messaging.clone(),
+            config.sessions.code_ttl,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("sessions: {e}"))?;
+        let sfu = Sfu::start(
+            MediaSettings {
+                udp_addr: config.media.udp_addr,
+                public_ips: config.media.public_ips.clone(),
+                reconnect_grace: config.sessions.reconnect_grace,
+            },
+            metrics.clone(),
+            io.clone(),
+            sessions.clone(),
+        )
+        .await?;
         let config = Arc::new(config);
         let state = AppState::new(AppInner {
             auth_limiter: FailureLimiter::new(config.http.auth_failures_per_minute, clock.clone()),
@@ -201,7 +222,10 @@ impl App {
             clock,
             metrics,
             messaging,
+            sessions,
+            sfu,
             io: io.clone(),
+            public_base_url: public_base_url.clone(),
         });
         realtime::register(&io, state.clone());
 
@@ -253,6 +277,7 @@ impl App {
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let grace = self.state.config.http.shutdown_grace;
         handle.graceful_shutdown(Some(grace));
+        self.state.sfu.shutdown().await;
         self.state.io.close().await;
         http.await.context("http server task")??;
         if let Some(https) = https {

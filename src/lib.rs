@@ -28,6 +28,8 @@ pub mod load;
 pub mod messaging;
 pub mod metrics;
 pub mod realtime;
+pub mod sessions;
+pub mod sfu;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -10,6 +10,8 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::messaging::Messaging;
 use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::sfu::Sfu;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -23,7 +25,11 @@ pub struct AppInner {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub messaging: Messaging,
+    pub sessions: Sessions,
+    pub sfu: Sfu,
     pub io: SocketIo,
+    /// Base of the URLs handed out (conference links).
+    pub public_base_url: url::Url,
 }
 
 impl AppState {

@@ -2,4 +2,6 @@
 //! client over WebSocket ([`socketio`]) and a typed REST client ([`api`]).
 
 pub mod api;
+pub mod media;
+pub mod peer;
 pub mod socketio;

@@ -63,7 +63,7 @@ impl Drop for SioClient {
 }
 
 /// How to reach the server.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     /// Extra root certificate (PEM) to trust for `https` URLs, e.g. relais's self-signed one.
     pub root_cert_pem: Option<Vec<u8>>,

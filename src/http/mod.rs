@@ -15,6 +15,7 @@ pub mod extract;
 pub mod messages;
 mod openapi;
 mod ops;
+pub mod webrtc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -51,6 +52,11 @@ pub fn router(state: AppState) -> Router {
             post(attachments::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/attachments/{id}", get(attachments::download))
+        .route("/webrtc/sessions", post(webrtc::create))
+        .route("/webrtc/sessions/{id}", get(webrtc::get))
+        .route("/webrtc/sessions/{id}/end", post(webrtc::end))
+        .route("/webrtc/sessions/{id}/stats", get(webrtc::stats))
+        .route("/webrtc/validate-code", post(webrtc::validate_code))
         .fallback(api_not_found)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,

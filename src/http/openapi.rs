@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, conversations, messages, ops};
+use super::{attachments, conversations, messages, ops, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,11 +12,13 @@ use super::{attachments, conversations, messages, ops};
         conversations::create, conversations::list, conversations::get, conversations::mark_read,
         messages::history, messages::send,
         attachments::upload, attachments::download,
+        webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
         messages::SendMessageBody,
+        webrtc::CreateSessionBody, webrtc::ValidateCodeBody,
         crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,
         crate::messaging::views::ConversationView, crate::messaging::views::PersonView,
         crate::messaging::views::SenderView,

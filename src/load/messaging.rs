@@ -125,7 +125,12 @@ pub async fn run(cfg: &MessagingLoad, minter: &TokenMinter) -> anyhow::Result<Ve
             let due = start + interval.mul_f64(sent as f64);
             tokio::time::sleep_until(due.into()).await;
             let (conv, doctor, patient) = &pairs[(sent as usize) % pairs.len()];
-            let sender = if sent.is_multiple_of(2) { doctor } else { patient }.clone();
+            let sender = if sent.is_multiple_of(2) {
+                doctor
+            } else {
+                patient
+            }
+            .clone();
             let conv = *conv;
             let permit = limiter.clone().acquire_owned().await?;
             let (stored, failed, shared) = (stored.clone(), failed.clone(), shared.clone());

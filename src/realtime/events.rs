@@ -14,6 +14,12 @@ pub mod incoming {
     pub const TYPING: &str = "typing";
     pub const MESSAGE_READ: &str = "message_read";
     pub const SEND_MESSAGE: &str = "send_message";
+    pub const WEBRTC_OFFER: &str = "webrtc_offer";
+    pub const REQUEST_WEBRTC_OFFER: &str = "request_webrtc_offer";
+    pub const WEBRTC_ANSWER: &str = "webrtc_answer";
+    pub const WEBRTC_ICE_CANDIDATES: &str = "webrtc_ice_candidates";
+    pub const LEAVE_SESSION: &str = "leave_session";
+    pub const END_SESSION: &str = "end_session";
 }
 
 /// Server → client.
@@ -23,6 +29,13 @@ pub mod outgoing {
     pub const MESSAGE_READ: &str = "message_read";
     /// A messaging event failed and the client asked for no acknowledgement.
     pub const MESSAGING_ERROR: &str = "messaging_error";
+    pub const WEBRTC_OFFER: &str = "webrtc_offer";
+    pub const WEBRTC_ANSWER: &str = "webrtc_answer";
+    pub const WEBRTC_ICE_CANDIDATES: &str = "webrtc_ice_candidates";
+    pub const PARTICIPANT_JOINED: &str = "participant_joined";
+    pub const PARTICIPANT_LEFT: &str = "participant_left";
+    pub const SESSION_ENDED: &str = "session_ended";
+    pub const WEBRTC_ERROR: &str = "webrtc_error";
 }
 
 /// Reads an id given as a number or as a string of digits.
@@ -43,7 +56,7 @@ pub fn flexible_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 }
 
 /// `{userId, userType}` as the seed writes a person in events.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRef {
     pub user_id: i64,
@@ -143,6 +156,135 @@ pub struct AckError {
 #[derive(Debug, Clone, Serialize)]
 pub struct MessagingError {
     pub event: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+// ---- WebRTC signaling -------------------------------------------------------------------
+
+/// `from` of server-originated signaling: `{userType: "server", userId: null}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerRef {
+    pub user_type: &'static str,
+    pub user_id: Option<i64>,
+}
+
+impl Default for ServerRef {
+    fn default() -> Self {
+        Self {
+            user_type: "server",
+            user_id: None,
+        }
+    }
+}
+
+/// Client → server `webrtc_offer`: a participant publishes (or renegotiates).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientOffer {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: i64,
+    #[serde(default)]
+    pub conversation_id: Option<serde_json::Value>,
+    pub sdp_offer: String,
+    #[serde(default)]
+    pub session_type: Option<String>,
+}
+
+/// Client → server `request_webrtc_offer`: join with the code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestOffer {
+    pub code: String,
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: i64,
+    #[serde(default)]
+    pub user: Option<serde_json::Value>,
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+/// Client → server `webrtc_answer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAnswer {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: i64,
+    pub sdp_answer: String,
+}
+
+/// Client → server `webrtc_ice_candidates`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCandidates {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: i64,
+    pub candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+}
+
+/// `leave_session` / `end_session`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRef {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: i64,
+}
+
+/// Server → client `webrtc_offer`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Offer {
+    pub session_id: i64,
+    pub conversation_id: i64,
+    pub sdp_offer: String,
+    pub session_type: crate::store::SessionType,
+    pub from: ServerRef,
+}
+
+/// Server → client `webrtc_answer`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    pub session_id: i64,
+    pub sdp_answer: String,
+    pub from: ServerRef,
+}
+
+/// Server → client `webrtc_ice_candidates`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidates {
+    pub session_id: i64,
+    pub candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+    pub from: ServerRef,
+}
+
+/// `participant_joined` / `participant_left`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantEvent {
+    pub session_id: i64,
+    pub participant: UserRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Everyone in the session after this change.
+    pub participants: Vec<UserRef>,
+}
+
+/// `session_ended`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEnded {
+    pub session_id: i64,
+    pub reason: &'static str,
+}
+
+/// `webrtc_error`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebrtcError {
+    pub session_id: Option<i64>,
     pub code: &'static str,
     pub message: String,
 }

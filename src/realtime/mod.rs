@@ -12,6 +12,7 @@ mod conversations;
 pub mod events;
 mod handshake;
 mod reply;
+mod signaling;
 
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
@@ -85,16 +86,37 @@ impl Broadcaster {
 /// sending it, so a client that emits right after connecting could otherwise reach a socket
 /// with no event handlers yet (its event would be dropped).
 pub fn register(io: &SocketIo, state: AppState) {
-    let on_connect = async |socket: SocketRef| {
-        tracing::debug!(sid = %socket.id, "socket connected");
+    let on_connect = {
+        let state = state.clone();
+        move |socket: SocketRef| {
+            let state = state.clone();
+            async move {
+                tracing::debug!(sid = %socket.id, "socket connected");
+                // Now that the socket is in the namespace, consultations waiting for this
+                // person (reconnect within the grace period) can rebind to it.
+                if let Some(user) = socket.extensions.get::<SocketUser>() {
+                    state
+                        .sfu
+                        .socket_connected(user.principal.identity, socket.id);
+                }
+            }
+        }
     };
     let authenticate =
         move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
             let state = state.clone();
             async move {
                 let user = handshake::authenticate(&socket, auth.0.ok(), &state)?;
-                socket.join(user.principal.identity.room());
+                let who = user.principal.identity;
+                socket.join(who.room());
                 conversations::register(&socket, &state);
+                socket.extensions.insert(signaling::SignalQueue::start());
+                signaling::register(&socket, &state);
+                let sfu = state.sfu.clone();
+                socket.on_disconnect(move |s: SocketRef| {
+                    let sfu = sfu.clone();
+                    async move { sfu.socket_disconnected(who, s.id) }
+                });
                 Ok::<(), handshake::Refusal>(())
             }
         };

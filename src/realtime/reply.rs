@@ -76,6 +76,40 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// For WebRTC events: a failure is always told as `webrtc_error {sessionId, code,
+    /// message}` (what the seed's clients listen for), and as the acknowledgement when asked.
+    pub fn signal<T: Serialize>(
+        self,
+        session_id: Option<i64>,
+        r: Result<T, crate::sfu::SignalError>,
+        errors: &crate::sfu::Sfu,
+    ) {
+        match r {
+            Ok(v) => self.ok(v),
+            Err(e) => {
+                errors.count_signal_error(e.code);
+                let _ = self.socket.emit(
+                    outgoing::WEBRTC_ERROR,
+                    &super::events::WebrtcError {
+                        session_id,
+                        code: e.code,
+                        message: e.message.clone(),
+                    },
+                );
+                let _ = self.ack.send(&Ack::<()> {
+                    success: false,
+                    data: None,
+                    error: Some(AckError {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                });
+            }
+        }
+    }
+}
+
 /// The answer to a payload that did not match the event's shape.
 pub fn invalid_payload(reason: impl std::fmt::Display) -> DomainError {
     DomainError::bad_request("invalid_payload", format!("invalid payload: {reason}"))

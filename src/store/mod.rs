@@ -13,6 +13,7 @@ mod conversations;
 mod group_commit;
 mod messages;
 mod rows;
+mod sessions;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Executor};
 pub use attachments::{Attachment, NewAttachment};
 pub use conversations::{Conversation, ConversationKind, ConversationSummary};
 pub use messages::{Message, MessageType, NewMessage, Page};
+pub use sessions::{NewSession, SessionParticipant, SessionRecord, SessionStatus, SessionType};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -53,7 +53,15 @@ async fn malformed_bodies_and_ids() {
     let t = Some(token.as_str());
 
     // (name, method, path, content type, body, expected status, expected code)
-    type Case<'a> = (&'a str, Method, String, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    type Case<'a> = (
+        &'a str,
+        Method,
+        String,
+        Option<&'a str>,
+        Vec<u8>,
+        StatusCode,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             "malformed json",

@@ -53,7 +53,10 @@ pub fn init_logs() {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = CaptureWriter(buf.clone());
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn,relais=debug"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("RELAIS_TEST_LOG_FILTER")
+                    .unwrap_or_else(|_| "warn,relais=debug".into()),
+            ))
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .try_init();
@@ -368,3 +371,73 @@ pub fn ack_code(ack: &Value) -> &str {
 }
 
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A consultation created by `doctor` with `patients` in its conversation:
+/// (session id, conversation id, join code).
+pub async fn create_session(
+    app: &TestApp,
+    doctor: i64,
+    patients: &[i64],
+    session_type: &str,
+) -> (i64, i64, String) {
+    let api = app.doctor(doctor);
+    let participants: Vec<(&str, i64)> = patients.iter().map(|p| ("patient", *p)).collect();
+    let kind = if patients.len() == 1 {
+        "private"
+    } else {
+        "group"
+    };
+    let conv = api.create_conversation(kind, &participants).await.unwrap();
+    let (status, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/messaging/webrtc/sessions?generate_conference_link=true",
+            Some(
+                &json!({"conversation_id": conv, "session_type": session_type, "sdp_offer": null,
+                         "initiator": {"userType": "medecin", "userId": doctor}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{v}");
+    let id = v["data"]["session"]["id"].as_i64().unwrap();
+    let code = v["data"]["conferenceLink"]["joinCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, conv, code)
+}
+
+/// A synthetic participant configured for this server.
+pub fn peer_config(
+    app: &TestApp,
+    role: Role,
+    id: i64,
+    session: i64,
+    entry: relais::client::peer::Entry,
+) -> relais::client::peer::PeerConfig {
+    let mut cfg = relais::client::peer::PeerConfig::new(
+        &app.base,
+        &app.token(role, id),
+        Identity::new(role, id),
+        session,
+        entry,
+    );
+    cfg.keyframe_interval = Duration::from_millis(500);
+    cfg.video_bitrate_bps = 300_000;
+    cfg
+}
+
+/// Polls `f` every 50 ms until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -9,3 +9,4 @@ mod persistence;
 mod socketio;
 mod socketio_js;
 mod tls;
+mod webrtc_media;

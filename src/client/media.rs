@@ -1,0 +1,222 @@
+//! Synthetic media: RTP payloads that carry their own send time and counter, so a receiver
+//! measures latency, loss, duplicates and reordering, and checks every byte arrived unchanged.
+//!
+//! Payload layout (after a one-byte VP8 payload descriptor for video, so the SFU sees real
+//! keyframe boundaries): magic `RLS1`, track tag (u32), counter (u32), send time in µs since
+//! the process's epoch (u64), then filler bytes derived from the counter.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+
+use crate::load::stats::Samples;
+
+pub const MAGIC: &[u8; 4] = b"RLS1";
+const HEADER: usize = 4 + 4 + 4 + 8;
+
+/// The instant all synthetic timestamps count from (one per process).
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+fn filler(counter: u32, i: usize) -> u8 {
+    (counter as usize).wrapping_mul(31).wrapping_add(i) as u8
+}
+
+/// VP8 payload descriptor + header byte: S=1 on the first packet of a frame, P=0 on keyframes.
+fn vp8_prefix(first_of_frame: bool, keyframe: bool) -> [u8; 2] {
+    match (first_of_frame, keyframe) {
+        (true, true) => [0x10, 0x00],
+        (true, false) => [0x10, 0x01],
+        (false, _) => [0x00, 0x01],
+    }
+}
+
+/// Builds one synthetic payload of `size` bytes (at least the header).
+pub fn payload(tag: u32, counter: u32, video: Option<(bool, bool)>, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(HEADER + 2));
+    if let Some((first, key)) = video {
+        b.put_slice(&vp8_prefix(first, key));
+    }
+    b.put_slice(MAGIC);
+    b.put_u32(tag);
+    b.put_u32(counter);
+    b.put_u64(now_us());
+    let start = b.len();
+    for i in start..size.max(start) {
+        b.put_u8(filler(counter, i));
+    }
+    b.freeze()
+}
+
+/// What a receiver reads back from a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub tag: u32,
+    pub counter: u32,
+    pub sent_us: u64,
+    /// Every filler byte is what the sender wrote.
+    pub intact: bool,
+}
+
+pub fn decode(payload: &[u8]) -> Option<Decoded> {
+    let at = payload.windows(4).take(4).position(|w| w == MAGIC)?;
+    let h = payload.get(at..at + HEADER)?;
+    let tag = u32::from_be_bytes(h[4..8].try_into().ok()?);
+    let counter = u32::from_be_bytes(h[8..12].try_into().ok()?);
+    let sent_us = u64::from_be_bytes(h[12..20].try_into().ok()?);
+    let intact = payload[at + HEADER..]
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == filler(counter, at + HEADER + i));
+    Some(Decoded {
+        tag,
+        counter,
+        sent_us,
+        intact,
+    })
+}
+
+/// Counters of one received stream (one SSRC).
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounters {
+    pub video: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Payloads whose bytes differ from what was sent (or that carry no synthetic header).
+    pub corrupt: u64,
+    /// Sequence numbers not exactly previous + 1 (gaps or reordering, as the SFU rewrote them).
+    pub seq_discontinuities: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub latency: Samples,
+    pub first_packet_us: Option<u64>,
+    pub tags: Vec<u32>,
+    last_seq: Option<u16>,
+    highest_counter: Option<u32>,
+    seen_counters: std::collections::BTreeSet<u32>,
+}
+
+impl StreamCounters {
+    fn record(&mut self, seq: u16, payload: &[u8], now_us: u64) {
+        self.packets += 1;
+        self.bytes += payload.len() as u64;
+        self.first_packet_us.get_or_insert(now_us);
+        if let Some(last) = self.last_seq
+            && seq != last.wrapping_add(1)
+        {
+            self.seq_discontinuities += 1;
+        }
+        self.last_seq = Some(seq);
+        match decode(payload) {
+            Some(d) if d.intact => {
+                if !self.tags.contains(&d.tag) {
+                    self.tags.push(d.tag);
+                }
+                self.latency.push(now_us.saturating_sub(d.sent_us));
+                if !self.seen_counters.insert(d.counter) {
+                    self.duplicates += 1;
+                } else if self.highest_counter.is_some_and(|h| d.counter < h) {
+                    self.reordered += 1;
+                }
+                self.highest_counter =
+                    Some(self.highest_counter.map_or(d.counter, |h| h.max(d.counter)));
+                // Keep the set small: only the recent window matters for duplicates.
+                if self.seen_counters.len() > 4096 {
+                    let cut = d.counter.saturating_sub(2048);
+                    self.seen_counters = self.seen_counters.split_off(&cut);
+                }
+            }
+            _ => self.corrupt += 1,
+        }
+    }
+
+    /// Counters expected between the first and the highest seen, minus those received.
+    pub fn loss(&self, first_counter: u32) -> u64 {
+        match self.highest_counter {
+            Some(h) => u64::from(h.saturating_sub(first_counter) + 1).saturating_sub(self.unique()),
+            None => 0,
+        }
+    }
+
+    fn unique(&self) -> u64 {
+        self.packets - self.duplicates - self.corrupt
+    }
+}
+
+/// Everything one peer received, by SSRC.
+#[derive(Debug, Default)]
+pub struct Received {
+    streams: Mutex<HashMap<u32, StreamCounters>>,
+}
+
+impl Received {
+    pub fn record(&self, ssrc: u32, video: bool, seq: u16, payload: &[u8]) {
+        let now = now_us();
+        let mut streams = self.streams.lock();
+        let s = streams.entry(ssrc).or_default();
+        s.video = video;
+        s.record(seq, payload, now);
+    }
+
+    pub fn snapshot(&self) -> HashMap<u32, StreamCounters> {
+        self.streams.lock().clone()
+    }
+
+    /// Streams that received at least `min` packets, as (audio, video) counts.
+    pub fn streams_with(&self, min: u64) -> (usize, usize) {
+        let streams = self.streams.lock();
+        let audio = streams
+            .values()
+            .filter(|s| !s.video && s.packets >= min)
+            .count();
+        let video = streams
+            .values()
+            .filter(|s| s.video && s.packets >= min)
+            .count();
+        (audio, video)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip() {
+        let p = payload(7, 42, Some((true, true)), 1000);
+        assert_eq!(p.len(), 1000);
+        assert_eq!(&p[..2], &[0x10, 0x00]);
+        let d = decode(&p).unwrap();
+        assert_eq!((d.tag, d.counter, d.intact), (7, 42, true));
+        let mut bad = p.to_vec();
+        bad[500] ^= 1;
+        assert!(!decode(&bad).unwrap().intact);
+        let audio = payload(9, 1, None, 60);
+        assert_eq!(decode(&audio).unwrap().counter, 1);
+        assert!(decode(b"nothing here").is_none());
+    }
+
+    #[test]
+    fn counters_see_gaps_duplicates_and_reordering() {
+        let r = Received::default();
+        for (seq, counter) in [(1u16, 0u32), (2, 1), (4, 3), (3, 2), (5, 3)] {
+            r.record(11, false, seq, &payload(1, counter, None, 40));
+        }
+        let s = &r.snapshot()[&11];
+        assert_eq!(s.packets, 5);
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.reordered, 1);
+        assert_eq!(s.seq_discontinuities, 3);
+        assert_eq!(s.loss(0), 0);
+        assert_eq!(s.corrupt, 0);
+    }
+}

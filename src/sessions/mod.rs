@@ -1,0 +1,430 @@
+//! Consultation sessions: creation by a doctor, join codes, access rules, lifecycle in the
+//! store. The media of a session lives in [`crate::sfu`]; this module knows nothing of it.
+//!
+//! Invariants:
+//! - only doctors create sessions, always for a conversation they take part in;
+//! - a join code is checked against its session, its expiry and the session's state, and
+//!   wrong guesses are limited per client address and per session;
+//! - `statut` only moves forward: initiating → active → ended.
+
+pub mod codes;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::auth::FailureLimiter;
+use crate::clock::{Millis, SharedClock};
+use crate::ids::{ConversationId, Identity, Role, SessionId};
+use crate::messaging::{DomainError, DomainResult, ErrorKind, Messaging};
+use crate::store::{NewSession, SessionRecord, SessionStatus, SessionType, Store};
+
+/// Wrong codes allowed per client address, and per session, per minute.
+const GUESSES_PER_MINUTE: u32 = 20;
+const WINDOW_MS: Millis = 60_000;
+
+/// How a session creation names its conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationRef {
+    Id(ConversationId),
+    /// `temp_conv_{patientId}_{doctorId}`: the private conversation between them.
+    Temp {
+        patient: i64,
+        doctor: i64,
+    },
+}
+
+impl ConversationRef {
+    /// Parses a number, a numeric string, or `temp_conv_{patient}_{doctor}`.
+    pub fn parse(v: &serde_json::Value) -> Option<Self> {
+        match v {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .filter(|i| *i > 0)
+                .map(|i| Self::Id(ConversationId(i))),
+            serde_json::Value::String(s) => {
+                if let Ok(i) = s.trim().parse::<i64>() {
+                    return (i > 0).then_some(Self::Id(ConversationId(i)));
+                }
+                let rest = s.trim().strip_prefix("temp_conv_")?;
+                let (p, d) = rest.split_once('_')?;
+                let (patient, doctor) = (p.parse().ok()?, d.parse().ok()?);
+                (patient > 0 && doctor > 0).then_some(Self::Temp { patient, doctor })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of checking a join code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeVerdict {
+    Valid,
+    Invalid,
+    Expired,
+    Ended,
+}
+
+impl CodeVerdict {
+    pub fn error_code(self) -> &'static str {
+        match self {
+            CodeVerdict::Valid => "valid",
+            CodeVerdict::Invalid => "invalid_code",
+            CodeVerdict::Expired => "expired_code",
+            CodeVerdict::Ended => "session_ended",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CodeCheck {
+    pub code: String,
+    pub verdict: CodeVerdict,
+    /// The session the code belongs to, when it belongs to one.
+    pub session: Option<SessionRecord>,
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: SharedClock,
+    messaging: Messaging,
+    code_key: Vec<u8>,
+    code_ttl: Duration,
+    guesses_by_ip: FailureLimiter,
+    guesses_by_session: Mutex<HashMap<SessionId, (Millis, u32)>>,
+}
+
+impl Sessions {
+    pub async fn new(
+        store: Store,
+        clock: SharedClock,
+        messaging: Messaging,
+        code_ttl: Duration,
+    ) -> DomainResult<Self> {
+        let key = store.server_secret("join_code_key", codes::new_key).await?;
+        let code_key = hex::decode(key.trim()).map_err(|_| {
+            DomainError::internal(anyhow::anyhow!("server secret join_code_key is not hex"))
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                guesses_by_ip: FailureLimiter::new(GUESSES_PER_MINUTE, clock.clone()),
+                store,
+                clock,
+                messaging,
+                code_key,
+                code_ttl,
+                guesses_by_session: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn now(&self) -> Millis {
+        self.inner.clock.now_ms()
+    }
+
+    /// Creates a session (doctors only) and returns it with its join code in clear: the only
+    /// time the code exists outside the doctor's hands.
+    pub async fn create(
+        &self,
+        caller: Identity,
+        conversation: ConversationRef,
+        session_type: SessionType,
+    ) -> DomainResult<(SessionRecord, String)> {
+        if caller.role != Role::Medecin {
+            return Err(DomainError::forbidden(
+                "doctor_only",
+                "only a doctor (medecin) creates video consultations",
+            ));
+        }
+        let conversation_id = match conversation {
+            ConversationRef::Id(id) => {
+                self.inner.messaging.ensure_participant(caller, id).await?;
+                id
+            }
+            ConversationRef::Temp { patient, doctor } => {
+                if doctor != caller.id.0 {
+                    return Err(DomainError::forbidden(
+                        "forbidden",
+                        "temp_conv_{patient}_{doctor} must name you as the doctor",
+                    ));
+                }
+                self.inner
+                    .messaging
+                    .private_between(caller, Identity::new(Role::Patient, patient))
+                    .await?
+                    .id
+            }
+        };
+        let now = self.now();
+        for _ in 0..8 {
+            let code = codes::generate();
+            let new = NewSession {
+                conversation_id,
+                session_type,
+                created_by: caller,
+                code_hash: codes::hash(&self.inner.code_key, &code),
+                code_expires_at: now + self.inner.code_ttl.as_millis() as Millis,
+                created_at: now,
+            };
+            if let Some(session) = self.inner.store.create_session(&new).await? {
+                self.inner
+                    .store
+                    .session_participant_joined(session.id, caller, now)
+                    .await?;
+                return Ok((session, code));
+            }
+        }
+        Err(DomainError::internal(anyhow::anyhow!(
+            "no free join code after 8 draws"
+        )))
+    }
+
+    /// A session the caller may see: a member of its conversation or someone who joined it.
+    pub async fn get_for(&self, caller: Identity, id: SessionId) -> DomainResult<SessionRecord> {
+        let session = self.load(id).await?;
+        if self.may_see(caller, &session).await? {
+            Ok(session)
+        } else {
+            Err(session_not_found())
+        }
+    }
+
+    async fn may_see(&self, caller: Identity, session: &SessionRecord) -> DomainResult<bool> {
+        if session.created_by == caller {
+            return Ok(true);
+        }
+        if self
+            .inner
+            .messaging
+            .ensure_participant(caller, session.conversation_id)
+            .await
+            .is_ok()
+        {
+            return Ok(true);
+        }
+        let joined = self.inner.store.session_participants(session.id).await?;
+        Ok(joined.iter().any(|p| p.who == caller))
+    }
+
+    pub async fn load(&self, id: SessionId) -> DomainResult<SessionRecord> {
+        self.inner
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(session_not_found)
+    }
+
+    /// The session's doctor only: anyone else who may see it gets 403, others 404.
+    pub async fn require_owner(
+        &self,
+        caller: Identity,
+        id: SessionId,
+    ) -> DomainResult<SessionRecord> {
+        let session = self.get_for(caller, id).await?;
+        if session.created_by != caller {
+            return Err(DomainError::forbidden(
+                "forbidden",
+                "only the doctor who created this consultation may do this",
+            ));
+        }
+        Ok(session)
+    }
+
+    /// Marks the session ended in the store. True when this call ended it.
+    pub async fn mark_ended(&self, id: SessionId, reason: &str) -> DomainResult<bool> {
+        Ok(self.inner.store.end_session(id, self.now(), reason).await?)
+    }
+
+    /// initiating → active, once, at first media.
+    pub async fn mark_active(&self, id: SessionId) -> DomainResult<bool> {
+        Ok(self.inner.store.mark_session_active(id, self.now()).await?)
+    }
+
+    pub async fn participant_joined(&self, id: SessionId, who: Identity) -> DomainResult<()> {
+        Ok(self
+            .inner
+            .store
+            .session_participant_joined(id, who, self.now())
+            .await?)
+    }
+
+    pub async fn participant_left(&self, id: SessionId, who: Identity) -> DomainResult<()> {
+        Ok(self
+            .inner
+            .store
+            .session_participant_left(id, who, self.now())
+            .await?)
+    }
+
+    fn too_many_guesses() -> DomainError {
+        DomainError::new(
+            ErrorKind::TooManyRequests,
+            "too_many_attempts",
+            "too many wrong codes, retry in a minute",
+        )
+    }
+
+    fn session_locked(&self, id: SessionId) -> bool {
+        let now = self.now();
+        matches!(self.inner.guesses_by_session.lock().get(&id),
+            Some((start, n)) if now - start < WINDOW_MS && *n >= GUESSES_PER_MINUTE)
+    }
+
+    fn record_wrong_guess(&self, ip: Option<IpAddr>, session: Option<SessionId>) {
+        if let Some(ip) = ip {
+            self.inner.guesses_by_ip.record_failure(ip);
+        }
+        if let Some(id) = session {
+            let now = self.now();
+            let mut map = self.inner.guesses_by_session.lock();
+            if map.len() > 10_000 {
+                map.retain(|_, (start, _)| now - *start < WINDOW_MS);
+            }
+            let entry = map.entry(id).or_insert((now, 0));
+            if now - entry.0 >= WINDOW_MS {
+                *entry = (now, 0);
+            }
+            entry.1 += 1;
+        }
+    }
+
+    /// Checks a join code, optionally for a given session. Wrong codes count against the
+    /// caller's address and the session; past the limit the answer is 429.
+    pub async fn check_code(
+        &self,
+        ip: Option<IpAddr>,
+        input: &str,
+        session_id: Option<SessionId>,
+    ) -> DomainResult<CodeCheck> {
+        if ip.is_some_and(|ip| self.inner.guesses_by_ip.is_blocked(ip))
+            || session_id.is_some_and(|id| self.session_locked(id))
+        {
+            return Err(Self::too_many_guesses());
+        }
+        let Some(code) = codes::normalize(input) else {
+            self.record_wrong_guess(ip, session_id);
+            return Ok(CodeCheck {
+                code: input.chars().take(16).collect(),
+                verdict: CodeVerdict::Invalid,
+                session: None,
+            });
+        };
+        let hash = codes::hash(&self.inner.code_key, &code);
+        let found = self.inner.store.live_session_by_code(&hash).await?;
+        let session = match (found, session_id) {
+            (Some(s), Some(id)) if s.id != id => None,
+            (found, _) => found,
+        };
+        let Some(session) = session else {
+            // An ended session keeps its hash: say "ended" rather than "invalid" when the
+            // code is that of the session asked about.
+            if let Some(id) = session_id
+                && let Some(s) = self.inner.store.session(id).await?
+                && s.statut == SessionStatus::Ended
+                && s.code_hash == hash
+            {
+                return Ok(CodeCheck {
+                    code,
+                    verdict: CodeVerdict::Ended,
+                    session: Some(s),
+                });
+            }
+            self.record_wrong_guess(ip, session_id);
+            return Ok(CodeCheck {
+                code,
+                verdict: CodeVerdict::Invalid,
+                session: None,
+            });
+        };
+        let verdict = if session.code_expires_at <= self.now() {
+            CodeVerdict::Expired
+        } else {
+            CodeVerdict::Valid
+        };
+        Ok(CodeCheck {
+            code,
+            verdict,
+            session: Some(session),
+        })
+    }
+
+    /// Admits `caller` into a session with a code: the session's record when the code is
+    /// valid for it, an error named after the reason otherwise.
+    pub async fn admit(
+        &self,
+        caller: Identity,
+        ip: Option<IpAddr>,
+        session_id: SessionId,
+        code: &str,
+    ) -> DomainResult<SessionRecord> {
+        let check = self.check_code(ip, code, Some(session_id)).await?;
+        match (check.verdict, check.session) {
+            (CodeVerdict::Valid, Some(session)) => {
+                self.participant_joined(session.id, caller).await?;
+                Ok(session)
+            }
+            (CodeVerdict::Expired, _) => Err(DomainError::new(
+                ErrorKind::Forbidden,
+                "expired_code",
+                "this consultation code has expired; ask the doctor for a new link",
+            )),
+            (CodeVerdict::Ended, _) => Err(DomainError::new(
+                ErrorKind::Conflict,
+                "session_ended",
+                "this consultation is over",
+            )),
+            _ => Err(DomainError::new(
+                ErrorKind::Forbidden,
+                "invalid_code",
+                "this consultation code is not valid",
+            )),
+        }
+    }
+}
+
+pub fn session_not_found() -> DomainError {
+    DomainError::not_found("session_not_found", "consultation not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conversation_refs() {
+        assert_eq!(
+            ConversationRef::parse(&json!(803921)),
+            Some(ConversationRef::Id(ConversationId(803921)))
+        );
+        assert_eq!(
+            ConversationRef::parse(&json!("42")),
+            Some(ConversationRef::Id(ConversationId(42)))
+        );
+        assert_eq!(
+            ConversationRef::parse(&json!("temp_conv_11_79")),
+            Some(ConversationRef::Temp {
+                patient: 11,
+                doctor: 79
+            })
+        );
+        for bad in [
+            json!("temp_conv_11"),
+            json!("temp_conv_a_b"),
+            json!(-3),
+            json!(null),
+            json!("x"),
+            json!(1.5),
+        ] {
+            assert_eq!(ConversationRef::parse(&bad), None, "{bad}");
+        }
+    }
+}

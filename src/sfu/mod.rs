@@ -1,0 +1,374 @@
+//! The media plane: every browser's PeerConnection ends here and RTP is forwarded between the
+//! participants of a consultation (a selective forwarding unit on webrtc-rs's sans-IO `rtc`).
+//!
+//! Layout:
+//! - [`media_plane`]: the one UDP socket and its routing (5-tuple, then STUN USERNAME);
+//! - [`peer`]: one task per PeerConnection (negotiation, publishing, subscribing, RTCP);
+//! - [`room`]: one task per live session (participants, who receives what, signaling out);
+//! - [`forward`]: the per-leg rewrite decision (pure, property-tested); [`codec`], [`stun`],
+//!   [`sdp`]: small pure parsers.
+//!
+//! Invariants: one socket for all media; bounded queues between tasks (media drops and counts
+//! when full); a session's room exists only while someone is in it; ending a session closes
+//! all of it.
+
+pub mod codec;
+pub mod forward;
+pub mod media_plane;
+pub mod peer;
+pub mod room;
+pub mod sdp;
+pub mod stun;
+pub mod types;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use socketioxide::SocketIo;
+use socketioxide::socket::Sid;
+use tokio::sync::oneshot;
+
+use crate::ids::{Identity, SessionId};
+use crate::messaging::{DomainError, DomainResult};
+use crate::metrics::{KindLabels, Metrics};
+use crate::sessions::Sessions;
+use crate::store::SessionStatus;
+use media_plane::MediaPlane;
+use peer::setup::PeerFactory;
+use room::{ParticipantStats, RoomCommand, RoomHandle};
+pub use types::{PeerId, SignalError, SignalResult, TrackId};
+
+/// What every room shares.
+pub(crate) struct Shared {
+    plane: Arc<MediaPlane>,
+    factory: Arc<PeerFactory>,
+    metrics: Arc<Metrics>,
+    io: SocketIo,
+    sessions: Sessions,
+    grace: Duration,
+    rooms: Mutex<HashMap<SessionId, RoomHandle>>,
+    /// The sessions each person is in, to rebind a reconnected socket.
+    presence: Mutex<HashMap<Identity, HashSet<SessionId>>>,
+    next_peer: AtomicU64,
+    next_track_id: Arc<AtomicU64>,
+}
+
+impl Shared {
+    fn next_peer_id(&self) -> PeerId {
+        self.next_peer.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn forget_room(&self, handle: &RoomHandle) {
+        let mut rooms = self.rooms.lock();
+        if rooms
+            .get(&handle.session)
+            .is_some_and(|h| h.tx.same_channel(&handle.tx))
+        {
+            rooms.remove(&handle.session);
+        }
+    }
+
+    fn presence_add(&self, who: Identity, session: SessionId) {
+        self.presence.lock().entry(who).or_default().insert(session);
+    }
+
+    fn presence_remove(&self, who: Identity, session: SessionId) {
+        let mut presence = self.presence.lock();
+        if let Some(set) = presence.get_mut(&who) {
+            set.remove(&session);
+            if set.is_empty() {
+                presence.remove(&who);
+            }
+        }
+    }
+
+    fn count_signal_error(&self, code: &'static str) {
+        self.metrics
+            .media
+            .signaling_errors
+            .get_or_create(&KindLabels { kind: code })
+            .inc();
+    }
+}
+
+/// The SFU's entry points for signaling and REST. Cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    shared: Arc<Shared>,
+    media_addr: SocketAddr,
+}
+
+/// Where the media socket is and what it advertises.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub udp_addr: SocketAddr,
+    /// Addresses advertised as host candidates (the socket's port is added).
+    pub public_ips: Vec<IpAddr>,
+    pub reconnect_grace: Duration,
+}
+
+impl Sfu {
+    /// Binds the media socket and starts reading it.
+    pub async fn start(
+        settings: MediaSettings,
+        metrics: Arc<Metrics>,
+        io: SocketIo,
+        sessions: Sessions,
+    ) -> anyhow::Result<Self> {
+        let socket = tokio::net::UdpSocket::bind(settings.udp_addr)
+            .await
+            .with_context(|| format!("media.udp_addr: cannot bind {}", settings.udp_addr))?;
+        let media_addr = socket.local_addr()?;
+        let candidates = advertised(&settings.public_ips, media_addr);
+        anyhow::ensure!(
+            !candidates.is_empty(),
+            "media.public_ips: no address to advertise (set media.public_ips)"
+        );
+        let factory = Arc::new(PeerFactory::new(candidates)?);
+        let plane = MediaPlane::new(socket, metrics.clone());
+        tokio::spawn(plane.clone().run());
+        Ok(Self {
+            shared: Arc::new(Shared {
+                plane,
+                factory,
+                metrics,
+                io,
+                sessions,
+                grace: settings.reconnect_grace,
+                rooms: Mutex::new(HashMap::new()),
+                presence: Mutex::new(HashMap::new()),
+                next_peer: AtomicU64::new(1),
+                next_track_id: Arc::new(AtomicU64::new(1)),
+            }),
+            media_addr,
+        })
+    }
+
+    /// The media socket's bound address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    /// The host candidates advertised to clients.
+    pub fn host_candidates(&self) -> &[SocketAddr] {
+        self.shared.factory.candidates()
+    }
+
+    fn existing_room(&self, session: SessionId) -> Option<RoomHandle> {
+        self.shared.rooms.lock().get(&session).cloned()
+    }
+
+    /// The session's room, started when needed (the session must not be over).
+    async fn room(&self, session: SessionId) -> SignalResult<RoomHandle> {
+        if let Some(h) = self.existing_room(session).filter(|h| !h.tx.is_closed()) {
+            return Ok(h);
+        }
+        let record = self
+            .shared
+            .sessions
+            .load(session)
+            .await
+            .map_err(|_| SignalError::new("session_not_found", "no such consultation"))?;
+        if record.statut == SessionStatus::Ended {
+            return Err(session_ended());
+        }
+        let mut rooms = self.shared.rooms.lock();
+        if let Some(h) = rooms.get(&session).filter(|h| !h.tx.is_closed()) {
+            return Ok(h.clone());
+        }
+        let handle = room::spawn(record, self.shared.clone());
+        rooms.insert(session, handle.clone());
+        Ok(handle)
+    }
+
+    async fn ask<T>(
+        &self,
+        handle: &RoomHandle,
+        make: impl FnOnce(oneshot::Sender<T>) -> RoomCommand,
+    ) -> SignalResult<T> {
+        let (tx, rx) = oneshot::channel();
+        handle
+            .tx
+            .send(make(tx))
+            .await
+            .map_err(|_| SignalError::new("session_ended", "this consultation is over"))?;
+        rx.await
+            .map_err(|_| SignalError::new("session_ended", "this consultation is over"))
+    }
+
+    /// `webrtc_offer` from a participant.
+    pub async fn publish(
+        &self,
+        who: Identity,
+        sid: Sid,
+        session: SessionId,
+        sdp: String,
+    ) -> SignalResult<()> {
+        let room = self.room(session).await?;
+        self.ask(&room, |reply| RoomCommand::Publish {
+            who,
+            sid,
+            sdp,
+            reply,
+        })
+        .await?
+    }
+
+    /// `request_webrtc_offer` with a code: admission, then the server's offer.
+    pub async fn join(
+        &self,
+        who: Identity,
+        ip: Option<IpAddr>,
+        sid: Sid,
+        session: SessionId,
+        code: &str,
+    ) -> SignalResult<()> {
+        self.shared
+            .sessions
+            .admit(who, ip, session, code)
+            .await
+            .map_err(|e| SignalError::new(e.code, e.message))?;
+        let room = self.room(session).await?;
+        self.ask(&room, |reply| RoomCommand::Join { who, sid, reply })
+            .await?
+    }
+
+    pub async fn answer(&self, who: Identity, session: SessionId, sdp: String) -> SignalResult<()> {
+        let room = self.existing_room(session).ok_or_else(not_in_session)?;
+        self.ask(&room, |reply| RoomCommand::Answer { who, sdp, reply })
+            .await?
+    }
+
+    pub async fn candidates(
+        &self,
+        who: Identity,
+        session: SessionId,
+        candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+    ) -> SignalResult<usize> {
+        let room = self.existing_room(session).ok_or_else(not_in_session)?;
+        self.ask(&room, |reply| RoomCommand::Candidates {
+            who,
+            candidates,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn leave(&self, who: Identity, session: SessionId) -> SignalResult<()> {
+        let room = self.existing_room(session).ok_or_else(not_in_session)?;
+        self.ask(&room, |reply| RoomCommand::Leave { who, reply })
+            .await?
+    }
+
+    /// Ends a session (its doctor only): stored as ended, everyone told, all media closed.
+    pub async fn end(
+        &self,
+        caller: Identity,
+        session: SessionId,
+        reason: &'static str,
+    ) -> DomainResult<()> {
+        let record = self.shared.sessions.require_owner(caller, session).await?;
+        if record.statut == SessionStatus::Ended {
+            return Err(DomainError::conflict(
+                "session_ended",
+                "this consultation is already over",
+            ));
+        }
+        self.shared.sessions.mark_ended(session, reason).await?;
+        if let Some(room) = self.existing_room(session) {
+            let _ = self
+                .ask(&room, |reply| RoomCommand::End { reason, reply })
+                .await;
+        }
+        Ok(())
+    }
+
+    pub async fn stats(&self, session: SessionId) -> Vec<ParticipantStats> {
+        match self.existing_room(session) {
+            Some(room) => self
+                .ask(&room, |reply| RoomCommand::Stats { reply })
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    fn rooms_of(&self, who: Identity) -> Vec<RoomHandle> {
+        let sessions: Vec<SessionId> = self
+            .shared
+            .presence
+            .lock()
+            .get(&who)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        sessions
+            .into_iter()
+            .filter_map(|s| self.existing_room(s))
+            .collect()
+    }
+
+    /// A socket of `who` connected: rooms waiting for them get it back.
+    pub fn socket_connected(&self, who: Identity, sid: Sid) {
+        for room in self.rooms_of(who) {
+            let _ = room.tx.try_send(RoomCommand::SocketBack { who, sid });
+        }
+    }
+
+    /// A socket of `who` went away: their rooms start the grace period.
+    pub fn socket_disconnected(&self, who: Identity, sid: Sid) {
+        for room in self.rooms_of(who) {
+            let _ = room.tx.try_send(RoomCommand::SocketGone { sid });
+        }
+    }
+
+    /// Closes every room (process shutdown); sessions stay as they are in the store.
+    pub async fn shutdown(&self) {
+        let rooms: Vec<RoomHandle> = self.shared.rooms.lock().values().cloned().collect();
+        for room in rooms {
+            let _ = self
+                .ask(&room, |reply| RoomCommand::End {
+                    reason: "server_shutdown",
+                    reply,
+                })
+                .await;
+        }
+    }
+
+    pub(crate) fn count_signal_error(&self, code: &'static str) {
+        self.shared.count_signal_error(code);
+    }
+}
+
+/// Host candidates: the configured IPs (or the interface addresses) on the socket's port, one
+/// per address family.
+fn advertised(public_ips: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
+    let ips: Vec<IpAddr> = if !public_ips.is_empty() {
+        public_ips.to_vec()
+    } else if !bound.ip().is_unspecified() {
+        vec![bound.ip()]
+    } else {
+        crate::app::interface_ips()
+    };
+    let v4 = ips.iter().find(|ip| ip.is_ipv4());
+    let v6 = ips.iter().find(|ip| ip.is_ipv6());
+    v4.into_iter()
+        .chain(v6)
+        .map(|ip| SocketAddr::new(*ip, bound.port()))
+        .collect()
+}
+
+fn not_in_session() -> SignalError {
+    SignalError::new(
+        "not_in_session",
+        "you are not in this consultation: join with its code first",
+    )
+}
+
+fn session_ended() -> SignalError {
+    SignalError::new("session_ended", "this consultation is over")
+}

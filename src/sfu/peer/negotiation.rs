@@ -1,0 +1,213 @@
+//! Offer/answer for one peer.
+//!
+//! The client may offer (its first offer, a renegotiation, an ICE restart); we answer at once.
+//! We offer when our side changed (a track to send, or to stop sending) — only in the stable
+//! state and never while an offer of ours waits for its answer. A client offer that arrives
+//! while ours is outstanding is refused (`negotiation_in_progress`): the client answers ours
+//! first. A description the stack cannot apply is rolled back, leaving the peer as it was.
+
+use std::time::Instant;
+
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+use super::{Peer, Signaling};
+use crate::sfu::sdp;
+use crate::sfu::types::{LocalAnswer, PeerEvent, SignalError, SignalResult};
+
+/// Candidates kept while no remote description exists.
+const MAX_PENDING_CANDIDATES: usize = 64;
+
+impl Peer {
+    pub(super) fn remote_offer(&mut self, offer: &str) -> SignalResult<LocalAnswer> {
+        sdp::check(offer).map_err(|p| SignalError::bad_sdp(p.message()))?;
+        if self.signaling == Signaling::HaveLocalOffer {
+            return Err(SignalError::new(
+                "negotiation_in_progress",
+                "the server's offer is waiting for your answer; answer it before offering",
+            ));
+        }
+        let now = Instant::now();
+        let desc = RTCSessionDescription::offer(offer.to_string())
+            .map_err(|e| SignalError::bad_sdp(format!("unreadable offer: {e}")))?;
+        if let Err(e) = self.pc.set_remote_description(now, desc) {
+            self.rollback_remote(now);
+            return Err(SignalError::bad_sdp(format!("offer refused: {e}")));
+        }
+        let answer = match self.pc.create_answer(None) {
+            Ok(a) => a,
+            Err(e) => {
+                self.rollback_remote(now);
+                return Err(SignalError::bad_sdp(format!("no answer possible: {e}")));
+            }
+        };
+        if let Err(e) = self.pc.set_local_description(now, answer) {
+            self.rollback_remote(now);
+            return Err(SignalError::bad_sdp(format!("no answer possible: {e}")));
+        }
+        let local = self.local_sdp()?;
+        self.remote_set = true;
+        self.can_offer = true;
+        self.signaling = Signaling::Stable;
+        self.after_negotiation(&local);
+        Ok(LocalAnswer {
+            candidates: self.local_candidates(&local),
+            sdp: local,
+        })
+    }
+
+    pub(super) fn remote_answer(&mut self, answer: &str) -> SignalResult<()> {
+        if self.signaling != Signaling::HaveLocalOffer {
+            return Err(SignalError::new(
+                "no_offer_outstanding",
+                "there is no offer of the server to answer",
+            ));
+        }
+        sdp::check(answer).map_err(|p| SignalError::bad_sdp(p.message()))?;
+        let desc = RTCSessionDescription::answer(answer.to_string())
+            .map_err(|e| SignalError::bad_sdp(format!("unreadable answer: {e}")))?;
+        // On failure the offer stays outstanding: the client may send a corrected answer.
+        self.pc
+            .set_remote_description(Instant::now(), desc)
+            .map_err(|e| SignalError::bad_sdp(format!("answer refused: {e}")))?;
+        self.remote_set = true;
+        self.signaling = Signaling::Stable;
+        let local = self.local_sdp()?;
+        self.after_negotiation(&local);
+        Ok(())
+    }
+
+    pub(super) fn remote_candidates(
+        &mut self,
+        candidates: Vec<RTCIceCandidateInit>,
+    ) -> SignalResult<usize> {
+        if !self.remote_set {
+            let room = MAX_PENDING_CANDIDATES.saturating_sub(self.pending_candidates.len());
+            let n = candidates.len().min(room);
+            self.pending_candidates
+                .extend(candidates.into_iter().take(n));
+            return Ok(n);
+        }
+        let total = candidates.len();
+        let mut accepted = 0;
+        for c in candidates {
+            // End-of-candidates (empty) is accepted and means nothing more will come.
+            match self.pc.add_remote_candidate(c) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    tracing::debug!(peer = self.ctx.id, error = %e, "remote candidate refused")
+                }
+            }
+        }
+        if accepted == 0 && total > 0 {
+            return Err(SignalError::new("bad_candidate", "no usable ICE candidate"));
+        }
+        Ok(accepted)
+    }
+
+    /// The first offer comes from us: receive slots for the client's own media.
+    pub(super) fn start_offer(&mut self, audio: bool, video: bool) {
+        let recvonly = || {
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            })
+        };
+        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
+            if wanted && let Err(e) = self.pc.add_transceiver_from_kind(kind, recvonly()) {
+                tracing::warn!(peer = self.ctx.id, error = %e, "cannot add a receive slot");
+            }
+        }
+        self.can_offer = true;
+        self.negotiation_needed = true;
+    }
+
+    /// Sends an offer when something changed, the peer is stable and may offer.
+    pub(super) fn maybe_offer(&mut self) {
+        if !self.negotiation_needed
+            || !self.can_offer
+            || self.signaling != Signaling::Stable
+            || self.closed
+        {
+            return;
+        }
+        self.negotiation_needed = false;
+        let now = Instant::now();
+        let offer = match self.pc.create_offer(None) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(peer = self.ctx.id, error = %e, "cannot create an offer");
+                return;
+            }
+        };
+        if let Err(e) = self.pc.set_local_description(now, offer) {
+            tracing::warn!(peer = self.ctx.id, error = %e, "cannot apply our offer");
+            return;
+        }
+        let Ok(sdp) = self.local_sdp() else { return };
+        self.register_ufrag(&sdp);
+        self.signaling = Signaling::HaveLocalOffer;
+        self.ctx.metrics.media.renegotiations.inc();
+        let candidates = self.local_candidates(&sdp);
+        let _ = self.ctx.events.send(PeerEvent::Offer {
+            peer: self.ctx.id,
+            sdp,
+        });
+        let _ = self.ctx.events.send(PeerEvent::LocalCandidates {
+            peer: self.ctx.id,
+            candidates,
+        });
+    }
+
+    fn local_sdp(&self) -> SignalResult<String> {
+        self.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(SignalError::internal)
+    }
+
+    fn rollback_remote(&mut self, now: Instant) {
+        if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+            let _ = self.pc.set_remote_description(now, rollback);
+        }
+    }
+
+    fn register_ufrag(&self, local_sdp: &str) {
+        if let Some(ufrag) = sdp::ice_ufrag(local_sdp) {
+            self.ctx
+                .plane
+                .register(self.ctx.id, ufrag, self.inbox_tx.clone());
+        }
+    }
+
+    /// Our candidates are in every SDP we produce; clients that listen for trickled ones get
+    /// them too (after the description), attached to the first m-line.
+    fn local_candidates(&self, local_sdp: &str) -> Vec<RTCIceCandidateInit> {
+        let mid = sdp::first_mid(local_sdp).map(str::to_string);
+        self.ctx
+            .factory
+            .candidates()
+            .iter()
+            .filter_map(|addr| super::setup::host_candidate(*addr).ok())
+            .map(|mut c| {
+                c.sdp_mid = mid.clone();
+                c.sdp_mline_index = Some(0);
+                c
+            })
+            .collect()
+    }
+
+    /// After a completed offer/answer: routes, early candidates, what the client now sends
+    /// us and how our outgoing tracks were negotiated.
+    fn after_negotiation(&mut self, local_sdp: &str) {
+        self.register_ufrag(local_sdp);
+        for c in std::mem::take(&mut self.pending_candidates) {
+            let _ = self.pc.add_remote_candidate(c);
+        }
+        self.refresh_published();
+        self.refresh_subscriptions();
+    }
+}

@@ -1,0 +1,338 @@
+//! What a peer publishes: the client's incoming tracks, their statistics, fan-out to
+//! subscribers, and keyframe requests (PLI) toward the client.
+
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
+
+use super::Peer;
+use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
+use crate::sfu::codec::{Codec, is_keyframe};
+use crate::sfu::types::{
+    Forwarded, MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext,
+};
+
+/// Keyframe requests to one publisher track are sent at most this often, however many
+/// subscribers ask.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
+pub(super) struct UpTrack {
+    pub info: TrackInfo,
+    receiver: RTCRtpReceiverId,
+    codec: Codec,
+    clock_rate: u32,
+    payload_types: Vec<(u8, Codec)>,
+    /// Publisher-leg ids of the extensions we forward, and their internal ids.
+    ext_map: Vec<(u8, u8)>,
+    ssrc: Option<u32>,
+    subscribers: Vec<SubscriberLink>,
+    last_pli: Option<Instant>,
+    stats: ReceiveStats,
+    rate: RateMeter,
+    plis: u64,
+    codec_mismatch_logged: bool,
+}
+
+impl Peer {
+    /// Brings the published tracks in line with what the client now sends (after each
+    /// completed negotiation): new receiving m-lines become tracks, stopped ones go away.
+    pub(super) fn refresh_published(&mut self) {
+        let mut receiving = Vec::new();
+        let ids: Vec<_> = self.pc.get_transceivers().collect();
+        for tid in ids {
+            let Some(t) = self.pc.rtp_transceiver(tid) else {
+                continue;
+            };
+            if !t.current_direction().has_recv() {
+                continue;
+            }
+            let Some(receiver) = t.receiver() else {
+                continue;
+            };
+            receiving.push(receiver);
+        }
+        let mut gone = Vec::new();
+        self.ups.retain(|u| {
+            let keep = receiving.contains(&u.receiver);
+            if !keep {
+                gone.push(u.info.id);
+            }
+            keep
+        });
+        let mut added = Vec::new();
+        for receiver in receiving {
+            if self.ups.iter().any(|u| u.receiver == receiver) {
+                continue;
+            }
+            if let Some(up) = self.new_up_track(receiver) {
+                added.push(up.info.clone());
+                self.ups.push(up);
+            }
+        }
+        self.rebuild_ssrc_index();
+        let metrics = &self.ctx.metrics.media;
+        metrics.tracks.inc_by(added.len() as i64);
+        metrics.tracks.dec_by(gone.len() as i64);
+        if !added.is_empty() {
+            let _ = self.ctx.events.send(PeerEvent::Published {
+                peer: self.ctx.id,
+                tracks: added,
+            });
+        }
+        if !gone.is_empty() {
+            let _ = self.ctx.events.send(PeerEvent::Unpublished {
+                peer: self.ctx.id,
+                tracks: gone,
+            });
+        }
+    }
+
+    fn new_up_track(&mut self, receiver: RTCRtpReceiverId) -> Option<UpTrack> {
+        let mut r = self.pc.rtp_receiver(receiver)?;
+        let kind = match r.track().kind() {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            RtpCodecKind::Video => MediaKind::Video,
+            _ => return None,
+        };
+        if kind == MediaKind::Video && !self.ctx.allow_video {
+            return None;
+        }
+        let params = r.get_parameters().rtp_parameters.clone();
+        let first = params.codecs.first()?.clone();
+        let codec = Codec::from_mime(&first.rtp_codec.mime_type);
+        if codec == Codec::Other {
+            return None;
+        }
+        let payload_types = params
+            .codecs
+            .iter()
+            .map(|c| (c.payload_type, Codec::from_mime(&c.rtp_codec.mime_type)))
+            .collect();
+        let ext_map = params
+            .header_extensions
+            .iter()
+            .filter_map(|e| {
+                let internal = match e.uri.as_str() {
+                    AUDIO_LEVEL_URI => internal_ext::AUDIO_LEVEL,
+                    VIDEO_ORIENTATION_URI => internal_ext::VIDEO_ORIENTATION,
+                    _ => return None,
+                };
+                u8::try_from(e.id).ok().map(|id| (id, internal))
+            })
+            .collect();
+        let id: TrackId = self
+            .ctx
+            .next_track_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let publisher = self.commands_weak.upgrade()?;
+        Some(UpTrack {
+            info: TrackInfo {
+                id,
+                owner: self.ctx.owner,
+                kind,
+                codec: RTCRtpCodec {
+                    rtcp_feedback: Vec::new(),
+                    ..first.rtp_codec.clone()
+                },
+                publisher,
+            },
+            receiver,
+            clock_rate: first.rtp_codec.clock_rate,
+            codec,
+            payload_types,
+            ext_map,
+            ssrc: None,
+            subscribers: Vec::new(),
+            last_pli: None,
+            stats: ReceiveStats::default(),
+            rate: RateMeter::default(),
+            plis: 0,
+            codec_mismatch_logged: false,
+        })
+    }
+
+    fn rebuild_ssrc_index(&mut self) {
+        self.up_by_ssrc.clear();
+        for (i, u) in self.ups.iter().enumerate() {
+            if let Some(ssrc) = u.ssrc {
+                self.up_by_ssrc.insert(ssrc, i);
+            }
+        }
+    }
+
+    /// The stack saw the first packet of `ssrc` on `receiver`.
+    pub(super) fn bind_ssrc(&mut self, receiver: RTCRtpReceiverId, ssrc: u32) {
+        if !self.ups.iter().any(|u| u.receiver == receiver) {
+            self.refresh_published();
+        }
+        if let Some(up) = self.ups.iter_mut().find(|u| u.receiver == receiver) {
+            up.ssrc = Some(ssrc);
+        }
+        self.rebuild_ssrc_index();
+    }
+
+    pub(super) fn on_rtp(&mut self, mut packet: rtc::rtp::Packet, now: Instant) {
+        let Some(&index) = self.up_by_ssrc.get(&packet.header.ssrc) else {
+            self.count_drop("unknown_ssrc");
+            return;
+        };
+        self.ctx.metrics.media.rtp_packets_received.inc();
+        if !self.saw_media {
+            self.saw_media = true;
+            let _ = self
+                .ctx
+                .events
+                .send(PeerEvent::FirstMedia { peer: self.ctx.id });
+        }
+        let up = &mut self.ups[index];
+        let h = &packet.header;
+        up.stats.record(
+            h.sequence_number,
+            h.timestamp,
+            packet.payload.len(),
+            now,
+            up.clock_rate,
+        );
+        let codec = up
+            .payload_types
+            .iter()
+            .find(|(pt, _)| *pt == h.payload_type)
+            .map(|(_, c)| *c);
+        if codec != Some(up.codec) {
+            if !up.codec_mismatch_logged {
+                up.codec_mismatch_logged = true;
+                tracing::warn!(
+                    peer = self.ctx.id,
+                    track = up.info.id,
+                    pt = h.payload_type,
+                    "publisher switched codec; packets of the other codec are not forwarded"
+                );
+            }
+            self.count_drop("codec_mismatch");
+            return;
+        }
+        if up.subscribers.is_empty() {
+            return;
+        }
+        let keyframe = is_keyframe(up.codec, &packet.payload);
+        normalize_extensions(&mut packet.header, &up.ext_map);
+        let track = up.info.id;
+        let last = up.subscribers.len() - 1;
+        let mut dropped = 0;
+        let mut closed = Vec::new();
+        for (i, sub) in up.subscribers.iter().enumerate() {
+            let packet = if i == last {
+                std::mem::take(&mut packet)
+            } else {
+                packet.clone()
+            };
+            let f = Forwarded {
+                track,
+                packet,
+                keyframe,
+            };
+            match sub.media.try_send(f) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => closed.push(sub.peer),
+            }
+        }
+        if !closed.is_empty() {
+            up.subscribers.retain(|s| !closed.contains(&s.peer));
+        }
+        for _ in 0..dropped {
+            self.count_drop("subscriber_queue_full");
+        }
+    }
+
+    pub(super) fn add_subscriber(&mut self, track: TrackId, link: SubscriberLink) {
+        if let Some(up) = self.ups.iter_mut().find(|u| u.info.id == track) {
+            up.subscribers.retain(|s| s.peer != link.peer);
+            up.subscribers.push(link);
+        }
+    }
+
+    pub(super) fn remove_subscriber(&mut self, track: TrackId, peer: crate::sfu::PeerId) {
+        if let Some(up) = self.ups.iter_mut().find(|u| u.info.id == track) {
+            up.subscribers.retain(|s| s.peer != peer);
+        }
+    }
+
+    /// Asks the client for a keyframe of `track` (throttled).
+    pub(super) fn request_keyframe(&mut self, track: TrackId, now: Instant) {
+        let Some(up) = self.ups.iter_mut().find(|u| u.info.id == track) else {
+            return;
+        };
+        let (Some(ssrc), MediaKind::Video) = (up.ssrc, up.info.kind) else {
+            return;
+        };
+        if up
+            .last_pli
+            .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
+        {
+            return;
+        }
+        up.last_pli = Some(now);
+        up.plis += 1;
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        let msg = TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtcpPacket(String::new(), vec![Box::new(pli)]),
+        };
+        if self.pc.handle_write(msg).is_ok() {
+            self.ctx.metrics.media.plis_sent.inc();
+        }
+    }
+
+    pub(super) fn up_stats(&mut self, now: Instant) -> Vec<TrackStatsView> {
+        self.ups
+            .iter_mut()
+            .map(|u| {
+                let expected = u.stats.expected();
+                let lost = u.stats.lost();
+                TrackStatsView {
+                    track_id: u.info.id,
+                    direction: "inbound",
+                    kind: u.info.kind.as_str(),
+                    codec: u.codec.name().into(),
+                    packets: u.stats.packets,
+                    bytes: u.stats.bytes,
+                    bitrate_bps: u.rate.update(now, u.stats.bytes) as u64,
+                    packets_lost: lost,
+                    fraction_lost: if expected == 0 {
+                        0.0
+                    } else {
+                        lost as f64 / expected as f64
+                    },
+                    jitter_ms: u.stats.jitter_ms(u.clock_rate),
+                    nacks: 0,
+                    plis: u.plis,
+                    source: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Keeps only the extensions we forward, renumbered to internal ids.
+fn normalize_extensions(h: &mut rtc::rtp::header::Header, map: &[(u8, u8)]) {
+    if !h.extension {
+        return;
+    }
+    h.extensions
+        .retain_mut(|e| match map.iter().find(|(leg, _)| *leg == e.id) {
+            Some((_, internal)) => {
+                e.id = *internal;
+                true
+            }
+            None => false,
+        });
+}

@@ -1,0 +1,230 @@
+//! How every server-side PeerConnection is built: codecs with fixed payload types, the header
+//! extensions the SFU forwards, the interceptor chain, ICE-lite with host candidates for the
+//! shared media socket, one DTLS certificate for all.
+//!
+//! No RTX is negotiated: the NACK generator does not credit repairs that arrive on an RTX
+//! stream and would NACK them again and again; without RTX, browsers retransmit on the primary
+//! stream and the NACK responder answers subscribers from its cache.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{
+    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, Registry,
+    SenderReportBuilder, Slot,
+};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+
+use super::rtcp_tap::RtcpTap;
+
+/// Packets kept per outgoing stream to answer NACKs (a power of two): about 8 s of 30 fps video.
+const NACK_CACHE: u16 = 512;
+/// A lost packet is asked for at most this many times.
+const MAX_NACKS_PER_PACKET: u16 = 3;
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    }
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type: pt,
+    }
+}
+
+/// The codecs relais forwards, in order of preference.
+pub fn codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
+    vec![
+        (
+            codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
+            RtpCodecKind::Audio,
+        ),
+        (codec(MIME_TYPE_VP8, 90_000, 0, "", 96), RtpCodecKind::Video),
+        (
+            codec(MIME_TYPE_VP9, 90_000, 0, "profile-id=0", 98),
+            RtpCodecKind::Video,
+        ),
+        (
+            codec(
+                MIME_TYPE_H264,
+                90_000,
+                0,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                102,
+            ),
+            RtpCodecKind::Video,
+        ),
+        (
+            codec(
+                MIME_TYPE_H264,
+                90_000,
+                0,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f",
+                112,
+            ),
+            RtpCodecKind::Video,
+        ),
+    ]
+}
+
+fn media_engine() -> rtc::shared::error::Result<MediaEngine> {
+    let mut m = MediaEngine::default();
+    for (c, kind) in codecs() {
+        m.register_codec(c, kind)?;
+    }
+    for fb in [
+        feedback("nack", ""),
+        feedback("nack", "pli"),
+        feedback("ccm", "fir"),
+        feedback("goog-remb", ""),
+    ] {
+        m.register_feedback(fb, RtpCodecKind::Video);
+    }
+    for (uri, kinds) in [
+        (
+            SDES_MID_URI,
+            &[RtpCodecKind::Audio, RtpCodecKind::Video][..],
+        ),
+        (AUDIO_LEVEL_URI, &[RtpCodecKind::Audio][..]),
+        (VIDEO_ORIENTATION_URI, &[RtpCodecKind::Video][..]),
+    ] {
+        for kind in kinds {
+            m.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: uri.into() },
+                *kind,
+                None,
+            )?;
+        }
+    }
+    Ok(m)
+}
+
+/// Builds server PeerConnections; shared by every session.
+pub struct PeerFactory {
+    certificate: RTCCertificate,
+    /// Host candidates advertised for the shared media socket(s).
+    candidates: Vec<SocketAddr>,
+}
+
+impl PeerFactory {
+    pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
+        let provider = rtc::crypto::default_provider()
+            .map_err(|e| anyhow::anyhow!("DTLS crypto provider: {e}"))?;
+        let certificate = RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            CertificateParams::new(vec!["relais".into()])
+                .map_err(|e| anyhow::anyhow!("DTLS certificate parameters: {e}"))?,
+        )
+        .map_err(|e| anyhow::anyhow!("DTLS certificate: {e}"))?;
+        Ok(Self {
+            certificate,
+            candidates,
+        })
+    }
+
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// The advertised address a datagram from `peer` arrived on (same address family).
+    pub fn local_addr_for(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        self.candidates
+            .iter()
+            .find(|c| c.is_ipv4() == peer.is_ipv4())
+            .copied()
+    }
+
+    pub fn build(&self, now: Instant) -> rtc::shared::error::Result<RTCPeerConnection> {
+        let mut engine = media_engine()?;
+        let registry = Registry::new()
+            .with(
+                Slot::NackResponder,
+                NackResponderBuilder::new().with_size(NACK_CACHE).build(),
+            )
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                    .build(),
+            )
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(Slot::from(11_500), RtcpTap::default());
+        // TWCC feedback toward publishers lets browsers' congestion control raise the bitrate.
+        let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+        let mut network_types = Vec::new();
+        if self.candidates.iter().any(|c| c.is_ipv4()) {
+            network_types.push(NetworkType::Udp4);
+        }
+        if self.candidates.iter().any(|c| c.is_ipv6()) {
+            network_types.push(NetworkType::Udp6);
+        }
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_network_types(network_types)
+            // ICE-lite hears only the browser's consent checks (every ~5 s at most).
+            .with_ice_timeouts(
+                Some(Duration::from_secs(8)),
+                Some(Duration::from_secs(12)),
+                None,
+            )
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_certificates(vec![self.certificate.clone()])
+                    .build(),
+            )
+            .with_media_engine(engine)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        for addr in &self.candidates {
+            pc.add_local_candidate(host_candidate(*addr)?)?;
+        }
+        Ok(pc)
+    }
+}
+
+pub fn host_candidate(addr: SocketAddr) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&c).to_json()
+}

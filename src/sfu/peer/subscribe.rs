@@ -1,0 +1,344 @@
+//! What a peer receives from others: one outgoing track per subscribed source, with this
+//! leg's SSRC, sequence numbers, timestamps, payload type and header-extension ids; and the
+//! subscriber's RTCP (PLI/FIR become keyframe requests to the publisher; NACKs are answered by
+//! the NACK responder from its cache; receiver reports feed the statistics).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::header::Extension;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+
+use super::Peer;
+use super::stats::{RateMeter, TrackStatsView};
+use crate::sfu::codec::Codec;
+use crate::sfu::forward::{Decision, DropReason, Incoming, Rewriter};
+use crate::sfu::types::{Forwarded, MediaKind, PeerCommand, TrackId, TrackInfo, internal_ext};
+
+/// A waiting subscriber asks its publisher for a keyframe at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+const ONE_BYTE_PROFILE: u16 = 0xBEDE;
+const TWO_BYTE_PROFILE: u16 = 0x1000;
+
+/// This leg's ids for the extensions we write.
+#[derive(Debug, Default, Clone, Copy)]
+struct LegExtensions {
+    mid: Option<u8>,
+    audio_level: Option<u8>,
+    video_orientation: Option<u8>,
+}
+
+pub(super) struct DownTrack {
+    info: TrackInfo,
+    sender: RTCRtpSenderId,
+    out_ssrc: u32,
+    rewriter: Rewriter,
+    /// Negotiated on this leg; `None` until the client answered the offer carrying it.
+    payload_type: Option<u8>,
+    ext: LegExtensions,
+    mid: Option<Bytes>,
+    codec: Codec,
+    last_keyframe_request: Option<Instant>,
+    packets: u64,
+    bytes: u64,
+    rate: RateMeter,
+    nacks: u64,
+    plis: u64,
+    remote_lost: u64,
+    remote_fraction_lost: f64,
+    remote_jitter: u32,
+}
+
+impl Peer {
+    pub(super) fn subscribe(&mut self, info: TrackInfo) {
+        if self.downs.contains_key(&info.id) || info.owner == self.ctx.owner {
+            return;
+        }
+        let mut rng = rand::rng();
+        let out_ssrc = loop {
+            let s: u32 = rng.random();
+            if s != 0 && !self.down_by_ssrc.contains_key(&s) {
+                break s;
+            }
+        };
+        let kind = match info.kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let stream = format!("{}-{}", info.owner.role, info.owner.id);
+        let track = MediaStreamTrack::new(
+            stream.clone(),
+            format!("{stream}-{}-{}", info.kind.as_str(), info.id),
+            format!("{} {}", info.owner.role, info.kind.as_str()),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(out_ssrc),
+                    ..Default::default()
+                },
+                codec: info.codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![stream],
+            send_encodings: vec![],
+        };
+        let transceiver = match self.pc.add_transceiver_from_track(track, Some(init)) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(peer = self.ctx.id, track = info.id, error = %e, "cannot send this track");
+                return;
+            }
+        };
+        let codec = Codec::from_mime(&info.codec.mime_type);
+        let down = DownTrack {
+            rewriter: Rewriter::new(info.codec.clock_rate, codec.is_video(), rng.random()),
+            sender: RTCRtpSenderId::from(transceiver),
+            out_ssrc,
+            payload_type: None,
+            ext: LegExtensions::default(),
+            mid: None,
+            codec,
+            last_keyframe_request: None,
+            packets: 0,
+            bytes: 0,
+            rate: RateMeter::default(),
+            nacks: 0,
+            plis: 0,
+            remote_lost: 0,
+            remote_fraction_lost: 0.0,
+            remote_jitter: 0,
+            info,
+        };
+        self.down_by_ssrc.insert(out_ssrc, down.info.id);
+        self.downs.insert(down.info.id, down);
+        self.negotiation_needed = true;
+    }
+
+    pub(super) fn unsubscribe(&mut self, track: TrackId) {
+        let Some(down) = self.downs.remove(&track) else {
+            return;
+        };
+        self.down_by_ssrc.remove(&down.out_ssrc);
+        if let Err(e) = self.pc.remove_track(down.sender) {
+            tracing::debug!(peer = self.ctx.id, error = %e, "remove_track failed");
+        }
+        self.negotiation_needed = true;
+    }
+
+    /// Reads, for each outgoing track, what this leg negotiated: payload type, extension ids,
+    /// mid.
+    pub(super) fn refresh_subscriptions(&mut self) {
+        let ids: Vec<TrackId> = self.downs.keys().copied().collect();
+        for id in ids {
+            let sender = self.downs[&id].sender;
+            let Some(mut s) = self.pc.rtp_sender(sender) else {
+                continue;
+            };
+            let params = s.get_parameters().rtp_parameters.clone();
+            let mime = self.downs[&id].info.codec.mime_type.to_ascii_lowercase();
+            let payload_type = params
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.to_ascii_lowercase() == mime)
+                .map(|c| c.payload_type);
+            let mut ext = LegExtensions::default();
+            for e in &params.header_extensions {
+                let id = u8::try_from(e.id).ok();
+                match e.uri.as_str() {
+                    SDES_MID_URI => ext.mid = id,
+                    AUDIO_LEVEL_URI => ext.audio_level = id,
+                    VIDEO_ORIENTATION_URI => ext.video_orientation = id,
+                    _ => {}
+                }
+            }
+            let mid = self
+                .pc
+                .rtp_transceiver(sender.into())
+                .and_then(|t| t.mid().clone())
+                .map(Bytes::from);
+            let down = self.downs.get_mut(&id).expect("listed above");
+            down.payload_type = payload_type;
+            down.ext = ext;
+            down.mid = mid;
+        }
+    }
+
+    pub(super) fn on_forwarded(&mut self, f: Forwarded, now: Instant) {
+        let Some(down) = self.downs.get_mut(&f.track) else {
+            self.count_drop("not_subscribed");
+            return;
+        };
+        let (true, Some(pt)) = (self.connected, down.payload_type) else {
+            self.count_drop("leg_not_ready");
+            return;
+        };
+        let mut packet = f.packet;
+        let h = &mut packet.header;
+        let decision = down.rewriter.decide(&Incoming {
+            ssrc: h.ssrc,
+            seq: h.sequence_number,
+            ts: h.timestamp,
+            keyframe: f.keyframe,
+            at: now,
+        });
+        let (seq, ts) = match decision {
+            Decision::Forward { seq, ts } => (seq, ts),
+            Decision::Drop(reason) => {
+                if reason == DropReason::AwaitingKeyframe
+                    && down.last_keyframe_request.is_none_or(|t| {
+                        now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL
+                    })
+                {
+                    down.last_keyframe_request = Some(now);
+                    let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
+                        track: down.info.id,
+                    });
+                }
+                self.count_drop(reason.label());
+                return;
+            }
+        };
+        h.ssrc = down.out_ssrc;
+        h.sequence_number = seq;
+        h.timestamp = ts;
+        h.payload_type = pt;
+        rewrite_extensions(h, &down.ext, down.mid.as_ref());
+        down.packets += 1;
+        let payload_len = packet.payload.len() as u64;
+        down.bytes += payload_len;
+        let msg = TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtpPacket(String::new(), packet),
+        };
+        match self.pc.handle_write(msg) {
+            Ok(()) => {
+                let media = &self.ctx.metrics.media;
+                media.rtp_packets_forwarded.inc();
+                media.rtp_bytes_forwarded.inc_by(payload_len);
+            }
+            Err(e) => {
+                tracing::debug!(peer = self.ctx.id, error = %e, "forward refused");
+                self.count_drop("write_failed");
+            }
+        }
+    }
+
+    /// Feedback from the client about what we send it (and reports on what it sends us).
+    pub(super) fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        let mut keyframe_for = Vec::new();
+        for p in packets {
+            let any = p.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                keyframe_for.push(pli.media_ssrc);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                keyframe_for.extend(fir.fir.iter().map(|e| e.ssrc));
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                self.ctx.metrics.media.nacks_received.inc();
+                if let Some(down) = self.down_for_ssrc(nack.media_ssrc) {
+                    down.nacks += nack.nacks.len() as u64;
+                }
+            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                self.apply_reports(&rr.reports);
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                self.apply_reports(&sr.reports);
+            }
+        }
+        for ssrc in keyframe_for {
+            if let Some(down) = self.down_for_ssrc(ssrc) {
+                down.plis += 1;
+                let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
+                    track: down.info.id,
+                });
+            }
+        }
+    }
+
+    fn down_for_ssrc(&mut self, ssrc: u32) -> Option<&mut DownTrack> {
+        let id = *self.down_by_ssrc.get(&ssrc)?;
+        self.downs.get_mut(&id)
+    }
+
+    fn apply_reports(&mut self, reports: &[rtc::rtcp::reception_report::ReceptionReport]) {
+        for r in reports {
+            if let Some(down) = self.down_for_ssrc(r.ssrc) {
+                down.remote_lost = u64::from(r.total_lost);
+                down.remote_fraction_lost = f64::from(r.fraction_lost) / 256.0;
+                down.remote_jitter = r.jitter;
+            }
+        }
+    }
+
+    pub(super) fn stats(&mut self, now: Instant) -> Vec<TrackStatsView> {
+        let mut out = self.up_stats(now);
+        for d in self.downs.values_mut() {
+            out.push(TrackStatsView {
+                track_id: d.info.id,
+                direction: "outbound",
+                kind: d.info.kind.as_str(),
+                codec: d.codec.name().into(),
+                packets: d.packets,
+                bytes: d.bytes,
+                bitrate_bps: d.rate.update(now, d.bytes) as u64,
+                packets_lost: d.remote_lost,
+                fraction_lost: d.remote_fraction_lost,
+                jitter_ms: f64::from(d.remote_jitter) * 1000.0
+                    / f64::from(d.info.codec.clock_rate.max(1)),
+                nacks: d.nacks,
+                plis: d.plis,
+                source: Some(d.info.owner.into()),
+            });
+        }
+        out
+    }
+}
+
+/// Rewrites the forwarded extensions (internal ids) to this leg's ids and adds this leg's mid.
+fn rewrite_extensions(h: &mut rtc::rtp::header::Header, leg: &LegExtensions, mid: Option<&Bytes>) {
+    h.extensions.retain_mut(|e| {
+        let id = match e.id {
+            internal_ext::AUDIO_LEVEL => leg.audio_level,
+            internal_ext::VIDEO_ORIENTATION => leg.video_orientation,
+            _ => None,
+        };
+        match id {
+            Some(id) => {
+                e.id = id;
+                true
+            }
+            None => false,
+        }
+    });
+    if let (Some(id), Some(mid)) = (leg.mid, mid) {
+        h.extensions.push(Extension {
+            id,
+            payload: mid.clone(),
+        });
+    }
+    h.extension = !h.extensions.is_empty();
+    h.extensions_padding = 0;
+    let one_byte = h
+        .extensions
+        .iter()
+        .all(|e| (1..=14).contains(&e.id) && (1..=16).contains(&e.payload.len()));
+    h.extension_profile = if one_byte {
+        ONE_BYTE_PROFILE
+    } else {
+        TWO_BYTE_PROFILE
+    };
+}

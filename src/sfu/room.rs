@@ -1,0 +1,786 @@
+//! One live consultation: its participants, their PeerConnections, who receives which track.
+//!
+//! A room is a task (an actor): signaling commands and peer events reach it through queues
+//! and it handles them one at a time, so its state needs no lock. It talks to clients through
+//! Socket.IO: SDP to one participant's socket, session events to `session:{id}`.
+//!
+//! Invariants:
+//! - every participant with a PeerConnection receives every track the others publish (audio
+//!   always, video unless the session is audio-only), and nothing of their own;
+//! - a participant removed for any reason (left, ICE failed, socket gone past the grace
+//!   period, session ended) leaves nothing: its peer task is closed, its tracks are withdrawn
+//!   from the others (who are renegotiated), its subscriptions are dropped at the publishers;
+//! - the room stops when its last participant is gone or the session ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use socketioxide::socket::Sid;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use super::peer::stats::TrackStatsView;
+use super::peer::{self, PeerContext, PeerHandle};
+use super::sdp;
+use super::types::{
+    LocalAnswer, PeerCommand, PeerEvent, PeerId, SignalError, SignalResult, SubscriberLink,
+    TrackInfo,
+};
+use crate::ids::{Identity, SessionId};
+use crate::realtime::events::{self, UserRef, outgoing};
+use crate::store::SessionRecord;
+
+const COMMANDS: usize = 256;
+/// How long a peer may take to answer a signaling command.
+const PEER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Signaling requests for a room.
+#[derive(Debug)]
+pub enum RoomCommand {
+    /// `webrtc_offer`: the participant publishes (or renegotiates).
+    Publish {
+        who: Identity,
+        sid: Sid,
+        sdp: String,
+        reply: oneshot::Sender<SignalResult<()>>,
+    },
+    /// `request_webrtc_offer` (already admitted with the code): the server offers.
+    Join {
+        who: Identity,
+        sid: Sid,
+        reply: oneshot::Sender<SignalResult<()>>,
+    },
+    Answer {
+        who: Identity,
+        sdp: String,
+        reply: oneshot::Sender<SignalResult<()>>,
+    },
+    Candidates {
+        who: Identity,
+        candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+        reply: oneshot::Sender<SignalResult<usize>>,
+    },
+    Leave {
+        who: Identity,
+        reply: oneshot::Sender<SignalResult<()>>,
+    },
+    End {
+        reason: &'static str,
+        reply: oneshot::Sender<()>,
+    },
+    SocketGone {
+        sid: Sid,
+    },
+    SocketBack {
+        who: Identity,
+        sid: Sid,
+    },
+    Stats {
+        reply: oneshot::Sender<Vec<ParticipantStats>>,
+    },
+}
+
+/// One participant in `GET …/stats`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ParticipantStats {
+    pub participant: UserRef,
+    pub connected: bool,
+    pub tracks: Vec<TrackStatsView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    pub session: SessionId,
+    pub tx: mpsc::Sender<RoomCommand>,
+}
+
+struct PeerState {
+    handle: PeerHandle,
+    published: Vec<TrackInfo>,
+    fingerprint: Option<String>,
+    connected: bool,
+}
+
+struct Participant {
+    who: Identity,
+    sid: Option<Sid>,
+    peer: Option<PeerState>,
+    /// An offer of ours not yet answered, re-sent when the socket comes back.
+    pending_offer: Option<String>,
+    grace_deadline: Option<Instant>,
+}
+
+pub(super) struct Room {
+    session: SessionRecord,
+    shared: Arc<Shared>,
+    participants: HashMap<Identity, Participant>,
+    peers: HashMap<PeerId, Identity>,
+    events_tx: mpsc::UnboundedSender<PeerEvent>,
+    marked_active: bool,
+    ended: bool,
+}
+
+pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let handle = RoomHandle {
+        session: session.id,
+        tx,
+    };
+    let room = Room {
+        marked_active: session.statut != crate::store::SessionStatus::Initiating,
+        session,
+        shared,
+        participants: HashMap::new(),
+        peers: HashMap::new(),
+        events_tx,
+        ended: false,
+    };
+    tokio::spawn(room.run(rx, events_rx, handle.clone()));
+    handle
+}
+
+impl Room {
+    fn session_room(&self) -> String {
+        format!("session:{}", self.session.id)
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<RoomCommand>,
+        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+        me: RoomHandle,
+    ) {
+        self.shared.metrics.media.sessions_active.inc();
+        loop {
+            let deadline = self
+                .participants
+                .values()
+                .filter_map(|p| p.grace_deadline)
+                .min();
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd).await,
+                    None => break,
+                },
+                Some(ev) = events.recv() => self.on_peer_event(ev).await,
+                _ = sleep_until_opt(deadline) => self.expire_graces().await,
+            }
+            if self.ended || (self.participants.is_empty() && self.peers.is_empty()) {
+                break;
+            }
+        }
+        // Whatever is left closes with the room.
+        for p in self.participants.values() {
+            if let Some(peer) = &p.peer {
+                let _ = peer.handle.commands.try_send(PeerCommand::Close);
+            }
+        }
+        self.shared.forget_room(&me);
+        self.shared.metrics.media.sessions_active.dec();
+        tracing::debug!(session = %self.session.id, "room closed");
+    }
+
+    async fn on_command(&mut self, cmd: RoomCommand) {
+        match cmd {
+            RoomCommand::Publish {
+                who,
+                sid,
+                sdp,
+                reply,
+            } => {
+                let r = self.publish(who, sid, sdp).await;
+                let _ = reply.send(r);
+            }
+            RoomCommand::Join { who, sid, reply } => {
+                let r = self.join(who, sid).await;
+                let _ = reply.send(r);
+            }
+            RoomCommand::Answer { who, sdp, reply } => {
+                let r = self.answer(who, sdp).await;
+                let _ = reply.send(r);
+            }
+            RoomCommand::Candidates {
+                who,
+                candidates,
+                reply,
+            } => {
+                let r = self.candidates(who, candidates).await;
+                let _ = reply.send(r);
+            }
+            RoomCommand::Leave { who, reply } => {
+                let r = if self.participants.contains_key(&who) {
+                    self.remove_participant(who, "left").await;
+                    Ok(())
+                } else {
+                    Err(not_in_session())
+                };
+                let _ = reply.send(r);
+            }
+            RoomCommand::End { reason, reply } => {
+                self.end(reason).await;
+                let _ = reply.send(());
+            }
+            RoomCommand::SocketGone { sid } => {
+                let grace = self.shared.grace;
+                for p in self.participants.values_mut() {
+                    if p.sid == Some(sid) {
+                        p.sid = None;
+                        p.grace_deadline = Some(Instant::now() + grace);
+                    }
+                }
+            }
+            RoomCommand::SocketBack { who, sid } => self.socket_back(who, sid).await,
+            RoomCommand::Stats { reply } => {
+                let _ = reply.send(self.stats().await);
+            }
+        }
+    }
+
+    /// Adds (or refreshes) a participant bound to `sid`.
+    async fn enter(&mut self, who: Identity, sid: Sid) {
+        let is_new = !self.participants.contains_key(&who);
+        let p = self.participants.entry(who).or_insert_with(|| Participant {
+            who,
+            sid: None,
+            peer: None,
+            pending_offer: None,
+            grace_deadline: None,
+        });
+        p.sid = Some(sid);
+        p.grace_deadline = None;
+        if let Some(socket) = self.shared.io.get_socket(sid) {
+            socket.join(self.session_room());
+        }
+        if is_new {
+            self.shared.presence_add(who, self.session.id);
+            if let Err(e) = self
+                .shared
+                .sessions
+                .participant_joined(self.session.id, who)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record a session participant");
+            }
+            let payload = events::ParticipantEvent {
+                session_id: self.session.id.0,
+                participant: who.into(),
+                reason: None,
+                participants: self.participants.keys().map(|w| (*w).into()).collect(),
+            };
+            self.emit_session(outgoing::PARTICIPANT_JOINED, &payload)
+                .await;
+        }
+    }
+
+    async fn publish(&mut self, who: Identity, sid: Sid, offer: String) -> SignalResult<()> {
+        if who != self.session.created_by && !self.participants.contains_key(&who) {
+            return Err(not_in_session());
+        }
+        sdp::check(&offer).map_err(|p| SignalError::bad_sdp(p.message()))?;
+        self.enter(who, sid).await;
+        let fingerprint = sdp::fingerprint(&offer).map(str::to_string);
+        let same_connection = self.participants[&who]
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.fingerprint == fingerprint);
+        if !same_connection {
+            // A new PeerConnection on the client's side replaces the old one.
+            self.drop_peer(who).await;
+        }
+        let fresh = self.participants[&who].peer.is_none();
+        if fresh {
+            self.new_peer(who, fingerprint)?;
+        }
+        let handle = self.participants[&who]
+            .peer
+            .as_ref()
+            .expect("just set")
+            .handle
+            .clone();
+        let (tx, rx) = oneshot::channel();
+        self.send_peer(
+            &handle,
+            PeerCommand::RemoteOffer {
+                sdp: offer,
+                reply: tx,
+            },
+        );
+        let answer = match await_reply(rx).await {
+            Ok(a) => a,
+            Err(e) => {
+                if fresh {
+                    self.drop_peer(who).await;
+                }
+                return Err(e);
+            }
+        };
+        self.send_answer(who, answer).await;
+        if fresh {
+            self.subscribe_to_others(who);
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, who: Identity, sid: Sid) -> SignalResult<()> {
+        self.enter(who, sid).await;
+        // A join is a new PeerConnection on the client's side.
+        self.drop_peer(who).await;
+        self.new_peer(who, None)?;
+        let handle = self.participants[&who]
+            .peer
+            .as_ref()
+            .expect("just set")
+            .handle
+            .clone();
+        self.send_peer(
+            &handle,
+            PeerCommand::StartOffer {
+                audio: true,
+                video: self.session.session_type.has_video(),
+            },
+        );
+        self.subscribe_to_others(who);
+        Ok(())
+    }
+
+    async fn answer(&mut self, who: Identity, answer: String) -> SignalResult<()> {
+        let handle = self.peer_of(who)?;
+        let (tx, rx) = oneshot::channel();
+        self.send_peer(
+            &handle,
+            PeerCommand::RemoteAnswer {
+                sdp: answer,
+                reply: tx,
+            },
+        );
+        await_reply(rx).await?;
+        if let Some(p) = self.participants.get_mut(&who) {
+            p.pending_offer = None;
+        }
+        Ok(())
+    }
+
+    async fn candidates(
+        &mut self,
+        who: Identity,
+        candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+    ) -> SignalResult<usize> {
+        let handle = self.peer_of(who)?;
+        let (tx, rx) = oneshot::channel();
+        self.send_peer(
+            &handle,
+            PeerCommand::RemoteCandidates {
+                candidates,
+                reply: tx,
+            },
+        );
+        await_reply(rx).await
+    }
+
+    fn peer_of(&self, who: Identity) -> SignalResult<PeerHandle> {
+        self.participants
+            .get(&who)
+            .and_then(|p| p.peer.as_ref())
+            .map(|p| p.handle.clone())
+            .ok_or_else(not_in_session)
+    }
+
+    fn new_peer(&mut self, who: Identity, fingerprint: Option<String>) -> SignalResult<()> {
+        let id = self.shared.next_peer_id();
+        let ctx = PeerContext {
+            id,
+            owner: who,
+            allow_video: self.session.session_type.has_video(),
+            plane: self.shared.plane.clone(),
+            factory: self.shared.factory.clone(),
+            metrics: self.shared.metrics.clone(),
+            events: self.events_tx.clone(),
+            next_track_id: self.shared.next_track_id.clone(),
+        };
+        let handle = peer::spawn(ctx, Instant::now()).map_err(|e| {
+            tracing::error!(error = %e, "cannot build a PeerConnection");
+            SignalError::internal()
+        })?;
+        self.peers.insert(id, who);
+        let p = self.participants.get_mut(&who).expect("entered first");
+        p.peer = Some(PeerState {
+            handle,
+            published: Vec::new(),
+            fingerprint,
+            connected: false,
+        });
+        Ok(())
+    }
+
+    /// Sends `who` every track the others publish.
+    fn subscribe_to_others(&self, who: Identity) {
+        let Some(me) = self.participants.get(&who).and_then(|p| p.peer.as_ref()) else {
+            return;
+        };
+        for other in self.participants.values().filter(|o| o.who != who) {
+            let Some(op) = &other.peer else { continue };
+            for track in &op.published {
+                self.link(track, me, &op.handle);
+            }
+        }
+    }
+
+    /// `subscriber` receives `track`, published by `publisher`.
+    fn link(&self, track: &TrackInfo, subscriber: &PeerState, publisher: &PeerHandle) {
+        self.send_peer(&subscriber.handle, PeerCommand::Subscribe(track.clone()));
+        self.send_peer(
+            publisher,
+            PeerCommand::AddSubscriber {
+                track: track.id,
+                link: SubscriberLink {
+                    peer: subscriber.handle.id,
+                    media: subscriber.handle.media.clone(),
+                },
+            },
+        );
+    }
+
+    fn send_peer(&self, handle: &PeerHandle, cmd: PeerCommand) {
+        if let Err(e) = handle.commands.try_send(cmd) {
+            tracing::warn!(peer = handle.id, error = %e, "peer command queue full or closed");
+        }
+    }
+
+    /// Closes `who`'s PeerConnection and withdraws everything it published or received.
+    async fn drop_peer(&mut self, who: Identity) {
+        let Some(state) = self.participants.get_mut(&who).and_then(|p| p.peer.take()) else {
+            return;
+        };
+        self.peers.remove(&state.handle.id);
+        if let Some(p) = self.participants.get_mut(&who) {
+            p.pending_offer = None;
+        }
+        self.send_peer(&state.handle, PeerCommand::Close);
+        for other in self.participants.values() {
+            let Some(op) = &other.peer else { continue };
+            for track in &state.published {
+                self.send_peer(&op.handle, PeerCommand::Unsubscribe(track.id));
+            }
+            for track in &op.published {
+                self.send_peer(
+                    &op.handle,
+                    PeerCommand::RemoveSubscriber {
+                        track: track.id,
+                        peer: state.handle.id,
+                    },
+                );
+            }
+        }
+    }
+
+    async fn remove_participant(&mut self, who: Identity, reason: &'static str) {
+        self.drop_peer(who).await;
+        let Some(p) = self.participants.remove(&who) else {
+            return;
+        };
+        self.shared.presence_remove(who, self.session.id);
+        if let Some(sid) = p.sid
+            && let Some(socket) = self.shared.io.get_socket(sid)
+        {
+            socket.leave(self.session_room());
+        }
+        if let Err(e) = self
+            .shared
+            .sessions
+            .participant_left(self.session.id, who)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record a departure");
+        }
+        let payload = events::ParticipantEvent {
+            session_id: self.session.id.0,
+            participant: who.into(),
+            reason: Some(reason),
+            participants: self.participants.keys().map(|w| (*w).into()).collect(),
+        };
+        self.emit_session(outgoing::PARTICIPANT_LEFT, &payload)
+            .await;
+        tracing::debug!(session = %self.session.id, reason, "participant removed");
+    }
+
+    async fn end(&mut self, reason: &'static str) {
+        let payload = events::SessionEnded {
+            session_id: self.session.id.0,
+            reason,
+        };
+        self.emit_session(outgoing::SESSION_ENDED, &payload).await;
+        let everyone: Vec<Identity> = self.participants.keys().copied().collect();
+        for who in everyone {
+            self.drop_peer(who).await;
+            if let Some(p) = self.participants.remove(&who) {
+                self.shared.presence_remove(who, self.session.id);
+                if let Some(sid) = p.sid
+                    && let Some(socket) = self.shared.io.get_socket(sid)
+                {
+                    socket.leave(self.session_room());
+                }
+            }
+        }
+        self.ended = true;
+    }
+
+    async fn expire_graces(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Identity> = self
+            .participants
+            .values()
+            .filter(|p| p.grace_deadline.is_some_and(|d| d <= now))
+            .map(|p| p.who)
+            .collect();
+        for who in expired {
+            self.remove_participant(who, "disconnected").await;
+        }
+    }
+
+    async fn socket_back(&mut self, who: Identity, sid: Sid) {
+        let Some(p) = self.participants.get_mut(&who) else {
+            return;
+        };
+        if p.sid.is_some() && p.grace_deadline.is_none() {
+            // Still bound to a live socket (another tab); keep it.
+            return;
+        }
+        p.sid = Some(sid);
+        p.grace_deadline = None;
+        let pending = p.pending_offer.clone();
+        if let Some(socket) = self.shared.io.get_socket(sid) {
+            socket.join(self.session_room());
+        }
+        if let Some(sdp) = pending {
+            self.emit_offer(who, sdp).await;
+        }
+    }
+
+    async fn on_peer_event(&mut self, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Offer { peer, sdp } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                if let Some(p) = self.participants.get_mut(&who) {
+                    p.pending_offer = Some(sdp.clone());
+                }
+                self.emit_offer(who, sdp).await;
+            }
+            PeerEvent::LocalCandidates { peer, candidates } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                self.emit_candidates(who, candidates).await;
+            }
+            PeerEvent::Published { peer, tracks } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                let Some(state) = self
+                    .participants
+                    .get_mut(&who)
+                    .and_then(|p| p.peer.as_mut())
+                else {
+                    return;
+                };
+                state.published.extend(tracks.iter().cloned());
+                let publisher = state.handle.clone();
+                for other in self.participants.values().filter(|o| o.who != who) {
+                    let Some(op) = &other.peer else { continue };
+                    for track in &tracks {
+                        self.link(track, op, &publisher);
+                    }
+                }
+            }
+            PeerEvent::Unpublished { peer, tracks } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                if let Some(state) = self
+                    .participants
+                    .get_mut(&who)
+                    .and_then(|p| p.peer.as_mut())
+                {
+                    state.published.retain(|t| !tracks.contains(&t.id));
+                }
+                for other in self.participants.values().filter(|o| o.who != who) {
+                    let Some(op) = &other.peer else { continue };
+                    for track in &tracks {
+                        self.send_peer(&op.handle, PeerCommand::Unsubscribe(*track));
+                    }
+                }
+            }
+            PeerEvent::FirstMedia { .. } => {
+                if !self.marked_active {
+                    self.marked_active = true;
+                    if let Err(e) = self.shared.sessions.mark_active(self.session.id).await {
+                        tracing::warn!(error = %e, "could not mark the session active");
+                    }
+                }
+            }
+            PeerEvent::Connected { peer } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                if let Some(state) = self
+                    .participants
+                    .get_mut(&who)
+                    .and_then(|p| p.peer.as_mut())
+                {
+                    state.connected = true;
+                }
+            }
+            PeerEvent::Failed { peer, reason } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                self.emit_error(who, reason, "the media connection failed")
+                    .await;
+                self.remove_participant(who, reason).await;
+            }
+            PeerEvent::Closed { peer } => {
+                // Expected after drop_peer (already forgotten); otherwise the task stopped on
+                // its own and its participant goes too.
+                if let Some(who) = self.peers.remove(&peer) {
+                    self.remove_participant(who, "connection_closed").await;
+                }
+            }
+        }
+    }
+
+    async fn send_answer(&self, who: Identity, answer: LocalAnswer) {
+        let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
+            return;
+        };
+        let payload = events::Answer {
+            session_id: self.session.id.0,
+            sdp_answer: answer.sdp,
+            from: events::ServerRef::default(),
+        };
+        self.emit_to(sid, outgoing::WEBRTC_ANSWER, &payload).await;
+        self.emit_candidates(who, answer.candidates).await;
+    }
+
+    async fn emit_offer(&self, who: Identity, sdp: String) {
+        let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
+            return;
+        };
+        let payload = events::Offer {
+            session_id: self.session.id.0,
+            conversation_id: self.session.conversation_id.0,
+            sdp_offer: sdp,
+            session_type: self.session.session_type,
+            from: events::ServerRef::default(),
+        };
+        self.emit_to(sid, outgoing::WEBRTC_OFFER, &payload).await;
+    }
+
+    async fn emit_candidates(
+        &self,
+        who: Identity,
+        candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+    ) {
+        if candidates.is_empty() {
+            return;
+        }
+        let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
+            return;
+        };
+        let payload = events::Candidates {
+            session_id: self.session.id.0,
+            candidates,
+            from: events::ServerRef::default(),
+        };
+        self.emit_to(sid, outgoing::WEBRTC_ICE_CANDIDATES, &payload)
+            .await;
+    }
+
+    async fn emit_error(&self, who: Identity, code: &'static str, message: &str) {
+        let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
+            return;
+        };
+        self.shared.count_signal_error(code);
+        let payload = events::WebrtcError {
+            session_id: Some(self.session.id.0),
+            code,
+            message: message.to_string(),
+        };
+        self.emit_to(sid, outgoing::WEBRTC_ERROR, &payload).await;
+    }
+
+    async fn emit_to<T: Serialize + ?Sized>(&self, sid: Sid, event: &'static str, payload: &T) {
+        tracing::trace!(session = %self.session.id, %sid, event, "signal out");
+        // A socket is not a room of its own in socketioxide: reach it directly.
+        match self.shared.io.get_socket(sid) {
+            Some(socket) => {
+                if let Err(e) = socket.emit(event, payload) {
+                    tracing::debug!(error = %e, event, "emit failed");
+                }
+            }
+            None => tracing::debug!(event, "socket gone; signal dropped"),
+        }
+    }
+
+    async fn emit_session<T: Serialize + ?Sized>(&self, event: &'static str, payload: &T) {
+        if let Err(e) = self
+            .shared
+            .io
+            .to(self.session_room())
+            .emit(event, payload)
+            .await
+        {
+            tracing::debug!(error = %e, event, "emit failed");
+        }
+    }
+
+    async fn stats(&self) -> Vec<ParticipantStats> {
+        let mut out = Vec::new();
+        for p in self.participants.values() {
+            let mut tracks = Vec::new();
+            let mut connected = false;
+            if let Some(state) = &p.peer {
+                connected = state.connected;
+                let (tx, rx) = oneshot::channel();
+                self.send_peer(&state.handle, PeerCommand::Stats { reply: tx });
+                if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                    tracks = t;
+                }
+            }
+            out.push(ParticipantStats {
+                participant: p.who.into(),
+                connected,
+                tracks,
+            });
+        }
+        out
+    }
+}
+
+fn not_in_session() -> SignalError {
+    SignalError::new(
+        "not_in_session",
+        "you are not in this consultation: join with its code first",
+    )
+}
+
+async fn await_reply<T>(rx: oneshot::Receiver<SignalResult<T>>) -> SignalResult<T> {
+    match tokio::time::timeout(PEER_REPLY_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(SignalError::new("peer_gone", "the media connection closed")),
+        Err(_) => Err(SignalError::new(
+            "timeout",
+            "the media server did not answer in time",
+        )),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,181 @@
+//! Values that cross between the SFU's tasks: rooms, peers and the media socket.
+
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use tokio::sync::{mpsc, oneshot};
+
+use super::peer::stats::TrackStatsView;
+use crate::ids::Identity;
+
+/// A PeerConnection, unique in the process.
+pub type PeerId = u64;
+/// A published track, unique in the process.
+pub type TrackId = u64;
+
+/// Header-extension ids used between a publisher's task and its subscribers' tasks: the
+/// publisher renumbers to these once, each subscriber renumbers to its own leg's ids.
+pub mod internal_ext {
+    pub const AUDIO_LEVEL: u8 = 1;
+    pub const VIDEO_ORIENTATION: u8 = 2;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// A track someone publishes, as its subscribers need to know it.
+#[derive(Debug, Clone)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub owner: Identity,
+    pub kind: MediaKind,
+    /// The codec the publisher sends (the first one negotiated on its m-line).
+    pub codec: RTCRtpCodec,
+    /// The publisher's task, to ask it for keyframes.
+    pub publisher: mpsc::Sender<PeerCommand>,
+}
+
+/// One RTP packet on its way from a publisher's task to a subscriber's task.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub track: TrackId,
+    pub packet: rtc::rtp::Packet,
+    pub keyframe: bool,
+}
+
+/// A subscriber as a publisher's task sees it: where to push packets.
+#[derive(Debug, Clone)]
+pub struct SubscriberLink {
+    pub peer: PeerId,
+    pub media: mpsc::Sender<Forwarded>,
+}
+
+/// A signaling failure, sent to the client as `webrtc_error {code, message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SignalError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_sdp(message: impl Into<String>) -> Self {
+        Self::new("bad_sdp", message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new("internal_error", "the media server could not do this")
+    }
+}
+
+pub type SignalResult<T> = Result<T, SignalError>;
+
+/// Our answer to a client's offer, with our candidates to trickle after it.
+#[derive(Debug, Clone)]
+pub struct LocalAnswer {
+    pub sdp: String,
+    pub candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+}
+
+/// What a room (or the SFU) asks of a peer's task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// The client offers (first offer, renegotiation or ICE restart): answer it.
+    RemoteOffer {
+        sdp: String,
+        reply: oneshot::Sender<SignalResult<LocalAnswer>>,
+    },
+    /// The client answers our outstanding offer.
+    RemoteAnswer {
+        sdp: String,
+        reply: oneshot::Sender<SignalResult<()>>,
+    },
+    /// Trickled candidates from the client (kept until a remote description exists).
+    RemoteCandidates {
+        candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+        reply: oneshot::Sender<SignalResult<usize>>,
+    },
+    /// Make the first offer ourselves: slots for the client's own audio (and video), plus
+    /// whatever it is subscribed to.
+    StartOffer {
+        audio: bool,
+        video: bool,
+    },
+    /// Start sending this track to the client.
+    Subscribe(TrackInfo),
+    /// Stop sending this track to the client.
+    Unsubscribe(TrackId),
+    /// A subscriber of one of our published tracks.
+    AddSubscriber {
+        track: TrackId,
+        link: SubscriberLink,
+    },
+    RemoveSubscriber {
+        track: TrackId,
+        peer: PeerId,
+    },
+    /// A subscriber waits for a keyframe of one of our published tracks.
+    RequestKeyframe {
+        track: TrackId,
+    },
+    Stats {
+        reply: oneshot::Sender<Vec<TrackStatsView>>,
+    },
+    Close,
+}
+
+/// What a peer's task tells its room.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// An offer of ours for the client (renegotiation).
+    Offer {
+        peer: PeerId,
+        sdp: String,
+    },
+    /// Candidates of ours, for clients that want them trickled (they are in the SDP too).
+    LocalCandidates {
+        peer: PeerId,
+        candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
+    },
+    Published {
+        peer: PeerId,
+        tracks: Vec<TrackInfo>,
+    },
+    Unpublished {
+        peer: PeerId,
+        tracks: Vec<TrackId>,
+    },
+    /// The first RTP packet from this peer.
+    FirstMedia {
+        peer: PeerId,
+    },
+    Connected {
+        peer: PeerId,
+    },
+    /// ICE or DTLS failed, or the task stopped on an error: the peer is gone.
+    Failed {
+        peer: PeerId,
+        reason: &'static str,
+    },
+    /// The task stopped (after Close or Failed).
+    Closed {
+        peer: PeerId,
+    },
+}

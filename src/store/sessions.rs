@@ -1,0 +1,306 @@
+//! WebRTC sessions (consultations), their participants, and server-wide secrets.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::rows::identity;
+use super::{Store, StoreError, StoreResult};
+use crate::clock::Millis;
+use crate::ids::{ConversationId, Identity, SessionId};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionType {
+    AudioVideo,
+    AudioOnly,
+}
+
+impl SessionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionType::AudioVideo => "audio_video",
+            SessionType::AudioOnly => "audio_only",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "audio_video" => Ok(Self::AudioVideo),
+            "audio_only" => Ok(Self::AudioOnly),
+            _ => Err(StoreError::Corrupt("unknown session type".into())),
+        }
+    }
+
+    pub fn has_video(self) -> bool {
+        self == SessionType::AudioVideo
+    }
+}
+
+/// `statut`: initiating → active (first media) → ended.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Initiating,
+    Active,
+    Ended,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Initiating => "initiating",
+            SessionStatus::Active => "active",
+            SessionStatus::Ended => "ended",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "initiating" => Ok(Self::Initiating),
+            "active" => Ok(Self::Active),
+            "ended" => Ok(Self::Ended),
+            _ => Err(StoreError::Corrupt("unknown session status".into())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub conversation_id: ConversationId,
+    pub session_type: SessionType,
+    pub statut: SessionStatus,
+    pub created_by: Identity,
+    pub code_hash: String,
+    pub code_expires_at: Millis,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    pub end_reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub conversation_id: ConversationId,
+    pub session_type: SessionType,
+    pub created_by: Identity,
+    pub code_hash: String,
+    pub code_expires_at: Millis,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionParticipant {
+    pub who: Identity,
+    pub joined_at: Millis,
+    pub left_at: Option<Millis>,
+}
+
+const COLUMNS: &str = "id, conversation_id, session_type, statut, created_by_role, created_by_id, \
+    code_hash, code_expires_at, created_at, started_at, ended_at, end_reason";
+
+fn session_from_row(row: &AnyRow) -> StoreResult<SessionRecord> {
+    let session_type: String = row.try_get("session_type")?;
+    let statut: String = row.try_get("statut")?;
+    Ok(SessionRecord {
+        id: SessionId(row.try_get("id")?),
+        conversation_id: ConversationId(row.try_get("conversation_id")?),
+        session_type: SessionType::parse(&session_type)?,
+        statut: SessionStatus::parse(&statut)?,
+        created_by: identity(row, "created_by_role", "created_by_id")?,
+        code_hash: row.try_get("code_hash")?,
+        code_expires_at: row.try_get("code_expires_at")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        end_reason: row.try_get("end_reason")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Stores a new session. `Ok(None)` when its code hash is already held by a live session.
+    pub async fn create_session(&self, new: &NewSession) -> StoreResult<Option<SessionRecord>> {
+        let result: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO webrtc_sessions (conversation_id, session_type, statut, created_by_role, \
+                 created_by_id, code_hash, code_expires_at, created_at) \
+             VALUES ($1, $2, 'initiating', $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(new.conversation_id.0)
+        .bind(new.session_type.as_str())
+        .bind(new.created_by.role.as_str())
+        .bind(new.created_by.id.0)
+        .bind(new.code_hash.clone())
+        .bind(new.code_expires_at)
+        .bind(new.created_at)
+        .fetch_one(self.writer())
+        .await;
+        match result {
+            Ok(id) => Ok(Some(SessionRecord {
+                id: SessionId(id),
+                conversation_id: new.conversation_id,
+                session_type: new.session_type,
+                statut: SessionStatus::Initiating,
+                created_by: new.created_by,
+                code_hash: new.code_hash.clone(),
+                code_expires_at: new.code_expires_at,
+                created_at: new.created_at,
+                started_at: None,
+                ended_at: None,
+                end_reason: None,
+            })),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM webrtc_sessions WHERE id = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id.0)
+            .fetch_optional(self.writer())
+            .await?;
+        row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    /// The session that is not over and holds this code hash.
+    pub async fn live_session_by_code(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM webrtc_sessions WHERE code_hash = $1 AND statut <> 'ended'"
+        ));
+        let row = sqlx::query(sql)
+            .bind(code_hash.to_string())
+            .fetch_optional(self.writer())
+            .await?;
+        row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    /// initiating → active; false when it was not initiating.
+    pub async fn mark_session_active(&self, id: SessionId, now: Millis) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE webrtc_sessions SET statut = 'active', started_at = $1 \
+             WHERE id = $2 AND statut = 'initiating'",
+        )
+        .bind(now)
+        .bind(id.0)
+        .execute(self.writer())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// → ended; false when it already was.
+    pub async fn end_session(&self, id: SessionId, now: Millis, reason: &str) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE webrtc_sessions SET statut = 'ended', ended_at = $1, end_reason = $2 \
+             WHERE id = $3 AND statut <> 'ended'",
+        )
+        .bind(now)
+        .bind(reason.to_string())
+        .bind(id.0)
+        .execute(self.writer())
+        .await?;
+        sqlx::query(
+            "UPDATE webrtc_session_participants SET left_at = $1 WHERE session_id = $2 AND left_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.0)
+        .execute(self.writer())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records that `who` joined (again).
+    pub async fn session_participant_joined(
+        &self,
+        id: SessionId,
+        who: Identity,
+        now: Millis,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webrtc_session_participants (session_id, role, user_id, joined_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (session_id, role, user_id) DO UPDATE SET left_at = NULL",
+        )
+        .bind(id.0)
+        .bind(who.role.as_str())
+        .bind(who.id.0)
+        .bind(now)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session_participant_left(
+        &self,
+        id: SessionId,
+        who: Identity,
+        now: Millis,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE webrtc_session_participants SET left_at = $1 \
+             WHERE session_id = $2 AND role = $3 AND user_id = $4 AND left_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.0)
+        .bind(who.role.as_str())
+        .bind(who.id.0)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session_participants(
+        &self,
+        id: SessionId,
+    ) -> StoreResult<Vec<SessionParticipant>> {
+        let rows = sqlx::query(
+            "SELECT role, user_id, joined_at, left_at FROM webrtc_session_participants \
+             WHERE session_id = $1 ORDER BY joined_at",
+        )
+        .bind(id.0)
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SessionParticipant {
+                    who: identity(r, "role", "user_id")?,
+                    joined_at: r.try_get("joined_at")?,
+                    left_at: r.try_get("left_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A named server secret, created with `generate` the first time (all nodes share it).
+    pub async fn server_secret(
+        &self,
+        name: &str,
+        generate: impl FnOnce() -> String,
+    ) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name.to_string())
+        .bind(generate())
+        .execute(self.writer())
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name.to_string())
+                .fetch_one(self.writer())
+                .await?,
+        )
+    }
+}
