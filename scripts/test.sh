@@ -10,12 +10,12 @@ trap 'rm -f "$log"' EXIT
 started=$(date +%s)
 step() { printf '\n==> %s\n' "$*"; }
 
-step "JavaScript test clients (npm ci in tests/js)"
-if ! command -v node >/dev/null 2>&1; then
-  echo "node is required (the official socket.io client runs under it)" >&2
-  exit 1
-fi
-(cd tests/js && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm ci failed" >&2; exit 1; }
+# Everything the tests drive besides Rust (node packages, the browser client, chromium, a
+# Python venv for aiortc...): one script each in scripts/prepare/, run in order.
+for prep in scripts/prepare/*.sh; do
+  step "prepare: $(basename "$prep")"
+  "$prep" || { echo "preparation failed: $prep" >&2; exit 1; }
+done
 
 step "cargo test (all targets)"
 cargo test --all-targets 2>&1 | tee "$log"

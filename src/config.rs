@@ -40,6 +40,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Uploads (`uploads/`) and recordings (`recordings/`).
     pub media_dir: PathBuf,
+    /// The built browser client (`npm run build` in `web/`), served at `/`.
+    pub web_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default: `relais.db` in `data_dir`.
     pub database_url: Option<String>,
     /// Base of every URL the server hands out (conference links). Default:
@@ -160,6 +162,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             media_dir: PathBuf::from("media"),
+            web_dir: PathBuf::from("web/dist"),
             database_url: None,
             public_base_url: None,
             http: HttpConfig::default(),
@@ -273,6 +276,7 @@ enum Kind {
 const ENV_VARS: &[(&str, &str, Kind)] = &[
     ("RELAIS_DATA_DIR", "data_dir", Kind::Str),
     ("RELAIS_MEDIA_DIR", "media_dir", Kind::Str),
+    ("RELAIS_WEB_DIR", "web_dir", Kind::Str),
     ("DATABASE_URL", "database_url", Kind::Str),
     ("RELAIS_PUBLIC_BASE_URL", "public_base_url", Kind::Str),
     ("RELAIS_HTTP_ADDR", "http.addr", Kind::Str),

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod messages;
 mod openapi;
 mod ops;
+pub mod web;
 pub mod webrtc;
 
 use axum::Router;
@@ -69,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api-docs/openapi.json", get(openapi::document))
+        .route("/api/dev/token", post(web::dev_token))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .fallback(web::client)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.http.json_body_limit))
         .layer(axum::middleware::from_fn_with_state(

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, conversations, messages, ops, webrtc};
+use super::{attachments, conversations, messages, ops, web, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +13,7 @@ use super::{attachments, conversations, messages, ops, webrtc};
         messages::history, messages::send,
         attachments::upload, attachments::download,
         webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
-        ops::healthz, ops::readyz, ops::metrics,
+        ops::healthz, ops::readyz, ops::metrics, web::dev_token,
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,

@@ -1,0 +1,99 @@
+//! The browser client, served by the server itself: the files of `web_dir` (built from `web/`),
+//! with the conference page and the other client routes answered by its `index.html`.
+//! In development mode only, a token endpoint for the client's sign-in page.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiJson;
+use crate::ids::{Identity, Role};
+use crate::messaging::ErrorKind;
+use crate::state::AppState;
+
+/// Serves a file of the built client, or its `index.html` for client-side routes
+/// (`/conference/{id}`, `/doctor`, …).
+pub async fn client(State(state): State<AppState>, request: Request) -> Response {
+    let dir = state.config.web_dir.clone();
+    let index = dir.join("index.html");
+    if !index.exists() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "The browser client is not built: run scripts/run.sh (or `npm ci && npm run build` in web/).\n",
+        )
+            .into_response();
+    }
+    let service = ServeDir::new(&dir).fallback(ServeFile::new(&index));
+    match service.oneshot(request).await {
+        Ok(mut response) => {
+            // The pages hold tokens and join codes in their URL: never cache or leak them.
+            let headers = response.headers_mut();
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            if headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
+            {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            response.into_response()
+        }
+        Err(e) => match e {},
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DevTokenBody {
+    pub role: Role,
+    pub id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Development mode only (no configured JWT secret): a token for any role and id, for the
+/// client's sign-in page. With a real secret configured this endpoint does not exist (404).
+#[utoipa::path(post, path = "/api/dev/token", tag = "development",
+    request_body = DevTokenBody,
+    responses((status = 200, description = "a token"), (status = 404, description = "not in development mode")))]
+pub async fn dev_token(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<DevTokenBody>,
+) -> ApiResult<Response> {
+    if !state.verifier.development_mode {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            "not_found",
+            "no such endpoint",
+        ));
+    }
+    if body.id <= 0 {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            "invalid_id",
+            "id must be a positive number",
+        ));
+    }
+    let who = Identity::new(body.role, body.id);
+    let token = state
+        .verifier
+        .mint(
+            who,
+            body.name.as_deref(),
+            std::time::Duration::from_secs(12 * 3600),
+        )
+        .map_err(|e| ApiError(crate::messaging::DomainError::internal(e)))?;
+    Ok(Json(json!({
+        "success": true,
+        "data": { "token": token, "user": { "userId": who.id.0, "userType": who.role, "role": who.role } }
+    }))
+    .into_response())
+}
