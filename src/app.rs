@@ -269,6 +269,7 @@ impl App {
         tracing::info!(
             http = %self.http_addr,
             https = ?self.https_addr,
+            media_udp = %self.state.sfu.media_addr(),
             public_base_url = %self.public_base_url,
             "relais listening"
         );

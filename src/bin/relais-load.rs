@@ -31,6 +31,28 @@ struct Cli {
 enum Command {
     /// Messaging: REST sends at stepped rates, delivery to the other participant's socket.
     Messaging(MessagingArgs),
+    /// One synthetic participant in a session, until `--duration` passes or it is killed
+    /// (prints `connected` once its media is up, then a JSON summary at the end).
+    Peer(PeerArgs),
+}
+
+#[derive(Args)]
+struct PeerArgs {
+    #[arg(long)]
+    session: i64,
+    #[arg(long, default_value = "patient")]
+    role: relais::ids::Role,
+    #[arg(long)]
+    id: i64,
+    /// Join with this code; without it the participant publishes (`webrtc_offer`).
+    #[arg(long)]
+    code: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    conversation: i64,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long)]
+    audio_only: bool,
 }
 
 #[derive(Args)]
@@ -61,6 +83,29 @@ fn minter(cli: &Cli) -> anyhow::Result<TokenMinter> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let minter = minter(&cli)?;
     match &cli.command {
+        Command::Peer(a) => {
+            use relais::client::peer::{ClientPeer, Entry, PeerConfig};
+            let who = relais::ids::Identity::new(a.role, a.id);
+            let entry = match &a.code {
+                Some(code) => Entry::Code(code.clone()),
+                None => Entry::Publish,
+            };
+            let mut cfg = PeerConfig::new(&cli.url, &minter.token(who), who, a.session, entry);
+            cfg.conversation_id = a.conversation;
+            cfg.video = !a.audio_only;
+            let mut peer = ClientPeer::start(cfg).await?;
+            peer.wait_connected(Duration::from_secs(15)).await?;
+            println!("connected");
+            tokio::time::sleep(a.duration).await;
+            let streams = peer.received.snapshot();
+            let summary = serde_json::json!({
+                "streams": streams.len(),
+                "packets": streams.values().map(|s| s.packets).sum::<u64>(),
+            });
+            println!("{summary}");
+            peer.close().await;
+            Ok(())
+        }
         Command::Messaging(a) => {
             let cfg = relais::load::messaging::MessagingLoad {
                 base: cli.url.clone(),

@@ -1,7 +1,6 @@
 //! The `relais` binary: token minting, configuration errors, migrate, RS256, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -10,14 +9,7 @@ use serde_json::json;
 use crate::common::*;
 
 fn relais() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_relais"));
-    c.env_remove("RUST_LOG").env_remove("DATABASE_URL");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RELAIS_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    relais_command()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,50 +106,6 @@ fn migrate_command() {
     assert!(out.status.success());
 }
 
-/// Starts `relais serve` in `dir` and returns it with its HTTP address from the log.
-fn serve(dir: &std::path::Path, extra_env: &[(&str, String)]) -> (std::process::Child, String) {
-    let mut cmd = relais();
-    cmd.current_dir(dir)
-        .args([
-            "--set",
-            "http.addr=127.0.0.1:0",
-            "--set",
-            "https.addr=127.0.0.1:0",
-        ])
-        .env("RELAIS_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            continue;
-        };
-        seen.push(line.clone());
-        if line.contains("relais listening") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let http = v["http"].as_str().unwrap().to_string();
-            // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, format!("http://{http}"));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start: {}", seen.join("\n"));
-}
-
 fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -169,7 +117,8 @@ fn sigterm(child: &std::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_with_exit_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = serve(dir.path(), &[]);
+    let mut server = serve(dir.path(), &[]);
+    let base = server.base.clone();
     let token = relais()
         .current_dir(dir.path())
         .args(["token", "--role", "patient", "--id", "3"])
@@ -186,10 +135,10 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    sigterm(&child);
+    sigterm(&server.child);
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "server did not stop within 15 s");

@@ -441,3 +441,90 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A `relais serve` child process.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:port`
+    pub base: String,
+    pub media_udp: std::net::SocketAddr,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `relais` binary with a clean environment.
+pub fn relais_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
+    c.env_remove("RUST_LOG").env_remove("DATABASE_URL");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RELAIS_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Starts `relais serve` in `dir` on loopback (ports 0) and waits for it to listen.
+pub fn serve(dir: &std::path::Path, extra_args: &[&str]) -> ServerProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
+    let mut cmd = relais_command();
+    cmd.current_dir(dir)
+        .args([
+            "--set",
+            "http.addr=127.0.0.1:0",
+            "--set",
+            "https.addr=127.0.0.1:0",
+            "--set",
+            "media.udp_addr=127.0.0.1:0",
+            "--set",
+            "media.tcp_addr=127.0.0.1:0",
+            "--set",
+            "media.public_ips=127.0.0.1",
+            "--set",
+            "turn.enabled=false",
+        ])
+        .args(extra_args)
+        .env("RELAIS_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        seen.push(line.clone());
+        if line.contains("relais listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let base = format!("http://{}", v["http"].as_str().unwrap());
+            let media_udp = v["media_udp"].as_str().unwrap().parse().unwrap();
+            // Keep draining so the child never blocks on a full pipe.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return ServerProcess {
+                child,
+                base,
+                media_udp,
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not start: {}", seen.join("\n"));
+}

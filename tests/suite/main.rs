@@ -10,3 +10,6 @@ mod socketio;
 mod socketio_js;
 mod tls;
 mod webrtc_media;
+mod webrtc_process;
+mod webrtc_sessions;
+mod webrtc_signaling;

@@ -94,3 +94,205 @@ async fn doctor_and_patient_exchange_audio_and_video() {
     doctor.close().await;
     patient.close().await;
 }
+
+/// Starts the doctor (publishing) and `patients` (joining with the code), all connected.
+async fn consultation(
+    app: &TestApp,
+    doctor: i64,
+    patients: &[i64],
+    kind: &str,
+) -> (i64, ClientPeer, Vec<ClientPeer>) {
+    let (session, conv, code) = create_session(app, doctor, patients, kind).await;
+    let mut cfg = peer_config(app, Role::Medecin, doctor, session, Entry::Publish);
+    cfg.conversation_id = conv;
+    cfg.video = kind == "audio_video";
+    let mut d = ClientPeer::start(cfg).await.unwrap();
+    d.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("doctor connects");
+    let mut ps = Vec::new();
+    for id in patients {
+        let mut cfg = peer_config(app, Role::Patient, *id, session, Entry::Code(code.clone()));
+        cfg.video = kind == "audio_video";
+        let mut p = ClientPeer::start(cfg).await.unwrap();
+        p.wait_connected(Duration::from_secs(10))
+            .await
+            .expect("patient connects");
+        ps.push(p);
+    }
+    (session, d, ps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_of_four_each_receive_three_audio_and_video() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (_, doctor, patients) = consultation(&app, 5, &[21, 22, 23], "audio_video").await;
+    let everyone: Vec<&ClientPeer> = std::iter::once(&doctor).chain(patients.iter()).collect();
+    let ok = eventually(Duration::from_secs(20), || {
+        everyone
+            .iter()
+            .all(|p| p.received.streams_with(30) == (3, 3))
+    })
+    .await;
+    let seen: Vec<(usize, usize)> = everyone
+        .iter()
+        .map(|p| p.received.streams_with(30))
+        .collect();
+    assert!(
+        ok,
+        "each should receive 3 audio + 3 video streams: {seen:?}"
+    );
+    for p in &everyone {
+        // Three distinct publishers, none of them itself.
+        let tags: std::collections::HashSet<u32> = p
+            .received
+            .snapshot()
+            .values()
+            .flat_map(|s| s.tags.clone())
+            .collect();
+        assert_eq!(tags.len(), 6);
+        for s in p.received.snapshot().values() {
+            assert_eq!(s.corrupt, 0);
+        }
+    }
+    let m = app.metrics().await;
+    assert_eq!(metric_value(&m, "relais_peer_connections"), 4.0);
+    assert_eq!(metric_value(&m, "relais_tracks"), 8.0);
+    // A publisher was asked for keyframes as subscribers joined.
+    assert!(
+        doctor
+            .sent
+            .plis_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(metric_value(&m, "relais_plis_sent_total") > 0.0);
+    doctor.close().await;
+    for p in patients {
+        p.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lifecycle_statut_stats_and_end() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (session, mut doctor, mut patients) = consultation(&app, 79, &[11], "audio_video").await;
+    let mut patient = patients.remove(0);
+    let api = app.doctor(79);
+    assert!(
+        eventually(Duration::from_secs(10), || patient
+            .received
+            .streams_with(40)
+            == (1, 1))
+        .await
+    );
+    let (_, v) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/messaging/webrtc/sessions/{session}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        v["data"]["session"]["statut"], "active",
+        "first media made it active"
+    );
+    assert!(v["data"]["session"]["started_at"].is_string());
+    assert_eq!(
+        v["data"]["session"]["participants"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Per participant and track: packets, bytes, bitrate, loss, jitter, NACK/PLI counts.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, v) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/messaging/webrtc/sessions/{session}/stats"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{v}");
+    let parts = v["data"]["participants"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    for p in parts {
+        assert_eq!(p["connected"], true, "{p}");
+        let tracks = p["tracks"].as_array().unwrap();
+        assert_eq!(tracks.len(), 4, "2 inbound + 2 outbound: {p}");
+        for t in tracks {
+            assert!(t["packets"].as_u64().unwrap() > 0, "{t}");
+            for key in [
+                "bytes",
+                "bitrate_bps",
+                "packets_lost",
+                "fraction_lost",
+                "jitter_ms",
+                "nacks",
+                "plis",
+                "codec",
+                "kind",
+                "direction",
+            ] {
+                assert!(!t[key].is_null(), "{key} in {t}");
+            }
+        }
+    }
+
+    // Ending closes everything and tells everyone.
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/messaging/webrtc/sessions/{session}/end"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let e = patient
+        .wait_event("session_ended", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(e["sessionId"], session);
+    doctor
+        .wait_event("session_ended", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let gone = async {
+        for _ in 0..100 {
+            let m = app.metrics().await;
+            if metric_value(&m, "relais_peer_connections") == 0.0
+                && metric_value(&m, "relais_tracks") == 0.0
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(gone.await, "{}", app.metrics().await);
+    doctor.close().await;
+    patient.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audio_only_sessions_forward_audio_only() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (_, doctor, patients) = consultation(&app, 79, &[11], "audio_only").await;
+    assert!(
+        eventually(Duration::from_secs(10), || patients[0]
+            .received
+            .streams_with(20)
+            == (1, 0)
+            && doctor.received.streams_with(20) == (1, 0))
+        .await
+    );
+    doctor.close().await;
+    for p in patients {
+        p.close().await;
+    }
+}

@@ -1,0 +1,257 @@
+/**
+ * Socket.IO event names and payloads, spelled once. Mirrors the server's
+ * `src/realtime/events.rs` (and the message views of `src/messaging/views.rs`); the French field
+ * names (`contenu`, `type_message`, `expediteur_id`, …) are the seed's contract.
+ */
+
+export type Role = 'patient' | 'medecin';
+export type SessionType = 'audio_video' | 'audio_only';
+export type MessageType = 'texte' | 'image' | 'file' | 'audio';
+
+export const MESSAGE_TYPES = {
+  TEXT: 'texte',
+  IMAGE: 'image',
+  FILE: 'file',
+  AUDIO: 'audio',
+} as const satisfies Record<string, MessageType>;
+
+export const MESSAGING_TYPES = {
+  PRIVATE: 'private',
+  GROUP: 'group',
+} as const;
+
+/** `{userId, userType}`: a person in events. */
+export interface UserRef {
+  userId: number;
+  userType: Role;
+}
+
+/** `from` of server-originated signaling. */
+export interface ServerRef {
+  userType: 'server';
+  userId: null;
+}
+
+/** What the handshake sends (`auth` of the Socket.IO connection). */
+export interface SocketAuth {
+  token: string;
+  userType: Role;
+  userId: number;
+  role: Role;
+}
+
+export interface AttachmentView {
+  id: string;
+  file_name: string;
+  content_type: string;
+  size_bytes: number;
+  /** Relative download URL (needs the Authorization header). */
+  url: string;
+}
+
+/** A message: the REST answer and the `new_message` payload share this shape. */
+export interface MessageView {
+  id: number;
+  contenu: string;
+  type_message: MessageType;
+  expediteur_id: number;
+  expediteur_type: Role;
+  conversation_id: number;
+  timestamp: string;
+  created_at: string;
+  sender: { id: number; type: Role; nom: string };
+  client_message_id?: string;
+  metadata?: Record<string, unknown> | null;
+  attachment?: AttachmentView;
+}
+
+export interface IceCandidateInit {
+  candidate: string;
+  sdpMid?: string | null;
+  sdpMLineIndex?: number | null;
+  usernameFragment?: string | null;
+}
+
+// ---- client → server ----------------------------------------------------------------------
+
+export interface JoinConversationPayload {
+  conversationId: number;
+  user?: { userId: number; userType: Role; role: Role };
+}
+export interface ConversationRefPayload {
+  conversationId: number;
+}
+export interface TypingPayload {
+  conversationId: number;
+  isTyping: boolean;
+}
+export interface MessageReadPayload {
+  conversationId: number;
+  messageId: number;
+}
+export interface SendMessagePayload {
+  conversationId: number;
+  contenu: string;
+  type_message: MessageType;
+  metadata?: Record<string, unknown>;
+  client_message_id?: string;
+  attachment_id?: string;
+}
+export interface ClientOfferPayload {
+  sessionId: number;
+  conversationId?: number | string;
+  sdpOffer: string;
+  sessionType?: SessionType;
+}
+export interface RequestOfferPayload {
+  code: string;
+  sessionId: number;
+  user?: UserRef;
+  action?: 'join_conference';
+}
+export interface ClientAnswerPayload {
+  sessionId: number;
+  sdpAnswer: string;
+}
+export interface ClientCandidatesPayload {
+  sessionId: number;
+  candidates: IceCandidateInit[];
+}
+export interface SessionRefPayload {
+  sessionId: number;
+}
+
+/** Client events and their payloads. */
+export interface ClientEvents {
+  join_conversation: JoinConversationPayload;
+  leave_conversation: ConversationRefPayload;
+  typing: TypingPayload;
+  message_read: MessageReadPayload;
+  send_message: SendMessagePayload;
+  webrtc_offer: ClientOfferPayload;
+  request_webrtc_offer: RequestOfferPayload;
+  webrtc_answer: ClientAnswerPayload;
+  webrtc_ice_candidates: ClientCandidatesPayload;
+  leave_session: SessionRefPayload;
+  end_session: SessionRefPayload;
+}
+
+/** The `data` of a successful acknowledgement, per client event. */
+export interface ClientAcks {
+  join_conversation: { conversationId: number };
+  leave_conversation: { conversationId: number };
+  typing: { conversationId: number };
+  message_read: { conversationId: number; messageId: number };
+  send_message: { message: MessageView };
+  webrtc_offer: { sessionId: number };
+  request_webrtc_offer: { sessionId: number };
+  webrtc_answer: { sessionId: number };
+  webrtc_ice_candidates: { sessionId: number; accepted: number };
+  leave_session: { sessionId: number };
+  end_session: { sessionId: number };
+}
+
+export type ClientEvent = keyof ClientEvents;
+
+export interface AckError {
+  code: string;
+  message: string;
+}
+export type Ack<T> = { success: true; data: T } | { success: false; error: AckError };
+
+// ---- server → client ----------------------------------------------------------------------
+
+export interface TypingRelay {
+  conversationId: number;
+  isTyping: boolean;
+  user: UserRef;
+}
+export interface MessageReadRelay {
+  conversationId: number;
+  messageId: number;
+  user: UserRef;
+  readAt: string;
+}
+export interface MessagingErrorPayload {
+  event: string;
+  code: string;
+  message: string;
+}
+export interface ServerOfferPayload {
+  sessionId: number;
+  conversationId: number;
+  sdpOffer: string;
+  sessionType: SessionType;
+  from: ServerRef;
+}
+export interface ServerAnswerPayload {
+  sessionId: number;
+  sdpAnswer: string;
+  from: ServerRef;
+}
+export interface ServerCandidatesPayload {
+  sessionId: number;
+  candidates: IceCandidateInit[];
+  from: ServerRef;
+}
+export interface ParticipantEventPayload {
+  sessionId: number;
+  participant: UserRef;
+  reason?: string;
+  /** Everyone in the session after this change. */
+  participants: UserRef[];
+}
+export interface SessionEndedPayload {
+  sessionId: number;
+  reason: string;
+}
+/** Known codes: invalid_code, expired_code, session_ended, too_many_attempts,
+ * negotiation_in_progress, not_in_session, ice_failed, connection_failed, bad_sdp, … */
+export interface WebrtcErrorPayload {
+  sessionId: number | null;
+  code: string;
+  message: string;
+}
+
+/** Server events and their payloads. */
+export interface ServerEvents {
+  new_message: MessageView;
+  typing: TypingRelay;
+  message_read: MessageReadRelay;
+  messaging_error: MessagingErrorPayload;
+  webrtc_offer: ServerOfferPayload;
+  webrtc_answer: ServerAnswerPayload;
+  webrtc_ice_candidates: ServerCandidatesPayload;
+  participant_joined: ParticipantEventPayload;
+  participant_left: ParticipantEventPayload;
+  session_ended: SessionEndedPayload;
+  webrtc_error: WebrtcErrorPayload;
+}
+
+export type ServerEvent = keyof ServerEvents;
+
+/** Every server event, to route them from one socket to typed listeners. */
+export const SERVER_EVENTS: readonly ServerEvent[] = [
+  'new_message',
+  'typing',
+  'message_read',
+  'messaging_error',
+  'webrtc_offer',
+  'webrtc_answer',
+  'webrtc_ice_candidates',
+  'participant_joined',
+  'participant_left',
+  'session_ended',
+  'webrtc_error',
+] as const;
+
+/** `msid` stream id of a participant's media as the SFU forwards it: `"{role}-{id}"`. */
+export function streamIdOf(who: UserRef): string {
+  return `${who.userType}-${who.userId}`;
+}
+
+/** Reverse of {@link streamIdOf}; null for anything else. */
+export function userOfStreamId(streamId: string): UserRef | null {
+  const m = /^(patient|medecin)-(\d+)$/.exec(streamId);
+  return m ? { userType: m[1] as Role, userId: Number(m[2]) } : null;
+}
