@@ -1,0 +1,294 @@
+// End-to-end: a doctor and a patient in Debian's chromium (fake camera and microphone), media
+// through the relais SFU. Run by tests/browser.rs inside a network namespace whose only
+// interface is `lo`, next to a relais started there; prints one JSON line (the last line of
+// stdout) that the Rust test asserts.
+//
+// Environment: HTTP_BASE (http://127.0.0.1:3000), HTTPS_BASE (https://127.0.0.1:3443),
+// MEDIA_PORT (the server's media UDP port), ARTIFACTS (directory for screenshots and logs),
+// CHROMIUM (default /usr/bin/chromium), E2E_TIMEOUT_MS (default 150000).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const HTTP = process.env.HTTP_BASE ?? 'http://127.0.0.1:3000';
+const HTTPS = process.env.HTTPS_BASE ?? 'https://127.0.0.1:3443';
+const MEDIA_PORT = Number(process.env.MEDIA_PORT ?? '3479');
+const ARTIFACTS = process.env.ARTIFACTS ?? 'artifacts';
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const TOTAL_MS = Number(process.env.E2E_TIMEOUT_MS ?? '150000');
+const STEP_MS = 30_000;
+
+mkdirSync(ARTIFACTS, { recursive: true });
+const consoleLog = [];
+const result = { ok: false, step: 'start', mediaPort: MEDIA_PORT, timings: {} };
+const started = Date.now();
+let browser;
+
+function finish(code) {
+  result.elapsedMs = Date.now() - started;
+  try {
+    writeFileSync(join(ARTIFACTS, 'browser-console.log'), consoleLog.join('\n') + '\n');
+  } catch {
+    /* best effort */
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  process.exit(code);
+}
+
+// Nothing may hang: the whole run is bounded.
+const watchdog = setTimeout(() => {
+  result.error = `timed out after ${TOTAL_MS} ms at step "${result.step}"`;
+  browser?.close().catch(() => undefined);
+  setTimeout(() => finish(1), 2_000).unref();
+}, TOTAL_MS);
+watchdog.unref();
+
+function step(name) {
+  result.step = name;
+  result.timings[name] = Date.now() - started;
+  process.stderr.write(`[e2e] ${name}\n`);
+}
+
+// Every PeerConnection the page creates, to read its statistics and descriptions.
+const RECORD_PCS = () => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+    }
+  };
+};
+
+async function newPage(name) {
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true, // the server's generated, self-signed certificate
+    viewport: { width: 1280, height: 860 },
+    locale: 'fr-FR',
+  });
+  await context.addInitScript(RECORD_PCS);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('console', (m) => consoleLog.push(`[${name}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLog.push(`[${name}] pageerror: ${e.message}`));
+  return { context, page };
+}
+
+async function signIn(page, role, id, name) {
+  await page.locator('#signin-role').waitFor();
+  await page.selectOption('#signin-role', role);
+  await page.fill('#signin-id', String(id));
+  if (name) await page.fill('#signin-name', name);
+  await page.click('#signin-submit');
+}
+
+/** The remote video element plays: frames decoded and time advancing. */
+async function remoteVideoPlays(page) {
+  await page.waitForFunction(
+    () => {
+      const v = document.querySelector('video.remote-video');
+      return !!v && v.videoWidth > 0 && v.currentTime > 0;
+    },
+    null,
+    { timeout: STEP_MS },
+  );
+  const first = await page.evaluate(() => {
+    const v = document.querySelector('video.remote-video');
+    return { width: v.videoWidth, height: v.videoHeight, t: v.currentTime, stream: v.dataset.streamId };
+  });
+  await page.waitForTimeout(1_500);
+  const t2 = await page.evaluate(() => document.querySelector('video.remote-video').currentTime);
+  return { ...first, currentTimeDelta: t2 - first.t };
+}
+
+/** Inbound RTP bytes, the selected candidate pair's remote port, the server SDP's ports. */
+async function mediaStats(page) {
+  return page.evaluate(async () => {
+    const pcs = (window.__pcs ?? []).filter((pc) => pc.connectionState !== 'closed');
+    const pc = pcs[pcs.length - 1];
+    if (!pc) return { error: 'no PeerConnection' };
+    const read = async () => {
+      const stats = await pc.getStats();
+      let inbound = 0;
+      let inboundVideo = 0;
+      let pairId = null;
+      const byId = new Map();
+      stats.forEach((s) => {
+        byId.set(s.id, s);
+        if (s.type === 'inbound-rtp') {
+          inbound += s.bytesReceived ?? 0;
+          if (s.kind === 'video') inboundVideo += s.bytesReceived ?? 0;
+        }
+        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+      });
+      if (!pairId) {
+        stats.forEach((s) => {
+          if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pairId = s.id;
+        });
+      }
+      const pair = pairId ? byId.get(pairId) : null;
+      const remote = pair ? byId.get(pair.remoteCandidateId) : null;
+      const local = pair ? byId.get(pair.localCandidateId) : null;
+      return {
+        inbound,
+        inboundVideo,
+        remote: remote ? { address: remote.address ?? remote.ip, port: remote.port, protocol: remote.protocol } : null,
+        local: local ? { address: local.address ?? local.ip, port: local.port } : null,
+      };
+    };
+    const a = await read();
+    await new Promise((r) => setTimeout(r, 2_000));
+    const b = await read();
+    const sdpPorts = [];
+    for (const line of (pc.remoteDescription?.sdp ?? '').split(/\r?\n/)) {
+      const m = /^a=candidate:\S+ \d+ (\S+) \d+ (\S+) (\d+) typ/.exec(line);
+      if (m) sdpPorts.push(Number(m[3]));
+    }
+    return {
+      connectionState: pc.connectionState,
+      inboundBytesBefore: a.inbound,
+      inboundBytesAfter: b.inbound,
+      inboundBytesDelta: b.inbound - a.inbound,
+      inboundVideoDelta: b.inboundVideo - a.inboundVideo,
+      selectedRemote: b.remote,
+      selectedLocal: b.local,
+      remoteSdpCandidatePorts: sdpPorts,
+      peerConnections: (window.__pcs ?? []).length,
+    };
+  });
+}
+
+try {
+  step('launch chromium');
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 60_000,
+    args: [
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection',
+      '--no-sandbox',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-gpu',
+    ],
+  });
+  result.browserVersion = browser.version();
+
+  // ---- the doctor, over HTTP --------------------------------------------------------------
+  step('doctor signs in');
+  const doctor = await newPage('doctor');
+  await doctor.page.goto(`${HTTP}/`);
+  await signIn(doctor.page, 'medecin', 79, 'Dr. Martin');
+  await doctor.page.waitForURL(/\/doctor$/);
+
+  step('doctor opens a conversation with patient 11');
+  await doctor.page.fill('#new-conversation-patient', '11');
+  await doctor.page.click('#btn-new-conversation');
+  await doctor.page.locator('.chat[data-conversation-id]').waitFor();
+  result.conversationId = Number(
+    await doctor.page.locator('.chat[data-conversation-id]').getAttribute('data-conversation-id'),
+  );
+
+  step('doctor starts the video consultation');
+  await doctor.page.click('#btn-start-consultation');
+  await doctor.page.waitForFunction(() => document.querySelector('#conference-link')?.value?.includes('/conference/'));
+  const link = await doctor.page.inputValue('#conference-link');
+  const joinCode = (await doctor.page.textContent('#join-code'))?.trim();
+  result.conferenceLink = link;
+  result.joinCode = joinCode;
+  await doctor.page.click('#btn-copy-link');
+  step('doctor waits in the waiting room');
+  await doctor.page.locator('.call-state[data-state="waiting"]').waitFor();
+  await doctor.page.locator('.waiting-room').waitFor();
+  result.doctorWaitingRoom = true;
+
+  // ---- a wrong code is explained in plain language -----------------------------------------
+  step('a wrong code is refused');
+  const intruder = await newPage('wrong-code');
+  const wrong = new URL(link);
+  wrong.searchParams.set('code', 'ZZZZ9999');
+  await intruder.page.goto(wrong.toString());
+  await signIn(intruder.page, 'patient', 12);
+  await intruder.page.locator('.call-error[data-code="invalid_code"]').waitFor();
+  result.invalidCodeMessage = (await intruder.page.textContent('.call-error p'))?.trim();
+  await intruder.context.close();
+
+  // ---- the patient opens the link (HTTPS, the link as the server built it) ----------------
+  step('patient opens the link and signs in');
+  if (!link.startsWith('https://')) throw new Error(`conference link is not https: ${link}`);
+  const patient = await newPage('patient');
+  await patient.page.goto(link);
+  await signIn(patient.page, 'patient', 11, 'Jean Dupont');
+
+  step('both remote videos play');
+  await patient.page.locator('.call-state[data-state="connected"]').waitFor();
+  await doctor.page.locator('.call-state[data-state="connected"]').waitFor();
+  result.patientVideo = await remoteVideoPlays(patient.page);
+  result.doctorVideo = await remoteVideoPlays(doctor.page);
+
+  step('getStats on both sides');
+  result.doctorStats = await mediaStats(doctor.page);
+  result.patientStats = await mediaStats(patient.page);
+
+  step('the patient types; the doctor sees it typing, then the message');
+  const text = `Bonjour docteur, je vous vois bien (${Date.now()})`;
+  const input = patient.page.locator('.messaging-widget .chat-input');
+  await input.waitFor();
+  await input.pressSequentially('Bonjour', { delay: 20 });
+  await doctor.page.waitForFunction(() =>
+    (document.querySelector('.chat .typing-indicator')?.textContent ?? '').includes('écrit'),
+  );
+  result.typingSeen = true;
+  await input.fill(text);
+  await input.press('Enter');
+  await doctor.page.locator('.chat .chat-message.theirs', { hasText: text }).waitFor();
+  result.chatMessageSeen = true;
+  // The doctor's screen showed it as a message of the patient.
+  result.chatSender = await doctor.page
+    .locator('.chat .chat-message.theirs', { hasText: text })
+    .getAttribute('data-sender');
+
+  step('screenshots');
+  await doctor.page.screenshot({ path: join(ARTIFACTS, 'doctor.png') });
+  await patient.page.screenshot({ path: join(ARTIFACTS, 'patient.png') });
+  result.screenshots = [join(ARTIFACTS, 'doctor.png'), join(ARTIFACTS, 'patient.png')];
+
+  step('mute and camera off');
+  await patient.page.click('#btn-mute');
+  await patient.page.click('#btn-camera');
+  result.controls = await patient.page.evaluate(() => ({
+    mute: document.querySelector('#btn-mute')?.getAttribute('aria-pressed'),
+    camera: document.querySelector('#btn-camera')?.getAttribute('aria-pressed'),
+  }));
+
+  step('the doctor ends the consultation');
+  await doctor.page.click('#btn-hangup');
+  await patient.page.locator('.call-state[data-state="ended"]').waitFor();
+  await doctor.page.locator('.call-state[data-state="ended"]').waitFor();
+  result.endedForPatient = (await patient.page.textContent('.call-ended'))?.trim();
+  await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-ended.png') });
+
+  step('done');
+  result.ok = true;
+  await browser.close();
+  finish(0);
+} catch (e) {
+  result.error = String(e?.stack ?? e);
+  try {
+    for (const [i, ctx] of (browser?.contexts() ?? []).entries()) {
+      for (const [j, p] of ctx.pages().entries()) {
+        await p.screenshot({ path: join(ARTIFACTS, `failure-${i}-${j}.png`) }).catch(() => undefined);
+      }
+    }
+    await browser?.close();
+  } catch {
+    /* best effort */
+  }
+  finish(1);
+}

@@ -1,0 +1,71 @@
+import { useState } from 'react';
+import { clearAuth, displayName, loadAuth, type AuthState } from './services/auth';
+import { useServices } from './services/context';
+import { ConferencePage } from './pages/ConferencePage';
+import { DoctorConsole } from './pages/DoctorConsole';
+import { PatientHome } from './pages/PatientHome';
+import { SignInPage } from './pages/SignInPage';
+import { navigate, useLocation } from './router';
+
+function homeOf(auth: AuthState): string {
+  return auth.user.role === 'medecin' ? '/doctor' : '/patient';
+}
+
+export function App() {
+  const place = useLocation();
+  const services = useServices();
+  const [auth, setAuth] = useState<AuthState | null>(() => loadAuth());
+  const conference = /^\/conference\/(\d+)\/?$/.exec(place.pathname);
+
+  const signOut = () => {
+    clearAuth();
+    services.signaling.disconnect();
+    setAuth(null);
+    navigate('/signin');
+  };
+
+  const onSignedIn = (state: AuthState) => {
+    setAuth(state);
+    if (!conference) navigate(homeOf(state), { replace: true });
+  };
+
+  let page;
+  if (!auth) {
+    page = (
+      <SignInPage
+        onSignedIn={onSignedIn}
+        defaultRole={conference ? 'patient' : 'medecin'}
+        intro={conference ? 'Connectez-vous pour rejoindre votre consultation vidéo.' : undefined}
+      />
+    );
+  } else if (conference) {
+    page = <ConferencePage auth={auth} link={`${place.pathname}${place.search}`} />;
+  } else if (place.pathname === '/doctor' && auth.user.role === 'medecin') {
+    page = <DoctorConsole auth={auth} />;
+  } else if (place.pathname === '/patient' && auth.user.role === 'patient') {
+    page = <PatientHome auth={auth} />;
+  } else {
+    // "/", "/signin" or a page of the other role: go home.
+    queueMicrotask(() => navigate(homeOf(auth), { replace: true }));
+    page = null;
+  }
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <span className="brand">relais · téléconsultation</span>
+        {auth && (
+          <span className="whoami">
+            <span id="whoami" data-role={auth.user.role} data-user-id={auth.user.userId}>
+              {displayName(auth.user)}
+            </span>
+            <button type="button" className="link-button" onClick={signOut}>
+              Se déconnecter
+            </button>
+          </span>
+        )}
+      </header>
+      {page}
+    </div>
+  );
+}

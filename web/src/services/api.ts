@@ -1,0 +1,256 @@
+/**
+ * The REST API of relais, same origin (relative URLs: HTTP and HTTPS alike).
+ * Messaging answers `{success, data}`; WebRTC answers `{status: "success", data}`; errors
+ * `{success: false, error: {code, message}}`.
+ */
+import type { AttachmentView, MessageType, MessageView, Role, SessionType, UserRef } from './events';
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export interface Person {
+  id: number;
+  type: Role;
+  role: Role;
+}
+
+export interface Conversation {
+  id: number;
+  type: 'private' | 'group';
+  participants: Person[];
+  created_by: Person;
+  created_at: string;
+}
+
+export interface ConversationSummary extends Conversation {
+  last_message: MessageView | null;
+  unread_count: number;
+  last_read_message_id: number;
+}
+
+export interface HistoryPage {
+  messages: MessageView[];
+  pagination: { has_more: boolean; oldest_id: number | null; newest_id: number | null };
+}
+
+export interface SendMessageBody {
+  contenu: string;
+  type_message: MessageType;
+  metadata?: Record<string, unknown>;
+  client_message_id?: string;
+  attachment_id?: string;
+}
+
+export interface SessionView {
+  id: number;
+  conversation_id: number;
+  session_type: SessionType;
+  statut: 'initiating' | 'active' | 'ended';
+}
+
+export interface ConferenceLink {
+  sessionId: number;
+  conferenceUrl: string;
+  joinCode: string;
+  fullLink: string;
+}
+
+export interface CreatedSession {
+  session: SessionView;
+  conferenceLink?: ConferenceLink;
+  expiresAt?: string;
+}
+
+export interface DevTokenAnswer {
+  token: string;
+  user: { userId: number; userType: Role; role: Role };
+}
+
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+export interface ApiOptions {
+  token?: string | null;
+  /** Prefix for every path; default '' (same origin). */
+  baseUrl?: string;
+  fetch?: FetchLike;
+}
+
+export class Api {
+  private readonly token: string | null;
+  private readonly baseUrl: string;
+  private readonly fetchFn: FetchLike;
+
+  constructor(options: ApiOptions = {}) {
+    this.token = options.token ?? null;
+    this.baseUrl = options.baseUrl ?? '';
+    this.fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  }
+
+  // ---- messaging ----------------------------------------------------------------------------
+
+  async listConversations(): Promise<ConversationSummary[]> {
+    const d = await this.call<{ conversations: ConversationSummary[] }>(
+      'GET',
+      '/api/messaging/conversations',
+    );
+    return d.conversations;
+  }
+
+  async createConversation(
+    participants: { role: Role; id: number }[],
+    type: 'private' | 'group' = 'private',
+  ): Promise<Conversation> {
+    const d = await this.call<{ conversation: Conversation }>('POST', '/api/messaging/conversations', {
+      type,
+      participants,
+    });
+    return d.conversation;
+  }
+
+  async getConversation(id: number): Promise<Conversation> {
+    const d = await this.call<{ conversation: Conversation }>(
+      'GET',
+      `/api/messaging/conversations/${id}`,
+    );
+    return d.conversation;
+  }
+
+  history(
+    conversationId: number,
+    q: { before?: number; after?: number; limit?: number } = {},
+  ): Promise<HistoryPage> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) params.set(k, String(v));
+    const qs = params.toString();
+    return this.call<HistoryPage>(
+      'GET',
+      `/api/messaging/conversations/${conversationId}/messages${qs ? `?${qs}` : ''}`,
+    );
+  }
+
+  async sendMessage(conversationId: number, body: SendMessageBody): Promise<MessageView> {
+    const d = await this.call<{ message: MessageView }>(
+      'POST',
+      `/api/messaging/conversations/${conversationId}/messages`,
+      body,
+    );
+    return d.message;
+  }
+
+  async markRead(conversationId: number, messageId: number): Promise<void> {
+    await this.call('POST', `/api/messaging/conversations/${conversationId}/read`, { messageId });
+  }
+
+  /** Uploads a file (multipart field `file`); then send a message with its `attachment_id`. */
+  async uploadAttachment(conversationId: number, file: Blob, fileName: string): Promise<AttachmentView> {
+    const form = new FormData();
+    form.append('file', file, fileName);
+    const d = await this.call<{ attachment: AttachmentView }>(
+      'POST',
+      `/api/messaging/conversations/${conversationId}/attachments`,
+      form,
+    );
+    return d.attachment;
+  }
+
+  /** Downloads an attachment (the URL needs the Authorization header, so no plain <img src>). */
+  async downloadAttachment(url: string): Promise<Blob> {
+    const res = await this.fetchFn(this.baseUrl + url, { headers: this.headers() });
+    if (!res.ok) throw await errorOf(res);
+    return res.blob();
+  }
+
+  // ---- video consultations ------------------------------------------------------------------
+
+  /** A doctor creates a consultation with its conference link and join code. */
+  createSession(input: {
+    conversationId: number | string;
+    sessionType?: SessionType;
+    initiator: UserRef;
+  }): Promise<CreatedSession> {
+    return this.call<CreatedSession>('POST', '/api/messaging/webrtc/sessions?generate_conference_link=true', {
+      conversation_id: input.conversationId,
+      session_type: input.sessionType ?? 'audio_video',
+      sdp_offer: null,
+      initiator: input.initiator,
+    });
+  }
+
+  async getSession(id: number): Promise<Record<string, unknown>> {
+    const d = await this.call<{ session: Record<string, unknown> }>(
+      'GET',
+      `/api/messaging/webrtc/sessions/${id}`,
+    );
+    return d.session;
+  }
+
+  async endSession(id: number): Promise<SessionView> {
+    const d = await this.call<{ session: SessionView }>(
+      'POST',
+      `/api/messaging/webrtc/sessions/${id}/end`,
+    );
+    return d.session;
+  }
+
+  validateCode(code: string, sessionId?: number) {
+    return this.call<{
+      conferenceCode: string;
+      sessionId: number | null;
+      isValid: boolean;
+      expiresAt: string | null;
+      createdBy: UserRef | null;
+      reason?: string;
+    }>('POST', '/api/messaging/webrtc/validate-code', { code, sessionId });
+  }
+
+  // ---- development sign-in ------------------------------------------------------------------
+
+  /** Development mode only; a 404 (ApiError status 404) means a real secret is configured. */
+  devToken(role: Role, id: number, name?: string): Promise<DevTokenAnswer> {
+    return this.call<DevTokenAnswer>('POST', '/api/dev/token', { role, id, name: name || undefined });
+  }
+
+  // ---- plumbing -----------------------------------------------------------------------------
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    const h: Record<string, string> = { Accept: 'application/json', ...extra };
+    if (this.token) h.Authorization = `Bearer ${this.token}`;
+    return h;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const init: RequestInit = { method, headers: this.headers() };
+    if (body instanceof FormData) {
+      init.body = body;
+    } else if (body !== undefined) {
+      init.headers = this.headers({ 'Content-Type': 'application/json' });
+      init.body = JSON.stringify(body);
+    }
+    let res: Response;
+    try {
+      res = await this.fetchFn(this.baseUrl + path, init);
+    } catch (e) {
+      throw new ApiError(0, 'network_error', 'the server cannot be reached');
+    }
+    if (!res.ok) throw await errorOf(res);
+    const json = (await res.json()) as { data?: T };
+    return json.data as T;
+  }
+}
+
+async function errorOf(res: Response): Promise<ApiError> {
+  try {
+    const j = (await res.json()) as { error?: { code?: string; message?: string } };
+    return new ApiError(res.status, j.error?.code ?? 'http_error', j.error?.message ?? res.statusText);
+  } catch {
+    return new ApiError(res.status, 'http_error', res.statusText || `HTTP ${res.status}`);
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Who is signed in. A development sign-in stores its token in sessionStorage (gone when the tab
+ * closes); a clinic's system may instead leave the seed's keys in localStorage (`jwt` or
+ * `token`, plus `patient` / `medecin` objects), which are read as a fallback.
+ */
+import { Api, ApiError } from './api';
+import type { Role, SocketAuth } from './events';
+
+export interface AuthUser {
+  userId: number;
+  role: Role;
+  name?: string;
+}
+
+export interface AuthState {
+  token: string;
+  user: AuthUser;
+}
+
+const KEY = 'relais.auth';
+
+interface Claims {
+  role?: string;
+  userType?: string;
+  sub?: string | number;
+  userId?: string | number;
+  id?: string | number;
+  nom?: string;
+  name?: string;
+  exp?: number;
+}
+
+function base64UrlDecode(s: string): string {
+  const b64 = s.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(s.length / 4) * 4, '=');
+  const bin = atob(b64);
+  const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  return new TextDecoder().decode(bytes);
+}
+
+/** Reads (does not verify) a JWT's claims: role, id, name, expiry. */
+export function decodeToken(token: string): (AuthUser & { exp?: number }) | null {
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  let claims: Claims;
+  try {
+    claims = JSON.parse(base64UrlDecode(parts[1])) as Claims;
+  } catch {
+    return null;
+  }
+  const role = claims.role ?? claims.userType;
+  const id = Number(claims.sub ?? claims.userId ?? claims.id);
+  if ((role !== 'patient' && role !== 'medecin') || !Number.isInteger(id) || id <= 0) return null;
+  return { role, userId: id, name: claims.nom ?? claims.name, exp: claims.exp };
+}
+
+function expired(exp: number | undefined, nowMs: number): boolean {
+  return exp !== undefined && exp * 1000 <= nowMs;
+}
+
+function storage(kind: 'session' | 'local'): Storage | null {
+  try {
+    return kind === 'session' ? globalThis.sessionStorage : globalThis.localStorage;
+  } catch {
+    return null;
+  }
+}
+
+/** The signed-in user, or null (no token, or an expired one). */
+export function loadAuth(nowMs: number = Date.now()): AuthState | null {
+  const raw = storage('session')?.getItem(KEY);
+  if (raw) {
+    try {
+      const s = JSON.parse(raw) as AuthState;
+      const claims = decodeToken(s.token);
+      if (claims && !expired(claims.exp, nowMs)) return s;
+    } catch {
+      /* fall through */
+    }
+    storage('session')?.removeItem(KEY);
+  }
+  const local = storage('local');
+  const token = local?.getItem('jwt') ?? local?.getItem('token');
+  if (token) {
+    const claims = decodeToken(token);
+    if (claims && !expired(claims.exp, nowMs)) {
+      return { token, user: { userId: claims.userId, role: claims.role, name: claims.name } };
+    }
+  }
+  return null;
+}
+
+export function saveAuth(state: AuthState): void {
+  storage('session')?.setItem(KEY, JSON.stringify(state));
+}
+
+export function clearAuth(): void {
+  storage('session')?.removeItem(KEY);
+}
+
+export function socketAuthOf(state: AuthState): SocketAuth {
+  return {
+    token: state.token,
+    userType: state.user.role,
+    userId: state.user.userId,
+    role: state.user.role,
+  };
+}
+
+export function displayName(user: { role: Role; userId: number; name?: string }): string {
+  if (user.name) return user.name;
+  return user.role === 'medecin' ? `Médecin ${user.userId}` : `Patient ${user.userId}`;
+}
+
+/** Thrown when the server has a real secret: sign-in belongs to the clinic's system. */
+export class DevSignInUnavailable extends Error {
+  constructor() {
+    super("la connexion est gérée par le système de l'établissement");
+    this.name = 'DevSignInUnavailable';
+  }
+}
+
+/**
+ * Whether the server runs in development mode, without minting anything: an invalid id is
+ * refused with 400 in development mode, and the endpoint does not exist (404) otherwise.
+ */
+export async function probeDevMode(api: Api = new Api()): Promise<boolean> {
+  try {
+    await api.devToken('patient', 0);
+    return true;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return false;
+    if (e instanceof ApiError && e.status === 400) return true;
+    throw e;
+  }
+}
+
+/** Development sign-in: a token for a chosen role and id, stored for this tab. */
+export async function devSignIn(
+  role: Role,
+  id: number,
+  name?: string,
+  api: Api = new Api(),
+): Promise<AuthState> {
+  try {
+    const d = await api.devToken(role, id, name);
+    const state: AuthState = {
+      token: d.token,
+      user: { userId: d.user.userId, role: d.user.userType, name: name || undefined },
+    };
+    saveAuth(state);
+    return state;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) throw new DevSignInUnavailable();
+    throw e;
+  }
+}
