@@ -335,14 +335,32 @@ impl Room {
             .expect("just set")
             .handle
             .clone();
+        // Everything the newcomer receives goes in the first offer.
+        let mut subscribe = Vec::new();
+        for other in self.participants.values().filter(|o| o.who != who) {
+            let Some(op) = &other.peer else { continue };
+            for track in &op.published {
+                subscribe.push(track.clone());
+                self.send_peer(
+                    &op.handle,
+                    PeerCommand::AddSubscriber {
+                        track: track.id,
+                        link: SubscriberLink {
+                            peer: handle.id,
+                            media: handle.media.clone(),
+                        },
+                    },
+                );
+            }
+        }
         self.send_peer(
             &handle,
             PeerCommand::StartOffer {
                 audio: true,
                 video: self.session.session_type.has_video(),
+                subscribe,
             },
         );
-        self.subscribe_to_others(who);
         Ok(())
     }
 

@@ -113,10 +113,11 @@ pub enum PeerCommand {
         reply: oneshot::Sender<SignalResult<usize>>,
     },
     /// Make the first offer ourselves: slots for the client's own audio (and video), plus
-    /// whatever it is subscribed to.
+    /// the tracks it receives from the start (one offer for all of it).
     StartOffer {
         audio: bool,
         video: bool,
+        subscribe: Vec<TrackInfo>,
     },
     /// Start sending this track to the client.
     Subscribe(TrackInfo),

@@ -236,6 +236,18 @@ try {
   result.doctorStats = await mediaStats(doctor.page);
   result.patientStats = await mediaStats(patient.page);
 
+  step('server metrics');
+  const metrics = await (await fetch(`${HTTP}/metrics`)).text();
+  const metric = (name) => {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(metrics);
+    return m ? Number(m[1]) : null;
+  };
+  result.metrics = {
+    peerConnections: metric('relais_peer_connections'),
+    tracks: metric('relais_tracks'),
+    rtpPacketsForwarded: metric('relais_rtp_packets_forwarded_total'),
+  };
+
   step('the patient types; the doctor sees it typing, then the message');
   const text = `Bonjour docteur, je vous vois bien (${Date.now()})`;
   const input = patient.page.locator('.messaging-widget .chat-input');

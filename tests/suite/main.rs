@@ -2,6 +2,7 @@
 
 mod common;
 
+mod aiortc;
 mod bad_input;
 mod cli;
 mod messaging_rest;

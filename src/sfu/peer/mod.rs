@@ -197,7 +197,18 @@ impl Peer {
             PeerCommand::RemoteCandidates { candidates, reply } => {
                 let _ = reply.send(self.remote_candidates(candidates));
             }
-            PeerCommand::StartOffer { audio, video } => self.start_offer(audio, video),
+            PeerCommand::StartOffer {
+                audio,
+                video,
+                subscribe,
+            } => {
+                // The client's own slots first: browsers' addTrack() takes the first free
+                // transceiver of its kind, which must be one meant for its media.
+                self.start_offer(audio, video);
+                for track in subscribe {
+                    self.subscribe(track);
+                }
+            }
             PeerCommand::Subscribe(info) => self.subscribe(info),
             PeerCommand::Unsubscribe(track) => self.unsubscribe(track),
             PeerCommand::AddSubscriber { track, link } => self.add_subscriber(track, link),
