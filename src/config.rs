@@ -258,7 +258,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info".into(),
+            // The WebRTC stack warns about expected races (a STUN check before the answer is
+            // applied, a DTLS config without a server name); keep its errors only.
+            filter: "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error".into(),
         }
     }
 }

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// mimalloc: fewer cycles per allocation on the media path and less fragmentation than the
+// system allocator under many threads (measured with relais-load, see README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use relais::config::{Config, Override};
 use relais::ids::{Identity, Role};

@@ -68,7 +68,6 @@ pub struct MediaMetrics {
     pub rtp_packets_dropped: Family<ReasonLabels, Counter>,
     pub udp_datagrams_unrouted: Counter,
     pub nacks_received: Counter,
-    pub rtx_sent: Counter,
     pub plis_sent: Counter,
     pub ice_failures: Counter,
     pub renegotiations: Counter,
@@ -193,11 +192,6 @@ impl MediaMetrics {
             "nacks_received",
             "NACK feedback packets received",
             self.nacks_received.clone(),
-        );
-        r.register(
-            "rtx_sent",
-            "Packets retransmitted in answer to NACKs",
-            self.rtx_sent.clone(),
         );
         r.register(
             "plis_sent",

@@ -102,6 +102,7 @@ pub struct StreamCounters {
     pub tags: Vec<u32>,
     last_seq: Option<u16>,
     highest_counter: Option<u32>,
+    lowest_counter: Option<u32>,
     seen_counters: std::collections::BTreeSet<u32>,
 }
 
@@ -145,6 +146,11 @@ impl StreamCounters {
             Some(h) => u64::from(h.saturating_sub(first_counter) + 1).saturating_sub(self.unique()),
             None => 0,
         }
+    }
+
+    /// Loss from the first counter this receiver saw (it may have joined mid-stream).
+    pub fn loss_from_first(&self) -> u64 {
+        self.lowest_counter.map_or(0, |first| self.loss(first))
     }
 
     fn unique(&self) -> u64 {

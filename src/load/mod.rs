@@ -1,6 +1,7 @@
 //! The load tool's library: scenarios that drive a running relais as real clients do, and
 //! the statistics they report. The `relais-load` binary is a thin CLI over it.
 
+pub mod media;
 pub mod messaging;
 pub mod stats;
 

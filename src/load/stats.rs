@@ -39,6 +39,28 @@ impl Samples {
         self.values[rank.clamp(1, self.values.len()) - 1]
     }
 
+    /// The samples recorded after the first `from` (in recording order).
+    pub fn tail(&self, from: usize) -> Samples {
+        Samples {
+            values: self
+                .values
+                .get(from..)
+                .map(<[u64]>::to_vec)
+                .unwrap_or_default(),
+            sorted: self.sorted,
+        }
+    }
+
+    /// Mean absolute difference between consecutive samples, in ms (a latency series' jitter);
+    /// `None` with fewer than two samples or once sorted (order lost).
+    pub fn jitter_ms(&self) -> Option<f64> {
+        if self.values.len() < 2 || self.sorted {
+            return None;
+        }
+        let sum: u64 = self.values.windows(2).map(|w| w[0].abs_diff(w[1])).sum();
+        Some(sum as f64 / (self.values.len() - 1) as f64 / 1000.0)
+    }
+
     pub fn max(&self) -> u64 {
         self.values.iter().copied().max().unwrap_or(0)
     }

@@ -180,8 +180,9 @@ impl Peer {
                 }
             }
             self.drain();
-            self.maybe_offer();
-            self.drain();
+            if self.maybe_offer() {
+                self.drain();
+            }
         }
         self.shutdown();
     }

@@ -125,14 +125,15 @@ impl Peer {
         self.negotiation_needed = true;
     }
 
-    /// Sends an offer when something changed, the peer is stable and may offer.
-    pub(super) fn maybe_offer(&mut self) {
+    /// Sends an offer when something changed, the peer is stable and may offer. True when the
+    /// connection was touched (its output must be drained).
+    pub(super) fn maybe_offer(&mut self) -> bool {
         if !self.negotiation_needed
             || !self.can_offer
             || self.signaling != Signaling::Stable
             || self.closed
         {
-            return;
+            return false;
         }
         self.negotiation_needed = false;
         let now = Instant::now();
@@ -140,14 +141,16 @@ impl Peer {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(peer = self.ctx.id, error = %e, "cannot create an offer");
-                return;
+                return true;
             }
         };
         if let Err(e) = self.pc.set_local_description(now, offer) {
             tracing::warn!(peer = self.ctx.id, error = %e, "cannot apply our offer");
-            return;
+            return true;
         }
-        let Ok(sdp) = self.local_sdp() else { return };
+        let Ok(sdp) = self.local_sdp() else {
+            return true;
+        };
         self.register_ufrag(&sdp);
         self.signaling = Signaling::HaveLocalOffer;
         self.ctx.metrics.media.renegotiations.inc();
@@ -160,6 +163,7 @@ impl Peer {
             peer: self.ctx.id,
             candidates,
         });
+        true
     }
 
     fn local_sdp(&self) -> SignalResult<String> {

@@ -33,8 +33,9 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 
 use super::rtcp_tap::RtcpTap;
 
-/// Packets kept per outgoing stream to answer NACKs (a power of two): about 8 s of 30 fps video.
-const NACK_CACHE: u16 = 512;
+/// Packets kept per outgoing stream to answer NACKs (a power of two): about 1 s of 1 Mbit/s
+/// video, several round trips; more only costs memory (each entry holds a payload).
+const NACK_CACHE: u16 = 128;
 /// A lost packet is asked for at most this many times.
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
