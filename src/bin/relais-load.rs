@@ -288,7 +288,7 @@ fn print_media_report(r: &relais::load::media::MediaReport) {
             opt(r.server_rss_kib_per_peer, "KiB"),
         ),
     ];
-    println!("\n{:<34} {}", "measure", "value");
+    println!("\n{:<34} value", "measure");
     for (k, v) in rows {
         println!("{k:<34} {v}");
     }
