@@ -1,0 +1,375 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import {
+  fakeSignaling,
+  FakeTrack,
+  localStream,
+  peerConnectionFactory,
+  sdpOf,
+  settle,
+  type FakeSocket,
+} from '../test/fakes';
+import { ConsultationCall, type CallMode } from './call';
+import type { UserRef } from './events';
+
+const doctor: UserRef = { userId: 79, userType: 'medecin' };
+const patient: UserRef = { userId: 11, userType: 'patient' };
+
+async function setup(mode: CallMode, extra: Partial<ConstructorParameters<typeof ConsultationCall>[0]> = {}) {
+  const f = fakeSignaling({ ackTimeoutMs: 500 });
+  const me = mode === 'publish' ? doctor : patient;
+  await f.service.connect({ token: 't', userType: me.userType, userId: me.userId, role: me.userType });
+  const pcs = peerConnectionFactory();
+  const stream = localStream();
+  const call = new ConsultationCall({
+    signaling: f.service,
+    sessionId: 193,
+    mode,
+    code: mode === 'join' ? '81392D21' : undefined,
+    conversationId: mode === 'publish' ? 3 : null,
+    sessionType: 'audio_video',
+    self: me,
+    localStream: stream,
+    createPeerConnection: pcs.create,
+    reconnect: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200, disconnectedGraceMs: 1000 },
+    ...extra,
+  });
+  return { f, socket: f.socket as FakeSocket, pcs, stream, call };
+}
+
+/** The server's first offer to a joining patient while the doctor publishes. */
+const joinOffer = sdpOf([
+  { kind: 'audio', mid: '0', direction: 'recvonly' },
+  { kind: 'video', mid: '1', direction: 'recvonly' },
+  { kind: 'audio', mid: '2', direction: 'sendonly', stream: 'medecin-79' },
+  { kind: 'video', mid: '3', direction: 'sendonly', stream: 'medecin-79' },
+]);
+
+describe('ConsultationCall: the doctor publishes', () => {
+  it('offers audio and video, applies the answer, then candidates', async () => {
+    const { socket, pcs, call } = await setup('publish');
+    call.start();
+    await settle();
+    const offer = socket.sent('webrtc_offer')[0];
+    expect(offer.payload).toMatchObject({ sessionId: 193, conversationId: 3, sessionType: 'audio_video' });
+    expect(offer.payload.sdpOffer).toContain('m=audio');
+    expect(offer.payload.sdpOffer).toContain('m=video');
+    expect(pcs.last.config.iceServers).toEqual([]);
+
+    // A server candidate before the answer waits for it.
+    const cand = { candidate: 'candidate:1 1 udp 2130706431 127.0.0.1 3479 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+    socket.fire('webrtc_ice_candidates', { sessionId: 193, candidates: [cand], from: { userType: 'server', userId: null } });
+    socket.fire('webrtc_answer', {
+      sessionId: 193,
+      sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }, { kind: 'video', mid: '1', direction: 'recvonly' }]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle();
+    expect(pcs.last.signalingState).toBe('stable');
+    expect(pcs.last.addedCandidates).toEqual([cand]);
+    // Events of other sessions are not ours.
+    socket.fire('webrtc_answer', { sessionId: 194, sdpAnswer: 'x', from: { userType: 'server', userId: null } });
+    await settle();
+    expect(call.getSnapshot().state).toBe('connecting');
+  });
+
+  it('sends gathered candidates in one batch', async () => {
+    vi.useFakeTimers();
+    try {
+      const { socket, pcs, call } = await setup('publish');
+      call.start();
+      await settle();
+      pcs.last.gather('candidate:a 1 udp 1 127.0.0.1 5000 typ host');
+      pcs.last.gather('candidate:b 1 udp 1 127.0.0.1 5001 typ host');
+      await vi.advanceTimersByTimeAsync(50);
+      const sent = socket.sent('webrtc_ice_candidates');
+      expect(sent).toHaveLength(1);
+      expect(sent[0].payload.sessionId).toBe(193);
+      expect(sent[0].payload.candidates.map((c: { candidate: string }) => c.candidate)).toEqual([
+        'candidate:a 1 udp 1 127.0.0.1 5000 typ host',
+        'candidate:b 1 udp 1 127.0.0.1 5001 typ host',
+      ]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('waits alone, then answers the server offer carrying the patient and shows them', async () => {
+    const { socket, pcs, call } = await setup('publish');
+    call.start();
+    await settle();
+    socket.fire('webrtc_answer', { sessionId: 193, sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }]), from: { userType: 'server', userId: null } });
+    socket.fire('participant_joined', { sessionId: 193, participant: doctor, participants: [doctor] });
+    await settle();
+    pcs.last.setConnectionState('connected');
+    expect(call.getSnapshot().state).toBe('waiting');
+
+    socket.fire('participant_joined', { sessionId: 193, participant: patient, participants: [doctor, patient] });
+    expect(call.getSnapshot().state).toBe('connected');
+    socket.fire('webrtc_offer', {
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_video',
+      sdpOffer: sdpOf([
+        { kind: 'audio', mid: '0', direction: 'recvonly' },
+        { kind: 'video', mid: '1', direction: 'recvonly' },
+        { kind: 'audio', mid: '2', direction: 'sendonly', stream: 'patient-11' },
+        { kind: 'video', mid: '3', direction: 'sendonly', stream: 'patient-11' },
+      ]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle(20);
+    const answers = socket.sent('webrtc_answer');
+    expect(answers).toHaveLength(1);
+    expect(answers[0].payload.sessionId).toBe(193);
+    expect(answers[0].payload.sdpAnswer).toContain('a=mid:3');
+    const remote = call.getSnapshot().remoteStreams;
+    expect(remote.map((r) => [r.id, r.user])).toEqual([['patient-11', patient]]);
+    expect(remote[0].stream.getTracks()).toHaveLength(2);
+
+    // The patient leaves: the server's next offer stops sending their media.
+    socket.fire('participant_left', { sessionId: 193, participant: patient, reason: 'left', participants: [doctor] });
+    expect(call.getSnapshot().state).toBe('waiting');
+    socket.fire('webrtc_offer', {
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_video',
+      sdpOffer: sdpOf([
+        { kind: 'audio', mid: '0', direction: 'recvonly' },
+        { kind: 'video', mid: '1', direction: 'recvonly' },
+        { kind: 'audio', mid: '2', direction: 'inactive' },
+        { kind: 'video', mid: '3', direction: 'inactive' },
+      ]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle(20);
+    expect(call.getSnapshot().remoteStreams).toEqual([]);
+  });
+
+  it('ignores a server offer while its own offer is out (a dropped PeerConnection)', async () => {
+    const { socket, pcs, call } = await setup('publish');
+    socket.responder = () => undefined; // the offer's ack never comes
+    call.start();
+    await settle();
+    expect(pcs.last.signalingState).toBe('have-local-offer');
+    socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: joinOffer, from: { userType: 'server', userId: null } });
+    await settle();
+    expect(socket.sent('webrtc_answer')).toHaveLength(0);
+    expect(pcs.last.signalingState).toBe('have-local-offer');
+  });
+
+  it('audio-only sends no video', async () => {
+    const { socket, call } = await setup('publish', { sessionType: 'audio_only' });
+    call.start();
+    await settle();
+    const sdp: string = socket.sent('webrtc_offer')[0].payload.sdpOffer;
+    expect(sdp).toContain('m=audio');
+    expect(sdp).not.toContain('m=video');
+  });
+
+  it('mute and camera off disable the local tracks', async () => {
+    const { stream, call } = await setup('publish');
+    call.start();
+    call.setMicrophoneEnabled(false);
+    call.setCameraEnabled(false);
+    expect((stream.getAudioTracks()[0] as unknown as FakeTrack).enabled).toBe(false);
+    expect((stream.getVideoTracks()[0] as unknown as FakeTrack).enabled).toBe(false);
+    expect(call.getSnapshot()).toMatchObject({ micEnabled: false, cameraEnabled: false });
+    call.setMicrophoneEnabled(true);
+    expect((stream.getAudioTracks()[0] as unknown as FakeTrack).enabled).toBe(true);
+  });
+
+  it('hanging up as the doctor ends the session for everyone', async () => {
+    const { socket, pcs, call } = await setup('publish');
+    call.start();
+    await settle();
+    await call.hangUp({ end: true });
+    expect(socket.sent('end_session')[0].payload).toEqual({ sessionId: 193 });
+    expect(call.getSnapshot()).toMatchObject({ state: 'ended', endedReason: 'ended_by_doctor' });
+    expect(pcs.last.closed).toBe(true);
+  });
+});
+
+describe('ConsultationCall: the patient joins', () => {
+  it('asks for the offer with the code and sends its media in the receive slots', async () => {
+    const { socket, pcs, stream, call } = await setup('join');
+    call.start();
+    await settle();
+    expect(socket.sent('request_webrtc_offer')[0].payload).toEqual({
+      code: '81392D21',
+      sessionId: 193,
+      user: patient,
+      action: 'join_conference',
+    });
+    socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: joinOffer, from: { userType: 'server', userId: null } });
+    await settle(20);
+    const pc = pcs.last;
+    const byMid = new Map(pc.transceivers.map((t) => [t.mid, t]));
+    expect(byMid.get('0')!.sender.track).toBe(stream.getAudioTracks()[0]);
+    expect(byMid.get('1')!.sender.track).toBe(stream.getVideoTracks()[0]);
+    expect(byMid.get('0')!.direction).toBe('sendonly');
+    expect(byMid.get('2')!.sender.track).toBeNull();
+    expect(pc.transceivers).toHaveLength(4); // nothing added: no new m-line to negotiate
+    expect(socket.sent('webrtc_answer')[0].payload.sdpAnswer).toContain('a=sendonly');
+    expect(call.getSnapshot().conversationId).toBe(3);
+    expect(call.getSnapshot().remoteStreams.map((r) => r.user)).toEqual([doctor]);
+
+    socket.fire('participant_joined', { sessionId: 193, participant: patient, participants: [doctor, patient] });
+    pc.setConnectionState('connected');
+    expect(call.getSnapshot().state).toBe('connected');
+  });
+
+  it('in an audio-only consultation the camera has no slot and is not sent', async () => {
+    const { socket, pcs, call } = await setup('join');
+    call.start();
+    await settle();
+    socket.fire('webrtc_offer', {
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_only',
+      sdpOffer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle(20);
+    expect(pcs.last.transceivers.map((t) => [t.kind, t.sender.track?.kind ?? null])).toEqual([['audio', 'audio']]);
+  });
+
+  it('an invalid code stops with a plain-language message and no retry', async () => {
+    vi.useFakeTimers();
+    try {
+      const { socket, pcs, call } = await setup('join');
+      socket.responder = (event) =>
+        event === 'request_webrtc_offer'
+          ? { success: false, error: { code: 'invalid_code', message: 'this consultation code is not valid' } }
+          : { success: true, data: {} };
+      call.start();
+      await settle();
+      socket.fire('webrtc_error', { sessionId: 193, code: 'invalid_code', message: 'this consultation code is not valid' });
+      expect(call.getSnapshot().state).toBe('failed');
+      expect(call.getSnapshot().error?.code).toBe('invalid_code');
+      expect(call.getSnapshot().error?.message).toMatch(/code d'accès n'est pas valide/);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(pcs.created).toHaveLength(1);
+      call.retry(); // nothing to retry with a wrong code
+      expect(pcs.created).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it.each([
+    ['expired_code', /expiré/],
+    ['too_many_attempts', /Trop de tentatives/],
+  ])('%s is explained', async (code, text) => {
+    const { socket, call } = await setup('join');
+    socket.responder = () => ({ success: false, error: { code, message: code } });
+    call.start();
+    await settle();
+    expect(call.getSnapshot().error?.message).toMatch(text);
+  });
+
+  it('session_ended closes the call', async () => {
+    const { socket, pcs, call } = await setup('join');
+    call.start();
+    await settle();
+    socket.fire('session_ended', { sessionId: 193, reason: 'ended_by_doctor' });
+    expect(call.getSnapshot()).toMatchObject({ state: 'ended', endedReason: 'ended_by_doctor' });
+    expect(pcs.last.closed).toBe(true);
+    // Listeners are gone: later events change nothing.
+    socket.fire('participant_joined', { sessionId: 193, participant: doctor, participants: [doctor] });
+    expect(call.getSnapshot().participants).toEqual([]);
+  });
+
+  it('hanging up as the patient leaves the session', async () => {
+    const { socket, call } = await setup('join');
+    call.start();
+    await settle();
+    await call.hangUp();
+    expect(socket.sent('leave_session')[0].payload).toEqual({ sessionId: 193 });
+    expect(call.getSnapshot()).toMatchObject({ state: 'ended', endedReason: 'left' });
+  });
+});
+
+describe('ConsultationCall: lost connections', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('a failed connection is rebuilt: new PeerConnection, same entry', async () => {
+    const { socket, pcs, call } = await setup('join');
+    call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const first = pcs.last;
+    first.setConnectionState('failed');
+    expect(call.getSnapshot()).toMatchObject({ state: 'reconnecting', attempt: 1 });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(first.closed).toBe(true);
+    expect(pcs.created).toHaveLength(2);
+    expect(socket.sent('request_webrtc_offer')).toHaveLength(2);
+    socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: joinOffer, from: { userType: 'server', userId: null } });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(socket.sent('webrtc_answer')).toHaveLength(1);
+    socket.fire('participant_joined', { sessionId: 193, participant: patient, participants: [doctor, patient] });
+    pcs.last.setConnectionState('connected');
+    expect(call.getSnapshot()).toMatchObject({ state: 'connected', attempt: 0 });
+  });
+
+  it('the doctor rebuilds with a new offer', async () => {
+    const { socket, pcs, call } = await setup('publish');
+    call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    socket.fire('webrtc_error', { sessionId: 193, code: 'ice_failed', message: 'the media connection failed' });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(pcs.created).toHaveLength(2);
+    expect(socket.sent('webrtc_offer')).toHaveLength(2);
+  });
+
+  it('a short disconnection is waited out; a long one is rebuilt', async () => {
+    const { pcs, call } = await setup('join');
+    call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const pc = pcs.last;
+    pc.setConnectionState('connected');
+    pc.setConnectionState('disconnected');
+    expect(call.getSnapshot().state).toBe('reconnecting');
+    await vi.advanceTimersByTimeAsync(500);
+    pc.setConnectionState('connected');
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(pcs.created).toHaveLength(1);
+
+    pc.setConnectionState('disconnected');
+    await vi.advanceTimersByTimeAsync(1_000 + 100);
+    expect(pcs.created).toHaveLength(2);
+  });
+
+  it('the server removing us (socket gone too long) brings us back', async () => {
+    const { socket, pcs, call } = await setup('join');
+    call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    socket.fire('participant_left', { sessionId: 193, participant: patient, reason: 'disconnected', participants: [doctor] });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(pcs.created).toHaveLength(2);
+  });
+
+  it('gives up after the bounded attempts, then retries on demand', async () => {
+    const { socket, pcs, call } = await setup('join');
+    socket.responder = (event) =>
+      event === 'request_webrtc_offer' ? { success: false, error: { code: 'timeout', message: 'slow' } } : { success: true, data: {} };
+    call.start();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(pcs.created).toHaveLength(3); // the first try and 2 attempts
+    expect(call.getSnapshot().state).toBe('failed');
+    expect(call.getSnapshot().error?.code).toBe('connection_lost');
+    expect(call.getSnapshot().error?.message).toMatch(/connexion a été perdue/);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(pcs.created).toHaveLength(3);
+
+    socket.responder = () => ({ success: true, data: { sessionId: 193 } });
+    call.retry();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pcs.created).toHaveLength(4);
+    expect(call.getSnapshot().state).toBe('reconnecting');
+  });
+});
