@@ -205,6 +205,7 @@ impl App {
         let sfu = Sfu::start(
             MediaSettings {
                 udp_addr: config.media.udp_addr,
+                tcp_addr: config.media.ice_tcp.then_some(config.media.tcp_addr),
                 public_ips: config.media.public_ips.clone(),
                 reconnect_grace: config.sessions.reconnect_grace,
             },
@@ -270,6 +271,7 @@ impl App {
             http = %self.http_addr,
             https = ?self.https_addr,
             media_udp = %self.state.sfu.media_addr(),
+            media_tcp = ?self.state.sfu.media_tcp_addr(),
             public_base_url = %self.public_base_url,
             "relais listening"
         );

@@ -112,7 +112,9 @@ pub struct MessagingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     pub udp_addr: SocketAddr,
+    /// ICE-TCP listener (RFC 6544 passive); `443` lets clinics that allow only HTTPS out connect.
     pub tcp_addr: SocketAddr,
+    pub ice_tcp: bool,
     /// Addresses advertised as host candidates. Empty: every non-loopback interface address.
     pub public_ips: Vec<IpAddr>,
 }
@@ -228,6 +230,7 @@ impl Default for MediaConfig {
         Self {
             udp_addr: addr("0.0.0.0:3479"),
             tcp_addr: addr("0.0.0.0:3479"),
+            ice_tcp: true,
             public_ips: Vec::new(),
         }
     }
@@ -311,6 +314,7 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     ),
     ("RELAIS_MEDIA_UDP_ADDR", "media.udp_addr", Kind::Str),
     ("RELAIS_MEDIA_TCP_ADDR", "media.tcp_addr", Kind::Str),
+    ("RELAIS_ICE_TCP", "media.ice_tcp", Kind::Bool),
     ("RELAIS_MEDIA_PUBLIC_IPS", "media.public_ips", Kind::List),
     ("RELAIS_CODE_TTL", "sessions.code_ttl", Kind::Str),
     (

@@ -93,6 +93,17 @@ impl PeerConfig {
     }
 }
 
+/// The ICE candidate pair a peer uses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SelectedPair {
+    /// `host`, `srflx`, `prflx` or `relay`.
+    pub local_type: String,
+    pub remote_type: String,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    pub remote_port: u16,
+}
+
 /// What the participant sent, per track.
 #[derive(Debug, Default)]
 pub struct Sent {
@@ -325,6 +336,34 @@ impl ClientPeer {
         }
     }
 
+    /// The selected ICE candidate pair as this peer sees it, from its statistics.
+    pub async fn selected_pair(&self) -> Option<SelectedPair> {
+        use rtc::statistics::StatsSelector;
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let report = self
+            .pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await;
+        let transport = report.transport()?;
+        let pair = report
+            .candidate_pairs()
+            .find(|p| p.stats.id == transport.selected_candidate_pair_id)?;
+        let candidate = |id: &str| match report.get(id) {
+            Some(
+                RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c),
+            ) => Some((c.candidate_type.to_string(), c.protocol.clone(), c.port)),
+            _ => None,
+        };
+        let (local_type, protocol, _) = candidate(&pair.local_candidate_id)?;
+        let (remote_type, _, remote_port) = candidate(&pair.remote_candidate_id)?;
+        Some(SelectedPair {
+            local_type,
+            remote_type,
+            protocol,
+            remote_port,
+        })
+    }
+
     /// The next socket event named `name` (others are skipped), bounded by `timeout`.
     pub async fn wait_event(&mut self, name: &str, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -415,6 +454,7 @@ impl Signaling {
                     }
                 }
                 Some(c) = self.candidates.recv() => self.send_candidate(c).await,
+
                 cmd = commands.recv() => match cmd {
                     Some(Command::Emit { event, data, ack }) => {
                         let r = self
@@ -514,7 +554,9 @@ impl Signaling {
                     serde_json::from_value(data["candidates"].clone()).unwrap_or_default();
                 for c in list {
                     if self.remote_set {
-                        let _ = self.pc.add_ice_candidate(c).await;
+                        if let Err(e) = self.pc.add_ice_candidate(c).await {
+                            tracing::debug!(error = %e, "remote candidate refused");
+                        }
                     } else {
                         self.pending_remote.push(c);
                     }
@@ -530,7 +572,9 @@ impl Signaling {
     async fn remote_ready(&mut self) {
         self.remote_set = true;
         for c in std::mem::take(&mut self.pending_remote) {
-            let _ = self.pc.add_ice_candidate(c).await;
+            if let Err(e) = self.pc.add_ice_candidate(c).await {
+                tracing::debug!(error = %e, "remote candidate refused");
+            }
         }
     }
 

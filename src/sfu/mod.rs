@@ -101,12 +101,15 @@ impl Shared {
 pub struct Sfu {
     shared: Arc<Shared>,
     media_addr: SocketAddr,
+    media_tcp_addr: Option<SocketAddr>,
 }
 
 /// Where the media socket is and what it advertises.
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
     pub udp_addr: SocketAddr,
+    /// ICE-TCP listener; `None` disables ICE-TCP.
+    pub tcp_addr: Option<SocketAddr>,
     /// Addresses advertised as host candidates (the socket's port is added).
     pub public_ips: Vec<IpAddr>,
     pub reconnect_grace: Duration,
@@ -129,9 +132,28 @@ impl Sfu {
             !candidates.is_empty(),
             "media.public_ips: no address to advertise (set media.public_ips)"
         );
-        let factory = Arc::new(PeerFactory::new(candidates)?);
+        let tcp_listener = match settings.tcp_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("media.tcp_addr: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let tcp_candidates = match &tcp_listener {
+            Some(l) => advertised(&settings.public_ips, l.local_addr()?),
+            None => Vec::new(),
+        };
+        let media_tcp_addr = match &tcp_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let factory = Arc::new(PeerFactory::new(candidates, tcp_candidates)?);
         let plane = MediaPlane::new(socket, metrics.clone());
         tokio::spawn(plane.clone().run());
+        if let Some(listener) = tcp_listener {
+            tokio::spawn(plane.clone().run_tcp(listener));
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 plane,
@@ -146,12 +168,18 @@ impl Sfu {
                 next_track_id: Arc::new(AtomicU64::new(1)),
             }),
             media_addr,
+            media_tcp_addr,
         })
     }
 
     /// The media socket's bound address.
     pub fn media_addr(&self) -> SocketAddr {
         self.media_addr
+    }
+
+    /// The ICE-TCP listener's bound address, when ICE-TCP is on.
+    pub fn media_tcp_addr(&self) -> Option<SocketAddr> {
+        self.media_tcp_addr
     }
 
     /// The host candidates advertised to clients.

@@ -33,7 +33,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
-use super::media_plane::{Datagram, MediaPlane};
+use super::media_plane::{Datagram, MediaPlane, Transport};
 use super::types::{Forwarded, PeerCommand, PeerEvent, PeerId, TrackId};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
@@ -227,15 +227,19 @@ impl Peer {
     }
 
     fn on_datagram(&mut self, dg: Datagram) {
-        let Some(local_addr) = self.ctx.factory.local_addr_for(dg.from) else {
+        let Some(local_addr) = self.ctx.factory.local_addr_for(dg.from, dg.transport) else {
             return;
+        };
+        let transport_protocol = match dg.transport {
+            Transport::Udp => TransportProtocol::UDP,
+            Transport::Tcp => TransportProtocol::TCP,
         };
         let msg = TaggedBytesMut {
             now: dg.at,
             transport: TransportContext {
                 local_addr,
                 peer_addr: dg.from,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol,
                 ecn: None,
             },
             message: dg.data,
@@ -263,7 +267,13 @@ impl Peer {
 
     fn flush_writes(&mut self) {
         while let Some(out) = self.pc.poll_write() {
-            self.ctx.plane.send(&out.message, out.transport.peer_addr);
+            let transport = match out.transport.transport_protocol {
+                TransportProtocol::TCP => Transport::Tcp,
+                _ => Transport::Udp,
+            };
+            self.ctx
+                .plane
+                .send(&out.message, out.transport.peer_addr, transport);
         }
     }
 

@@ -32,6 +32,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 
 use super::rtcp_tap::RtcpTap;
+use crate::sfu::media_plane::Transport;
 
 /// Packets kept per outgoing stream to answer NACKs (a power of two): about 1 s of 1 Mbit/s
 /// video, several round trips; more only costs memory (each entry holds a payload).
@@ -129,12 +130,17 @@ fn media_engine() -> rtc::shared::error::Result<MediaEngine> {
 /// Builds server PeerConnections; shared by every session.
 pub struct PeerFactory {
     certificate: RTCCertificate,
-    /// Host candidates advertised for the shared media socket(s).
+    /// Host candidates advertised for the shared UDP socket.
     candidates: Vec<SocketAddr>,
+    /// Passive ICE-TCP host candidates for the shared TCP listener (lower priority than UDP).
+    tcp_candidates: Vec<SocketAddr>,
 }
 
 impl PeerFactory {
-    pub fn new(candidates: Vec<SocketAddr>) -> anyhow::Result<Self> {
+    pub fn new(
+        candidates: Vec<SocketAddr>,
+        tcp_candidates: Vec<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let provider = rtc::crypto::default_provider()
             .map_err(|e| anyhow::anyhow!("DTLS crypto provider: {e}"))?;
         let certificate = RTCCertificate::generate(
@@ -147,19 +153,26 @@ impl PeerFactory {
         Ok(Self {
             certificate,
             candidates,
+            tcp_candidates,
         })
+    }
+
+    pub fn tcp_candidates(&self) -> &[SocketAddr] {
+        &self.tcp_candidates
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
     }
 
-    /// The advertised address a datagram from `peer` arrived on (same address family).
-    pub fn local_addr_for(&self, peer: SocketAddr) -> Option<SocketAddr> {
-        self.candidates
-            .iter()
-            .find(|c| c.is_ipv4() == peer.is_ipv4())
-            .copied()
+    /// The advertised address a datagram from `peer` arrived on (same transport and address
+    /// family): the ICE agent only accepts traffic addressed to one of its own candidates.
+    pub fn local_addr_for(&self, peer: SocketAddr, transport: Transport) -> Option<SocketAddr> {
+        let list = match transport {
+            Transport::Udp => &self.candidates,
+            Transport::Tcp => &self.tcp_candidates,
+        };
+        list.iter().find(|c| c.is_ipv4() == peer.is_ipv4()).copied()
     }
 
     pub fn build(&self, now: Instant) -> rtc::shared::error::Result<RTCPeerConnection> {
@@ -181,11 +194,16 @@ impl PeerFactory {
         // TWCC feedback toward publishers lets browsers' congestion control raise the bitrate.
         let registry = configure_twcc_receiver_only(registry, &mut engine)?;
         let mut network_types = Vec::new();
-        if self.candidates.iter().any(|c| c.is_ipv4()) {
-            network_types.push(NetworkType::Udp4);
-        }
-        if self.candidates.iter().any(|c| c.is_ipv6()) {
-            network_types.push(NetworkType::Udp6);
+        for (list, v4, v6) in [
+            (&self.candidates, NetworkType::Udp4, NetworkType::Udp6),
+            (&self.tcp_candidates, NetworkType::Tcp4, NetworkType::Tcp6),
+        ] {
+            if list.iter().any(|c| c.is_ipv4()) {
+                network_types.push(v4);
+            }
+            if list.iter().any(|c| c.is_ipv6()) {
+                network_types.push(v6);
+            }
         }
         let settings = SettingEngineBuilder::new()
             .with_lite(true)
@@ -211,8 +229,27 @@ impl PeerFactory {
         for addr in &self.candidates {
             pc.add_local_candidate(host_candidate(*addr)?)?;
         }
+        for addr in &self.tcp_candidates {
+            pc.add_local_candidate(tcp_host_candidate(*addr)?)?;
+        }
         Ok(pc)
     }
+}
+
+/// A passive ICE-TCP host candidate (RFC 6544): clients connect to it.
+pub fn tcp_host_candidate(addr: SocketAddr) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "tcp".into(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&c).to_json()
 }
 
 pub fn host_candidate(addr: SocketAddr) -> rtc::shared::error::Result<RTCIceCandidateInit> {
