@@ -248,6 +248,8 @@ fn run_script(ns: &Netns, artifacts: &Path, scratch: &Path) -> Result<(Value, St
         .env("ARTIFACTS", artifacts)
         .env("CHROMIUM", CHROMIUM)
         .env("E2E_TIMEOUT_MS", "180000")
+        // The namespace is ours: the script may cut the media path to prove reconnection.
+        .env("CUT_MEDIA", "1")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -385,6 +387,10 @@ fn consultation_in_chromium_through_the_sfu() {
             f64::from(MEDIA_PORT),
             "{side}: the selected pair's remote end is the server's media socket: {pretty}"
         );
+        assert_eq!(
+            stats["selectedRemote"]["protocol"], "udp",
+            "{side}: media over UDP: {pretty}"
+        );
         let ports = stats["remoteSdpCandidatePorts"]
             .as_array()
             .cloned()
@@ -402,6 +408,26 @@ fn consultation_in_chromium_through_the_sfu() {
     assert_eq!(r["doctorVideo"]["stream"], "patient-11", "{pretty}");
     assert!(
         num(&r, &["metrics", "rtpPacketsForwarded"]) > 100.0,
+        "{pretty}"
+    );
+
+    // Media cut (UDP blackholed in the namespace): both sides say so, rebuild their
+    // PeerConnection, and the videos play again.
+    let rc = &r["reconnect"];
+    assert_eq!(rc["sawReconnecting"], true, "{pretty}");
+    for side in ["doctor", "patient"] {
+        assert!(
+            num(rc, &["peerConnections", &format!("{side}After")])
+                > num(rc, &["peerConnections", &format!("{side}Before")]),
+            "{side}: a new PeerConnection after the cut: {pretty}"
+        );
+        assert!(
+            num(rc, &[&format!("{side}Video"), "currentTimeDelta"]) > 0.5,
+            "{side}: video plays again after the cut: {pretty}"
+        );
+    }
+    assert!(
+        num(rc, &["patientStats", "inboundBytesDelta"]) > 10_000.0,
         "{pretty}"
     );
 

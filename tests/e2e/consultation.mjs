@@ -6,6 +6,7 @@
 // Environment: HTTP_BASE (http://127.0.0.1:3000), HTTPS_BASE (https://127.0.0.1:3443),
 // MEDIA_PORT (the server's media UDP port), ARTIFACTS (directory for screenshots and logs),
 // CHROMIUM (default /usr/bin/chromium), E2E_TIMEOUT_MS (default 150000).
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -17,6 +18,9 @@ const ARTIFACTS = process.env.ARTIFACTS ?? 'artifacts';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const TOTAL_MS = Number(process.env.E2E_TIMEOUT_MS ?? '150000');
 const STEP_MS = 30_000;
+// In a namespace of the test's own (tests/browser.rs sets it): cut the media path for a while.
+const CUT_MEDIA = process.env.CUT_MEDIA === '1';
+const CUT_MS = Number(process.env.CUT_MS ?? '14000');
 
 mkdirSync(ARTIFACTS, { recursive: true });
 const consoleLog = [];
@@ -24,7 +28,31 @@ const result = { ok: false, step: 'start', mediaPort: MEDIA_PORT, timings: {} };
 const started = Date.now();
 let browser;
 
+// UDP only (the media) is routed into a blackhole; TCP (pages, Socket.IO) keeps working.
+let udpCut = false;
+function ip(...args) {
+  execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 5_000 });
+}
+function cutUdp() {
+  ip('route', 'add', 'blackhole', '127.0.0.0/8', 'table', '100');
+  // The local table must come after our rule for the rule to win.
+  ip('rule', 'add', 'pref', '20', 'lookup', 'local');
+  ip('rule', 'del', 'pref', '0', 'lookup', 'local');
+  ip('rule', 'add', 'pref', '10', 'ipproto', 'udp', 'lookup', '100');
+  udpCut = true;
+}
+function restoreUdp() {
+  if (!udpCut) return;
+  ip('rule', 'del', 'pref', '10');
+  udpCut = false;
+}
+
 function finish(code) {
+  try {
+    restoreUdp();
+  } catch {
+    /* the namespace goes away anyway */
+  }
   result.elapsedMs = Date.now() - started;
   try {
     writeFileSync(join(ARTIFACTS, 'browser-console.log'), consoleLog.join('\n') + '\n');
@@ -270,6 +298,43 @@ try {
   await doctor.page.screenshot({ path: join(ARTIFACTS, 'doctor.png') });
   await patient.page.screenshot({ path: join(ARTIFACTS, 'patient.png') });
   result.screenshots = [join(ARTIFACTS, 'doctor.png'), join(ARTIFACTS, 'patient.png')];
+
+  if (CUT_MEDIA) {
+    step('media path cut: both sides reconnect');
+    const pcCount = (page) => page.evaluate(() => (window.__pcs ?? []).length);
+    const before = { doctor: await pcCount(doctor.page), patient: await pcCount(patient.page) };
+    cutUdp();
+    const cutAt = Date.now();
+    await Promise.all(
+      [doctor.page, patient.page].map((p) =>
+        p.locator('.call-state[data-state="reconnecting"]').waitFor({ timeout: STEP_MS }),
+      ),
+    );
+    result.reconnect = { sawReconnecting: true, noticedAfterMs: Date.now() - cutAt };
+    await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-reconnecting.png') });
+    // Past the server's ICE failure timeout, so that the connections are really rebuilt.
+    const rest = CUT_MS - (Date.now() - cutAt);
+    if (rest > 0) await patient.page.waitForTimeout(rest);
+    restoreUdp();
+    const restoredAt = Date.now();
+    step('media path back: both sides connected again');
+    await Promise.all(
+      [doctor.page, patient.page].map((p) =>
+        p.locator('.call-state[data-state="connected"]').waitFor({ timeout: 60_000 }),
+      ),
+    );
+    result.reconnect.recoveredAfterMs = Date.now() - restoredAt;
+    result.reconnect.patientVideo = await remoteVideoPlays(patient.page);
+    result.reconnect.doctorVideo = await remoteVideoPlays(doctor.page);
+    result.reconnect.peerConnections = {
+      doctorBefore: before.doctor,
+      doctorAfter: await pcCount(doctor.page),
+      patientBefore: before.patient,
+      patientAfter: await pcCount(patient.page),
+    };
+    result.reconnect.patientStats = await mediaStats(patient.page);
+    await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-reconnected.png') });
+  }
 
   step('mute and camera off');
   await patient.page.click('#btn-mute');

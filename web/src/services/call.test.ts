@@ -30,7 +30,7 @@ async function setup(mode: CallMode, extra: Partial<ConstructorParameters<typeof
     self: me,
     localStream: stream,
     createPeerConnection: pcs.create,
-    reconnect: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200, disconnectedGraceMs: 1000 },
+    reconnect: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 200, disconnectedGraceMs: 1000, connectTimeoutMs: 3000 },
     ...extra,
   });
   return { f, socket: f.socket as FakeSocket, pcs, stream, call };
@@ -316,6 +316,40 @@ describe('ConsultationCall: lost connections', () => {
     expect(call.getSnapshot()).toMatchObject({ state: 'connected', attempt: 0 });
   });
 
+  it('after a rebuild, descriptions for the replaced server connection are ignored', async () => {
+    const { socket, pcs, call } = await setup('join');
+    const offer = (ufrag: string) => ({
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_video' as const,
+      sdpOffer: sdpOf(
+        [
+          { kind: 'audio', mid: '0', direction: 'recvonly' },
+          { kind: 'video', mid: '1', direction: 'recvonly' },
+        ],
+        ufrag,
+      ),
+      from: { userType: 'server' as const, userId: null },
+    });
+    call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    socket.fire('webrtc_offer', offer('old'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(socket.sent('webrtc_answer')).toHaveLength(1);
+    pcs.last.setConnectionState('failed');
+    await vi.advanceTimersByTimeAsync(100);
+    expect(pcs.created).toHaveLength(2);
+    // A renegotiation the old server connection sent just before our rejoin reached it.
+    socket.fire('webrtc_offer', offer('old'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pcs.last.remoteDescription).toBeNull();
+    expect(socket.sent('webrtc_answer')).toHaveLength(1);
+    socket.fire('webrtc_offer', offer('new'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pcs.last.remoteDescription?.sdp).toContain('a=ice-ufrag:new');
+    expect(socket.sent('webrtc_answer')).toHaveLength(2);
+  });
+
   it('the doctor rebuilds with a new offer', async () => {
     const { socket, pcs, call } = await setup('publish');
     call.start();
@@ -342,6 +376,21 @@ describe('ConsultationCall: lost connections', () => {
     pc.setConnectionState('disconnected');
     await vi.advanceTimersByTimeAsync(1_000 + 100);
     expect(pcs.created).toHaveLength(2);
+  });
+
+  it('a connection that never comes up is rebuilt', async () => {
+    const { pcs, call } = await setup('join');
+    call.start();
+    await vi.advanceTimersByTimeAsync(2_900);
+    expect(pcs.created).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(call.getSnapshot()).toMatchObject({ state: 'reconnecting', attempt: 1 });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(pcs.created).toHaveLength(2);
+    pcs.last.setConnectionState('connected');
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(pcs.created).toHaveLength(2);
+    expect(call.getSnapshot().attempt).toBe(0);
   });
 
   it('the server removing us (socket gone too long) brings us back', async () => {

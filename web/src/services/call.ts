@@ -31,7 +31,7 @@ import type {
 } from './events';
 import { userOfStreamId } from './events';
 import { describe, FATAL_CODES } from './messages';
-import { receiveSlots, sendingStreamIds } from './sdp';
+import { iceUfrag, receiveSlots, sendingStreamIds } from './sdp';
 import { SignalingError, type SignalingService } from './signalingService';
 
 export type CallMode = 'publish' | 'join';
@@ -80,6 +80,8 @@ export interface ReconnectPolicy {
   maxDelayMs: number;
   /** How long `disconnected` may last before we rebuild the connection. */
   disconnectedGraceMs: number;
+  /** How long a new PeerConnection may take to connect before we rebuild it. */
+  connectTimeoutMs: number;
 }
 
 export interface CallOptions {
@@ -102,11 +104,13 @@ const DEFAULT_POLICY: ReconnectPolicy = {
   baseDelayMs: 1_000,
   maxDelayMs: 8_000,
   disconnectedGraceMs: 4_000,
+  connectTimeoutMs: 15_000,
 };
 
 /** Candidates gathered within this window travel in one `webrtc_ice_candidates`. */
 const CANDIDATE_BATCH_MS = 30;
 const MAX_BUFFERED_CANDIDATES = 64;
+const MAX_RETIRED_UFRAGS = 32;
 
 type Listener = (s: CallSnapshot) => void;
 
@@ -122,9 +126,18 @@ export class ConsultationCall {
   private candidateTimer: ReturnType<typeof setTimeout> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private disconnectedTimer: ReturnType<typeof setTimeout> | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
   /** Join mode: our request is out, the server's first offer not yet applied. */
   private awaitingJoinOffer = false;
   private localAttached = false;
+  /**
+   * ICE ufrags of server PeerConnections we dropped (each has its own). An offer or answer
+   * that still carries one was sent for a connection the server has since replaced (for
+   * instance a renegotiation emitted just before our rejoin reached it): it is ignored.
+   */
+  private readonly retiredUfrags = new Set<string>();
+  /** Ufrags of the descriptions the server sent for the current PeerConnection. */
+  private readonly currentUfrags = new Set<string>();
   private readonly streams = new Map<string, MediaStream>();
   private readonly unsubscribers: (() => void)[] = [];
   private readonly listeners = new Set<Listener>();
@@ -234,6 +247,13 @@ export class ConsultationCall {
     this.clearTimers();
     const pc = this.newPeerConnection();
     const gen = this.generation;
+    // A connection that never comes up (media path blocked) is rebuilt like a lost one.
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (gen === this.generation && this.pc?.connectionState !== 'connected') {
+        this.scheduleReconnect('connect_timeout');
+      }
+    }, this.policy.connectTimeoutMs);
     const entry = this.o.mode === 'publish' ? this.publish(pc, gen) : this.join(gen);
     entry.catch((e) => this.onFailure(e, gen));
   }
@@ -290,6 +310,11 @@ export class ConsultationCall {
   private closePeerConnection(): void {
     const pc = this.pc;
     this.pc = null;
+    for (const u of this.currentUfrags) this.retiredUfrags.add(u);
+    this.currentUfrags.clear();
+    while (this.retiredUfrags.size > MAX_RETIRED_UFRAGS) {
+      this.retiredUfrags.delete(this.retiredUfrags.values().next().value as string);
+    }
     if (this.candidateTimer) {
       clearTimeout(this.candidateTimer);
       this.candidateTimer = null;
@@ -346,8 +371,9 @@ export class ConsultationCall {
     this.update({ media: state });
     if (this.isOver()) return;
     if (state === 'connected') {
-      if (this.disconnectedTimer) clearTimeout(this.disconnectedTimer);
+      for (const t of [this.disconnectedTimer, this.connectTimer]) if (t) clearTimeout(t);
       this.disconnectedTimer = null;
+      this.connectTimer = null;
       this.update({ attempt: 0, error: null });
       this.refreshState();
     } else if (state === 'disconnected') {
@@ -411,9 +437,12 @@ export class ConsultationCall {
   }
 
   private clearTimers(): void {
-    for (const t of [this.reconnectTimer, this.disconnectedTimer]) if (t) clearTimeout(t);
+    for (const t of [this.reconnectTimer, this.disconnectedTimer, this.connectTimer]) {
+      if (t) clearTimeout(t);
+    }
     this.reconnectTimer = null;
     this.disconnectedTimer = null;
+    this.connectTimer = null;
   }
 
   // ---- server events ------------------------------------------------------------------------
@@ -428,7 +457,19 @@ export class ConsultationCall {
       .catch((e) => this.onFailure(e, gen));
   }
 
+  /** False for a description meant for a server PeerConnection that was replaced. */
+  private current(sdp: string): boolean {
+    const u = iceUfrag(sdp);
+    if (u && this.retiredUfrags.has(u)) {
+      this.log('ignoring a description for a replaced connection', u);
+      return false;
+    }
+    if (u) this.currentUfrags.add(u);
+    return true;
+  }
+
   private onServerOffer(p: ServerOfferPayload): void {
+    if (!this.current(p.sdpOffer)) return;
     if (p.conversationId && this.snap.conversationId !== p.conversationId) {
       this.update({ conversationId: p.conversationId });
     }
@@ -479,6 +520,7 @@ export class ConsultationCall {
   }
 
   private onServerAnswer(p: ServerAnswerPayload): void {
+    if (!this.current(p.sdpAnswer)) return;
     this.enqueue(async (pc) => {
       if (pc.signalingState !== 'have-local-offer') return;
       await pc.setRemoteDescription({ type: 'answer', sdp: p.sdpAnswer });

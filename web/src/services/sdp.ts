@@ -76,3 +76,9 @@ export function candidates(sdp: string): { address: string; port: number; protoc
   }
   return out;
 }
+
+/** The first `a=ice-ufrag` of a description: each server PeerConnection has its own. */
+export function iceUfrag(sdp: string): string | null {
+  const m = /^a=ice-ufrag:(\S+)/m.exec(sdp);
+  return m ? m[1] : null;
+}
