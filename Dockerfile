@@ -1,6 +1,14 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: compile in the Rust image, run in a slim Debian as an unprivileged user.
 
+# The browser client (web/): every dependency from npm, locked in web/package-lock.json.
+FROM node:22-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -14,11 +22,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/relais --create-home --shell /usr/sbin/nologin relais
 COPY --from=build /src/target/release/relais /src/target/release/relais-load /usr/local/bin/
+COPY --from=web /web/dist /usr/local/share/relais/web
 USER relais
 WORKDIR /var/lib/relais
 ENV RELAIS_DATA_DIR=/var/lib/relais/data \
     RELAIS_MEDIA_DIR=/var/lib/relais/media \
-    RELAIS_CERTS_DIR=/var/lib/relais/certs
+    RELAIS_CERTS_DIR=/var/lib/relais/certs \
+    RELAIS_WEB_DIR=/usr/local/share/relais/web
 VOLUME ["/var/lib/relais"]
 # HTTP, HTTPS, media (UDP and ICE-TCP), TURN (UDP/TCP and TLS)
 EXPOSE 3000/tcp 3443/tcp 3479/udp 3479/tcp 3478/udp 3478/tcp 5349/tcp
