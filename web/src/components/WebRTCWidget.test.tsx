@@ -43,6 +43,10 @@ async function mount(opts: {
     />,
     { signaling: sig.service, rest, mediaDevices: { getUserMedia }, createPeerConnection: pcs.create },
   );
+  // The start (code check, camera, socket, REST) runs inside act.
+  await act(async () => {
+    await new Promise((r) => setTimeout(r, 30));
+  });
   return { sig, pcs, rest, getUserMedia, view };
 }
 
@@ -154,7 +158,7 @@ describe('WebRTCWidget for the patient', () => {
     act(() => pcs.last.setConnectionState('connected'));
     expect(state()).toBe('connected');
 
-    fireEvent.click(screen.getByRole('button', { name: 'Raccrocher' }));
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Raccrocher' })));
     await waitFor(() => expect(sig.socket.sent('leave_session')).toHaveLength(1));
     expect(state()).toBe('ended');
     expect(screen.getByText('Vous avez quitté la consultation.', { selector: '.call-ended p' })).toBeTruthy();
@@ -203,7 +207,7 @@ describe('WebRTCWidget for the doctor', () => {
         ],
       },
     });
-    await waitFor(() => expect(sig.socket?.sent('webrtc_offer')).toHaveLength(1));
+    expect(sig.socket.sent('webrtc_offer')).toHaveLength(1);
     const create = rest.calls.find((c) => c.path.startsWith('/api/messaging/webrtc/sessions'))!;
     expect(create.path).toBe('/api/messaging/webrtc/sessions?generate_conference_link=true');
     expect(create.body).toEqual({
@@ -216,7 +220,7 @@ describe('WebRTCWidget for the doctor', () => {
       'https://h:3443/conference/193?code=81392D21',
     );
     expect(document.querySelector('#join-code')?.textContent).toBe('81392D21');
-    fireEvent.click(screen.getByRole('button', { name: 'Copier le lien' }));
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Copier le lien' })));
     await waitFor(() => expect(screen.getByRole('button', { name: 'Copié ✓' })).toBeTruthy());
     expect(writeText).toHaveBeenCalledWith('https://h:3443/conference/193?code=81392D21');
 
@@ -247,7 +251,7 @@ describe('WebRTCWidget for the doctor', () => {
     expect(state()).toBe('connected');
     expect(document.querySelector('.waiting-room')).toBeNull();
 
-    fireEvent.click(screen.getByRole('button', { name: 'Terminer la consultation' }));
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Terminer la consultation' })));
     await waitFor(() => expect(sig.socket.sent('end_session')).toHaveLength(1));
     expect(state()).toBe('ended');
   });
