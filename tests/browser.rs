@@ -358,6 +358,7 @@ fn consultation_in_chromium_through_the_sfu() {
         "{pretty}"
     );
     assert_eq!(r["doctorWaitingRoom"], true, "{pretty}");
+    assert_eq!(r["linkSentInChat"], true, "{pretty}");
     assert!(
         r["invalidCodeMessage"]
             .as_str()

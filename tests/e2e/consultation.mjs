@@ -231,6 +231,9 @@ try {
   result.conferenceLink = link;
   result.joinCode = joinCode;
   await doctor.page.click('#btn-copy-link');
+  await doctor.page.click('#btn-send-link');
+  await doctor.page.locator(`.chat .chat-message.mine a[href="${link}"]`).waitFor();
+  result.linkSentInChat = true;
   step('doctor waits in the waiting room');
   await doctor.page.locator('.call-state[data-state="waiting"]').waitFor();
   await doctor.page.locator('.waiting-room').waitFor();

@@ -1,4 +1,4 @@
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import { clearAuth, displayName, loadAuth, type AuthState } from './services/auth';
 import { useServices } from './services/context';
 import { ConferencePage } from './pages/ConferencePage';
@@ -29,6 +29,18 @@ export function App() {
     if (!conference) navigate(homeOf(state), { replace: true });
   };
 
+  // "/", "/signin" or a page of the other role: go home.
+  const redirect =
+    auth &&
+    !conference &&
+    !(place.pathname === '/doctor' && auth.user.role === 'medecin') &&
+    !(place.pathname === '/patient' && auth.user.role === 'patient')
+      ? homeOf(auth)
+      : null;
+  useEffect(() => {
+    if (redirect) navigate(redirect, { replace: true });
+  }, [redirect]);
+
   let page;
   if (!auth) {
     page = (
@@ -45,8 +57,6 @@ export function App() {
   } else if (place.pathname === '/patient' && auth.user.role === 'patient') {
     page = <PatientHome auth={auth} />;
   } else {
-    // "/", "/signin" or a page of the other role: go home.
-    queueMicrotask(() => navigate(homeOf(auth), { replace: true }));
     page = null;
   }
 

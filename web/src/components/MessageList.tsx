@@ -2,6 +2,26 @@ import { useEffect, useRef } from 'react';
 import type { ChatItem } from '../hooks/useConversation';
 import { AttachmentPreview } from './AttachmentPreview';
 
+const URL_RE = /(https?:\/\/[^\s<>"]+)/g;
+
+/** Text with its http(s) links clickable (a conference link sent in the chat, for one). */
+export function Linkified({ text }: { text: string }) {
+  const parts = text.split(URL_RE);
+  return (
+    <>
+      {parts.map((part, i) =>
+        i % 2 === 1 ? (
+          <a key={i} href={part} target="_blank" rel="noopener noreferrer">
+            {part}
+          </a>
+        ) : (
+          part
+        ),
+      )}
+    </>
+  );
+}
+
 function time(ts: string): string {
   const d = new Date(ts);
   return Number.isNaN(d.getTime())
@@ -42,7 +62,7 @@ export function MessageList({ messages, token, readByOthers, hasMore, onLoadOlde
         >
           {!m.mine && <div className="chat-message-sender">{m.senderName}</div>}
           <div className="chat-message-body">
-            {m.attachment ? <AttachmentPreview attachment={m.attachment} token={token} /> : m.content}
+            {m.attachment ? <AttachmentPreview attachment={m.attachment} token={token} /> : <Linkified text={m.content} />}
           </div>
           <div className="chat-message-meta">
             <span>{time(m.timestamp)}</span>

@@ -92,6 +92,11 @@ describe('ChatMessage', () => {
     act(() => sig.socket.fire('typing', { conversationId: 3, isTyping: false, user: { userId: 11, userType: 'patient' } }));
     expect(screen.getByText('J’ai de la fièvre').closest('.chat-message')?.className).toContain('theirs');
     expect(document.querySelector('.typing-indicator')?.textContent).toBe('');
+    // Links are clickable (the conference link sent in the chat).
+    act(() => sig.socket.fire('new_message', msg(10, 'medecin', 'Votre consultation : https://h:3443/conference/193?code=AB12CD34 à 10h')));
+    const a = screen.getByRole('link', { name: 'https://h:3443/conference/193?code=AB12CD34' });
+    expect(a.getAttribute('href')).toBe('https://h:3443/conference/193?code=AB12CD34');
+    expect(a.getAttribute('rel')).toContain('noopener');
     // Another conversation's message is not shown here.
     act(() => sig.socket.fire('new_message', { ...msg(4, 'patient', 'ailleurs'), conversation_id: 9 }));
     expect(screen.queryByText('ailleurs')).toBeNull();

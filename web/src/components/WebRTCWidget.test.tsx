@@ -190,6 +190,7 @@ describe('WebRTCWidget for the doctor', () => {
       auth: doctorAuth,
       isInitiator: true,
       routes: {
+        'POST /api/messaging/conversations/3/messages': () => [201, { success: true, data: { message: {} } }],
         'POST /api/messaging/webrtc/sessions': () => [
           201,
           {
@@ -223,6 +224,12 @@ describe('WebRTCWidget for the doctor', () => {
     await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Copier le lien' })));
     await waitFor(() => expect(screen.getByRole('button', { name: 'Copié ✓' })).toBeTruthy());
     expect(writeText).toHaveBeenCalledWith('https://h:3443/conference/193?code=81392D21');
+    // …or posts it in the conversation.
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Envoyer le lien dans la conversation' })));
+    const posted = rest.calls.find((c) => c.path === '/api/messaging/conversations/3/messages')!;
+    expect(posted.body).toMatchObject({ type_message: 'texte' });
+    expect(posted.body.contenu).toContain('https://h:3443/conference/193?code=81392D21');
+    expect(screen.getByRole('button', { name: 'Lien envoyé dans la conversation ✓' })).toBeTruthy();
 
     act(() => {
       sig.socket.fire('webrtc_answer', {

@@ -100,6 +100,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
   const [link, setLink] = useState<ConferenceLink | null>(null);
   const [localStream, setLocalStream] = useState<MediaStream | null>(null);
   const [copied, setCopied] = useState<'idle' | 'copied' | 'failed'>('idle');
+  const [linkSent, setLinkSent] = useState<'idle' | 'sending' | 'sent' | 'failed'>('idle');
   const [attemptKey, setAttemptKey] = useState(0);
   const linkField = useRef<HTMLInputElement | null>(null);
   const sessionRef = useRef<number | null>(null);
@@ -254,6 +255,21 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
     setTimeout(() => setCopied('idle'), 2500);
   };
 
+  const conversationForLink = props.conversationId ?? snap?.conversationId ?? null;
+  const sendLink = async () => {
+    if (!link || !auth || conversationForLink === null) return;
+    setLinkSent('sending');
+    try {
+      await services.api(auth.token).sendMessage(conversationForLink, {
+        contenu: `Votre consultation vidéo vous attend : ${link.fullLink}`,
+        type_message: 'texte',
+      });
+      setLinkSent('sent');
+    } catch {
+      setLinkSent('failed');
+    }
+  };
+
   const others = snap ? snap.participants.filter((p) => !(auth && p.userId === auth.user.userId && p.userType === auth.user.role)) : [];
   const over = snap?.state === 'ended' || snap?.state === 'failed';
 
@@ -321,6 +337,21 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           <p>
             Code d'accès : <strong id="join-code">{link.joinCode}</strong>
           </p>
+          {conversationForLink !== null && (
+            <button
+              type="button"
+              id="btn-send-link"
+              className="link-button"
+              disabled={linkSent === 'sending' || linkSent === 'sent'}
+              onClick={() => void sendLink()}
+            >
+              {linkSent === 'sent'
+                ? 'Lien envoyé dans la conversation ✓'
+                : linkSent === 'failed'
+                  ? "Échec de l'envoi — réessayer"
+                  : 'Envoyer le lien dans la conversation'}
+            </button>
+          )}
         </div>
       )}
 
