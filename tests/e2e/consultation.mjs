@@ -28,28 +28,34 @@ const result = { ok: false, step: 'start', mediaPort: MEDIA_PORT, timings: {} };
 const started = Date.now();
 let browser;
 
-// UDP only (the media) is routed into a blackhole; TCP (pages, Socket.IO) keeps working.
-let udpCut = false;
+// The media path (all UDP, and ICE-TCP on the media port) is routed into a blackhole; the pages
+// and Socket.IO (TCP on the HTTP/HTTPS ports) keep working.
+let mediaCut = false;
 function ip(...args) {
   execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 5_000 });
 }
-function cutUdp() {
+const CUT_RULES = [
+  ['pref', '10', 'ipproto', 'udp'],
+  ['pref', '11', 'ipproto', 'tcp', 'dport', String(MEDIA_PORT)],
+  ['pref', '12', 'ipproto', 'tcp', 'sport', String(MEDIA_PORT)],
+];
+function cutMedia() {
   ip('route', 'add', 'blackhole', '127.0.0.0/8', 'table', '100');
-  // The local table must come after our rule for the rule to win.
+  // The local table must come after our rules for them to win.
   ip('rule', 'add', 'pref', '20', 'lookup', 'local');
   ip('rule', 'del', 'pref', '0', 'lookup', 'local');
-  ip('rule', 'add', 'pref', '10', 'ipproto', 'udp', 'lookup', '100');
-  udpCut = true;
+  for (const r of CUT_RULES) ip('rule', 'add', ...r, 'lookup', '100');
+  mediaCut = true;
 }
-function restoreUdp() {
-  if (!udpCut) return;
-  ip('rule', 'del', 'pref', '10');
-  udpCut = false;
+function restoreMedia() {
+  if (!mediaCut) return;
+  for (const r of CUT_RULES) ip('rule', 'del', r[0], r[1]);
+  mediaCut = false;
 }
 
 function finish(code) {
   try {
-    restoreUdp();
+    restoreMedia();
   } catch {
     /* the namespace goes away anyway */
   }
@@ -306,7 +312,7 @@ try {
     step('media path cut: both sides reconnect');
     const pcCount = (page) => page.evaluate(() => (window.__pcs ?? []).length);
     const before = { doctor: await pcCount(doctor.page), patient: await pcCount(patient.page) };
-    cutUdp();
+    cutMedia();
     const cutAt = Date.now();
     await Promise.all(
       [doctor.page, patient.page].map((p) =>
@@ -318,7 +324,7 @@ try {
     // Past the server's ICE failure timeout, so that the connections are really rebuilt.
     const rest = CUT_MS - (Date.now() - cutAt);
     if (rest > 0) await patient.page.waitForTimeout(rest);
-    restoreUdp();
+    restoreMedia();
     const restoredAt = Date.now();
     step('media path back: both sides connected again');
     await Promise.all(

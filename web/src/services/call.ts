@@ -104,7 +104,7 @@ const DEFAULT_POLICY: ReconnectPolicy = {
   baseDelayMs: 1_000,
   maxDelayMs: 8_000,
   disconnectedGraceMs: 4_000,
-  connectTimeoutMs: 15_000,
+  connectTimeoutMs: 10_000,
 };
 
 /** Candidates gathered within this window travel in one `webrtc_ice_candidates`. */
