@@ -28,6 +28,7 @@ pub mod load;
 pub mod messaging;
 pub mod metrics;
 pub mod realtime;
+pub mod recording;
 pub mod sessions;
 pub mod sfu;
 pub mod state;
