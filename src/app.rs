@@ -24,6 +24,9 @@ use crate::sfu::{MediaSettings, Sfu};
 use crate::state::{AppInner, AppState};
 use crate::store::Store;
 use crate::tls::{self, TlsMaterial};
+use crate::turn::core::Limits;
+use crate::turn::policy::PeerPolicy;
+use crate::turn::{TurnServer, TurnSettings};
 
 /// A built server: sockets bound, database migrated, nothing served yet.
 pub struct App {
@@ -160,9 +163,14 @@ impl App {
             .public_base_url
             .clone()
             .unwrap_or_else(|| default_base_url(&config, http_addr, https_addr));
-        let https = match https_listener {
-            Some(listener) => Some((listener, tls::load(&config, &public_base_url)?)),
-            None => None,
+        let tls_material = if config.https.enabled || config.turn.enabled {
+            Some(tls::load(&config, &public_base_url)?)
+        } else {
+            None
+        };
+        let https = match (https_listener, &tls_material) {
+            (Some(listener), Some(material)) => Some((listener, material.clone())),
+            _ => None,
         };
         let tls_cert_path = https.as_ref().map(|(_, m)| m.cert_path.clone());
         let cors_origins: Vec<HeaderValue> = if config.http.cors_origins.is_empty() {
@@ -214,6 +222,21 @@ impl App {
             sessions.clone(),
         )
         .await?;
+        let turn = if config.turn.enabled {
+            Some(Arc::new(
+                start_turn(
+                    &config,
+                    &store,
+                    &sfu,
+                    &public_base_url,
+                    tls_material.as_ref(),
+                    metrics.clone(),
+                )
+                .await?,
+            ))
+        } else {
+            None
+        };
         let config = Arc::new(config);
         let state = AppState::new(AppInner {
             auth_limiter: FailureLimiter::new(config.http.auth_failures_per_minute, clock.clone()),
@@ -225,6 +248,7 @@ impl App {
             messaging,
             sessions,
             sfu,
+            turn,
             io: io.clone(),
             public_base_url: public_base_url.clone(),
         });
@@ -272,6 +296,9 @@ impl App {
             https = ?self.https_addr,
             media_udp = %self.state.sfu.media_addr(),
             media_tcp = ?self.state.sfu.media_tcp_addr(),
+            turn_udp = ?self.state.turn.as_ref().map(|t| t.udp_addr()),
+            turn_tcp = ?self.state.turn.as_ref().map(|t| t.tcp_addr()),
+            turn_tls = ?self.state.turn.as_ref().map(|t| t.tls_addrs().to_vec()),
             public_base_url = %self.public_base_url,
             "relais listening"
         );
@@ -281,6 +308,9 @@ impl App {
         let grace = self.state.config.http.shutdown_grace;
         handle.graceful_shutdown(Some(grace));
         self.state.sfu.shutdown().await;
+        if let Some(turn) = &self.state.turn {
+            turn.shutdown();
+        }
         self.state.io.close().await;
         http.await.context("http server task")??;
         if let Some(https) = https {
@@ -312,6 +342,59 @@ impl App {
             task,
         }
     }
+}
+
+/// Starts the embedded TURN server next to the media plane it relays to.
+async fn start_turn(
+    config: &Config,
+    store: &Store,
+    sfu: &Sfu,
+    public_base_url: &url::Url,
+    tls: Option<&TlsMaterial>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<TurnServer> {
+    let secret = match &config.turn.secret {
+        Some(s) => s.clone(),
+        None => store
+            .server_secret("turn_secret", || hex::encode(rand::random::<[u8; 32]>()))
+            .await
+            .context("turn.secret: cannot read or create the shared secret")?,
+    };
+    let public_ip = config
+        .turn
+        .public_ip
+        .or_else(|| sfu.host_candidates().first().map(|a| a.ip()))
+        .context("turn.public_ip: no address to advertise")?;
+    let mut tls_addrs = vec![config.turn.tls_addr];
+    tls_addrs.extend(config.turn.extra_tls_addrs.iter().copied());
+    TurnServer::start(
+        TurnSettings {
+            udp_addr: config.turn.udp_addr,
+            tcp_addr: config.turn.tcp_addr,
+            tls_addrs,
+            tls: tls.map(|m| m.server_config.clone()),
+            secret,
+            realm: config.turn.realm.clone(),
+            public_ip,
+            tls_host: public_base_url
+                .host_str()
+                .unwrap_or("localhost")
+                .to_string(),
+            credential_ttl: config.turn.credential_ttl,
+            limits: Limits {
+                max_allocations: config.turn.max_allocations,
+                max_allocations_per_user: config.turn.max_allocations_per_user,
+                bytes_per_sec: u64::from(config.turn.max_kbps_per_allocation) * 1000 / 8,
+            },
+            policy: PeerPolicy::new(
+                sfu.host_candidates().to_vec(),
+                sfu.media_addr(),
+                config.turn.extra_peer_ips.clone(),
+            ),
+        },
+        metrics,
+    )
+    .await
 }
 
 /// Resolves on SIGINT or SIGTERM.

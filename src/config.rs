@@ -137,7 +137,28 @@ pub struct TurnConfig {
     pub udp_addr: SocketAddr,
     pub tcp_addr: SocketAddr,
     pub tls_addr: SocketAddr,
+    /// More TLS listeners, typically `0.0.0.0:443` for clinics that allow only HTTPS out
+    /// (use a certificate clients trust: `https.cert_file`/`https.key_file`).
+    pub extra_tls_addrs: Vec<SocketAddr>,
+    /// The address put in `turn:` URLs and relayed addresses. Unset: first media address.
     pub public_ip: Option<IpAddr>,
+    /// Long-term credential realm.
+    pub realm: String,
+    /// Shared secret of the REST credentials. Unset: generated once and kept in the database,
+    /// shared by every node using it.
+    pub secret: Option<String>,
+    /// How long the credentials handed to clients stay valid.
+    #[serde(with = "humantime_serde")]
+    pub credential_ttl: Duration,
+    /// Allocations one user may hold at once (486 beyond).
+    pub max_allocations_per_user: u32,
+    /// Allocations the server holds at once (508 beyond).
+    pub max_allocations: u32,
+    /// Relayed bandwidth per allocation, both directions together, in kbit/s.
+    pub max_kbps_per_allocation: u32,
+    /// Peers allowed besides relais's own media addresses (other relais nodes). The server
+    /// relays to nothing else: it is not an open relay.
+    pub extra_peer_ips: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,7 +273,15 @@ impl Default for TurnConfig {
             udp_addr: addr("0.0.0.0:3478"),
             tcp_addr: addr("0.0.0.0:3478"),
             tls_addr: addr("0.0.0.0:5349"),
+            extra_tls_addrs: Vec::new(),
             public_ip: None,
+            realm: "relais".into(),
+            secret: None,
+            credential_ttl: Duration::from_secs(12 * 3600),
+            max_allocations_per_user: 20,
+            max_allocations: 2000,
+            max_kbps_per_allocation: 10_000,
+            extra_peer_ips: Vec::new(),
         }
     }
 }
@@ -327,6 +356,38 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     ("RELAIS_TURN_TCP_ADDR", "turn.tcp_addr", Kind::Str),
     ("RELAIS_TURN_TLS_ADDR", "turn.tls_addr", Kind::Str),
     ("RELAIS_TURN_PUBLIC_IP", "turn.public_ip", Kind::Str),
+    (
+        "RELAIS_TURN_EXTRA_TLS_ADDRS",
+        "turn.extra_tls_addrs",
+        Kind::List,
+    ),
+    ("RELAIS_TURN_REALM", "turn.realm", Kind::Str),
+    ("RELAIS_TURN_SECRET", "turn.secret", Kind::Str),
+    (
+        "RELAIS_TURN_CREDENTIAL_TTL",
+        "turn.credential_ttl",
+        Kind::Str,
+    ),
+    (
+        "RELAIS_TURN_MAX_ALLOCATIONS_PER_USER",
+        "turn.max_allocations_per_user",
+        Kind::Int,
+    ),
+    (
+        "RELAIS_TURN_MAX_ALLOCATIONS",
+        "turn.max_allocations",
+        Kind::Int,
+    ),
+    (
+        "RELAIS_TURN_MAX_KBPS_PER_ALLOCATION",
+        "turn.max_kbps_per_allocation",
+        Kind::Int,
+    ),
+    (
+        "RELAIS_TURN_EXTRA_PEER_IPS",
+        "turn.extra_peer_ips",
+        Kind::List,
+    ),
     ("RELAIS_LOG_FORMAT", "log.format", Kind::Str),
     ("RELAIS_LOG", "log.filter", Kind::Str),
 ];
@@ -475,6 +536,23 @@ impl Config {
         }
         if self.sessions.code_ttl < Duration::from_secs(60) {
             return Err(bad("sessions.code_ttl", "must be at least 1m".into()));
+        }
+        if let Some(secret) = &self.turn.secret
+            && secret.len() < 16
+        {
+            return Err(bad("turn.secret", "must be at least 16 bytes long".into()));
+        }
+        if self.turn.realm.is_empty() || self.turn.realm.len() > 127 {
+            return Err(bad("turn.realm", "must be 1 to 127 characters".into()));
+        }
+        if self.turn.credential_ttl < Duration::from_secs(60) {
+            return Err(bad("turn.credential_ttl", "must be at least 1m".into()));
+        }
+        if self.turn.max_kbps_per_allocation < 64 {
+            return Err(bad(
+                "turn.max_kbps_per_allocation",
+                "must be at least 64".into(),
+            ));
         }
         Ok(())
     }

@@ -54,6 +54,70 @@ pub struct Metrics {
     pub auth_failures: Family<TransportLabels, Counter>,
     pub db_pool_connections: Family<PoolLabels, Gauge>,
     pub media: MediaMetrics,
+    pub turn: TurnMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnRequestLabels {
+    pub method: &'static str,
+    /// `ok` or the STUN error code.
+    pub outcome: &'static str,
+}
+
+/// Embedded TURN server metrics.
+#[derive(Default)]
+pub struct TurnMetrics {
+    pub allocations: Gauge,
+    pub connections: Family<TransportLabels, Gauge>,
+    pub requests: Family<TurnRequestLabels, Counter>,
+    pub packets_to_peer: Counter,
+    pub packets_to_client: Counter,
+    pub bytes_relayed: Counter,
+    pub dropped: Family<ReasonLabels, Counter>,
+}
+
+impl TurnMetrics {
+    pub fn drop(&self, reason: &'static str) {
+        self.dropped.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "turn_allocations",
+            "TURN allocations currently held",
+            self.allocations.clone(),
+        );
+        r.register(
+            "turn_connections",
+            "TURN TCP and TLS connections currently open",
+            self.connections.clone(),
+        );
+        r.register(
+            "turn_requests",
+            "TURN requests by method and outcome",
+            self.requests.clone(),
+        );
+        r.register(
+            "turn_packets_to_peer",
+            "Datagrams relayed from TURN clients to peers",
+            self.packets_to_peer.clone(),
+        );
+        r.register(
+            "turn_packets_to_client",
+            "Datagrams relayed from peers to TURN clients",
+            self.packets_to_client.clone(),
+        );
+        r.register(
+            "turn_bytes_relayed",
+            "Payload bytes relayed, both directions",
+            self.bytes_relayed.clone(),
+        );
+        r.register(
+            "turn_dropped",
+            "TURN messages dropped, by reason",
+            self.dropped.clone(),
+        );
+    }
 }
 
 /// Media plane metrics (SFU).
@@ -119,6 +183,8 @@ impl Metrics {
         );
         let media = MediaMetrics::default();
         media.register(&mut registry);
+        let turn = TurnMetrics::default();
+        turn.register(&mut registry);
         Self {
             registry,
             http_requests,
@@ -128,6 +194,7 @@ impl Metrics {
             auth_failures,
             db_pool_connections,
             media,
+            turn,
         }
     }
 

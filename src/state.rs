@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::sfu::Sfu;
 use crate::store::Store;
+use crate::turn::TurnServer;
 
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
@@ -27,6 +28,8 @@ pub struct AppInner {
     pub messaging: Messaging,
     pub sessions: Sessions,
     pub sfu: Sfu,
+    /// The embedded TURN server, when `turn.enabled`.
+    pub turn: Option<Arc<TurnServer>>,
     pub io: SocketIo,
     /// Base of the URLs handed out (conference links).
     pub public_base_url: url::Url,

@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 
+#[derive(Clone)]
 pub struct TlsMaterial {
     pub server_config: Arc<ServerConfig>,
     /// The certificate the listener presents (PEM), for clients that want to trust it.

@@ -98,10 +98,11 @@ impl PeerConfig {
 pub struct SelectedPair {
     /// `host`, `srflx`, `prflx` or `relay`.
     pub local_type: String,
-    pub remote_type: String,
+    /// `None` when the statistics do not name it.
+    pub remote_type: Option<String>,
     /// `udp` or `tcp`.
     pub protocol: String,
-    pub remote_port: u16,
+    pub remote_port: Option<u16>,
 }
 
 /// What the participant sent, per track.
@@ -348,19 +349,29 @@ impl ClientPeer {
         let pair = report
             .candidate_pairs()
             .find(|p| p.stats.id == transport.selected_candidate_pair_id)?;
-        let candidate = |id: &str| match report.get(id) {
-            Some(
-                RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c),
-            ) => Some((c.candidate_type.to_string(), c.protocol.clone(), c.port)),
-            _ => None,
+        // rtc 0.21 names candidate entries `RTC{Local,Remote}IceCandidate_{id}` while pairs
+        // refer to the bare id: look under both.
+        let candidate = |prefix: &str, id: &str| {
+            let entry = report
+                .get(id)
+                .or_else(|| report.get(&format!("{prefix}{id}")));
+            match entry {
+                Some(
+                    RTCStatsReportEntry::LocalCandidate(c)
+                    | RTCStatsReportEntry::RemoteCandidate(c),
+                ) => Some((c.candidate_type.to_string(), c.protocol.clone(), c.port)),
+                _ => None,
+            }
         };
-        let (local_type, protocol, _) = candidate(&pair.local_candidate_id)?;
-        let (remote_type, _, remote_port) = candidate(&pair.remote_candidate_id)?;
+        let (local_type, protocol, _) =
+            candidate("RTCLocalIceCandidate_", &pair.local_candidate_id)?;
+        // Candidates that came inside the SDP are missing from rtc 0.21's report.
+        let remote = candidate("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
         Some(SelectedPair {
             local_type,
-            remote_type,
+            remote_type: remote.as_ref().map(|r| r.0.clone()),
             protocol,
-            remote_port,
+            remote_port: remote.map(|r| r.2),
         })
     }
 

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webrtc/sessions/{id}/end", post(webrtc::end))
         .route("/webrtc/sessions/{id}/stats", get(webrtc::stats))
         .route("/webrtc/validate-code", post(webrtc::validate_code))
+        .route("/webrtc/ice-servers", get(webrtc::ice_servers))
         .fallback(api_not_found)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,

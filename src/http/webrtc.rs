@@ -112,6 +112,7 @@ pub async fn create(
         data["conferenceLink"] = conference_link(&state.public_base_url, session.id, &code);
     }
     data["expiresAt"] = json!(to_rfc3339(session.code_expires_at));
+    data["iceServers"] = ice_servers_for(&state, caller.identity)["iceServers"].take();
     Ok(webrtc(StatusCode::CREATED, data))
 }
 
@@ -203,7 +204,7 @@ pub async fn stats(
     security(("bearer" = [])))]
 pub async fn validate_code(
     State(state): State<AppState>,
-    Caller(_caller): Caller,
+    Caller(caller): Caller,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ValidateCodeBody>,
 ) -> ApiResult<Response> {
@@ -219,8 +220,29 @@ pub async fn validate_code(
         "expiresAt": check.session.as_ref().map(|s| to_rfc3339(s.code_expires_at)),
         "createdBy": check.session.as_ref().map(|s| UserRef::from(s.created_by)),
     });
-    if !valid {
+    if valid {
+        data["iceServers"] = ice_servers_for(&state, caller.identity)["iceServers"].take();
+    } else {
         data["reason"] = json!(check.verdict.error_code());
     }
     Ok(webrtc(StatusCode::OK, data))
+}
+
+/// `{iceServers, ttl, expiresAt}` for `who`: the embedded TURN server's URLs with fresh
+/// time-limited credentials, or no server when TURN is off.
+fn ice_servers_for(state: &AppState, who: Identity) -> Value {
+    match &state.turn {
+        Some(turn) => json!(turn.ice_servers(&format!("{}-{}", who.role, who.id))),
+        None => json!({ "iceServers": [], "ttl": 0, "expiresAt": null }),
+    }
+}
+
+/// TURN credentials for the caller: `iceServers` in the browser's `RTCIceServer` shape
+/// (`turn:` over UDP and TCP, `turns:` over TLS), valid for `ttl` seconds.
+#[utoipa::path(get, path = "/api/messaging/webrtc/ice-servers", tag = "webrtc",
+    responses((status = 200, description = "`iceServers`, `ttl`, `expiresAt`", body = crate::turn::IceServers),
+              (status = 401, description = "no or bad token")),
+    security(("bearer" = [])))]
+pub async fn ice_servers(State(state): State<AppState>, Caller(caller): Caller) -> Response {
+    webrtc(StatusCode::OK, ice_servers_for(&state, caller.identity))
 }

@@ -87,6 +87,8 @@ pub enum RoomCommand {
 pub struct ParticipantStats {
     pub participant: UserRef,
     pub connected: bool,
+    /// `udp` or `tcp` (ICE-TCP): how the server reaches this participant's media.
+    pub transport: Option<&'static str>,
     pub tracks: Vec<TrackStatsView>,
 }
 
@@ -760,17 +762,20 @@ impl Room {
         for p in self.participants.values() {
             let mut tracks = Vec::new();
             let mut connected = false;
+            let mut transport = None;
             if let Some(state) = &p.peer {
                 connected = state.connected;
                 let (tx, rx) = oneshot::channel();
                 self.send_peer(&state.handle, PeerCommand::Stats { reply: tx });
-                if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                if let Ok(Ok((path, t))) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                    transport = path;
                     tracks = t;
                 }
             }
             out.push(ParticipantStats {
                 participant: p.who.into(),
                 connected,
+                transport,
                 tracks,
             });
         }

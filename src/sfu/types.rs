@@ -137,7 +137,7 @@ pub enum PeerCommand {
         track: TrackId,
     },
     Stats {
-        reply: oneshot::Sender<Vec<TrackStatsView>>,
+        reply: oneshot::Sender<(Option<&'static str>, Vec<TrackStatsView>)>,
     },
     Close,
 }

@@ -528,3 +528,23 @@ pub fn serve(dir: &std::path::Path, extra_args: &[&str]) -> ServerProcess {
     let _ = child.wait();
     panic!("server did not start: {}", seen.join("\n"));
 }
+
+/// How the server reaches each participant's media (`udp`/`tcp`), from the session's stats.
+pub async fn server_transports(app: &TestApp, doctor: i64, session: i64) -> Vec<String> {
+    let (status, v) = app
+        .doctor(doctor)
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/messaging/webrtc/sessions/{session}/stats"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{v}");
+    v["data"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["transport"].as_str().unwrap_or("none").to_string())
+        .collect()
+}

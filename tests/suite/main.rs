@@ -10,6 +10,8 @@ mod persistence;
 mod socketio;
 mod socketio_js;
 mod tls;
+mod turn;
+mod turn_client;
 mod webrtc_media;
 mod webrtc_process;
 mod webrtc_sessions;

@@ -95,6 +95,8 @@ pub(super) struct Peer {
     connected: bool,
     saw_media: bool,
     closed: bool,
+    /// How media last left for the client: `udp` or `tcp` (ICE-TCP).
+    path: Option<&'static str>,
     ups: Vec<UpTrack>,
     up_by_ssrc: HashMap<u32, usize>,
     downs: HashMap<TrackId, DownTrack>,
@@ -126,6 +128,7 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         pending_candidates: Vec::new(),
         connected: false,
         saw_media: false,
+        path: None,
         closed: false,
         ups: Vec::new(),
         up_by_ssrc: HashMap::new(),
@@ -216,7 +219,7 @@ impl Peer {
             PeerCommand::RemoveSubscriber { track, peer } => self.remove_subscriber(track, peer),
             PeerCommand::RequestKeyframe { track } => self.request_keyframe(track, Instant::now()),
             PeerCommand::Stats { reply } => {
-                let _ = reply.send(self.stats(Instant::now()));
+                let _ = reply.send((self.path, self.stats(Instant::now())));
             }
             PeerCommand::Close => {
                 let _ = self.pc.close();
@@ -267,10 +270,11 @@ impl Peer {
 
     fn flush_writes(&mut self) {
         while let Some(out) = self.pc.poll_write() {
-            let transport = match out.transport.transport_protocol {
-                TransportProtocol::TCP => Transport::Tcp,
-                _ => Transport::Udp,
+            let (transport, path) = match out.transport.transport_protocol {
+                TransportProtocol::TCP => (Transport::Tcp, "tcp"),
+                _ => (Transport::Udp, "udp"),
             };
+            self.path = Some(path);
             self.ctx
                 .plane
                 .send(&out.message, out.transport.peer_addr, transport);

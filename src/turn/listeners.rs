@@ -1,0 +1,178 @@
+//! The TURN server's sockets: one UDP socket, a TCP listener, and TLS listeners, all feeding
+//! [`Core::handle`].
+//!
+//! Invariants:
+//! - a stream connection must send a whole TURN message within [`FIRST_MESSAGE_TIMEOUT`] (TLS
+//!   handshake included) and, while it holds no allocation, is closed after
+//!   [`IDLE_WITHOUT_ALLOCATION`] of silence; at most [`MAX_CONNECTIONS`] are open;
+//! - a byte stream that is not TURN framing closes the connection;
+//! - closing a connection releases its allocation (RFC 8656 §5).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtc::shared::turn_framing::TurnStreamDecoder;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use super::allocation::{ClientSink, FiveTuple, Transport};
+use super::core::Core;
+use crate::metrics::TransportLabels;
+
+pub const MAX_CONNECTIONS: usize = 4096;
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
+/// Messages waiting to be written to one connection.
+const WRITE_QUEUE: usize = 512;
+
+pub async fn run_udp(core: Arc<Core>, socket: Arc<UdpSocket>) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(_) => {
+                core.metrics.turn.drop("recv_error");
+                continue;
+            }
+        };
+        let tuple = FiveTuple {
+            transport: Transport::Udp,
+            client: from,
+            server: local,
+        };
+        let sink = ClientSink::Udp {
+            socket: socket.clone(),
+            to: from,
+        };
+        if let Some(response) = core.handle(tuple, &sink, &buf[..n]) {
+            let _ = socket.try_send_to(&response, from);
+        }
+    }
+}
+
+/// Accepts TCP connections, wrapped in TLS when `tls` is given.
+pub async fn run_tcp(core: Arc<Core>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            core.metrics.turn.drop("too_many_connections");
+            continue;
+        }
+        let Ok(server) = stream.local_addr() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let core = core.clone();
+        let tls = tls.clone();
+        let open = open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let tuple = FiveTuple {
+                        transport: Transport::Tcp,
+                        client,
+                        server,
+                    };
+                    serve_stream(&core, stream, tuple).await;
+                }
+                Some(acceptor) => {
+                    let tuple = FiveTuple {
+                        transport: Transport::Tls,
+                        client,
+                        server,
+                    };
+                    match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_stream(&core, stream, tuple).await,
+                        _ => core.metrics.turn.drop("tls_handshake"),
+                    }
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// One client connection: split TURN messages off the stream, answer them, and write what the
+/// relay sends back through a bounded queue.
+async fn serve_stream<S>(core: &Arc<Core>, stream: S, tuple: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let gauge = core
+        .metrics
+        .turn
+        .connections
+        .get_or_create(&TransportLabels {
+            transport: tuple.transport.as_str(),
+        })
+        .clone();
+    gauge.inc();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let mut write_task = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let sink = ClientSink::Stream(tx.clone());
+    let mut decoder = TurnStreamDecoder::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut timeout = FIRST_MESSAGE_TIMEOUT;
+    'read: loop {
+        let n = match tokio::time::timeout(timeout, reader.read(&mut buf)).await {
+            Err(_) if core.has_allocation(&tuple) => continue,
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        decoder.extend_from_slice(&buf[..n]);
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => {
+                    timeout = IDLE_WITHOUT_ALLOCATION;
+                    if let Some(response) = core.handle(tuple, &sink, &message)
+                        && tx.send(Bytes::from(response)).await.is_err()
+                    {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    core.metrics.turn.drop("malformed_stream");
+                    break 'read;
+                }
+            }
+        }
+    }
+    core.release(&tuple, None);
+    drop(sink);
+    drop(tx);
+    // The writer drains what is queued, unless the client stopped reading.
+    if tokio::time::timeout(Duration::from_secs(2), &mut write_task)
+        .await
+        .is_err()
+    {
+        write_task.abort();
+        core.metrics.turn.drop("close_timeout");
+    }
+    gauge.dec();
+}

@@ -1,0 +1,219 @@
+//! The embedded TURN server (RFC 8656): UDP and TCP on one port, TLS on others, for clinics
+//! whose firewalls drop UDP or allow only outbound TCP 443.
+//!
+//! - [`credentials`]: time-limited REST credentials (`expiry:user`, HMAC-SHA1) and nonces;
+//! - [`core`]: authentication, Allocate/Refresh/CreatePermission/ChannelBind, quotas;
+//! - [`allocation`]: one relayed socket with its permissions, channels and bandwidth budget;
+//! - [`policy`]: the peers the relay may reach (relais's own media addresses only, by default);
+//! - [`listeners`]: the UDP socket and the TCP/TLS listeners;
+//! - [`wire`]: ChannelData framing and XOR addresses.
+//!
+//! Clients get their credentials with the session they create or join
+//! ([`TurnServer::ice_servers`]), in the browser's `RTCIceServer` shape.
+
+pub mod allocation;
+pub mod core;
+pub mod credentials;
+pub mod listeners;
+pub mod policy;
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use utoipa::ToSchema;
+
+use self::core::{Core, Limits, RelayIps};
+use self::credentials::Credentials;
+use self::policy::PeerPolicy;
+use crate::metrics::Metrics;
+
+/// Everything the TURN server needs to start.
+pub struct TurnSettings {
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    pub tls_addrs: Vec<SocketAddr>,
+    /// The certificate for the TLS listeners (the HTTPS one); `None`: no TLS listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub secret: String,
+    pub realm: String,
+    /// Host put in `turn:` URLs and in relayed addresses.
+    pub public_ip: IpAddr,
+    /// Host put in `turns:` URLs (the name the certificate covers).
+    pub tls_host: String,
+    pub credential_ttl: Duration,
+    pub limits: Limits,
+    pub policy: PeerPolicy,
+}
+
+/// One `RTCIceServer` entry, as browsers take it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// The answer of `GET /api/messaging/webrtc/ice-servers`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServers {
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds the credentials stay valid.
+    pub ttl: u64,
+    /// Unix time at which they expire.
+    pub expires_at: u64,
+}
+
+pub struct TurnServer {
+    core: Arc<Core>,
+    credentials: Credentials,
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    tls_addrs: Vec<SocketAddr>,
+    public_ip: IpAddr,
+    tls_host: String,
+    credential_ttl: Duration,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+impl TurnServer {
+    /// Binds every listener and starts serving.
+    pub async fn start(settings: TurnSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let relay_ips = match settings.public_ip {
+            IpAddr::V4(v4) => RelayIps {
+                v4: Some(v4),
+                v6: None,
+            },
+            IpAddr::V6(v6) => RelayIps {
+                v4: None,
+                v6: Some(v6),
+            },
+        };
+        let credentials = Credentials::new(settings.secret.clone());
+        let core = Arc::new(Core::new(
+            credentials.clone(),
+            settings.realm.clone(),
+            relay_ips,
+            settings.policy.clone(),
+            settings.limits,
+            metrics,
+        )?);
+        let udp = tokio::net::UdpSocket::bind(settings.udp_addr)
+            .await
+            .with_context(|| format!("turn.udp_addr: cannot bind {}", settings.udp_addr))?;
+        let udp_addr = udp.local_addr()?;
+        let tcp = tokio::net::TcpListener::bind(settings.tcp_addr)
+            .await
+            .with_context(|| format!("turn.tcp_addr: cannot listen on {}", settings.tcp_addr))?;
+        let tcp_addr = tcp.local_addr()?;
+        let mut tls_listeners = Vec::new();
+        if settings.tls.is_some() {
+            for addr in &settings.tls_addrs {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("turn.tls_addr: cannot listen on {addr}"))?;
+                tls_listeners.push(l);
+            }
+        }
+        let tls_addrs = tls_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut tasks = vec![
+            tokio::spawn(listeners::run_udp(core.clone(), Arc::new(udp))),
+            tokio::spawn(listeners::run_tcp(core.clone(), tcp, None)),
+        ];
+        if let Some(tls) = settings.tls {
+            // TURN clients may offer ALPN "stun.turn"; the HTTPS list would refuse them.
+            let mut tls = (*tls).clone();
+            tls.alpn_protocols.clear();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            for l in tls_listeners {
+                tasks.push(tokio::spawn(listeners::run_tcp(
+                    core.clone(),
+                    l,
+                    Some(acceptor.clone()),
+                )));
+            }
+        }
+        Ok(Self {
+            core,
+            credentials,
+            udp_addr,
+            tcp_addr,
+            tls_addrs,
+            public_ip: settings.public_ip,
+            tls_host: settings.tls_host,
+            credential_ttl: settings.credential_ttl,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.core.allocation_count()
+    }
+
+    /// Credentials for `user` valid for `turn.credential_ttl`, with every URL they work on.
+    pub fn ice_servers(&self, user: &str) -> IceServers {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ttl = self.credential_ttl.as_secs();
+        let (username, credential) = self.credentials.issue(user, now + ttl);
+        let host = url_host(self.public_ip);
+        let mut urls = vec![
+            format!("turn:{host}:{}?transport=udp", self.udp_addr.port()),
+            format!("turn:{host}:{}?transport=tcp", self.tcp_addr.port()),
+        ];
+        for addr in &self.tls_addrs {
+            urls.push(format!(
+                "turns:{}:{}?transport=tcp",
+                self.tls_host,
+                addr.port()
+            ));
+        }
+        IceServers {
+            ice_servers: vec![IceServer {
+                urls,
+                username,
+                credential,
+            }],
+            ttl,
+            expires_at: now + ttl,
+        }
+    }
+
+    /// Stops listening and releases every allocation.
+    pub fn shutdown(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        self.core.release_all();
+    }
+}
