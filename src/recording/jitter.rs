@@ -261,3 +261,175 @@ impl JitterBuffer {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_millis(150);
+
+    fn t0() -> Instant {
+        static B: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *B.get_or_init(Instant::now)
+    }
+
+    fn at(ms: u64) -> Instant {
+        t0() + Duration::from_millis(ms)
+    }
+
+    /// Pushes (seq, arrival ms) and pops after each push; returns the released sequence
+    /// numbers (16-bit) and losses as None.
+    fn run(jb: &mut JitterBuffer, pushes: &[(u16, u64)], end_ms: u64) -> Vec<Option<u16>> {
+        let mut out = Vec::new();
+        let drain = |jb: &mut JitterBuffer, now: Instant, out: &mut Vec<Option<u16>>| {
+            while let Some(r) = jb.pop(now) {
+                out.push(match r {
+                    Released::Packet(p) => Some(p.seq as u16),
+                    Released::Lost { .. } => None,
+                });
+            }
+        };
+        for &(seq, ms) in pushes {
+            let _ = jb.push(seq, seq as u32, false, Bytes::from_static(b"x"), at(ms));
+            drain(jb, at(ms), &mut out);
+        }
+        drain(jb, at(end_ms), &mut out);
+        out
+    }
+
+    #[test]
+    fn in_order_passes_after_the_start_window() {
+        let mut jb = JitterBuffer::new(64, W);
+        let out = run(&mut jb, &[(1, 0), (2, 20), (3, 40)], 200);
+        assert_eq!(out, vec![Some(1), Some(2), Some(3)]);
+        // Once started, a packet in order leaves at once.
+        let out = run(&mut jb, &[(4, 220)], 220);
+        assert_eq!(out, vec![Some(4)]);
+    }
+
+    #[test]
+    fn reorders_within_the_window_and_across_the_wrap() {
+        let mut jb = JitterBuffer::new(64, W);
+        let pushes = [(65534, 0), (1, 10), (65535, 20), (0, 30), (2, 40)];
+        let out = run(&mut jb, &pushes, 300);
+        assert_eq!(
+            out,
+            vec![Some(65534), Some(65535), Some(0), Some(1), Some(2)]
+        );
+    }
+
+    #[test]
+    fn first_packet_late_still_counts() {
+        // The stream's first packet was retransmitted: it comes after the second.
+        let mut jb = JitterBuffer::new(64, W);
+        let out = run(&mut jb, &[(11, 0), (10, 80)], 300);
+        assert_eq!(out, vec![Some(10), Some(11)]);
+    }
+
+    #[test]
+    fn a_gap_is_given_up_after_the_window() {
+        let mut jb = JitterBuffer::new(64, W);
+        run(&mut jb, &[(1, 0)], 200);
+        // 2 never comes; 3 arrives at 210, and the gap is released at 360.
+        let out = run(&mut jb, &[(3, 210), (4, 300)], 300);
+        assert!(out.is_empty());
+        let out = run(&mut jb, &[], 360);
+        assert_eq!(out, vec![None, Some(3), Some(4)]);
+        // The lost packet arriving afterwards is late.
+        assert_eq!(
+            jb.push(2, 0, false, Bytes::new(), at(400)),
+            Err(Rejected::Late)
+        );
+        assert_eq!(jb.stats.lost, 1);
+        assert_eq!(jb.stats.late, 1);
+    }
+
+    #[test]
+    fn duplicates_are_dropped() {
+        let mut jb = JitterBuffer::new(64, W);
+        let out = run(&mut jb, &[(5, 0), (5, 1), (6, 2), (6, 3)], 200);
+        assert_eq!(out, vec![Some(5), Some(6)]);
+        assert_eq!(jb.stats.duplicates, 2);
+    }
+
+    #[test]
+    fn capacity_bounds_the_wait() {
+        let mut jb = JitterBuffer::new(16, Duration::from_secs(10));
+        run(&mut jb, &[(0, 0)], 20_000);
+        // 1 is lost; 16 more packets fill the buffer: the gap is given up without waiting.
+        let pushes: Vec<_> = (2..=17).map(|s| (s, 20_000)).collect();
+        let out = run(&mut jb, &pushes, 20_000);
+        assert_eq!(out.first(), Some(&None));
+        assert_eq!(out.len(), 17);
+        assert!(jb.len() <= jb.capacity());
+    }
+
+    #[test]
+    fn a_huge_jump_restarts() {
+        let mut jb = JitterBuffer::new(16, W);
+        run(&mut jb, &[(100, 0), (101, 1)], 200);
+        let out = run(&mut jb, &[(30_000, 300), (30_001, 301)], 500);
+        assert_eq!(out, vec![None, Some(30_000), Some(30_001)]);
+        assert_eq!(jb.stats.resets, 1);
+    }
+
+    #[test]
+    fn a_sequence_restart_backwards_is_followed() {
+        let mut jb = JitterBuffer::new(16, W);
+        run(&mut jb, &[(10_000, 0)], 200);
+        // The sender restarts its numbering 5000 lower; after a run of "late" packets the
+        // buffer follows it.
+        let pushes: Vec<_> = (5_000..5_040).map(|s| (s, 300)).collect();
+        let out = run(&mut jb, &pushes, 1_000);
+        assert!(out.iter().flatten().any(|&s| s == 5_039), "{out:?}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the order (within the window), losses and duplicates: packets leave in
+        /// increasing order, each at most once, and every packet not given up on leaves.
+        #[test]
+        fn order_and_uniqueness(
+            start in proptest::num::u16::ANY,
+            n in 1usize..300,
+            drops in proptest::collection::vec(proptest::bool::weighted(0.1), 300),
+            dups in proptest::collection::vec(proptest::bool::weighted(0.05), 300),
+            delays in proptest::collection::vec(0u64..100, 300),
+        ) {
+            let mut arrivals: Vec<(u16, u64)> = Vec::new();
+            for i in 0..n {
+                if drops[i] {
+                    continue;
+                }
+                let seq = start.wrapping_add(i as u16);
+                let t = i as u64 * 5 + delays[i];
+                arrivals.push((seq, t));
+                if dups[i] {
+                    arrivals.push((seq, t + 3));
+                }
+            }
+            arrivals.sort_by_key(|a| a.1);
+            let mut jb = JitterBuffer::new(512, W);
+            let end = n as u64 * 5 + 1000;
+            let mut out = run(&mut jb, &arrivals, end);
+            while let Some(r) = jb.drain() {
+                if let Released::Packet(p) = r {
+                    out.push(Some(p.seq as u16));
+                }
+            }
+            let got: Vec<u16> = out.into_iter().flatten().collect();
+            let offsets: Vec<u16> = got.iter().map(|s| s.wrapping_sub(start)).collect();
+            proptest::prop_assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+            // Delays are below the window: nothing that arrived is given up on, except
+            // packets before the first one pushed that came after the start window.
+            let expected: std::collections::BTreeSet<u16> =
+                arrivals.iter().map(|a| a.0.wrapping_sub(start)).collect();
+            let got_set: std::collections::BTreeSet<u16> = offsets.iter().copied().collect();
+            let first = arrivals.first().map(|a| a.0.wrapping_sub(start)).unwrap_or(0);
+            for e in &expected {
+                if *e >= first {
+                    proptest::prop_assert!(got_set.contains(e), "missing {e}");
+                }
+            }
+        }
+    }
+}

@@ -567,3 +567,238 @@ pub fn opus_head(channels: u8) -> Vec<u8> {
     v.push(0);
     v
 }
+
+#[cfg(test)]
+pub(crate) mod parse {
+    //! A test-only reader of what the writer produces.
+
+    use super::super::ebml::reader::*;
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub struct Parsed {
+        pub doc_type: String,
+        /// None: unknown size.
+        pub segment_size: Option<u64>,
+        pub duration: f64,
+        /// (number, codec id, codec private length)
+        pub tracks: Vec<(u64, String, usize)>,
+        /// (track, absolute ms, keyframe, bytes)
+        pub blocks: Vec<(u64, i64, bool, usize)>,
+        pub clusters: usize,
+        pub cues: usize,
+        pub seek_ids: Vec<u32>,
+    }
+
+    pub fn parse(b: &[u8]) -> Parsed {
+        let mut p = Parsed::default();
+        let ebml = read_element(b, 0).expect("EBML header");
+        assert_eq!(ebml.id, EBML);
+        let body = ebml.offset + ebml.header_len;
+        for e in children(b, body, body + ebml.size.unwrap() as usize) {
+            if e.id == DOC_TYPE {
+                let s = e.offset + e.header_len;
+                p.doc_type = String::from_utf8_lossy(&b[s..s + e.size.unwrap() as usize]).into();
+            }
+        }
+        let seg_at = body + ebml.size.unwrap() as usize;
+        let seg = read_element(b, seg_at).expect("Segment");
+        assert_eq!(seg.id, SEGMENT);
+        p.segment_size = seg.size;
+        let data = seg_at + seg.header_len;
+        let end = seg.size.map_or(b.len(), |s| data + s as usize);
+        assert!(end <= b.len(), "segment runs past the file");
+        for e in children(b, data, end) {
+            let s = e.offset + e.header_len;
+            let Some(size) = e.size else { continue };
+            let e_end = s + size as usize;
+            assert!(e_end <= b.len(), "element {:x} runs past the file", e.id);
+            match e.id {
+                SEEK_HEAD => {
+                    for seek in children(b, s, e_end) {
+                        let ss = seek.offset + seek.header_len;
+                        let kids = children(b, ss, ss + seek.size.unwrap() as usize);
+                        let id = kids.iter().find(|k| k.id == SEEK_ID).unwrap();
+                        let pos = kids.iter().find(|k| k.id == SEEK_POSITION).unwrap();
+                        let id = uint(b, id) as u32;
+                        let target = read_element(b, data + uint(b, pos) as usize).unwrap();
+                        assert_eq!(target.id, id, "SeekHead points at the wrong place");
+                        p.seek_ids.push(id);
+                    }
+                }
+                INFO => {
+                    for k in children(b, s, e_end) {
+                        if k.id == DURATION {
+                            let ks = k.offset + k.header_len;
+                            p.duration = f64::from_be_bytes(b[ks..ks + 8].try_into().unwrap());
+                        }
+                    }
+                }
+                TRACKS => {
+                    for t in children(b, s, e_end) {
+                        let ts = t.offset + t.header_len;
+                        let kids = children(b, ts, ts + t.size.unwrap() as usize);
+                        let num = uint(b, kids.iter().find(|k| k.id == TRACK_NUMBER).unwrap());
+                        let codec = kids.iter().find(|k| k.id == CODEC_ID).unwrap();
+                        let cs = codec.offset + codec.header_len;
+                        let id = String::from_utf8_lossy(&b[cs..cs + codec.size.unwrap() as usize]);
+                        let private = kids
+                            .iter()
+                            .find(|k| k.id == CODEC_PRIVATE)
+                            .map_or(0, |k| k.size.unwrap() as usize);
+                        p.tracks.push((num, id.into(), private));
+                    }
+                }
+                CLUSTER => {
+                    p.clusters += 1;
+                    let mut base = 0;
+                    for k in children(b, s, e_end) {
+                        let ks = k.offset + k.header_len;
+                        match k.id {
+                            CLUSTER_TIMESTAMP => base = uint(b, &k) as i64,
+                            SIMPLE_BLOCK => {
+                                let track = (b[ks] & 0x7F) as u64;
+                                let rel = i16::from_be_bytes([b[ks + 1], b[ks + 2]]) as i64;
+                                let key = b[ks + 3] & 0x80 != 0;
+                                let len = k.size.unwrap() as usize - 4;
+                                p.blocks.push((track, base + rel, key, len));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                CUES => p.cues = children(b, s, e_end).len(),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse::parse;
+    use super::*;
+
+    fn writer() -> MkvWriter<io::Cursor<Vec<u8>>> {
+        MkvWriter::new(io::Cursor::new(Vec::new()), SystemTime::UNIX_EPOCH)
+    }
+
+    fn video(number: u64) -> TrackEntry {
+        TrackEntry {
+            number,
+            uid: 7,
+            codec_id: "V_VP8",
+            codec_private: None,
+            kind: EntryKind::Video {
+                width: 320,
+                height: 240,
+            },
+        }
+    }
+
+    fn audio(number: u64) -> TrackEntry {
+        TrackEntry {
+            number,
+            uid: 9,
+            codec_id: "A_OPUS",
+            codec_private: Some(opus_head(2)),
+            kind: EntryKind::Audio {
+                sampling_frequency: 48_000.0,
+                channels: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn nothing_is_written_before_a_cluster() {
+        let mut w = writer();
+        w.set_track(audio(1)).unwrap();
+        w.finish(0.0).unwrap();
+        assert!(w.into_sink().into_inner().is_empty());
+    }
+
+    #[test]
+    fn every_prefix_at_a_cluster_boundary_is_a_whole_file() {
+        let mut w = writer();
+        w.set_track(audio(1)).unwrap();
+        let mut snapshots = Vec::new();
+        for c in 0..3i64 {
+            w.open_cluster(c * 1000);
+            for k in 0..50 {
+                w.add_block(1, c * 1000 + k * 20, true, &[0xF8, 1, 2, 3]);
+            }
+            if c == 1 {
+                // A camera joins: its track is written before its first cluster.
+                w.set_track(video(2)).unwrap();
+                w.add_block(2, 1500, true, &[0x10, 0, 0]);
+            }
+            w.close_cluster(((c + 1) * 1000) as f64).unwrap();
+            snapshots.push(w.sink().get_ref().clone());
+        }
+        for (i, snap) in snapshots.iter().enumerate() {
+            let p = parse(snap);
+            assert_eq!(p.doc_type, "webm");
+            assert_eq!(p.segment_size, None, "unknown size until finish");
+            assert_eq!(p.clusters, i + 1);
+            assert_eq!(p.duration, ((i + 1) * 1000) as f64);
+            assert_eq!(p.seek_ids, vec![INFO, TRACKS]);
+            let tracks_needed = if i >= 1 { 2 } else { 1 };
+            assert_eq!(p.tracks.len(), tracks_needed);
+        }
+        w.finish(3000.0).unwrap();
+        let b = w.into_sink().into_inner();
+        let p = parse(&b);
+        assert!(p.segment_size.is_some());
+        assert_eq!(p.seek_ids, vec![INFO, TRACKS, CUES]);
+        // Cues: the video track's keyframe cluster only (video is the cue track once it
+        // exists), plus the audio cluster before it.
+        assert!(p.cues >= 1);
+        assert_eq!(p.blocks.len(), 151);
+        assert_eq!(p.tracks[1], (2, "V_VP8".into(), 0));
+        assert_eq!(p.tracks[0], (1, "A_OPUS".into(), 19));
+    }
+
+    #[test]
+    fn matroska_doc_type_and_private_data() {
+        let mut w = writer();
+        w.set_doc_type(DocType::Matroska);
+        let mut v = video(1);
+        v.codec_id = "V_MPEG4/ISO/AVC";
+        v.codec_private = Some(vec![1, 0x42, 0xC0, 0x0D, 0xFF, 0xE1]);
+        w.set_track(v).unwrap();
+        w.open_cluster(0);
+        w.add_block(1, 0, true, &[0, 0, 0, 1, 0x65]);
+        w.finish(33.0).unwrap();
+        let p = parse(w.sink().get_ref());
+        assert_eq!(p.doc_type, "matroska");
+        assert_eq!(p.tracks, vec![(1, "V_MPEG4/ISO/AVC".into(), 6)]);
+        assert_eq!(p.blocks, vec![(1, 0, true, 5)]);
+        assert_eq!(p.cues, 1);
+    }
+
+    #[test]
+    fn tracks_that_do_not_fit_are_refused() {
+        let mut w = writer();
+        let mut v = video(1);
+        v.codec_private = Some(vec![0; TRACKS_REGION]);
+        assert_eq!(w.set_track(v), Err(TracksFull));
+        w.set_track(video(1)).unwrap();
+    }
+
+    #[test]
+    fn seek_head_fills_its_region_whatever_the_positions() {
+        // Positions of every byte length, and the one-byte remainder case.
+        for info in [0u64, 200, 70_000, 1 << 30, 1 << 40] {
+            let mut w = writer();
+            w.segment_data_at = 0;
+            w.info_at = info;
+            w.tracks_at = info + 100;
+            for cues in [None, Some(info + 9_999), Some(u64::MAX >> 9)] {
+                let mut out = Vec::new();
+                w.encode_seek_head(&mut out, cues);
+                assert_eq!(out.len(), SEEK_HEAD_REGION);
+            }
+        }
+    }
+}
