@@ -26,10 +26,28 @@
 //! - garbage RTP is dropped and counted, never a panic; memory per recorder is bounded
 //!   (jitter slots, a pending-frame cap, one cluster in memory).
 //!
+//! Clusters are built in memory and appended whole with their exact size (one write per
+//! second or so): only the Segment has an "unknown" size while recording. A SIGKILL
+//! between writes leaves whole clusters; one during a write leaves a truncated last
+//! cluster, which players read up to its end.
+//!
+//! Using it from the SFU: one recorder per recorded participant, on its own thread (or
+//! `spawn_blocking` loop) that owns it and reads a bounded channel of
+//! `Rtp { track, packet, arrival }`, `SenderReport { track, ssrc, ntp, rtp }` and `Stop`
+//! messages; the publisher's task `try_send`s into it (dropping and counting when full,
+//! never blocking) right where it fans packets out to subscribers, with the packet's
+//! receive `Instant`. After each message the thread asks
+//! [`Recorder::keyframe_request_due`] for each video track and, when true, sends the
+//! publisher's task a keyframe request (its PLI is throttled again there); it calls
+//! [`Recorder::poll`] with `Instant::now()` when the channel is quiet for ~200 ms, and
+//! [`Recorder::finish`] on stop, session end or the participant leaving. Pick the file
+//! name with [`container_for`] from the negotiated codecs. A recorder dropped without
+//! `finish` finishes itself (blocking IO in `Drop`).
+//!
 //! Why not a crate: `webm` wraps libwebm (C++); the pure-Rust muxers on crates.io
-//! (`ebml-webm`, `oxideav-mkv`, `mkv`) are early 0.x and write known-size clusters only
-//! or no in-place patching, which the crash-safety layout here depends on. The EBML subset
-//! needed is small ([`ebml`]).
+//! (`ebml-webm`, `oxideav-mkv`, `mkv`) are early 0.x releases, and none writes a live file
+//! whose Segment size stays unknown while Duration and Tracks are rewritten in place, the
+//! layout the crash safety rests on. The EBML subset needed is small ([`ebml`]).
 
 pub mod depack;
 pub mod ebml;

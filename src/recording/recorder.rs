@@ -306,9 +306,15 @@ impl<S: Sink> Recorder<S> {
 
     /// The content type the file has (or will have).
     pub fn content_type(&self) -> &'static str {
+        // Video tracks written decide; before anything is written, the declared ones.
+        let written = self.tracks.iter().any(|t| t.number.is_some());
         if self.writer.doc_type() == DocType::Matroska {
             "video/x-matroska"
-        } else if self.tracks.iter().any(|t| t.is_video()) {
+        } else if self
+            .tracks
+            .iter()
+            .any(|t| t.is_video() && (t.number.is_some() || !written))
+        {
             "video/webm"
         } else {
             "audio/webm"
@@ -626,6 +632,12 @@ impl<S: Sink> Recorder<S> {
         Ok((summary, sink))
     }
 }
+
+/// A recorder moves to the thread that runs it.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Recorder>();
+};
 
 impl<S: Sink> Drop for Recorder<S> {
     /// A recorder dropped without [`finish`](Recorder::finish) (a task that panicked, an
