@@ -89,6 +89,18 @@ struct PeerArgs {
     duration: Duration,
     #[arg(long)]
     audio_only: bool,
+    /// Local address of the peer's sockets (its host candidates).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Host candidate transports to gather: `udp`, `tcp` (ICE-TCP, active) or both.
+    #[arg(long, value_delimiter = ',', default_value = "udp")]
+    transports: Vec<String>,
+    /// Use the server's TURN over `udp` (credentials from `/webrtc/ice-servers`).
+    #[arg(long)]
+    turn: Option<String>,
+    /// Relay candidates only (`iceTransportPolicy: "relay"`).
+    #[arg(long)]
+    relay: bool,
 }
 
 #[derive(Args)]
@@ -106,6 +118,44 @@ struct MessagingArgs {
     /// First synthetic user id (use a fresh range per run to start from empty conversations).
     #[arg(long, default_value_t = 100_000)]
     first_id: i64,
+}
+
+/// The server's TURN URL for `transport` with fresh credentials, as an ICE server.
+async fn turn_server(
+    base: &str,
+    token: &str,
+    transport: &str,
+) -> anyhow::Result<rtc::peer_connection::configuration::RTCIceServer> {
+    let api = relais::client::api::ApiClient::new(reqwest::Client::new(), base, token);
+    let (status, v) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/messaging/webrtc/ice-servers",
+            None,
+        )
+        .await?;
+    anyhow::ensure!(status.is_success(), "ice-servers: {status} {v}");
+    let server = &v["data"]["iceServers"][0];
+    let wanted = match transport {
+        "udp" => "?transport=udp",
+        "tcp" => "?transport=tcp",
+        other => anyhow::bail!("--turn: `{other}` is not udp or tcp"),
+    };
+    let url = server["urls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str())
+        .find(|u| u.starts_with("turn:") && u.ends_with(wanted))
+        .ok_or_else(|| anyhow::anyhow!("the server offers no TURN over {transport}"))?;
+    Ok(rtc::peer_connection::configuration::RTCIceServer {
+        urls: vec![url.to_string()],
+        username: server["username"].as_str().unwrap_or_default().to_string(),
+        credential: server["credential"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
 }
 
 fn minter(cli: &Cli) -> anyhow::Result<TokenMinter> {
@@ -162,14 +212,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = PeerConfig::new(&cli.url, &minter.token(who), who, a.session, entry);
             cfg.conversation_id = a.conversation;
             cfg.video = !a.audio_only;
+            let bind = std::net::SocketAddr::new(a.bind, 0).to_string();
+            cfg.udp_bind = Vec::new();
+            cfg.tcp_bind = Vec::new();
+            for t in &a.transports {
+                match t.as_str() {
+                    "udp" => cfg.udp_bind.push(bind.clone()),
+                    "tcp" => cfg.tcp_bind.push(bind.clone()),
+                    other => anyhow::bail!("--transports: `{other}` is neither udp nor tcp"),
+                }
+            }
+            if let Some(transport) = &a.turn {
+                cfg.ice_servers = vec![turn_server(&cli.url, &cfg.token, transport).await?];
+            }
+            cfg.relay_only = a.relay;
             let mut peer = ClientPeer::start(cfg).await?;
             peer.wait_connected(Duration::from_secs(15)).await?;
             println!("connected");
             tokio::time::sleep(a.duration).await;
             let streams = peer.received.snapshot();
+            let (audio, video) = peer.received.streams_with(20);
+            let pair = peer.selected_pair().await;
             let summary = serde_json::json!({
                 "streams": streams.len(),
+                "audio_streams": audio,
+                "video_streams": video,
                 "packets": streams.values().map(|s| s.packets).sum::<u64>(),
+                "corrupt": streams.values().map(|s| s.corrupt).sum::<u64>(),
+                "local_candidate": pair.as_ref().map(|p| p.local_type.clone()),
+                "protocol": pair.as_ref().map(|p| p.protocol.clone()),
             });
             println!("{summary}");
             peer.close().await;
@@ -296,6 +367,15 @@ fn print_media_report(r: &relais::load::media::MediaReport) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics on stderr (`RUST_LOG`, default: warnings of the WebRTC stack muted).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,rtc=error,rtc_dtls=error,webrtc=error")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -527,16 +527,18 @@ impl Signaling {
             "webrtc_answer" => {
                 let sdp = data["sdpAnswer"].as_str().context("sdpAnswer")?.to_string();
                 self.pc
-                    .set_remote_description(RTCSessionDescription::answer(sdp)?)
+                    .set_remote_description(RTCSessionDescription::answer(sdp.clone())?)
                     .await?;
+                self.add_sdp_tcp_candidates(&sdp).await;
                 self.remote_ready().await;
                 self.start_media().await;
             }
             "webrtc_offer" => {
                 let sdp = data["sdpOffer"].as_str().context("sdpOffer")?.to_string();
                 self.pc
-                    .set_remote_description(RTCSessionDescription::offer(sdp)?)
+                    .set_remote_description(RTCSessionDescription::offer(sdp.clone())?)
                     .await?;
+                self.add_sdp_tcp_candidates(&sdp).await;
                 if !self.published && matches!(self.cfg.entry, Entry::Code(_)) {
                     // Our own media goes in the slots the server offered for it.
                     for t in &self.tracks {
@@ -578,6 +580,31 @@ impl Signaling {
             }
         }
         Ok(())
+    }
+
+    /// webrtc-rs 0.21 opens ICE-TCP connections only to passive candidates added with
+    /// `add_ice_candidate`, not to those inside a description: hand it the description's.
+    async fn add_sdp_tcp_candidates(&mut self, sdp: &str) {
+        if self.cfg.tcp_bind.is_empty() {
+            return;
+        }
+        for line in sdp.lines() {
+            let Some(candidate) = line.strip_prefix("a=candidate:") else {
+                continue;
+            };
+            if !candidate.contains(" tcp ") || !candidate.contains("tcptype passive") {
+                continue;
+            }
+            let init = RTCIceCandidateInit {
+                candidate: format!("candidate:{}", candidate.trim_end()),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+                ..Default::default()
+            };
+            if let Err(e) = self.pc.add_ice_candidate(init).await {
+                tracing::debug!(error = %e, "ICE-TCP candidate refused");
+            }
+        }
     }
 
     async fn remote_ready(&mut self) {

@@ -372,8 +372,7 @@ impl Sfu {
     }
 }
 
-/// Host candidates: the configured IPs (or the interface addresses) on the socket's port, one
-/// per address family.
+/// Host candidates: the configured IPs (or the interface addresses) on the socket's port.
 fn advertised(public_ips: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
     let ips: Vec<IpAddr> = if !public_ips.is_empty() {
         public_ips.to_vec()
@@ -382,11 +381,8 @@ fn advertised(public_ips: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
     } else {
         crate::app::interface_ips()
     };
-    let v4 = ips.iter().find(|ip| ip.is_ipv4());
-    let v6 = ips.iter().find(|ip| ip.is_ipv6());
-    v4.into_iter()
-        .chain(v6)
-        .map(|ip| SocketAddr::new(*ip, bound.port()))
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, bound.port()))
         .collect()
 }
 

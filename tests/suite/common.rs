@@ -473,26 +473,36 @@ pub fn relais_command() -> std::process::Command {
 
 /// Starts `relais serve` in `dir` on loopback (ports 0) and waits for it to listen.
 pub fn serve(dir: &std::path::Path, extra_args: &[&str]) -> ServerProcess {
+    let mut args = vec![
+        "--set",
+        "http.addr=127.0.0.1:0",
+        "--set",
+        "https.addr=127.0.0.1:0",
+        "--set",
+        "media.udp_addr=127.0.0.1:0",
+        "--set",
+        "media.tcp_addr=127.0.0.1:0",
+        "--set",
+        "media.public_ips=127.0.0.1",
+        "--set",
+        "turn.enabled=false",
+    ];
+    args.extend_from_slice(extra_args);
+    serve_with(relais_command(), dir, &args)
+}
+
+/// Runs `cmd` (a `relais` invocation, possibly wrapped) with `serve` and `args`, JSON logs, in
+/// `dir`, and waits for it to listen.
+pub fn serve_with(
+    mut cmd: std::process::Command,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> ServerProcess {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     use std::time::Instant;
-    let mut cmd = relais_command();
     cmd.current_dir(dir)
-        .args([
-            "--set",
-            "http.addr=127.0.0.1:0",
-            "--set",
-            "https.addr=127.0.0.1:0",
-            "--set",
-            "media.udp_addr=127.0.0.1:0",
-            "--set",
-            "media.tcp_addr=127.0.0.1:0",
-            "--set",
-            "media.public_ips=127.0.0.1",
-            "--set",
-            "turn.enabled=false",
-        ])
-        .args(extra_args)
+        .args(args)
         .env("RELAIS_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -535,3 +535,91 @@ async fn a_call_forced_through_turn_over_udp() {
     doctor.close().await;
     patient.close().await;
 }
+
+/// aiortc (aioice's TURN client) relayed over TURN/TCP and TURN/TLS, relay candidates only.
+async fn aiortc_through_turn(scheme: &str, transport: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc is not installed: run scripts/prepare/30-python-aiortc.sh (.ci/run does)"
+    );
+    let app = spawn_app(Backend::Sqlite).await;
+    let (session, conv, code) = create_session(&app, 79, &[11], "audio_video").await;
+    let mut cfg = peer_config(&app, Role::Medecin, 79, session, Entry::Publish);
+    cfg.conversation_id = conv;
+    let mut doctor = ClientPeer::start(cfg).await.unwrap();
+    doctor
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let servers = ice_servers(&app, Role::Patient, 11).await;
+    let s = &servers["iceServers"][0];
+    let url = s["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .find(|u| u.starts_with(scheme) && u.ends_with(transport))
+        .unwrap()
+        .to_string();
+    let cert = app.running().tls_cert_path.clone().unwrap();
+    let out = tokio::process::Command::new(python)
+        .arg(root.join("tests/py/aiortc_peer.py"))
+        .env("BASE", &app.base)
+        .env("TOKEN", app.token(Role::Patient, 11))
+        .env("USER_ID", "11")
+        .env("USER_TYPE", "patient")
+        .env("SESSION_ID", session.to_string())
+        .env("CODE", &code)
+        .env("HOST_IPS", "127.0.0.1")
+        .env("SECONDS", "4")
+        .env("ICE_URL", &url)
+        .env("ICE_USERNAME", s["username"].as_str().unwrap())
+        .env("ICE_CREDENTIAL", s["credential"].as_str().unwrap())
+        .env("ICE_POLICY", "relay")
+        .env("SSL_CERT_FILE", &cert)
+        .envs(std::env::var("AIORTC_LOG").map(|v| ("AIORTC_LOG", v)))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no report: {stdout}\n{stderr}"));
+    if std::env::var_os("AIORTC_LOG").is_some() {
+        eprintln!("{stderr}");
+    }
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["local_candidate"], "relay", "{report}");
+    // The doctor's synthetic media does not decode: count what arrived.
+    assert!(
+        report["packets"]["video"].as_u64().unwrap() >= 40,
+        "{report}"
+    );
+    assert!(
+        report["packets"]["audio"].as_u64().unwrap() >= 100,
+        "{report}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || doctor.received.streams_with(50)
+            == (1, 1))
+        .await,
+        "the doctor receives the patient through the relay"
+    );
+    doctor.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_through_turn_over_tcp() {
+    aiortc_through_turn("turn:", "transport=tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_through_turn_over_tls() {
+    aiortc_through_turn("turns:", "transport=tcp").await;
+}

@@ -21,6 +21,7 @@ pub mod stats;
 mod subscribe;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ const INBOX: usize = 2048;
 /// Forwarded packets waiting for a subscriber before publishers drop new ones.
 const MEDIA_QUEUE: usize = 1024;
 const COMMANDS: usize = 256;
+/// Remote addresses whose local candidate a peer remembers (ICE checks use a handful).
+const MAX_REMOTE_ADDRS: usize = 16;
 /// Most queued items handled per wake-up before the connection is drained.
 const BATCH: usize = 64;
 
@@ -97,6 +100,8 @@ pub(super) struct Peer {
     closed: bool,
     /// How media last left for the client: `udp` or `tcp` (ICE-TCP).
     path: Option<&'static str>,
+    /// Our candidate address per remote address seen (see [`PeerFactory::local_addr_for`]).
+    local_addrs: Vec<(SocketAddr, Transport, SocketAddr)>,
     ups: Vec<UpTrack>,
     up_by_ssrc: HashMap<u32, usize>,
     downs: HashMap<TrackId, DownTrack>,
@@ -129,6 +134,7 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         connected: false,
         saw_media: false,
         path: None,
+        local_addrs: Vec::new(),
         closed: false,
         ups: Vec::new(),
         up_by_ssrc: HashMap::new(),
@@ -230,7 +236,7 @@ impl Peer {
     }
 
     fn on_datagram(&mut self, dg: Datagram) {
-        let Some(local_addr) = self.ctx.factory.local_addr_for(dg.from, dg.transport) else {
+        let Some(local_addr) = self.local_addr_for(dg.from, dg.transport) else {
             return;
         };
         let transport_protocol = match dg.transport {
@@ -250,6 +256,23 @@ impl Peer {
         if let Err(e) = self.pc.handle_read(msg) {
             tracing::debug!(peer = self.ctx.id, error = %e, "datagram refused");
         }
+    }
+
+    /// Our candidate address for datagrams from `from`, remembered per remote address.
+    fn local_addr_for(&mut self, from: SocketAddr, transport: Transport) -> Option<SocketAddr> {
+        if let Some((_, _, local)) = self
+            .local_addrs
+            .iter()
+            .find(|(f, t, _)| *f == from && *t == transport)
+        {
+            return Some(*local);
+        }
+        let local = self.ctx.factory.local_addr_for(from, transport)?;
+        if self.local_addrs.len() >= MAX_REMOTE_ADDRS {
+            self.local_addrs.remove(0);
+        }
+        self.local_addrs.push((from, transport, local));
+        Some(local)
     }
 
     /// Events, then application reads, then wire writes: the order the stack advances in.

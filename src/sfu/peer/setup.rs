@@ -167,12 +167,26 @@ impl PeerFactory {
 
     /// The advertised address a datagram from `peer` arrived on (same transport and address
     /// family): the ICE agent only accepts traffic addressed to one of its own candidates.
+    ///
+    /// With several addresses of one family, it is the one this host routes `peer` from (the
+    /// address replies leave with, which is what the client's checks verify); costs a route
+    /// lookup, so callers cache the answer per peer address.
     pub fn local_addr_for(&self, peer: SocketAddr, transport: Transport) -> Option<SocketAddr> {
         let list = match transport {
             Transport::Udp => &self.candidates,
             Transport::Tcp => &self.tcp_candidates,
         };
-        list.iter().find(|c| c.is_ipv4() == peer.is_ipv4()).copied()
+        let mut same_family = list.iter().filter(|c| c.is_ipv4() == peer.is_ipv4());
+        let first = same_family.next().copied()?;
+        if list.len() == 1 {
+            return Some(first);
+        }
+        let routed = route_source(peer).and_then(|ip| {
+            list.iter()
+                .find(|c| c.ip() == ip && c.is_ipv4() == peer.is_ipv4())
+                .copied()
+        });
+        Some(routed.unwrap_or(first))
     }
 
     pub fn build(&self, now: Instant) -> rtc::shared::error::Result<RTCPeerConnection> {
@@ -234,6 +248,19 @@ impl PeerFactory {
         }
         Ok(pc)
     }
+}
+
+/// The source address this host would use towards `peer` (a route lookup: connecting a UDP
+/// socket sends nothing).
+fn route_source(peer: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(peer).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 /// A passive ICE-TCP host candidate (RFC 6544): clients connect to it.

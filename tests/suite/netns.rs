@@ -1,0 +1,704 @@
+//! Clinics behind strict networks, built with network namespaces: the server in one namespace,
+//! a clinic's client in another (behind a firewall or a masquerading router), the doctor in
+//! the test's own namespace over a veth of its own. Every address belongs to these veths.
+//!
+//! ```text
+//!  test (doctor)                 srv (relais)                     cli (clinic)
+//!  10.210.N.1 ── veth ── 10.210.N.2   10.211.N.1 ── veth ── 10.211.N.2
+//!                                                 └─ or: rtr 10.211.N.2 (masquerade)
+//!                                                        rtr 10.212.N.1 ── veth ── 10.212.N.2 cli
+//! ```
+//!
+//! Needs root (namespaces, veths, nftables): without, each test says so and skips. CI runs as
+//! root. Each test uses its own `N`, namespace names carry the process id, and everything is
+//! deleted on drop (processes started in a namespace are stopped by pid first).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use relais::client::peer::{ClientPeer, Entry, PeerConfig};
+use relais::ids::{Identity, Role};
+use relais::load::TokenMinter;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Why namespace tests cannot run here, if they cannot.
+fn unavailable() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root: network namespaces need CAP_NET_ADMIN".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!(
+                "`{tool}` is missing (scripts/prepare/50-netns.sh installs it)"
+            ));
+        }
+    }
+    None
+}
+
+macro_rules! require_netns {
+    () => {
+        if let Some(why) = unavailable() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+/// A network namespace, deleted on drop after the processes in it are stopped.
+struct Ns {
+    name: String,
+}
+
+impl Ns {
+    fn create(name: String) -> Result<Self, String> {
+        // Left over by an earlier, killed run with the same pid.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    fn tokio_command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c.kill_on_drop(true);
+        c
+    }
+
+    /// Loads an nftables ruleset into this namespace.
+    fn nft(&self, ruleset: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut child = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        for signal in ["-TERM", "-KILL"] {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .args([signal, &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// How the clinic reaches the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clinic {
+    /// A direct link.
+    Direct,
+    /// Behind a router that masquerades (NAT) the clinic's addresses.
+    Masqueraded,
+}
+
+/// The namespaces and links of one test. Field order is drop order: clients first.
+struct Lab {
+    n: u8,
+    cli: Ns,
+    rtr: Option<Ns>,
+    srv: Ns,
+    root_link: String,
+}
+
+impl Lab {
+    fn build(n: u8, clinic: Clinic) -> Result<Self, String> {
+        let pid = std::process::id();
+        let srv = Ns::create(format!("relais-srv{n}-{pid}"))?;
+        let cli = Ns::create(format!("relais-cli{n}-{pid}"))?;
+        let rtr = match clinic {
+            Clinic::Direct => None,
+            Clinic::Masqueraded => Some(Ns::create(format!("relais-rtr{n}-{pid}"))?),
+        };
+        let root_link = format!("rl{n}-{}", pid % 100_000);
+        let _ = Command::new("ip")
+            .args(["link", "del", &root_link])
+            .stderr(Stdio::null())
+            .status();
+        let lab = Self {
+            n,
+            cli,
+            rtr,
+            srv,
+            root_link,
+        };
+        // The test's namespace (the doctor) ↔ srv.
+        ip(&[
+            "link",
+            "add",
+            &lab.root_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "netns",
+            &lab.srv.name,
+        ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.210.{n}.1/24"),
+            "dev",
+            &lab.root_link,
+        ])?;
+        ip(&["link", "set", &lab.root_link, "up"])?;
+        lab.srv
+            .ip(&["addr", "add", &format!("10.210.{n}.2/24"), "dev", "s0"])?;
+        lab.srv.ip(&["link", "set", "s0", "up"])?;
+        // srv ↔ the clinic side (the client, or its router).
+        let edge = lab.rtr.as_ref().unwrap_or(&lab.cli);
+        lab.srv.ip(&[
+            "link", "add", "s1", "type", "veth", "peer", "name", "e1", "netns", &edge.name,
+        ])?;
+        lab.srv
+            .ip(&["addr", "add", &format!("10.211.{n}.1/24"), "dev", "s1"])?;
+        lab.srv.ip(&["link", "set", "s1", "up"])?;
+        edge.ip(&["addr", "add", &format!("10.211.{n}.2/24"), "dev", "e1"])?;
+        edge.ip(&["link", "set", "e1", "up"])?;
+        if let Some(rtr) = &lab.rtr {
+            rtr.ip(&[
+                "link",
+                "add",
+                "r2",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "c2",
+                "netns",
+                &lab.cli.name,
+            ])?;
+            rtr.ip(&["addr", "add", &format!("10.212.{n}.1/24"), "dev", "r2"])?;
+            rtr.ip(&["link", "set", "r2", "up"])?;
+            lab.cli
+                .ip(&["addr", "add", &format!("10.212.{n}.2/24"), "dev", "c2"])?;
+            lab.cli.ip(&["link", "set", "c2", "up"])?;
+            lab.cli
+                .ip(&["route", "add", "default", "via", &format!("10.212.{n}.1")])?;
+            run(rtr.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+            rtr.nft(
+                "table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
+                 oifname \"e1\" masquerade\n }\n}\n",
+            )?;
+        }
+        Ok(lab)
+    }
+
+    fn doctor_ip(&self) -> String {
+        format!("10.210.{}.1", self.n)
+    }
+
+    /// The server's address on the doctor's link.
+    fn srv_doctor_side(&self) -> String {
+        format!("10.210.{}.2", self.n)
+    }
+
+    /// The server's address on the clinic's link.
+    fn srv_clinic_side(&self) -> String {
+        format!("10.211.{}.1", self.n)
+    }
+
+    /// The client's own address.
+    fn client_ip(&self) -> String {
+        match self.rtr {
+            Some(_) => format!("10.212.{}.2", self.n),
+            None => format!("10.211.{}.2", self.n),
+        }
+    }
+
+    /// Starts relais in `srv` with `extra` settings; media advertised on both links.
+    fn serve(&self, dir: &std::path::Path, extra: &[String]) -> ServerProcess {
+        let mut cmd = self.srv.command(env!("CARGO_BIN_EXE_relais"));
+        cmd.env_remove("RUST_LOG").env_remove("DATABASE_URL");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RELAIS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut args: Vec<String> = [
+            "http.addr=0.0.0.0:0".to_string(),
+            "https.enabled=false".into(),
+            "media.udp_addr=0.0.0.0:0".into(),
+            format!(
+                "media.public_ips={},{}",
+                self.srv_clinic_side(),
+                self.srv_doctor_side()
+            ),
+            "turn.udp_addr=0.0.0.0:0".into(),
+            "turn.tcp_addr=0.0.0.0:0".into(),
+            format!("auth.jwt_secret={SECRET}"),
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .flat_map(|kv| ["--set".to_string(), kv])
+        .collect();
+        if !extra.iter().any(|kv| kv.starts_with("media.tcp_addr=")) {
+            args.extend(["--set".into(), "media.tcp_addr=0.0.0.0:0".into()]);
+        }
+        if !extra.iter().any(|kv| kv.starts_with("turn.tls_addr=")) {
+            args.extend(["--set".into(), "turn.tls_addr=0.0.0.0:0".into()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        serve_with(cmd, dir, &refs)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting srv removes its veths, the test's end included; this is for a half-built lab.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_link])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A consultation on a server in the lab: REST from the test's namespace.
+struct Consultation {
+    base_for_doctor: String,
+    base_for_clinic: String,
+    session: i64,
+    conversation: i64,
+    code: String,
+    minter: TokenMinter,
+}
+
+impl Consultation {
+    async fn create(lab: &Lab, server: &ServerProcess, patients: &[i64]) -> Self {
+        let port = server.base.rsplit(':').next().unwrap().to_string();
+        let base_for_doctor = format!("http://{}:{port}", lab.srv_doctor_side());
+        let base_for_clinic = format!("http://{}:{port}", lab.srv_clinic_side());
+        let minter = TokenMinter::from_secret(SECRET);
+        let api = relais::client::api::ApiClient::new(
+            reqwest::Client::new(),
+            &base_for_doctor,
+            &minter.token(Identity::new(Role::Medecin, 79)),
+        );
+        let members: Vec<(&str, i64)> = patients.iter().map(|p| ("patient", *p)).collect();
+        let kind = if patients.len() == 1 {
+            "private"
+        } else {
+            "group"
+        };
+        let conversation = api.create_conversation(kind, &members).await.unwrap();
+        let (status, v) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/messaging/webrtc/sessions",
+                Some(&json!({"conversation_id": conversation})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{v}");
+        Self {
+            base_for_doctor,
+            base_for_clinic,
+            session: v["data"]["session"]["id"].as_i64().unwrap(),
+            conversation,
+            code: v["data"]["conferenceLink"]["joinCode"]
+                .as_str()
+                .unwrap()
+                .into(),
+            minter,
+        }
+    }
+
+    /// The doctor, publishing from the test's namespace over UDP.
+    async fn doctor(&self, lab: &Lab) -> ClientPeer {
+        let who = Identity::new(Role::Medecin, 79);
+        let mut cfg = PeerConfig::new(
+            &self.base_for_doctor,
+            &self.minter.token(who),
+            who,
+            self.session,
+            Entry::Publish,
+        );
+        cfg.conversation_id = self.conversation;
+        cfg.udp_bind = vec![format!("{}:0", lab.doctor_ip())];
+        cfg.keyframe_interval = Duration::from_millis(500);
+        cfg.video_bitrate_bps = 300_000;
+        let mut peer = ClientPeer::start(cfg).await.unwrap();
+        peer.wait_connected(Duration::from_secs(15))
+            .await
+            .expect("the doctor connects");
+        peer
+    }
+
+    /// A webrtc-rs patient in the clinic (`relais-load peer`), run for a few seconds; its report.
+    async fn webrtc_rs_patient(&self, lab: &Lab, id: i64, options: &[&str]) -> Value {
+        let out = lab
+            .cli
+            .tokio_command(env!("CARGO_BIN_EXE_relais-load"))
+            .args([
+                "--url",
+                &self.base_for_clinic,
+                "--jwt-secret",
+                SECRET,
+                "peer",
+            ])
+            .args(["--session", &self.session.to_string()])
+            .args(["--id", &id.to_string(), "--code", &self.code])
+            .args(["--bind", &lab.client_ip(), "--duration", "5s"])
+            .args(options)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        last_json(&out)
+    }
+
+    /// An aiortc patient in the clinic, run for a few seconds; its report.
+    async fn aiortc_patient(&self, lab: &Lab, id: i64, env: &[(&str, String)]) -> Value {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "aiortc is not installed: run scripts/prepare/30-python-aiortc.sh (.ci/run does)"
+        );
+        let out = lab
+            .cli
+            .tokio_command(python)
+            .arg(root.join("tests/py/aiortc_peer.py"))
+            .env("BASE", &self.base_for_clinic)
+            .env("TOKEN", self.minter.token(Identity::new(Role::Patient, id)))
+            .env("USER_ID", id.to_string())
+            .env("USER_TYPE", "patient")
+            .env("SESSION_ID", self.session.to_string())
+            .env("CODE", &self.code)
+            .env("HOST_IPS", lab.client_ip())
+            .env("SECONDS", "5")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(std::env::var("AIORTC_LOG").map(|v| ("AIORTC_LOG", v)))
+            .output()
+            .await
+            .unwrap();
+        let mut report = last_json(&out);
+        if report["ok"] != true {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(4000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            report["stderr"] = Value::String(tail);
+        }
+        report
+    }
+
+    /// TURN credentials and the URL for `scheme_transport` (`turn:…udp`, `turn:…tcp`, `turns:`).
+    async fn turn_url(
+        &self,
+        id: i64,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<(&'static str, String)> {
+        let api = relais::client::api::ApiClient::new(
+            reqwest::Client::new(),
+            &self.base_for_doctor,
+            &self.minter.token(Identity::new(Role::Patient, id)),
+        );
+        let (status, v) = api
+            .call(
+                reqwest::Method::GET,
+                "/api/messaging/webrtc/ice-servers",
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        let s = &v["data"]["iceServers"][0];
+        let url = s["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u.as_str())
+            .find(|u| wanted(u))
+            .unwrap_or_else(|| panic!("no such TURN URL in {s}"))
+            .to_string();
+        vec![
+            ("ICE_URL", url),
+            ("ICE_USERNAME", s["username"].as_str().unwrap().into()),
+            ("ICE_CREDENTIAL", s["credential"].as_str().unwrap().into()),
+        ]
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base_for_doctor))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn last_json(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no report ({}): {stdout}\n{stderr}", out.status))
+}
+
+/// Waits (bounded) until the doctor receives one audio and one video stream per patient;
+/// returns what it receives.
+async fn doctor_receives(doctor: &ClientPeer, patients: usize) -> (usize, usize) {
+    eventually(Duration::from_secs(10), || {
+        doctor.received.streams_with(50) == (patients, patients)
+    })
+    .await;
+    doctor.received.streams_with(50)
+}
+
+/// A webrtc-rs patient received audio and video from each of the `others`; when all of them
+/// send the synthetic media of webrtc-rs peers, every payload arrived intact.
+fn assert_webrtc_rs_received(report: &Value, others: u64, all_synthetic: bool) {
+    assert_eq!(report["audio_streams"], others, "{report}");
+    assert_eq!(report["video_streams"], others, "{report}");
+    if all_synthetic {
+        assert_eq!(report["corrupt"], 0, "{report}");
+    }
+}
+
+/// aiortc received the doctor's media (synthetic, so counted as RTP packets, not frames).
+fn assert_aiortc_received(report: &Value) {
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        report["packets"]["video"].as_u64().unwrap() >= 50,
+        "{report}"
+    );
+    assert!(
+        report["packets"]["audio"].as_u64().unwrap() >= 100,
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn udp_blocked_clinic_connects_over_ice_tcp_and_turn_tcp() {
+    require_netns!();
+    let lab = Lab::build(1, Clinic::Direct).unwrap();
+    lab.cli
+        .nft(
+            "table inet clinic {\n chain out {\n  type filter hook output priority 0;\n  \
+             meta l4proto udp drop\n }\n}\n",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve(dir.path(), &[]);
+    let c = Consultation::create(&lab, &server, &[11, 12]).await;
+    let doctor = c.doctor(&lab).await;
+
+    // webrtc-rs: no UDP, so its active ICE-TCP candidate meets the server's passive one.
+    let webrtc_rs = c.webrtc_rs_patient(&lab, 11, &["--transports", "udp,tcp"]);
+    // aiortc has no ICE-TCP: it goes through TURN over TCP.
+    let turn = c
+        .turn_url(12, |u| u.starts_with("turn:") && u.ends_with("tcp"))
+        .await;
+    let aiortc = c.aiortc_patient(&lab, 12, &turn);
+    let ((webrtc_rs, aiortc), at_doctor) = tokio::join!(
+        async { tokio::join!(webrtc_rs, aiortc) },
+        doctor_receives(&doctor, 2)
+    );
+    assert_eq!(at_doctor, (2, 2), "{webrtc_rs}\n{aiortc}");
+    assert_webrtc_rs_received(&webrtc_rs, 2, false);
+    assert_eq!(webrtc_rs["protocol"], "tcp", "{webrtc_rs}");
+    assert_eq!(webrtc_rs["local_candidate"], "host", "{webrtc_rs}");
+    assert_aiortc_received(&aiortc);
+    assert_eq!(aiortc["local_candidate"], "relay", "{aiortc}");
+    let m = c.metrics().await;
+    assert!(
+        metric_value(&m, "relais_turn_packets_to_client_total") > 100.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(
+            &m,
+            "relais_turn_requests_total{method=\"allocate\",outcome=\"ok\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    doctor.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_only_clinic_connects_through_turn_tls_on_443() {
+    require_netns!();
+    let lab = Lab::build(2, Clinic::Direct).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve(dir.path(), &["turn.tls_addr=0.0.0.0:443".into()]);
+    let http_port = server.base.rsplit(':').next().unwrap().to_string();
+    // Nothing out but TCP to 443 (and to the web app's port, for signaling).
+    lab.cli
+        .nft(&format!(
+            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
+             oifname \"lo\" accept\n  tcp dport {{ 443, {http_port} }} accept\n }}\n}}\n"
+        ))
+        .unwrap();
+    let c = Consultation::create(&lab, &server, &[11]).await;
+    let doctor = c.doctor(&lab).await;
+    let mut env = c.turn_url(11, |u| u.starts_with("turns:")).await;
+    assert!(env[0].1.ends_with(":443?transport=tcp"), "{env:?}");
+    env.push((
+        "SSL_CERT_FILE",
+        dir.path()
+            .join("certs/relais-selfsigned.crt")
+            .display()
+            .to_string(),
+    ));
+    let (aiortc, at_doctor) = tokio::join!(
+        c.aiortc_patient(&lab, 11, &env),
+        doctor_receives(&doctor, 1)
+    );
+    assert_eq!(at_doctor, (1, 1), "{aiortc}");
+    assert_aiortc_received(&aiortc);
+    assert_eq!(aiortc["local_candidate"], "relay", "{aiortc}");
+    let m = c.metrics().await;
+    assert!(
+        metric_value(&m, "relais_turn_packets_to_client_total") > 100.0,
+        "{m}"
+    );
+    doctor.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_only_clinic_connects_over_ice_tcp_on_443() {
+    require_netns!();
+    let lab = Lab::build(3, Clinic::Direct).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve(dir.path(), &["media.tcp_addr=0.0.0.0:443".into()]);
+    let http_port = server.base.rsplit(':').next().unwrap().to_string();
+    lab.cli
+        .nft(&format!(
+            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
+             oifname \"lo\" accept\n  tcp dport {{ 443, {http_port} }} accept\n }}\n}}\n"
+        ))
+        .unwrap();
+    let c = Consultation::create(&lab, &server, &[11]).await;
+    let doctor = c.doctor(&lab).await;
+    let (report, at_doctor) = tokio::join!(
+        c.webrtc_rs_patient(&lab, 11, &["--transports", "udp,tcp"]),
+        doctor_receives(&doctor, 1)
+    );
+    assert_eq!(at_doctor, (1, 1), "{report}");
+    assert_webrtc_rs_received(&report, 1, true);
+    assert_eq!(report["protocol"], "tcp", "{report}");
+    doctor.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clinic_behind_nat_connects_over_udp_and_through_turn_when_forced() {
+    require_netns!();
+    let lab = Lab::build(4, Clinic::Masqueraded).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve(dir.path(), &[]);
+    let c = Consultation::create(&lab, &server, &[11, 12]).await;
+    let doctor = c.doctor(&lab).await;
+    let direct = c.webrtc_rs_patient(&lab, 11, &[]);
+    let relayed = c.webrtc_rs_patient(&lab, 12, &["--turn", "udp", "--relay"]);
+    let ((direct, relayed), at_doctor) = tokio::join!(
+        async { tokio::join!(direct, relayed) },
+        doctor_receives(&doctor, 2)
+    );
+    assert_eq!(at_doctor, (2, 2), "{direct}\n{relayed}");
+    assert_webrtc_rs_received(&direct, 2, true);
+    assert_eq!(direct["protocol"], "udp", "{direct}");
+    assert_eq!(direct["local_candidate"], "host", "{direct}");
+    assert_webrtc_rs_received(&relayed, 2, true);
+    assert_eq!(relayed["local_candidate"], "relay", "{relayed}");
+    let m = c.metrics().await;
+    assert!(
+        metric_value(&m, "relais_turn_packets_to_peer_total") > 100.0,
+        "{m}"
+    );
+    doctor.close().await;
+}
