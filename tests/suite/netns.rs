@@ -702,3 +702,173 @@ async fn clinic_behind_nat_connects_over_udp_and_through_turn_when_forced() {
     );
     doctor.close().await;
 }
+
+/// relais behind a 1:1 NAT with `examples/nat-1to1.toml` (only addresses overridden): the
+/// clinic sees the public address alone, and connects directly and through TURN.
+///
+/// ```text
+///  test ── 10.220.5.1 ─ admin link ─ 10.220.5.2 ┐
+///                                     srv 10.221.5.2 ── gw 10.221.5.1 | 10.222.5.1 (+ .10 public)
+///                                                                     └── cli 10.222.5.2
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_behind_nat_1to1_with_the_example_configuration() {
+    require_netns!();
+    let pid = std::process::id();
+    let srv = Ns::create(format!("relais-nsrv-{pid}")).unwrap();
+    let gw = Ns::create(format!("relais-ngw-{pid}")).unwrap();
+    let cli = Ns::create(format!("relais-ncli-{pid}")).unwrap();
+    let admin = format!("rla-{}", pid % 100_000);
+    let _ = Command::new("ip")
+        .args(["link", "del", &admin])
+        .stderr(Stdio::null())
+        .status();
+    let public = "10.222.5.10";
+    (|| -> Result<(), String> {
+        ip(&["link", "add", &admin, "type", "veth", "peer", "name", "a0", "netns", &srv.name])?;
+        ip(&["addr", "add", "10.220.5.1/24", "dev", &admin])?;
+        ip(&["link", "set", &admin, "up"])?;
+        srv.ip(&["addr", "add", "10.220.5.2/24", "dev", "a0"])?;
+        srv.ip(&["link", "set", "a0", "up"])?;
+        srv.ip(&["link", "add", "s1", "type", "veth", "peer", "name", "g1", "netns", &gw.name])?;
+        srv.ip(&["addr", "add", "10.221.5.2/24", "dev", "s1"])?;
+        srv.ip(&["link", "set", "s1", "up"])?;
+        srv.ip(&["route", "add", "default", "via", "10.221.5.1"])?;
+        gw.ip(&["addr", "add", "10.221.5.1/24", "dev", "g1"])?;
+        gw.ip(&["link", "set", "g1", "up"])?;
+        gw.ip(&["link", "add", "g2", "type", "veth", "peer", "name", "c2", "netns", &cli.name])?;
+        gw.ip(&["addr", "add", "10.222.5.1/24", "dev", "g2"])?;
+        gw.ip(&["addr", "add", &format!("{public}/24"), "dev", "g2"])?;
+        gw.ip(&["link", "set", "g2", "up"])?;
+        cli.ip(&["addr", "add", "10.222.5.2/24", "dev", "c2"])?;
+        cli.ip(&["link", "set", "c2", "up"])?;
+        run(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        gw.nft(&format!(
+            "table ip nat {{\n chain pre {{\n  type nat hook prerouting priority -100;\n  \
+             ip daddr {public} dnat to 10.221.5.2\n }}\n chain post {{\n  \
+             type nat hook postrouting priority 100;\n  ip saddr 10.221.5.2 snat to {public}\n }}\n}}\n"
+        ))
+    })()
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nat-1to1.toml");
+    let mut cmd = srv.command(env!("CARGO_BIN_EXE_relais"));
+    cmd.env_remove("RUST_LOG").env_remove("DATABASE_URL");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RELAIS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let example = example.display().to_string();
+    let base_url = format!("public_base_url=https://{public}:3443");
+    let media_ips = format!("media.public_ips={public}");
+    let turn_ip = format!("turn.public_ip={public}");
+    let secret = format!("auth.jwt_secret={SECRET}");
+    let server = serve_with(
+        cmd,
+        dir.path(),
+        &[
+            "--config", &example, "--set", &base_url, "--set", &media_ips, "--set", &turn_ip,
+            "--set", &secret,
+        ],
+    );
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    assert_eq!(port, "3000", "the example keeps the default HTTP port");
+
+    // Session set up over the admin link, as the clinic's back office would.
+    let minter = TokenMinter::from_secret(SECRET);
+    let api = relais::client::api::ApiClient::new(
+        reqwest::Client::new(),
+        "http://10.220.5.2:3000",
+        &minter.token(Identity::new(Role::Medecin, 79)),
+    );
+    let conversation = api
+        .create_conversation("group", &[("patient", 11), ("patient", 12)])
+        .await
+        .unwrap();
+    let (status, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/messaging/webrtc/sessions",
+            Some(&json!({"conversation_id": conversation})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        v["data"]["conferenceLink"]["conferenceUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("https://{public}:3443/")),
+        "{v}"
+    );
+    let session = v["data"]["session"]["id"].as_i64().unwrap().to_string();
+    let code = v["data"]["conferenceLink"]["joinCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Everyone in the clinic, which knows only the public address.
+    let url = format!("http://{public}:3000");
+    let peer = |role: &str, id: &str, extra: Vec<String>| {
+        let mut c = cli.tokio_command(env!("CARGO_BIN_EXE_relais-load"));
+        c.args([
+            "--url",
+            &url,
+            "--jwt-secret",
+            SECRET,
+            "peer",
+            "--session",
+            &session,
+        ])
+        .args([
+            "--role",
+            role,
+            "--id",
+            id,
+            "--bind",
+            "10.222.5.2",
+            "--duration",
+            "6s",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn");
+        c.output()
+    };
+    let doctor = peer(
+        "medecin",
+        "79",
+        vec!["--conversation".into(), conversation.to_string()],
+    );
+    let direct = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peer("patient", "11", vec!["--code".into(), code.clone()]).await
+    };
+    let relayed = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peer(
+            "patient",
+            "12",
+            ["--code", &code, "--turn", "udp", "--relay"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .await
+    };
+    let (doctor, direct, relayed) = tokio::join!(doctor, direct, relayed);
+    let (doctor, direct, relayed) = (
+        last_json(&doctor.unwrap()),
+        last_json(&direct.unwrap()),
+        last_json(&relayed.unwrap()),
+    );
+    for report in [&doctor, &direct, &relayed] {
+        assert_webrtc_rs_received(report, 2, true);
+    }
+    assert_eq!(direct["local_candidate"], "host", "{direct}");
+    assert_eq!(relayed["local_candidate"], "relay", "{relayed}");
+    drop(server);
+    drop(cli);
+    drop(gw);
+    drop(srv);
+}
