@@ -125,12 +125,15 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       if (!isInitiator && !parsed) return fail('bad_link');
       if (isInitiator && auth.user.role !== 'medecin') return fail('doctor_only');
 
+      // The server's TURN, for clinics without UDP: from the code check or the new session.
+      let iceServers: RTCIceServer[] = [];
       // A wrong or expired code is told before asking for the camera.
       if (parsed && !isInitiator) {
         setPhase({ kind: 'starting', step: "Vérification du code d'accès…" });
         try {
           const v = await api.validateCode(parsed.code, parsed.sessionId);
           if (!v.isValid) return fail(v.reason ?? 'invalid_code');
+          iceServers = v.iceServers ?? [];
         } catch (e) {
           if (e instanceof ApiError && e.status === 429) return fail('too_many_attempts');
           // Otherwise the join itself will tell.
@@ -180,6 +183,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           setLink(created.conferenceLink);
           sessionId = created.session.id;
           code = created.conferenceLink.joinCode;
+          iceServers = created.iceServers ?? [];
         } catch (e) {
           return fail(e instanceof ApiError ? e.code : 'unreachable', (e as Error).message, true);
         }
@@ -192,6 +196,13 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           fullLink: `${location.origin}/conference/${sessionId}?code=${encodeURIComponent(parsed.code)}`,
         });
       }
+      if (iceServers.length === 0) {
+        iceServers = await api
+          .iceServers()
+          .then((a) => a.iceServers)
+          .catch(() => []);
+        if (!alive) return;
+      }
       sessionRef.current = sessionId;
       created = new ConsultationCall({
         signaling: services.signaling,
@@ -203,6 +214,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
         self,
         localStream: stream,
         createPeerConnection: services.createPeerConnection,
+        iceServers,
         log: (m, d) => console.debug(`[relais call ${sessionId}] ${m}`, d ?? ''),
       });
       setPhase({ kind: 'call', call: created });

@@ -67,6 +67,15 @@ export interface CreatedSession {
   session: SessionView;
   conferenceLink?: ConferenceLink;
   expiresAt?: string;
+  /** The server's TURN URLs with fresh credentials (empty when TURN is off). */
+  iceServers?: RTCIceServer[];
+}
+
+export interface IceServersAnswer {
+  iceServers: RTCIceServer[];
+  /** Seconds the credentials stay valid. */
+  ttl: number;
+  expiresAt: number | null;
 }
 
 export interface DevTokenAnswer {
@@ -208,7 +217,13 @@ export class Api {
       expiresAt: string | null;
       createdBy: UserRef | null;
       reason?: string;
+      iceServers?: RTCIceServer[];
     }>('POST', '/api/messaging/webrtc/validate-code', { code, sessionId });
+  }
+
+  /** TURN credentials for the signed-in user (relay for clinics without UDP). */
+  iceServers(): Promise<IceServersAnswer> {
+    return this.call<IceServersAnswer>('GET', '/api/messaging/webrtc/ice-servers');
   }
 
   // ---- development sign-in ------------------------------------------------------------------

@@ -44,6 +44,21 @@ const joinOffer = sdpOf([
   { kind: 'video', mid: '3', direction: 'sendonly', stream: 'medecin-79' },
 ]);
 
+describe('ConsultationCall: ICE servers', () => {
+  it("uses the server's TURN for every PeerConnection it builds", async () => {
+    const turn: RTCIceServer = {
+      urls: ['turn:10.0.0.1:3478?transport=udp', 'turns:relais.example:5349?transport=tcp'],
+      username: '1764000000:patient-11',
+      credential: 'c2VjcmV0',
+    };
+    const { pcs, call } = await setup('publish', { iceServers: [turn] });
+    call.start();
+    await settle();
+    expect(pcs.last.config.iceServers).toEqual([turn]);
+    call.destroy();
+  });
+});
+
 describe('ConsultationCall: the doctor publishes', () => {
   it('offers audio and video, applies the answer, then candidates', async () => {
     const { socket, pcs, call } = await setup('publish');

@@ -95,6 +95,11 @@ export interface CallOptions {
   self: UserRef;
   localStream: MediaStream;
   createPeerConnection?: (config: RTCConfiguration) => RTCPeerConnection;
+  /**
+   * The server's own TURN (from the session or `/webrtc/ice-servers`): the way out for
+   * clinics whose firewall drops UDP. No STUN or TURN of anyone else.
+   */
+  iceServers?: RTCIceServer[];
   reconnect?: Partial<ReconnectPolicy>;
   log?: (message: string, detail?: unknown) => void;
 }
@@ -264,8 +269,12 @@ export class ConsultationCall {
     const gen = this.generation;
     const make =
       this.o.createPeerConnection ?? ((config: RTCConfiguration) => new RTCPeerConnection(config));
-    // No STUN/TURN of anyone else: the server's own candidates come with its SDP.
-    const pc = make({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // The server's candidates come with its SDP; its TURN relays when nothing else gets through.
+    const pc = make({
+      iceServers: this.o.iceServers ?? [],
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
     this.pc = pc;
     this.queue = Promise.resolve();
     this.pendingRemoteCandidates = [];
