@@ -71,7 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api-docs/openapi.json", get(openapi::document))
-        .route("/api/dev/token", post(web::dev_token))
+        .route("/api/dev/token", post(web::dev_token).get(web::dev_mode))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(web::client)
         .method_not_allowed_fallback(method_not_allowed)

@@ -14,7 +14,7 @@ use super::{attachments, conversations, messages, ops, web, webrtc};
         attachments::upload, attachments::download,
         webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
         webrtc::ice_servers,
-        ops::healthz, ops::readyz, ops::metrics, web::dev_token,
+        ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode,
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,

@@ -59,6 +59,21 @@ pub struct DevTokenBody {
     pub name: Option<String>,
 }
 
+/// Whether development sign-in is available: 200 `{developmentMode: true}` in development
+/// mode, 404 otherwise (so the sign-in page can ask without an error in the console).
+#[utoipa::path(get, path = "/api/dev/token", tag = "development",
+    responses((status = 200, description = "development mode"), (status = 404, description = "not in development mode")))]
+pub async fn dev_mode(State(state): State<AppState>) -> ApiResult<Response> {
+    if !state.verifier.development_mode {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            "not_found",
+            "no such endpoint",
+        ));
+    }
+    Ok(Json(json!({ "success": true, "data": { "developmentMode": true } })).into_response())
+}
+
 /// Development mode only (no configured JWT secret): a token for any role and id, for the
 /// client's sign-in page. With a real secret configured this endpoint does not exist (404).
 #[utoipa::path(post, path = "/api/dev/token", tag = "development",

@@ -14,6 +14,7 @@ mod socketio_js;
 mod tls;
 mod turn;
 mod turn_client;
+mod web_client;
 mod webrtc_media;
 mod webrtc_process;
 mod webrtc_sessions;

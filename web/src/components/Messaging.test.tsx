@@ -198,10 +198,9 @@ describe('SignInPage', () => {
   it('in development mode, signs in with a chosen role and id', async () => {
     const t = fakeToken({ role: 'patient', sub: '11' });
     const rest = fakeRest({
+      'GET /api/dev/token': () => [200, { success: true, data: { developmentMode: true } }],
       'POST /api/dev/token': (body) =>
-        body.id === 0
-          ? [400, { success: false, error: { code: 'invalid_id', message: 'id must be a positive number' } }]
-          : [200, { success: true, data: { token: t, user: { userId: body.id, userType: body.role, role: body.role } } }],
+        [200, { success: true, data: { token: t, user: { userId: body.id, userType: body.role, role: body.role } } }],
     });
     const onSignedIn = vi.fn();
     renderWithServices(<SignInPage onSignedIn={onSignedIn} defaultRole="patient" />, {

@@ -228,6 +228,11 @@ export class Api {
 
   // ---- development sign-in ------------------------------------------------------------------
 
+  /** Whether development sign-in exists (a 404 ApiError means a real secret is configured). */
+  devMode(): Promise<{ developmentMode: boolean }> {
+    return this.call<{ developmentMode: boolean }>('GET', '/api/dev/token');
+  }
+
   /** Development mode only; a 404 (ApiError status 404) means a real secret is configured. */
   devToken(role: Role, id: number, name?: string): Promise<DevTokenAnswer> {
     return this.call<DevTokenAnswer>('POST', '/api/dev/token', { role, id, name: name || undefined });

@@ -48,7 +48,7 @@ describe('auth', () => {
     const a = api(404, { success: false, error: { code: 'not_found', message: 'no such endpoint' } });
     await expect(devSignIn('medecin', 79, undefined, a)).rejects.toBeInstanceOf(DevSignInUnavailable);
     await expect(probeDevMode(a)).resolves.toBe(false);
-    await expect(probeDevMode(api(400, { success: false, error: { code: 'invalid_id', message: 'id' } }))).resolves.toBe(true);
+    await expect(probeDevMode(api(200, { success: true, data: { developmentMode: true } }))).resolves.toBe(true);
   });
 
   it('an expired stored token is dropped; the seed localStorage keys are read', () => {

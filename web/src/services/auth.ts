@@ -120,16 +120,14 @@ export class DevSignInUnavailable extends Error {
 }
 
 /**
- * Whether the server runs in development mode, without minting anything: an invalid id is
- * refused with 400 in development mode, and the endpoint does not exist (404) otherwise.
+ * Whether the server runs in development mode, without minting anything: `GET
+ * /api/dev/token` answers 200 in development mode and 404 otherwise.
  */
 export async function probeDevMode(api: Api = new Api()): Promise<boolean> {
   try {
-    await api.devToken('patient', 0);
-    return true;
+    return (await api.devMode()).developmentMode === true;
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) return false;
-    if (e instanceof ApiError && e.status === 400) return true;
     throw e;
   }
 }
