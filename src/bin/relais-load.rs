@@ -41,13 +41,16 @@ enum Command {
     /// One synthetic participant in a session, until `--duration` passes or it is killed
     /// (prints `connected` once its media is up, then a JSON summary at the end).
     Peer(PeerArgs),
+    /// The bare UDP relay used as a baseline (started by `media --baseline`).
+    #[command(hide = true)]
+    Relay(RelayArgs),
 }
 
 #[derive(Args)]
 struct MediaArgs {
     #[arg(long, default_value_t = 50)]
     sessions: usize,
-    /// Participants per session (2 = a 1:1 consultation).
+    /// Participants per session (2 = a 1:1 consultation, more = a group).
     #[arg(long, default_value_t = 2)]
     participants: usize,
     /// Sessions started per second.
@@ -57,19 +60,60 @@ struct MediaArgs {
     warmup: Duration,
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Video bitrate per publisher, bit/s.
     #[arg(long, default_value_t = 1_000_000)]
     video_bitrate: u32,
     #[arg(long, default_value_t = 30)]
     fps: u32,
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     keyframe_interval: Duration,
+    /// Video codec the synthetic frames claim: vp8, vp9 or h264.
+    #[arg(long, default_value = "vp8")]
+    codec: String,
     #[arg(long)]
     audio_only: bool,
+    /// Media transport: `udp`, `tcp` (ICE-TCP) or `turn-udp` (relay candidates only,
+    /// through the server's TURN over UDP).
+    #[arg(long, default_value = "udp")]
+    transport: String,
+    /// Tasks driving the synthetic peers (default: one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Local address of the peers' sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    join_timeout: Duration,
     #[arg(long, default_value_t = 500_000)]
     first_id: i64,
     /// The server's process id: adds its CPU per forwarded packet and RSS per PeerConnection.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Also run the same pattern through a bare UDP relay (the floor), after relais.
+    #[arg(long)]
+    baseline: bool,
+    /// Also run the same scenario through Janus VideoRoom (started on loopback from Debian's
+    /// `janus`), after relais.
+    #[arg(long)]
+    janus: bool,
+    /// Run only this target: `relais` (default), `bare-relay` or `janus`.
+    #[arg(long)]
+    target: Option<String>,
+    /// Janus binary to start.
+    #[arg(long, default_value = "janus")]
+    janus_bin: PathBuf,
+    /// Write an SVG plot of throughput and latency over time here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -169,39 +213,8 @@ fn minter(cli: &Cli) -> anyhow::Result<TokenMinter> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let minter = minter(&cli)?;
     match &cli.command {
-        Command::Media(a) => {
-            let cfg = relais::load::media::MediaLoad {
-                base: cli.url.clone(),
-                sessions: a.sessions,
-                participants: a.participants.max(2),
-                ramp_per_s: a.ramp,
-                warmup: a.warmup,
-                duration: a.duration,
-                video: !a.audio_only,
-                video_bitrate_bps: a.video_bitrate,
-                fps: a.fps,
-                keyframe_interval: a.keyframe_interval,
-                first_id: a.first_id,
-                server_pid: a.server_pid,
-                progress: Some(std::sync::Arc::new(|line: &str| eprintln!("{line}"))),
-            };
-            eprintln!(
-                "media load: {} sessions x {} participants, video {} ({} bit/s, {} fps)",
-                cfg.sessions, cfg.participants, cfg.video, cfg.video_bitrate_bps, cfg.fps
-            );
-            let r = relais::load::media::run(&cfg, &minter).await?;
-            print_media_report(&r);
-            if let Some(path) = &cli.json {
-                std::fs::write(path, serde_json::to_vec_pretty(&r)?)?;
-            }
-            anyhow::ensure!(
-                r.peers_connected == r.peers,
-                "{} of {} peers could not connect",
-                r.peers - r.peers_connected,
-                r.peers
-            );
-            Ok(())
-        }
+        Command::Media(a) => media(&cli, a, &minter).await,
+        Command::Relay(_) => unreachable!("handled before the runtime starts"),
         Command::Peer(a) => {
             use relais::client::peer::{ClientPeer, Entry, PeerConfig};
             let who = relais::ids::Identity::new(a.role, a.id);
@@ -299,74 +312,143 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn print_media_report(r: &relais::load::media::MediaReport) {
-    let opt = |v: Option<f64>, unit: &str| {
-        v.map_or("n/a (give --server-pid)".into(), |v| {
-            format!("{v:.1} {unit}")
-        })
+async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result<()> {
+    use relais::load::engine::io::TransportKind;
+    use relais::load::pattern::{Pattern, VideoCodec};
+    use relais::load::report;
+    let transport = TransportKind::parse(&a.transport).ok_or_else(|| {
+        anyhow::anyhow!("--transport: `{}` is not udp, tcp or turn-udp", a.transport)
+    })?;
+    let codec = VideoCodec::parse(&a.codec)
+        .ok_or_else(|| anyhow::anyhow!("--codec: `{}` is not vp8, vp9 or h264", a.codec))?;
+    anyhow::ensure!(a.participants >= 2, "--participants: at least 2");
+    let cfg = relais::load::media::MediaLoad {
+        base: cli.url.clone(),
+        sessions: a.sessions,
+        participants: a.participants,
+        ramp_per_s: a.ramp,
+        warmup: a.warmup,
+        duration: a.duration,
+        pattern: Pattern {
+            audio: true,
+            video: !a.audio_only,
+            codec,
+            video_bitrate_bps: a.video_bitrate,
+            fps: a.fps.max(1),
+            keyframe_interval: a.keyframe_interval,
+        },
+        first_id: a.first_id,
+        server_pid: a.server_pid,
+        transport,
+        shards: a.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        }),
+        bind: a.bind,
+        join_timeout: a.join_timeout,
+        progress: !a.quiet,
     };
-    let rows: Vec<(&str, String)> = vec![
-        ("sessions", r.sessions.to_string()),
-        (
-            "peers connected",
-            format!("{} / {}", r.peers_connected, r.peers),
-        ),
-        (
-            "join time p50 / p99",
-            format!("{:.0} / {:.0} ms", r.join_ms_p50, r.join_ms_p99),
-        ),
-        (
-            "first packet p50 / p99",
-            format!(
-                "{:.0} / {:.0} ms",
-                r.first_packet_ms_p50, r.first_packet_ms_p99
-            ),
-        ),
-        ("packets/s sent by peers", format!("{:.0}", r.sent_pps)),
-        (
-            "packets/s forwarded (server)",
-            format!("{:.0}", r.forwarded_pps),
-        ),
-        (
-            "packets/s received by peers",
-            format!("{:.0}", r.received_pps),
-        ),
-        ("loss", format!("{:.3} %", r.loss_pct)),
-        (
-            "duplicates / corrupt",
-            format!("{} / {}", r.duplicates, r.corrupt),
-        ),
-        (
-            "latency p50 / p99 / max",
-            format!(
-                "{:.2} / {:.2} / {:.2} ms",
-                r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
-            ),
-        ),
-        ("jitter", format!("{:.2} ms", r.jitter_ms)),
-        ("NACKs / PLIs", format!("{:.0} / {:.0}", r.nacks, r.plis)),
-        ("server drops (window)", format!("{:.0}", r.server_dropped)),
-        (
-            "server CPU per forwarded packet",
-            opt(r.server_cpu_us_per_forwarded_packet, "µs"),
-        ),
-        (
-            "server CPU",
-            opt(r.server_cpu_cores.map(|c| c * 100.0), "% of a core"),
-        ),
-        (
-            "server RSS per PeerConnection",
-            opt(r.server_rss_kib_per_peer, "KiB"),
-        ),
-    ];
-    println!("\n{:<34} value", "measure");
-    for (k, v) in rows {
-        println!("{k:<34} {v}");
+    let targets: Vec<&str> = match a.target.as_deref() {
+        Some(t @ ("relais" | "bare-relay" | "janus")) => vec![t],
+        Some(other) => anyhow::bail!("--target: `{other}` is not relais, bare-relay or janus"),
+        None => {
+            let mut t = vec!["relais"];
+            if a.baseline {
+                t.push("bare-relay");
+            }
+            if a.janus {
+                t.push("janus");
+            }
+            t
+        }
+    };
+    eprintln!(
+        "media load: {} sessions x {} participants over {}, {} ({} bit/s, {} fps) + audio, targets {}",
+        cfg.sessions,
+        cfg.participants,
+        transport.name(),
+        if cfg.pattern.video {
+            a.codec.as_str()
+        } else {
+            "no video"
+        },
+        cfg.pattern.video_bitrate_bps,
+        cfg.pattern.fps,
+        targets.join(", ")
+    );
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for t in &targets {
+        let r = match *t {
+            "relais" => relais::load::media::run(&cfg, minter).await,
+            "bare-relay" => relais::load::baseline::run(&cfg, &std::env::current_exe()?).await,
+            _ => relais::load::janus::run(&cfg, &a.janus_bin).await,
+        };
+        match r {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                eprintln!("{t}: {e:#}");
+                errors.push(format!("{t}: {e:#}"));
+            }
+        }
     }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let comparison = report::Comparison::new(command, runs);
+    println!("\n{}", report::table(&comparison.runs));
+    print!("{}", report::notes(&comparison));
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&comparison)?)?;
+    }
+    if let Some(path) = &a.svg {
+        std::fs::write(path, report::svg(&comparison.runs))?;
+    }
+    // Exit status: every target ran, every peer connected, media flowed, the server answered.
+    for r in &comparison.runs {
+        if r.peers_connected < r.peers {
+            errors.push(format!(
+                "{}: {} of {} peers did not connect",
+                r.target,
+                r.peers - r.peers_connected,
+                r.peers
+            ));
+        }
+        if r.peers_connected > 0 && r.received_pps <= 0.0 {
+            errors.push(format!("{}: no media was received", r.target));
+        }
+        if r.server_unreachable_samples > 0 {
+            errors.push(format!(
+                "{}: the server stopped answering during the run ({} samples)",
+                r.target, r.server_unreachable_samples
+            ));
+        }
+    }
+    anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Relay(a) = &cli.command {
+        // The bare relay: one thread, blocking I/O, no runtime (the floor it stands for).
+        let socket = match std::net::UdpSocket::bind(a.bind).and_then(|s| Ok((s.local_addr()?, s)))
+        {
+            Ok((addr, s)) => {
+                println!("listening {addr}");
+                s
+            }
+            Err(e) => {
+                eprintln!("relais-load relay: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        return match relais::load::relay::run(socket, &stop) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relais-load relay: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Diagnostics on stderr (`RUST_LOG`, default: warnings of the WebRTC stack muted).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,8 +1,25 @@
 //! The load tool's library: scenarios that drive a running relais as real clients do, and
 //! the statistics they report. The `relais-load` binary is a thin CLI over it.
+//!
+//! Media: [`media`] (relais), [`baseline`] (a bare UDP relay, the floor) and [`janus`] (Janus
+//! VideoRoom) run the same [`pattern`] of synthetic media through the [`engine`] (shards of
+//! sans-IO legs), measured over the same window by [`measure`] from the peers' side
+//! ([`recv`]) and the server's ([`probe`]); [`report`] prints, plots and compares.
 
+pub mod baseline;
+pub mod engine;
+pub mod failures;
+pub mod janus;
+pub mod measure;
 pub mod media;
 pub mod messaging;
+pub mod pattern;
+pub mod probe;
+pub mod progress;
+pub mod recv;
+pub mod relay;
+pub mod report;
+pub mod signaling;
 pub mod stats;
 
 use std::path::Path;
