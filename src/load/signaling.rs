@@ -184,6 +184,7 @@ async fn on_event(
     match name {
         "webrtc_answer" => {
             let sdp = data["sdpAnswer"].as_str().unwrap_or_default().to_string();
+            tracing::debug!(%sdp, "server answer");
             let s = sdp.clone();
             shard
                 .call(id, move |l, now, _| l.apply_answer(now, &s))

@@ -539,8 +539,9 @@ impl RtcLeg {
 fn candidate_addr(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix("candidate:")?;
     let parts: Vec<&str> = rest.split_whitespace().collect();
-    let ip: std::net::IpAddr = parts.get(3)?.parse().ok()?;
-    let port: u16 = parts.get(4)?.parse().ok()?;
+    // foundation, component, protocol, priority, address, port
+    let ip: std::net::IpAddr = parts.get(4)?.parse().ok()?;
+    let port: u16 = parts.get(5)?.parse().ok()?;
     Some(SocketAddr::new(ip, port))
 }
 
@@ -557,6 +558,27 @@ pub fn passive_tcp_candidates(sdp: &str) -> Vec<SocketAddr> {
             }
             v
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_from_descriptions() {
+        let sdp = "v=0\r\na=candidate:2693830880 1 udp 2130706431 127.0.0.1 3581 typ host\r\n\
+                   a=candidate:153441841 1 tcp 2124414975 127.0.0.1 3581 typ host tcptype passive\r\n\
+                   a=candidate:153441841 2 tcp 2124414975 127.0.0.1 3581 typ host tcptype passive\r\n";
+        assert_eq!(
+            passive_tcp_candidates(sdp),
+            vec!["127.0.0.1:3581".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            candidate_addr("candidate:1 1 udp 2015363327 192.0.2.2 54022 typ host"),
+            Some("192.0.2.2:54022".parse().unwrap())
+        );
+        assert_eq!(candidate_addr("candidate:nonsense"), None);
+    }
 }
 
 impl Leg for RtcLeg {
