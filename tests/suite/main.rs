@@ -6,6 +6,7 @@ mod aiortc;
 mod bad_input;
 mod cli;
 mod ice_tcp;
+mod load_tool;
 mod messaging_rest;
 mod netns;
 mod persistence;
