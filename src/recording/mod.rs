@@ -17,6 +17,9 @@
 //! - a video track writes nothing until a keyframe, and after a frame it could not rebuild
 //!   (loss) nothing until the next keyframe: a player never meets a frame whose reference
 //!   is missing. [`Recorder::needs_keyframe`] says when to send a PLI; audio keeps flowing;
+//! - a file starts with every track that is sending: at the start, video that waits for its
+//!   first keyframe holds the file back (bounded by `video_start_wait`) and audio from
+//!   before that keyframe is left out;
 //! - block timestamps are strictly increasing per track, clusters are appended in time
 //!   order, and the Info Duration follows the last complete cluster: a file cut anywhere
 //!   (SIGKILL) plays up to its last cluster with the right duration;
@@ -95,6 +98,11 @@ pub struct RecorderConfig {
     /// Sender Reports already map every track: the first reports (or the slower track's
     /// first packets) can still place the start of each track before it is on disk.
     pub startup_hold: Duration,
+    /// At the start, a video track that has received packets but no keyframe yet holds the
+    /// file back this long (its keyframe was asked for); once it comes, audio from before it
+    /// is left out, so that the file starts with audio and video together. Past this wait
+    /// the file starts without it (it joins later, like a camera turned on late).
+    pub video_start_wait: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -110,6 +118,7 @@ impl Default for RecorderConfig {
             keyframe_request_interval: Duration::from_millis(500),
             max_pending_frames: 4096,
             startup_hold: Duration::from_millis(1000),
+            video_start_wait: Duration::from_millis(800),
         }
     }
 }

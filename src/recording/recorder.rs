@@ -432,6 +432,14 @@ impl<S: Sink> Recorder<S> {
             if !synced && self.now_us < self.config.startup_hold.as_micros() as i64 {
                 return Ok(());
             }
+            if self.video_not_started()
+                && self.now_us < self.config.video_start_wait.as_micros() as i64
+            {
+                return Ok(());
+            }
+        }
+        if self.file_origin_us.is_none() && !self.config.video_start_wait.is_zero() {
+            self.trim_audio_before_video();
         }
         loop {
             let mut best: Option<(usize, i64)> = None;
@@ -458,6 +466,52 @@ impl<S: Sink> Recorder<S> {
             r?;
         }
         Ok(())
+    }
+
+    /// A video track sends but has no frame yet (it waits for its first keyframe).
+    fn video_not_started(&self) -> bool {
+        self.tracks
+            .iter()
+            .any(|t| t.is_video() && t.ssrc.is_some() && t.pending.is_empty() && t.number.is_none())
+    }
+
+    /// Before the first write: audio older than the first video frame waiting is dropped,
+    /// so the file starts with both (half an audio frame of slack).
+    fn trim_audio_before_video(&mut self) {
+        let start = self
+            .tracks
+            .iter()
+            .filter(|t| t.is_video())
+            .filter_map(|t| t.pending.front().map(|f| self.frame_time(t, f)))
+            .min();
+        let Some(start) = start else { return };
+        let mut dropped = 0;
+        let Recorder {
+            tracks,
+            sender,
+            pool,
+            ..
+        } = self;
+        for t in tracks.iter_mut().filter(|t| !t.is_video()) {
+            while let Some(f) = t.pending.front() {
+                let ts = if f.generation == t.generation {
+                    t.clock.local_us(f.rtp_ext, sender)
+                } else {
+                    f.ts_us
+                };
+                if ts + 10_000 >= start {
+                    break;
+                }
+                if let Some(f) = t.pending.pop_front()
+                    && pool.len() < POOL_MAX
+                {
+                    pool.push(f.data);
+                }
+                dropped += 1;
+            }
+        }
+        self.pending_frames -= dropped;
+        self.stats.frames_dropped += dropped as u64;
     }
 
     /// Where a pending frame goes on the local timeline, with what is known now.
@@ -524,6 +578,9 @@ impl<S: Sink> Recorder<S> {
         };
         t.last_written_ms = Some(ms);
         t.end_ms = ms + t.last_duration_ms;
+        if f.generation == t.generation {
+            t.clock.lock();
+        }
         self.stats.frames_written += 1;
         Ok(())
     }
@@ -721,11 +778,11 @@ mod tests {
     type Mem = Recorder<Cursor<Vec<u8>>>;
 
     fn recorder() -> Mem {
-        Recorder::with_sink(
-            Cursor::new(Vec::new()),
-            SystemTime::UNIX_EPOCH,
-            RecorderConfig::default(),
-        )
+        recorder_with(RecorderConfig::default())
+    }
+
+    fn recorder_with(config: RecorderConfig) -> Mem {
+        Recorder::with_sink(Cursor::new(Vec::new()), SystemTime::UNIX_EPOCH, config)
     }
 
     fn packet(ssrc: u32, seq: u16, ts: u32, marker: bool, payload: Vec<u8>) -> Packet {
@@ -786,7 +843,11 @@ mod tests {
 
     #[test]
     fn video_waits_for_a_keyframe_and_audio_does_not() {
-        let mut r = recorder();
+        // Past the start (no wait for video), audio flows while video waits.
+        let mut r = recorder_with(RecorderConfig {
+            video_start_wait: Duration::ZERO,
+            ..RecorderConfig::default()
+        });
         let v = r.add_track(Codec::Vp8, 90_000, 0).unwrap();
         let a = r.add_track(Codec::Opus, 48_000, 2).unwrap();
         assert!(r.needs_keyframe(v));
@@ -825,6 +886,52 @@ mod tests {
             assert!(times.windows(2).all(|w| w[0] < w[1]));
         }
         assert!((p.duration - 3000.0).abs() < 60.0, "{}", p.duration);
+    }
+
+    /// Recording starts mid-call: video deltas for half a second before the keyframe asked
+    /// for. The file starts at that keyframe, audio with it.
+    #[test]
+    fn the_file_starts_with_audio_and_video_together() {
+        let mut r = recorder();
+        let v = r.add_track(Codec::Vp8, 90_000, 0).unwrap();
+        let a = r.add_track(Codec::Opus, 48_000, 2).unwrap();
+        feed(&mut r, v, a, 0.0, 2.5, |i| i == 15);
+        let (_, sink) = r.finish_into_sink().unwrap();
+        let p = parse(sink.get_ref());
+        let number = |codec: &str| p.tracks.iter().find(|t| t.1 == codec).unwrap().0;
+        let (vn, an) = (number("V_VP8"), number("A_OPUS"));
+        let first = |track| p.blocks.iter().find(|b| b.0 == track).unwrap().1;
+        let (video, audio) = (first(vn), first(an));
+        assert!(video <= 20, "video starts the file: {video}");
+        assert!((audio - video).abs() <= 20, "audio {audio}, video {video}");
+        assert!((p.duration - 2000.0).abs() < 60.0, "{}", p.duration);
+        assert_eq!(p.blocks.iter().filter(|b| b.0 == vn).count(), 60);
+        // A keyframe later than `video_start_wait`: audio from the start, video joins.
+        let mut r = recorder();
+        let v = r.add_track(Codec::Vp8, 90_000, 0).unwrap();
+        let a = r.add_track(Codec::Opus, 48_000, 2).unwrap();
+        feed(&mut r, v, a, 0.0, 3.0, |i| i == 45);
+        let (_, sink) = r.finish_into_sink().unwrap();
+        let p = parse(sink.get_ref());
+        let number = |codec: &str| p.tracks.iter().find(|t| t.1 == codec).unwrap().0;
+        let first = |track| p.blocks.iter().find(|b| b.0 == track).unwrap().1;
+        assert_eq!(first(number("A_OPUS")), 0);
+        assert!((first(number("V_VP8")) - 1500).abs() <= 40);
+    }
+
+    /// A camera that never sends a keyframe holds the start back only so long.
+    #[test]
+    fn audio_does_not_wait_forever_for_video() {
+        let mut r = recorder();
+        let v = r.add_track(Codec::Vp8, 90_000, 0).unwrap();
+        let a = r.add_track(Codec::Opus, 48_000, 2).unwrap();
+        feed(&mut r, v, a, 0.0, 5.0, |_| false);
+        let (_, sink) = r.finish_into_sink().unwrap();
+        let p = parse(sink.get_ref());
+        assert!(p.blocks.iter().all(|b| b.0 == 1), "audio only");
+        let first_audio = p.blocks.first().unwrap().1;
+        assert_eq!(first_audio, 0);
+        assert!((p.duration - 5000.0).abs() < 100.0, "{}", p.duration);
     }
 
     #[test]

@@ -13,12 +13,23 @@
 //! The offset may still go down while nothing is written; the recorder freezes it at its
 //! first write so the timeline never jumps because the network got faster.
 //!
+//! Likewise a source's mapping is locked once the recorder wrote one of its frames
+//! ([`SourceClock::lock`]): later reports then move it only when they disagree with it by
+//! [`RESYNC_US`] or more (a real discontinuity). Each report carries some jitter (the
+//! sender reads its clocks at slightly different moments); following it would shift frames
+//! by a few milliseconds at every report, which players see as irregular frame times.
+//!
 //! Invariants: pure arithmetic, no clock reads; a report that would move a track by more
 //! than [`MAX_REPORT_JUMP_US`] from where its packets arrive is ignored as bogus; times are
 //! not forced monotonic here (the muxer does that per track).
 
 /// Reports further than this from the arrival-based mapping are not trusted.
 pub const MAX_REPORT_JUMP_US: i64 = 5_000_000;
+
+/// Once frames of a source are written, a report moves its mapping only by at least this
+/// much: smaller disagreements are report jitter or slow drift, below what lip sync
+/// perceives (ITU-R BT.1359: audio 45 ms early to 125 ms late).
+pub const RESYNC_US: i64 = 100_000;
 
 /// NTP 32.32 fixed point to microseconds.
 pub fn ntp_to_us(ntp: u64) -> i64 {
@@ -67,6 +78,8 @@ pub struct SourceClock {
     arrival_anchor: (i64, i64),
     /// Latest Sender Report: (unwrapped RTP, NTP µs).
     report: Option<(i64, i64)>,
+    /// Frames of this source are on disk: only large corrections apply.
+    locked: bool,
 }
 
 impl SourceClock {
@@ -77,7 +90,14 @@ impl SourceClock {
             anchored: false,
             arrival_anchor: (0, 0),
             report: None,
+            locked: false,
         }
+    }
+
+    /// Frames mapped with the current mapping were written: from now on reports move it
+    /// only by [`RESYNC_US`] or more.
+    pub fn lock(&mut self) {
+        self.locked = true;
     }
 
     pub fn is_anchored(&self) -> bool {
@@ -148,6 +168,9 @@ impl SourceClock {
         if let Some(offset) = sender.offset_us {
             let by_report = ntp_us + offset;
             if (by_report - self.arrival_mapped(ext)).abs() > MAX_REPORT_JUMP_US {
+                return false;
+            }
+            if self.locked && (by_report - self.local_us(ext, sender)).abs() < RESYNC_US {
                 return false;
             }
         }
@@ -229,6 +252,27 @@ mod tests {
         // b claims its timestamp 48000 was captured an hour later.
         assert!(!b.apply_report(&s, 3700 << 32, 48_000));
         assert!(!b.by_report());
+    }
+
+    #[test]
+    fn locked_mapping_ignores_report_jitter() {
+        let mut s = SenderClock::default();
+        let mut c = SourceClock::new(90_000);
+        let ntp0: u64 = 1000 << 32;
+        c.on_packet(0, 0, &mut s);
+        assert!(c.apply_report(&s, ntp0, 0));
+        c.on_packet(90_000, 1_000_000, &mut s);
+        s.freeze();
+        c.lock();
+        let before = c.local_us(180_000, &s);
+        // A report 8 ms off: jitter, ignored.
+        let off_8ms = ntp0 + (2 << 32) + ((8u64 << 32) / 1000);
+        assert!(!c.apply_report(&s, off_8ms, 180_000));
+        assert_eq!(c.local_us(180_000, &s), before);
+        // 300 ms off: a discontinuity, followed.
+        let off_300ms = ntp0 + (2 << 32) + ((300u64 << 32) / 1000);
+        assert!(c.apply_report(&s, off_300ms, 180_000));
+        assert!((c.local_us(180_000, &s) - before - 300_000).abs() < 1_000);
     }
 
     proptest::proptest! {
