@@ -560,27 +560,6 @@ pub fn passive_tcp_candidates(sdp: &str) -> Vec<SocketAddr> {
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn candidates_from_descriptions() {
-        let sdp = "v=0\r\na=candidate:2693830880 1 udp 2130706431 127.0.0.1 3581 typ host\r\n\
-                   a=candidate:153441841 1 tcp 2124414975 127.0.0.1 3581 typ host tcptype passive\r\n\
-                   a=candidate:153441841 2 tcp 2124414975 127.0.0.1 3581 typ host tcptype passive\r\n";
-        assert_eq!(
-            passive_tcp_candidates(sdp),
-            vec!["127.0.0.1:3581".parse::<SocketAddr>().unwrap()]
-        );
-        assert_eq!(
-            candidate_addr("candidate:1 1 udp 2015363327 192.0.2.2 54022 typ host"),
-            Some("192.0.2.2:54022".parse().unwrap())
-        );
-        assert_eq!(candidate_addr("candidate:nonsense"), None);
-    }
-}
-
 impl Leg for RtcLeg {
     fn on_readable(&mut self, now: Instant, ctx: &mut ShardCtx) {
         let pc = &mut self.pc;
@@ -664,5 +643,26 @@ impl Leg for RtcLeg {
             }
         }
         self.io.close(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_from_descriptions() {
+        let sdp = "v=0\r\na=candidate:2693830880 1 udp 2130706431 127.0.0.1 3581 typ host\r\n\
+                   a=candidate:153441841 1 tcp 2124414975 127.0.0.1 3581 typ host tcptype passive\r\n\
+                   a=candidate:153441841 2 tcp 2124414975 127.0.0.1 3581 typ host tcptype passive\r\n";
+        assert_eq!(
+            passive_tcp_candidates(sdp),
+            vec!["127.0.0.1:3581".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            candidate_addr("candidate:1 1 udp 2015363327 192.0.2.2 54022 typ host"),
+            Some("192.0.2.2:54022".parse().unwrap())
+        );
+        assert_eq!(candidate_addr("candidate:nonsense"), None);
     }
 }
