@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::messaging::{Messaging, Uploads};
 use crate::metrics::Metrics;
 use crate::realtime::{self, Broadcaster};
+use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::sfu::{MediaSettings, Sfu};
 use crate::state::{AppInner, AppState};
@@ -210,6 +211,19 @@ impl App {
         )
         .await
         .map_err(|e| anyhow::anyhow!("sessions: {e}"))?;
+        let recordings = Recordings::new(
+            store.clone(),
+            clock.clone(),
+            sessions.clone(),
+            config.recordings_dir(),
+            metrics.clone(),
+            config.recording.clone(),
+        );
+        // Rows a killed process left open are closed from their files before anything records.
+        recordings
+            .repair()
+            .await
+            .context("recordings: cannot repair those left open")?;
         let sfu = Sfu::start(
             MediaSettings {
                 udp_addr: config.media.udp_addr,
@@ -220,6 +234,7 @@ impl App {
             metrics.clone(),
             io.clone(),
             sessions.clone(),
+            recordings.clone(),
         )
         .await?;
         let turn = if config.turn.enabled {
@@ -248,6 +263,7 @@ impl App {
             messaging,
             sessions,
             sfu,
+            recordings,
             turn,
             io: io.clone(),
             public_base_url: public_base_url.clone(),
@@ -303,11 +319,19 @@ impl App {
             "relais listening"
         );
 
+        let retention = self.state.recordings.spawn_retention();
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let grace = self.state.config.http.shutdown_grace;
         handle.graceful_shutdown(Some(grace));
         self.state.sfu.shutdown().await;
+        if let Some(task) = retention {
+            task.abort();
+        }
+        // Every recording's file finished and its row closed before the database goes.
+        if !self.state.recordings.wait_idle(grace).await {
+            tracing::warn!("recordings still closing at shutdown; the next start repairs them");
+        }
         if let Some(turn) = &self.state.turn {
             turn.shutdown();
         }

@@ -54,6 +54,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub sessions: SessionConfig,
     pub turn: TurnConfig,
+    pub recording: RecordingConfig,
     pub log: LogConfig,
 }
 
@@ -161,6 +162,19 @@ pub struct TurnConfig {
     pub extra_peer_ips: Vec<IpAddr>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Recordings (files and rows) are deleted this many days after they started; 0 keeps
+    /// them until deleted otherwise.
+    pub retention_days: u32,
+    /// How often the retention setting is applied.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// RTP packets waiting for one participant's recorder before new ones are dropped.
+    pub queue_packets: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -195,6 +209,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             sessions: SessionConfig::default(),
             turn: TurnConfig::default(),
+            recording: RecordingConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -282,6 +297,16 @@ impl Default for TurnConfig {
             max_allocations: 2000,
             max_kbps_per_allocation: 10_000,
             extra_peer_ips: Vec::new(),
+        }
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 0,
+            retention_interval: Duration::from_secs(3600),
+            queue_packets: 4096,
         }
     }
 }
@@ -387,6 +412,21 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
         "RELAIS_TURN_EXTRA_PEER_IPS",
         "turn.extra_peer_ips",
         Kind::List,
+    ),
+    (
+        "RELAIS_RECORDING_RETENTION_DAYS",
+        "recording.retention_days",
+        Kind::Int,
+    ),
+    (
+        "RELAIS_RECORDING_RETENTION_INTERVAL",
+        "recording.retention_interval",
+        Kind::Str,
+    ),
+    (
+        "RELAIS_RECORDING_QUEUE_PACKETS",
+        "recording.queue_packets",
+        Kind::Int,
     ),
     ("RELAIS_LOG_FORMAT", "log.format", Kind::Str),
     ("RELAIS_LOG", "log.filter", Kind::Str),
@@ -547,6 +587,18 @@ impl Config {
         }
         if self.turn.credential_ttl < Duration::from_secs(60) {
             return Err(bad("turn.credential_ttl", "must be at least 1m".into()));
+        }
+        if self.recording.retention_interval < Duration::from_secs(1) {
+            return Err(bad(
+                "recording.retention_interval",
+                "must be at least 1s".into(),
+            ));
+        }
+        if !(64..=1 << 20).contains(&self.recording.queue_packets) {
+            return Err(bad(
+                "recording.queue_packets",
+                "must be between 64 and 1048576".into(),
+            ));
         }
         if self.turn.max_kbps_per_allocation < 64 {
             return Err(bad(
@@ -737,6 +789,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.media.public_ips.len(), 2);
         assert_eq!(c.sessions.code_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn recording_settings_from_env_and_flags() {
+        let c = load(None, &[], &[]).unwrap();
+        assert_eq!(c.recording.retention_days, 0);
+        let c = load(
+            None,
+            &[
+                ("RELAIS_RECORDING_RETENTION_DAYS", "30"),
+                ("RELAIS_RECORDING_RETENTION_INTERVAL", "10m"),
+            ],
+            &["recording.queue_packets=1024"],
+        )
+        .unwrap();
+        assert_eq!(c.recording.retention_days, 30);
+        assert_eq!(c.recording.retention_interval, Duration::from_secs(600));
+        assert_eq!(c.recording.queue_packets, 1024);
+        let err = load(None, &[("RELAIS_RECORDING_RETENTION_DAYS", "-1")], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("recording.retention_days"),
+            "{err}"
+        );
+        let err = load(None, &[], &["recording.queue_packets=3"]).unwrap_err();
+        assert!(err.to_string().contains("recording.queue_packets"), "{err}");
     }
 
     #[test]

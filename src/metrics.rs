@@ -55,6 +55,7 @@ pub struct Metrics {
     pub db_pool_connections: Family<PoolLabels, Gauge>,
     pub media: MediaMetrics,
     pub turn: TurnMetrics,
+    pub recording: RecordingMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +117,82 @@ impl TurnMetrics {
             "turn_dropped",
             "TURN messages dropped, by reason",
             self.dropped.clone(),
+        );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
+}
+
+/// Consultation recording metrics (see [`crate::recording`]).
+#[derive(Default)]
+pub struct RecordingMetrics {
+    /// Participants being recorded now.
+    pub active: Gauge,
+    /// RTP packets handed to recorders.
+    pub packets: Counter,
+    /// Media dropped before a recorder saw it, by reason (`queue_full`).
+    pub dropped: Family<ReasonLabels, Counter>,
+    pub bytes_written: Counter,
+    pub keyframe_requests: Counter,
+    /// Packets a recorder's jitter buffer gave up waiting for (counted when it closes).
+    pub packets_lost: Counter,
+    /// Frames left out of files: incomplete, or waiting for a keyframe (when it closes).
+    pub frames_dropped: Counter,
+    /// Recordings closed, by final status (`finished`, `failed`, `interrupted`).
+    pub closed: Family<StatusLabels, Counter>,
+    /// Recordings deleted by the retention task.
+    pub expired: Counter,
+}
+
+impl RecordingMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "recordings_active",
+            "Participants being recorded",
+            self.active.clone(),
+        );
+        r.register(
+            "recording_packets",
+            "RTP packets handed to recorders",
+            self.packets.clone(),
+        );
+        r.register(
+            "recording_packets_dropped",
+            "Media dropped before a recorder saw it, by reason",
+            self.dropped.clone(),
+        );
+        r.register(
+            "recording_bytes_written",
+            "Bytes written to recording files",
+            self.bytes_written.clone(),
+        );
+        r.register(
+            "recording_keyframe_requests",
+            "Keyframes recorders asked publishers for",
+            self.keyframe_requests.clone(),
+        );
+        r.register(
+            "recording_packets_lost",
+            "Packets recorders gave up waiting for",
+            self.packets_lost.clone(),
+        );
+        r.register(
+            "recording_frames_dropped",
+            "Frames left out of recordings (incomplete, or before a keyframe)",
+            self.frames_dropped.clone(),
+        );
+        r.register(
+            "recordings_closed",
+            "Recordings closed, by final status",
+            self.closed.clone(),
+        );
+        r.register(
+            "recordings_expired",
+            "Recordings deleted by the retention setting",
+            self.expired.clone(),
         );
     }
 }
@@ -185,6 +262,8 @@ impl Metrics {
         media.register(&mut registry);
         let turn = TurnMetrics::default();
         turn.register(&mut registry);
+        let recording = RecordingMetrics::default();
+        recording.register(&mut registry);
         Self {
             registry,
             http_requests,
@@ -195,6 +274,7 @@ impl Metrics {
             db_pool_connections,
             media,
             turn,
+            recording,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::messaging::Messaging;
 use crate::metrics::Metrics;
+use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::sfu::Sfu;
 use crate::store::Store;
@@ -28,6 +29,7 @@ pub struct AppInner {
     pub messaging: Messaging,
     pub sessions: Sessions,
     pub sfu: Sfu,
+    pub recordings: Recordings,
     /// The embedded TURN server, when `turn.enabled`.
     pub turn: Option<Arc<TurnServer>>,
     pub io: SocketIo,

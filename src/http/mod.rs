@@ -15,6 +15,7 @@ pub mod extract;
 pub mod messages;
 mod openapi;
 mod ops;
+pub mod recordings;
 pub mod web;
 pub mod webrtc;
 
@@ -57,6 +58,16 @@ pub fn router(state: AppState) -> Router {
         .route("/webrtc/sessions/{id}", get(webrtc::get))
         .route("/webrtc/sessions/{id}/end", post(webrtc::end))
         .route("/webrtc/sessions/{id}/stats", get(webrtc::stats))
+        .route(
+            "/webrtc/sessions/{id}/recording",
+            post(recordings::start).delete(recordings::stop),
+        )
+        .route(
+            "/webrtc/sessions/{id}/recording/stop",
+            post(recordings::stop),
+        )
+        .route("/webrtc/sessions/{id}/recordings", get(recordings::list))
+        .route("/webrtc/recordings/{id}", get(recordings::download))
         .route("/webrtc/validate-code", post(webrtc::validate_code))
         .route("/webrtc/ice-servers", get(webrtc::ice_servers))
         .fallback(api_not_found)

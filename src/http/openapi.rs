@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, conversations, messages, ops, web, webrtc};
+use super::{attachments, conversations, messages, ops, recordings, web, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,12 +14,14 @@ use super::{attachments, conversations, messages, ops, web, webrtc};
         attachments::upload, attachments::download,
         webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
         webrtc::ice_servers,
+        recordings::start, recordings::stop, recordings::list, recordings::download,
         ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode,
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
         messages::SendMessageBody,
         webrtc::CreateSessionBody, webrtc::ValidateCodeBody, crate::turn::IceServers,
+        recordings::StartRecordingBody,
         crate::turn::IceServer,
         crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,
         crate::messaging::views::ConversationView, crate::messaging::views::PersonView,

@@ -71,9 +71,13 @@ impl VideoCodec {
     /// Payload descriptor bytes for one packet of a frame.
     fn prefix(self, first: bool, last: bool, key: bool, out: &mut BytesMut) {
         match self {
-            // RFC 7741: S bit on the first packet; VP8 header P bit 0 on keyframes.
+            // RFC 7741: S bit on the first packet; VP8 header P bit 0 on keyframes, which
+            // carry the rest of a keyframe header (start code, 640x480, RFC 6386 §9.1) so
+            // that recorders take them as keyframes too.
             Self::Vp8 => out.put_slice(match (first, key) {
-                (true, true) => &[0x10, 0x00],
+                (true, true) => &[
+                    0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+                ],
                 (true, false) => &[0x10, 0x01],
                 (false, _) => &[0x00, 0x01],
             }),
@@ -175,7 +179,7 @@ pub struct Decoded {
 
 pub fn decode(p: &[u8]) -> Option<Decoded> {
     // The codec prefix is at most a few bytes: look for the magic near the start only.
-    let at = p[..p.len().min(12)].windows(4).position(|w| w == MAGIC)?;
+    let at = p[..p.len().min(16)].windows(4).position(|w| w == MAGIC)?;
     let h = p.get(at..at + HEADER)?;
     let tag = u32::from_be_bytes(h[4..8].try_into().ok()?);
     let counter = u32::from_be_bytes(h[8..12].try_into().ok()?);
@@ -337,6 +341,45 @@ mod tests {
             let d = decode(&out[3].payload).unwrap();
             assert_eq!((d.tag, d.counter, d.intact), (9, 15, true));
         }
+    }
+
+    /// A recorder writes the synthetic VP8 frames (keyframes carry a valid header), so load
+    /// runs with recording write video as browsers' would.
+    #[test]
+    fn synthetic_vp8_is_recordable() {
+        use crate::recording::{Recorder, RecorderConfig};
+        let p = pattern(VideoCodec::Vp8);
+        let t0 = Instant::now();
+        let mut s = TrackSender::new(&p, true, 9, t0, 0.0);
+        let mut r = Recorder::with_sink(
+            std::io::Cursor::new(Vec::new()),
+            std::time::SystemTime::UNIX_EPOCH,
+            RecorderConfig::default(),
+        );
+        let v = r.add_track(Codec::Vp8, 90_000, 0).unwrap();
+        for i in 0..60u32 {
+            let at = t0 + Duration::from_millis(u64::from(i) * 34);
+            let mut out = Vec::new();
+            s.due(&p, at, &mut out);
+            for o in out {
+                let packet = rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        marker: o.marker,
+                        sequence_number: o.seq,
+                        timestamp: o.ts,
+                        ssrc: 1,
+                        ..Default::default()
+                    },
+                    payload: o.payload,
+                };
+                r.push_rtp(v, &packet, at).unwrap();
+            }
+        }
+        assert!(!r.needs_keyframe(v));
+        let summary = r.finish().unwrap();
+        assert_eq!(summary.content_type, "video/webm");
+        assert!(summary.duration_ms > 1500, "{summary:?}");
     }
 
     #[test]

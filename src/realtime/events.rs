@@ -20,6 +20,9 @@ pub mod incoming {
     pub const WEBRTC_ICE_CANDIDATES: &str = "webrtc_ice_candidates";
     pub const LEAVE_SESSION: &str = "leave_session";
     pub const END_SESSION: &str = "end_session";
+    /// The session's doctor starts recording (`{sessionId, consent: true}`).
+    pub const START_RECORDING: &str = "start_recording";
+    pub const STOP_RECORDING: &str = "stop_recording";
 }
 
 /// Server → client.
@@ -36,6 +39,9 @@ pub mod outgoing {
     pub const PARTICIPANT_LEFT: &str = "participant_left";
     pub const SESSION_ENDED: &str = "session_ended";
     pub const WEBRTC_ERROR: &str = "webrtc_error";
+    /// The consultation is being recorded (to everyone in it, and to each who joins later).
+    pub const RECORDING_STARTED: &str = "recording_started";
+    pub const RECORDING_STOPPED: &str = "recording_stopped";
 }
 
 /// Reads an id given as a number or as a string of digits.
@@ -287,4 +293,41 @@ pub struct WebrtcError {
     pub session_id: Option<i64>,
     pub code: &'static str,
     pub message: String,
+}
+
+/// Client → server `start_recording`: the consent flag is required (and must be true).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRecording {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: i64,
+    #[serde(default)]
+    pub consent: Option<bool>,
+}
+
+/// The consent a recording carries: confirmed by the session's doctor, at a time.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingConsent {
+    pub confirmed_by: UserRef,
+    pub confirmed_at: String,
+}
+
+/// `recording_started`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingStarted {
+    pub session_id: i64,
+    pub started_at: String,
+    pub started_by: UserRef,
+    pub consent: RecordingConsent,
+}
+
+/// `recording_stopped`: `reason` is `stopped_by_doctor`, `session_ended` or `server_shutdown`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingStopped {
+    pub session_id: i64,
+    pub reason: &'static str,
+    pub stopped_at: String,
 }

@@ -81,7 +81,8 @@ sessioned!(
     events::RequestOffer,
     events::ClientAnswer,
     events::ClientCandidates,
-    events::SessionRef
+    events::SessionRef,
+    events::StartRecording
 );
 
 /// Registers `handle` for `event`: payload parsed, caller identified, run in order on the
@@ -203,6 +204,47 @@ pub(super) fn register(socket: &SocketRef, state: &AppState) {
                 .await
                 .map_err(|e| SignalError::new(signal_code(&e), e.message))
                 .map(|()| done(p.session_id))
+        },
+    );
+    register_recording(socket, state);
+}
+
+/// `start_recording` / `stop_recording`: the session's doctor turns recording on (consent
+/// required) or off; everyone in the session hears `recording_started` / `recording_stopped`.
+fn register_recording(socket: &SocketRef, state: &AppState) {
+    on_signal(
+        socket,
+        state,
+        incoming::START_RECORDING,
+        async |s: AppState, _socket: SocketRef, who, p: events::StartRecording| {
+            s.sfu
+                .start_recording(who, SessionId(p.session_id), p.consent)
+                .await
+                .map_err(|e| SignalError::new(signal_code(&e), e.message))
+                .map(|r| {
+                    serde_json::json!({
+                        "sessionId": p.session_id,
+                        "startedAt": crate::clock::to_rfc3339(r.started_at),
+                        "recordings": r.recordings,
+                    })
+                })
+        },
+    );
+    on_signal(
+        socket,
+        state,
+        incoming::STOP_RECORDING,
+        async |s: AppState, _socket: SocketRef, who, p: events::SessionRef| {
+            s.sfu
+                .stop_recording(who, SessionId(p.session_id))
+                .await
+                .map_err(|e| SignalError::new(signal_code(&e), e.message))
+                .map(|closed| {
+                    serde_json::json!({
+                        "sessionId": p.session_id,
+                        "recordings": closed.iter().map(crate::http::recordings::recording_view).collect::<Vec<_>>(),
+                    })
+                })
         },
     );
 }

@@ -47,6 +47,12 @@
 //! name with [`container_for`] from the negotiated codecs. A recorder dropped without
 //! `finish` finishes itself (blocking IO in `Drop`).
 //!
+//! In the server: [`worker`] runs a recorder on its own thread behind a bounded queue and a
+//! [`worker::RecordTap`] the publisher's task pushes into; [`Recordings`] keeps the rows, the
+//! files under `<media_dir>/recordings/<session>/`, access, repair after a crash
+//! ([`inspect`] reads a cut file's duration back) and retention. The SFU's rooms decide who
+//! is recorded (`crate::sfu::room`).
+//!
 //! Why not a crate: `webm` wraps libwebm (C++); the pure-Rust muxers on crates.io
 //! (`ebml-webm`, `oxideav-mkv`, `mkv`) are early 0.x releases, and none writes a live file
 //! whose Segment size stays unknown while Duration and Tracks are rewritten in place, the
@@ -54,15 +60,19 @@
 
 pub mod depack;
 pub mod ebml;
+pub mod inspect;
 pub mod jitter;
 pub mod mkv;
 mod recorder;
+mod service;
 pub mod sync;
+pub mod worker;
 
 use std::time::Duration;
 
 pub use mkv::Sink;
 pub use recorder::Recorder;
+pub use service::{ActiveRecording, Closing, Consent, Recordings};
 
 use crate::sfu::codec::Codec;
 

@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{KindLabels, Metrics};
+use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::store::SessionStatus;
 use media_plane::MediaPlane;
@@ -50,6 +51,7 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     io: SocketIo,
     sessions: Sessions,
+    recordings: Recordings,
     grace: Duration,
     rooms: Mutex<HashMap<SessionId, RoomHandle>>,
     /// The sessions each person is in, to rebind a reconnected socket.
@@ -122,6 +124,7 @@ impl Sfu {
         metrics: Arc<Metrics>,
         io: SocketIo,
         sessions: Sessions,
+        recordings: Recordings,
     ) -> anyhow::Result<Self> {
         let socket = tokio::net::UdpSocket::bind(settings.udp_addr)
             .await
@@ -161,6 +164,7 @@ impl Sfu {
                 metrics,
                 io,
                 sessions,
+                recordings,
                 grace: settings.reconnect_grace,
                 rooms: Mutex::new(HashMap::new()),
                 presence: Mutex::new(HashMap::new()),
@@ -314,6 +318,73 @@ impl Sfu {
                 .await;
         }
         Ok(())
+    }
+
+    /// Starts recording a live session (its doctor only; `consent` must be true). Everyone
+    /// in it gets `recording_started`.
+    pub async fn start_recording(
+        &self,
+        caller: Identity,
+        session: SessionId,
+        consent: Option<bool>,
+    ) -> DomainResult<room::recording::RecordingStarted> {
+        let record = self.shared.sessions.require_owner(caller, session).await?;
+        if record.statut == SessionStatus::Ended {
+            return Err(DomainError::conflict(
+                "session_ended",
+                "this consultation is over",
+            ));
+        }
+        if consent != Some(true) {
+            return Err(DomainError::bad_request(
+                "consent_required",
+                "recording needs the participants' consent: send {\"consent\": true}",
+            ));
+        }
+        let not_live = || {
+            DomainError::conflict(
+                "session_not_live",
+                "nobody is connected to this consultation yet",
+            )
+        };
+        let room = self
+            .existing_room(session)
+            .filter(|h| !h.tx.is_closed())
+            .ok_or_else(not_live)?;
+        let at = self.shared.recordings.now();
+        self.ask(&room, |reply| RoomCommand::StartRecording {
+            by: caller,
+            at,
+            reply,
+        })
+        .await
+        .map_err(|_| not_live())?
+    }
+
+    /// Stops recording (its doctor only) and waits until every file is finished; returns
+    /// the recordings it closed.
+    pub async fn stop_recording(
+        &self,
+        caller: Identity,
+        session: SessionId,
+    ) -> DomainResult<Vec<crate::store::RecordingRecord>> {
+        self.shared.sessions.require_owner(caller, session).await?;
+        let not_recording =
+            || DomainError::conflict("not_recording", "this consultation is not being recorded");
+        let room = self.existing_room(session).ok_or_else(not_recording)?;
+        let closings = self
+            .ask(&room, |reply| RoomCommand::StopRecording { reply })
+            .await
+            .map_err(|_| not_recording())??;
+        let ids: Vec<String> = closings.iter().map(|(id, _)| id.clone()).collect();
+        let all = futures_util::future::join_all(closings.into_iter().map(|(_, c)| c.wait()));
+        if tokio::time::timeout(Duration::from_secs(15), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(session = %session, "recordings still closing after 15 s");
+        }
+        self.shared.recordings.in_session(session, &ids).await
     }
 
     pub async fn stats(&self, session: SessionId) -> Vec<ParticipantStats> {

@@ -12,6 +12,8 @@
 //!   from the others (who are renegotiated), its subscriptions are dropped at the publishers;
 //! - the room stops when its last participant is gone or the session ended.
 
+pub mod recording;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +82,17 @@ pub enum RoomCommand {
     Stats {
         reply: oneshot::Sender<Vec<ParticipantStats>>,
     },
+    /// The doctor (already authorized) turns recording on, having confirmed consent at `at`.
+    StartRecording {
+        by: Identity,
+        at: crate::clock::Millis,
+        reply: oneshot::Sender<crate::messaging::DomainResult<recording::RecordingStarted>>,
+    },
+    StopRecording {
+        reply: oneshot::Sender<
+            crate::messaging::DomainResult<Vec<(String, crate::recording::Closing)>>,
+        >,
+    },
 }
 
 /// One participant in `GET …/stats`.
@@ -122,6 +135,8 @@ pub(super) struct Room {
     events_tx: mpsc::UnboundedSender<PeerEvent>,
     marked_active: bool,
     ended: bool,
+    /// Set while the consultation is recorded.
+    recording: Option<recording::RoomRecording>,
 }
 
 pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
@@ -139,6 +154,7 @@ pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
         peers: HashMap::new(),
         events_tx,
         ended: false,
+        recording: None,
     };
     tokio::spawn(room.run(rx, events_rx, handle.clone()));
     handle
@@ -238,6 +254,14 @@ impl Room {
             RoomCommand::Stats { reply } => {
                 let _ = reply.send(self.stats().await);
             }
+            RoomCommand::StartRecording { by, at, reply } => {
+                let r = self.start_recording(by, at).await;
+                let _ = reply.send(r);
+            }
+            RoomCommand::StopRecording { reply } => {
+                let r = self.stop_recording("stopped_by_doctor").await;
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -251,10 +275,14 @@ impl Room {
             pending_offer: None,
             grace_deadline: None,
         });
+        let rebound = p.sid != Some(sid);
         p.sid = Some(sid);
         p.grace_deadline = None;
         if let Some(socket) = self.shared.io.get_socket(sid) {
             socket.join(self.session_room());
+        }
+        if rebound && self.recording_on() {
+            self.tell_recording(sid).await;
         }
         if is_new {
             self.shared.presence_add(who, self.session.id);
@@ -478,6 +506,8 @@ impl Room {
         if let Some(p) = self.participants.get_mut(&who) {
             p.pending_offer = None;
         }
+        let gone: Vec<_> = state.published.iter().map(|t| t.id).collect();
+        self.unrecord_tracks(who, &gone);
         self.send_peer(&state.handle, PeerCommand::Close);
         for other in self.participants.values() {
             let Some(op) = &other.peer else { continue };
@@ -498,6 +528,7 @@ impl Room {
 
     async fn remove_participant(&mut self, who: Identity, reason: &'static str) {
         self.drop_peer(who).await;
+        self.stop_recording_participant(who, "participant_left");
         let Some(p) = self.participants.remove(&who) else {
             return;
         };
@@ -527,6 +558,14 @@ impl Room {
     }
 
     async fn end(&mut self, reason: &'static str) {
+        if self.recording_on() {
+            let why = if reason == "server_shutdown" {
+                "server_shutdown"
+            } else {
+                "session_ended"
+            };
+            let _ = self.stop_recording(why).await;
+        }
         let payload = events::SessionEnded {
             session_id: self.session.id.0,
             reason,
@@ -574,6 +613,9 @@ impl Room {
         if let Some(socket) = self.shared.io.get_socket(sid) {
             socket.join(self.session_room());
         }
+        if self.recording_on() {
+            self.tell_recording(sid).await;
+        }
         if let Some(sdp) = pending {
             self.emit_offer(who, sdp).await;
         }
@@ -615,6 +657,7 @@ impl Room {
                         self.link(track, op, &publisher);
                     }
                 }
+                self.record_participant(who).await;
             }
             PeerEvent::Unpublished { peer, tracks } => {
                 let Some(&who) = self.peers.get(&peer) else {
@@ -627,6 +670,7 @@ impl Room {
                 {
                     state.published.retain(|t| !tracks.contains(&t.id));
                 }
+                self.unrecord_tracks(who, &tracks);
                 for other in self.participants.values().filter(|o| o.who != who) {
                     let Some(op) = &other.peer else { continue };
                     for track in &tracks {

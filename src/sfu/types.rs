@@ -136,6 +136,11 @@ pub enum PeerCommand {
     RequestKeyframe {
         track: TrackId,
     },
+    /// Push (`Some`) or stop pushing (`None`) one of our published tracks to a recorder.
+    RecordTrack {
+        track: TrackId,
+        tap: Option<crate::recording::worker::RecordTap>,
+    },
     Stats {
         reply: oneshot::Sender<(Option<&'static str>, Vec<TrackStatsView>)>,
     },

@@ -12,6 +12,7 @@ mod attachments;
 mod conversations;
 mod group_commit;
 mod messages;
+mod recordings;
 mod rows;
 mod sessions;
 
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, Executor};
 pub use attachments::{Attachment, NewAttachment};
 pub use conversations::{Conversation, ConversationKind, ConversationSummary};
 pub use messages::{Message, MessageType, NewMessage, Page};
+pub use recordings::{RecordingEnd, RecordingRecord, RecordingStatus};
 pub use sessions::{NewSession, SessionParticipant, SessionRecord, SessionStatus, SessionType};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

@@ -1,9 +1,11 @@
 """aiortc as doctor and patient through relais: an independent WebRTC implementation.
 
 Environment: BASE (server origin), DOCTOR_TOKEN, PATIENT_TOKEN, DOCTOR_ID, PATIENT_ID,
-SESSION_ID, CONVERSATION_ID, CODE, SECONDS (how long media flows). Prints one JSON line with the
-decoded frames each side received and exits 0; exits 1 with {"ok": false, "error": …} otherwise.
-Everything is bounded in time.
+SESSION_ID, CONVERSATION_ID, CODE, SECONDS (how long media flows), HOST_IPS (comma-separated
+addresses aioice gathers on; default 127.0.0.1). Prints {"event": "connected"} once both sides
+are connected (a test can act on the call then), and at the end one JSON line with the decoded
+frames each side received; exits 1 with {"ok": false, "error": …} otherwise. Everything is
+bounded in time.
 """
 
 import asyncio
@@ -22,7 +24,8 @@ if os.environ.get("AIORTC_LOG"):
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 
 # aioice leaves loopback out of its host addresses; the test server is on loopback.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+HOST_IPS = [ip for ip in os.environ.get("HOST_IPS", "127.0.0.1").split(",") if ip]
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: HOST_IPS
 
 BASE = os.environ["BASE"]
 SESSION = int(os.environ["SESSION_ID"])
@@ -150,6 +153,7 @@ async def main():
         await asyncio.wait_for(doctor.connected.wait(), 15)
         await patient.join(os.environ["CODE"])
         await asyncio.wait_for(patient.connected.wait(), 15)
+        print(json.dumps({"event": "connected"}), flush=True)
         await asyncio.sleep(SECONDS)
         report = {
             "ok": True,

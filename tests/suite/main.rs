@@ -1,6 +1,10 @@
 //! Integration tests against the real server on loopback.
 
 mod common;
+mod impair;
+#[path = "../recording_support/probe.rs"]
+#[allow(dead_code)]
+mod probe;
 
 mod aiortc;
 mod bad_input;
@@ -10,6 +14,8 @@ mod load_tool;
 mod messaging_rest;
 mod netns;
 mod persistence;
+mod recording_media;
+mod recording_sessions;
 mod socketio;
 mod socketio_js;
 mod tls;

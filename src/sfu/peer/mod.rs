@@ -224,6 +224,7 @@ impl Peer {
             PeerCommand::AddSubscriber { track, link } => self.add_subscriber(track, link),
             PeerCommand::RemoveSubscriber { track, peer } => self.remove_subscriber(track, peer),
             PeerCommand::RequestKeyframe { track } => self.request_keyframe(track, Instant::now()),
+            PeerCommand::RecordTrack { track, tap } => self.record_track(track, tap),
             PeerCommand::Stats { reply } => {
                 let _ = reply.send((self.path, self.stats(Instant::now())));
             }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::sansio::Protocol;
@@ -12,6 +13,7 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
 use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
+use crate::recording::worker::{RecordTap, TapError};
 use crate::sfu::codec::{Codec, is_keyframe};
 use crate::sfu::types::{
     Forwarded, MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext,
@@ -36,6 +38,8 @@ pub(super) struct UpTrack {
     rate: RateMeter,
     plis: u64,
     codec_mismatch_logged: bool,
+    /// Set while this track is recorded: packets are copied to the recorder's queue.
+    record: Option<RecordTap>,
 }
 
 impl Peer {
@@ -153,6 +157,7 @@ impl Peer {
             rate: RateMeter::default(),
             plis: 0,
             codec_mismatch_logged: false,
+            record: None,
         })
     }
 
@@ -215,6 +220,11 @@ impl Peer {
             }
             self.count_drop("codec_mismatch");
             return;
+        }
+        if let Some(tap) = &up.record
+            && tap.rtp(up.info.id, &packet, now) == Err(TapError::Closed)
+        {
+            up.record = None;
         }
         if up.subscribers.is_empty() {
             return;
@@ -289,6 +299,27 @@ impl Peer {
         };
         if self.pc.handle_write(msg).is_ok() {
             self.ctx.metrics.media.plis_sent.inc();
+        }
+    }
+
+    /// Starts (or stops) copying `track`'s packets to a recorder.
+    pub(super) fn record_track(&mut self, track: TrackId, tap: Option<RecordTap>) {
+        if let Some(up) = self.ups.iter_mut().find(|u| u.info.id == track) {
+            up.record = tap;
+        }
+    }
+
+    /// A publisher's Sender Report: recorders line audio and video up with it.
+    pub(super) fn record_sender_report(&mut self, sr: &SenderReport) {
+        let Some(&index) = self.up_by_ssrc.get(&sr.ssrc) else {
+            return;
+        };
+        let up = &mut self.ups[index];
+        if let Some(tap) = &up.record
+            && tap.sender_report(up.info.id, sr.ssrc, sr.ntp_time, sr.rtp_time)
+                == Err(TapError::Closed)
+        {
+            up.record = None;
         }
     }
 

@@ -256,6 +256,7 @@ impl Peer {
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 self.apply_reports(&rr.reports);
             } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                self.record_sender_report(sr);
                 self.apply_reports(&sr.reports);
             }
         }

@@ -1,0 +1,169 @@
+//! `/api/messaging/webrtc/…/recording(s)`: start and stop recording a consultation, list its
+//! recordings, download one (Range requests honoured). The session's doctor only; answers in
+//! the WebRTC envelope `{"status": "success", "data": …}`.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::attachments::{content_disposition, serve_file};
+use super::envelope::webrtc;
+use super::error::ApiResult;
+use super::extract::{ApiJson, ApiPath, Caller};
+use crate::clock::to_rfc3339;
+use crate::ids::SessionId;
+use crate::realtime::events::UserRef;
+use crate::state::AppState;
+use crate::store::RecordingRecord;
+
+/// `POST …/recording`: the consent flag is required and must be true.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct StartRecordingBody {
+    /// The doctor confirms every participant agreed to be recorded.
+    #[serde(default)]
+    pub consent: Option<bool>,
+}
+
+/// A recording as the API shows it.
+pub fn recording_view(r: &RecordingRecord) -> Value {
+    json!({
+        "id": r.id,
+        "sessionId": r.session_id.0,
+        "participant": { "role": r.participant.role, "id": r.participant.id.0 },
+        "consent": {
+            "confirmed_by": UserRef::from(r.consent_by),
+            "confirmed_at": to_rfc3339(r.consent_at),
+        },
+        "status": r.status,
+        "started_at": to_rfc3339(r.started_at),
+        "ended_at": r.ended_at.map(to_rfc3339),
+        "duration_ms": r.duration_ms,
+        "size_bytes": r.size_bytes,
+        "content_type": r.content_type,
+        "end_reason": r.end_reason,
+        "url": format!("/api/messaging/webrtc/recordings/{}", r.id),
+    })
+}
+
+/// Start recording a live consultation (its doctor only): every participant who publishes
+/// is recorded into a file of their own; everyone gets `recording_started`.
+#[utoipa::path(post, path = "/api/messaging/webrtc/sessions/{id}/recording", tag = "recording",
+    params(("id" = i64, Path)), request_body = StartRecordingBody,
+    responses((status = 201, description = "recording"),
+              (status = 400, description = "no consent"),
+              (status = 403, description = "not the session's doctor"),
+              (status = 404, description = "unknown session"),
+              (status = 409, description = "already recording, nobody connected, or session over")),
+    security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<StartRecordingBody>,
+) -> ApiResult<Response> {
+    let started = state
+        .sfu
+        .start_recording(caller.identity, SessionId(id), body.consent)
+        .await?;
+    Ok(webrtc(
+        StatusCode::CREATED,
+        json!({
+            "recording": {
+                "sessionId": id,
+                "active": true,
+                "started_at": to_rfc3339(started.started_at),
+                "started_by": UserRef::from(started.started_by),
+                "consent": {
+                    "confirmed_by": UserRef::from(started.started_by),
+                    "confirmed_at": to_rfc3339(started.started_at),
+                },
+                "recordings": started.recordings,
+            }
+        }),
+    ))
+}
+
+/// Stop recording (its doctor only): files are finished before the answer, which lists them.
+#[utoipa::path(delete, path = "/api/messaging/webrtc/sessions/{id}/recording", tag = "recording",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "stopped: the recordings it closed"),
+              (status = 403, description = "not the session's doctor"),
+              (status = 409, description = "not recording")),
+    security(("bearer" = [])))]
+pub async fn stop(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Response> {
+    let closed = state
+        .sfu
+        .stop_recording(caller.identity, SessionId(id))
+        .await?;
+    Ok(webrtc(
+        StatusCode::OK,
+        json!({
+            "recording": { "sessionId": id, "active": false },
+            "recordings": closed.iter().map(recording_view).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// A consultation's recordings, oldest first (its doctor only).
+#[utoipa::path(get, path = "/api/messaging/webrtc/sessions/{id}/recordings", tag = "recording",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "`recordings`"),
+              (status = 403, description = "not the session's doctor"),
+              (status = 404, description = "unknown session")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Response> {
+    let rows = state
+        .recordings
+        .list_for(caller.identity, SessionId(id))
+        .await?;
+    Ok(webrtc(
+        StatusCode::OK,
+        json!({ "recordings": rows.iter().map(recording_view).collect::<Vec<_>>() }),
+    ))
+}
+
+/// Download a recording (the session's doctor only): WebM or Matroska, Range requests
+/// honoured (206 with Content-Range, 416 past the end).
+#[utoipa::path(get, path = "/api/messaging/webrtc/recordings/{id}", tag = "recording",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the file"), (status = 206, description = "a range"),
+              (status = 403, description = "not the session's doctor"),
+              (status = 404, description = "unknown"),
+              (status = 409, description = "still being written"),
+              (status = 416, description = "range not satisfiable")),
+    security(("bearer" = [])))]
+pub async fn download(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+    request: Request,
+) -> ApiResult<Response> {
+    let (r, path) = state.recordings.file_for(caller.identity, &id).await?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("webm");
+    let day = to_rfc3339(r.started_at);
+    let name = format!(
+        "consultation-{}-{}-{}-{}.{ext}",
+        r.session_id.0,
+        r.participant.role,
+        r.participant.id.0,
+        day.get(..10).unwrap_or("recording")
+    );
+    serve_file(
+        request,
+        &path,
+        &r.content_type,
+        &content_disposition("attachment", &name),
+    )
+    .await
+}
