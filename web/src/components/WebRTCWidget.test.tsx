@@ -268,3 +268,122 @@ describe('WebRTCWidget for the doctor', () => {
     expect((await screen.findByRole('alert')).getAttribute('data-code')).toBe('doctor_only');
   });
 });
+
+describe('WebRTCWidget: recording', () => {
+  const started = {
+    sessionId: 193,
+    startedAt: '2026-11-25T10:30:00.000Z',
+    startedBy: { userId: 79, userType: 'medecin' },
+    consent: { confirmedBy: { userId: 79, userType: 'medecin' }, confirmedAt: '2026-11-25T10:30:00.000Z' },
+  };
+
+  async function connectedDoctor(routes: Record<string, Route> = {}) {
+    const m = await mount({ auth: doctorAuth, isInitiator: true, link: LINK, routes });
+    await waitFor(() => expect(m.sig.socket?.sent('webrtc_offer')).toHaveLength(1));
+    act(() => {
+      m.sig.socket.fire('webrtc_answer', {
+        sessionId: 193,
+        sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }]),
+        from: server,
+      });
+      m.sig.socket.fire('participant_joined', {
+        sessionId: 193,
+        participant: { userId: 11, userType: 'patient' },
+        participants: [{ userId: 79, userType: 'medecin' }, { userId: 11, userType: 'patient' }],
+      });
+    });
+    await waitFor(() => expect(m.pcs.last.signalingState).toBe('stable'));
+    act(() => m.pcs.last.setConnectionState('connected'));
+    expect(state()).toBe('connected');
+    return m;
+  }
+
+  it('shows the patient that the consultation is recorded, without controls', async () => {
+    const { sig, pcs } = await mount({ auth: patientAuth, link: LINK });
+    await waitFor(() => expect(sig.socket?.sent('request_webrtc_offer')).toHaveLength(1));
+    act(() => {
+      sig.socket.fire('webrtc_offer', {
+        sessionId: 193,
+        conversationId: 3,
+        sessionType: 'audio_video',
+        sdpOffer: sdpOf([
+          { kind: 'audio', mid: '0', direction: 'recvonly' },
+          { kind: 'video', mid: '1', direction: 'recvonly' },
+        ]),
+        from: server,
+      });
+    });
+    await waitFor(() => expect(sig.socket.sent('webrtc_answer')).toHaveLength(1));
+    act(() => pcs.last.setConnectionState('connected'));
+    expect(document.querySelector('.recording-indicator')).toBeNull();
+    act(() => sig.socket.fire('recording_started', started));
+    const indicator = document.querySelector('.recording-indicator')!;
+    expect(indicator.getAttribute('role')).toBe('status');
+    expect(indicator.textContent).toMatch(/Cette consultation est enregistrée/);
+    expect(document.querySelector('#btn-start-recording')).toBeNull();
+    expect(document.querySelector('#recording-consent')).toBeNull();
+    act(() => sig.socket.fire('recording_stopped', { sessionId: 193, reason: 'stopped_by_doctor', stoppedAt: 'x' }));
+    expect(document.querySelector('.recording-indicator')).toBeNull();
+  });
+
+  it('the doctor confirms consent, starts, sees the indicator, stops and downloads', async () => {
+    const download = vi.fn(() => [200, { fake: 'bytes' }] as [number, unknown]);
+    const { sig, rest } = await connectedDoctor({ 'GET /api/messaging/webrtc/recordings/r1': download });
+    const finished = {
+      id: 'r1',
+      sessionId: 193,
+      participant: { role: 'patient', id: 11 },
+      consent: { confirmed_by: { userId: 79, userType: 'medecin' }, confirmed_at: 'x' },
+      status: 'finished',
+      started_at: 'x',
+      ended_at: 'y',
+      duration_ms: 65_000,
+      size_bytes: 3 * 1024 * 1024,
+      content_type: 'video/webm',
+      end_reason: 'stopped_by_doctor',
+      url: '/api/messaging/webrtc/recordings/r1',
+    };
+    sig.socket.responder = (event) =>
+      event === 'stop_recording'
+        ? { success: true, data: { sessionId: 193, recordings: [finished] } }
+        : { success: true, data: { sessionId: 193, startedAt: 'x', recordings: ['r1'] } };
+    const start = screen.getByRole('button', { name: "Démarrer l'enregistrement" }) as HTMLButtonElement;
+    expect(start.disabled).toBe(true);
+    fireEvent.click(screen.getByLabelText(/consentement à l'enregistrement/));
+    expect(start.disabled).toBe(false);
+    await act(async () => fireEvent.click(start));
+    expect(sig.socket.sent('start_recording').map((e) => e.payload)).toEqual([{ sessionId: 193, consent: true }]);
+    act(() => sig.socket.fire('recording_started', started));
+    expect(document.querySelector('.recording-indicator')?.textContent).toMatch(/Enregistrement en cours/);
+
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: "Arrêter l'enregistrement" })));
+    await waitFor(() => expect(sig.socket.sent('stop_recording')).toHaveLength(1));
+    expect(document.querySelector('.recording-indicator')).toBeNull();
+    const item = await screen.findByText(/Patient 11 — 1 min 05 s, 3.0 Mo/);
+    expect(item).toBeTruthy();
+    // Consent is asked again for the next recording.
+    expect((screen.getByLabelText(/consentement à l'enregistrement/) as HTMLInputElement).checked).toBe(false);
+
+    const createObjectURL = vi.fn(() => 'blob:recording');
+    Object.assign(URL, { createObjectURL, revokeObjectURL: vi.fn() });
+    const click = vi.spyOn(HTMLAnchorElement.prototype, 'click').mockImplementation(() => undefined);
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Télécharger' })));
+    await waitFor(() => expect(click).toHaveBeenCalled());
+    const call = rest.calls.find((c) => c.path === '/api/messaging/webrtc/recordings/r1')!;
+    expect(call.method).toBe('GET');
+    expect(createObjectURL).toHaveBeenCalled();
+    click.mockRestore();
+  });
+
+  it("says why the server refused to record", async () => {
+    const { sig } = await connectedDoctor();
+    sig.socket.responder = () => ({ success: false, error: { code: 'session_not_live', message: 'nobody' } });
+    fireEvent.click(screen.getByLabelText(/consentement à l'enregistrement/));
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: "Démarrer l'enregistrement" })));
+    const alert = await screen.findByRole('alert');
+    expect(alert.getAttribute('data-code')).toBe('session_not_live');
+    expect(alert.textContent).toMatch(/rien à enregistrer/);
+    // The call goes on.
+    expect(state()).toBe('connected');
+  });
+});

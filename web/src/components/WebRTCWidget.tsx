@@ -6,6 +6,7 @@ import { ConsultationCall, type CallSnapshot } from '../services/call';
 import { useServices } from '../services/context';
 import type { SessionType, UserRef } from '../services/events';
 import { describe, mediaErrorCode } from '../services/messages';
+import { RecordingControls, RecordingIndicator } from './Recording';
 import { VideoTile } from './VideoTile';
 
 /** The seed's props, plus optional ones for embedding. */
@@ -326,6 +327,8 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           )}
         </div>
       )}
+      {snap && !over && <RecordingIndicator recording={snap.recording} isDoctor={isDoctor} />}
+
       {snap?.state === 'reconnecting' && (
         <p className="call-notice reconnecting" role="status">
           La connexion a été interrompue. Reconnexion automatique en cours…
@@ -413,6 +416,15 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
             {isDoctor ? 'Terminer la consultation' : 'Raccrocher'}
           </button>
         </div>
+      )}
+
+      {isDoctor && call && snap && auth && !over && (
+        <RecordingControls
+          call={call}
+          recording={snap.recording}
+          api={services.api(auth.token)}
+          live={snap.state === 'connected' || snap.state === 'waiting'}
+        />
       )}
 
       {snap?.state === 'ended' && (

@@ -3,7 +3,15 @@
  * Messaging answers `{success, data}`; WebRTC answers `{status: "success", data}`; errors
  * `{success: false, error: {code, message}}`.
  */
-import type { AttachmentView, MessageType, MessageView, Role, SessionType, UserRef } from './events';
+import type {
+  AttachmentView,
+  MessageType,
+  MessageView,
+  RecordingView,
+  Role,
+  SessionType,
+  UserRef,
+} from './events';
 
 export class ApiError extends Error {
   readonly status: number;
@@ -207,6 +215,42 @@ export class Api {
       `/api/messaging/webrtc/sessions/${id}/end`,
     );
     return d.session;
+  }
+
+  // ---- recordings (the session's doctor only) -----------------------------------------------
+
+  /** Starts recording a live consultation; `consent` must be true. */
+  startRecording(sessionId: number, consent: boolean) {
+    return this.call<{ recording: { sessionId: number; active: boolean; started_at: string; recordings: string[] } }>(
+      'POST',
+      `/api/messaging/webrtc/sessions/${sessionId}/recording`,
+      { consent },
+    );
+  }
+
+  /** Stops recording; resolves with the recordings it finished. */
+  async stopRecording(sessionId: number): Promise<RecordingView[]> {
+    const d = await this.call<{ recordings: RecordingView[] }>(
+      'DELETE',
+      `/api/messaging/webrtc/sessions/${sessionId}/recording`,
+    );
+    return d.recordings;
+  }
+
+  /** A consultation's recordings, oldest first. */
+  async listRecordings(sessionId: number): Promise<RecordingView[]> {
+    const d = await this.call<{ recordings: RecordingView[] }>(
+      'GET',
+      `/api/messaging/webrtc/sessions/${sessionId}/recordings`,
+    );
+    return d.recordings;
+  }
+
+  /** Downloads a recording (its URL needs the Authorization header). */
+  async downloadRecording(url: string): Promise<Blob> {
+    const res = await this.fetchFn(this.baseUrl + url, { headers: this.headers() });
+    if (!res.ok) throw await errorOf(res);
+    return res.blob();
   }
 
   validateCode(code: string, sessionId?: number) {

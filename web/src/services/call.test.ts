@@ -437,3 +437,57 @@ describe('ConsultationCall: lost connections', () => {
     expect(call.getSnapshot().state).toBe('reconnecting');
   });
 });
+
+describe('ConsultationCall: recording', () => {
+  const startedPayload = {
+    sessionId: 193,
+    startedAt: '2026-11-25T10:30:00.000Z',
+    startedBy: doctor,
+    consent: { confirmedBy: doctor, confirmedAt: '2026-11-25T10:30:00.000Z' },
+  };
+
+  it('every participant sees recording start and stop; other sessions are ignored', async () => {
+    const { socket, call } = await setup('join');
+    call.start();
+    await settle();
+    expect(call.getSnapshot().recording).toBeNull();
+    socket.fire('recording_started', { ...startedPayload, sessionId: 7 });
+    expect(call.getSnapshot().recording).toBeNull();
+    socket.fire('recording_started', startedPayload);
+    expect(call.getSnapshot().recording).toEqual({ startedAt: startedPayload.startedAt, startedBy: doctor });
+    socket.fire('recording_stopped', { sessionId: 193, reason: 'stopped_by_doctor', stoppedAt: 'x' });
+    expect(call.getSnapshot().recording).toBeNull();
+    // The session's end clears it too.
+    socket.fire('recording_started', startedPayload);
+    socket.fire('session_ended', { sessionId: 193, reason: 'ended_by_doctor' });
+    expect(call.getSnapshot().recording).toBeNull();
+  });
+
+  it('the doctor starts with the consent flag and stops; refusals carry the server code', async () => {
+    const { socket, call } = await setup('publish');
+    const finished = [{ id: 'r1', status: 'finished', url: '/api/messaging/webrtc/recordings/r1' }];
+    socket.responder = (event, payload) => {
+      if (event === 'start_recording') {
+        return payload.consent
+          ? { success: true, data: { sessionId: 193, startedAt: 'x', recordings: ['r1'] } }
+          : { success: false, error: { code: 'consent_required', message: 'consent' } };
+      }
+      if (event === 'stop_recording') return { success: true, data: { sessionId: 193, recordings: finished } };
+      return { success: true, data: {} };
+    };
+    call.start();
+    await settle();
+    await expect(call.startRecording(false)).rejects.toMatchObject({ code: 'consent_required' });
+    await call.startRecording(true);
+    expect(socket.sent('start_recording').map((e) => e.payload)).toEqual([
+      { sessionId: 193, consent: false },
+      { sessionId: 193, consent: true },
+    ]);
+    socket.fire('recording_started', startedPayload);
+    expect(call.getSnapshot().recording).not.toBeNull();
+    await expect(call.stopRecording()).resolves.toEqual(finished);
+    expect(socket.sent('stop_recording')[0].payload).toEqual({ sessionId: 193 });
+    expect(call.getSnapshot().recording).toBeNull();
+    call.destroy();
+  });
+});

@@ -21,6 +21,8 @@
 import type {
   IceCandidateInit,
   ParticipantEventPayload,
+  RecordingStartedPayload,
+  RecordingView,
   ServerAnswerPayload,
   ServerCandidatesPayload,
   ServerOfferPayload,
@@ -70,6 +72,13 @@ export interface CallSnapshot {
   endedReason: string | null;
   micEnabled: boolean;
   cameraEnabled: boolean;
+  /** Set while the consultation is recorded (every participant sees it). */
+  recording: RecordingInfo | null;
+}
+
+export interface RecordingInfo {
+  startedAt: string;
+  startedBy: UserRef;
 }
 
 export type CallSignaling = Pick<SignalingService, 'on' | 'request'>;
@@ -162,6 +171,7 @@ export class ConsultationCall {
       endedReason: null,
       micEnabled: true,
       cameraEnabled: true,
+      recording: null,
     };
   }
 
@@ -197,6 +207,8 @@ export class ConsultationCall {
       s.on('participant_left', (p) => mine(p) && this.onParticipantLeft(p)),
       s.on('session_ended', (p) => mine(p) && this.onSessionEnded(p)),
       s.on('webrtc_error', (p) => (mine(p) || p.sessionId === null) && this.onWebrtcError(p)),
+      s.on('recording_started', (p) => mine(p) && this.onRecordingStarted(p)),
+      s.on('recording_stopped', (p) => mine(p) && this.update({ recording: null })),
     );
     this.update({ state: 'connecting' });
     this.establish();
@@ -210,6 +222,22 @@ export class ConsultationCall {
   setCameraEnabled(enabled: boolean): void {
     for (const t of this.o.localStream.getVideoTracks()) t.enabled = enabled;
     this.update({ cameraEnabled: enabled });
+  }
+
+  /**
+   * The doctor starts recording the consultation; `consent` confirms every participant
+   * agreed (the server refuses without it). Rejects with the server's code
+   * (`consent_required`, `already_recording`, `session_not_live`, `forbidden`, …).
+   */
+  async startRecording(consent: boolean): Promise<void> {
+    await this.o.signaling.request('start_recording', { sessionId: this.o.sessionId, consent });
+  }
+
+  /** The doctor stops recording; resolves with the recordings it finished. */
+  async stopRecording(): Promise<RecordingView[]> {
+    const ack = await this.o.signaling.request('stop_recording', { sessionId: this.o.sessionId }, 20_000);
+    this.update({ recording: null });
+    return ack.recordings;
   }
 
   /** After `failed`: start over (the attempt counter restarts). */
@@ -442,7 +470,7 @@ export class ConsultationCall {
     if (state === 'ended') {
       for (const off of this.unsubscribers.splice(0)) off();
     }
-    this.update({ state, endedReason: reason, error });
+    this.update({ state, endedReason: reason, error, ...(state === 'ended' ? { recording: null } : {}) });
   }
 
   private clearTimers(): void {
@@ -590,6 +618,10 @@ export class ConsultationCall {
       return;
     }
     this.refreshState();
+  }
+
+  private onRecordingStarted(p: RecordingStartedPayload): void {
+    this.update({ recording: { startedAt: p.startedAt, startedBy: p.startedBy } });
   }
 
   private onSessionEnded(p: SessionEndedPayload): void {

@@ -120,6 +120,28 @@ export interface ClientCandidatesPayload {
 export interface SessionRefPayload {
   sessionId: number;
 }
+/** The session's doctor starts recording; `consent: true` confirms every participant agreed. */
+export interface StartRecordingPayload {
+  sessionId: number;
+  consent: boolean;
+}
+
+/** A recording as the REST API and `stop_recording`'s acknowledgement show it. */
+export interface RecordingView {
+  id: string;
+  sessionId: number;
+  participant: { role: Role; id: number };
+  consent: { confirmed_by: UserRef; confirmed_at: string };
+  status: 'recording' | 'finished' | 'interrupted' | 'failed';
+  started_at: string;
+  ended_at: string | null;
+  duration_ms: number | null;
+  size_bytes: number | null;
+  content_type: string;
+  end_reason: string | null;
+  /** Relative download URL (needs the Authorization header; Range requests honoured). */
+  url: string;
+}
 
 /** Client events and their payloads. */
 export interface ClientEvents {
@@ -134,6 +156,8 @@ export interface ClientEvents {
   webrtc_ice_candidates: ClientCandidatesPayload;
   leave_session: SessionRefPayload;
   end_session: SessionRefPayload;
+  start_recording: StartRecordingPayload;
+  stop_recording: SessionRefPayload;
 }
 
 /** The `data` of a successful acknowledgement, per client event. */
@@ -149,6 +173,8 @@ export interface ClientAcks {
   webrtc_ice_candidates: { sessionId: number; accepted: number };
   leave_session: { sessionId: number };
   end_session: { sessionId: number };
+  start_recording: { sessionId: number; startedAt: string; recordings: string[] };
+  stop_recording: { sessionId: number; recordings: RecordingView[] };
 }
 
 export type ClientEvent = keyof ClientEvents;
@@ -213,6 +239,20 @@ export interface WebrtcErrorPayload {
   message: string;
 }
 
+/** The consultation is being recorded (sent to everyone in it, and to each newcomer). */
+export interface RecordingStartedPayload {
+  sessionId: number;
+  startedAt: string;
+  startedBy: UserRef;
+  consent: { confirmedBy: UserRef; confirmedAt: string };
+}
+/** `reason`: stopped_by_doctor, session_ended, server_shutdown. */
+export interface RecordingStoppedPayload {
+  sessionId: number;
+  reason: string;
+  stoppedAt: string;
+}
+
 /** Server events and their payloads. */
 export interface ServerEvents {
   new_message: MessageView;
@@ -226,6 +266,8 @@ export interface ServerEvents {
   participant_left: ParticipantEventPayload;
   session_ended: SessionEndedPayload;
   webrtc_error: WebrtcErrorPayload;
+  recording_started: RecordingStartedPayload;
+  recording_stopped: RecordingStoppedPayload;
 }
 
 export type ServerEvent = keyof ServerEvents;
@@ -243,6 +285,8 @@ export const SERVER_EVENTS: readonly ServerEvent[] = [
   'participant_left',
   'session_ended',
   'webrtc_error',
+  'recording_started',
+  'recording_stopped',
 ] as const;
 
 /** `msid` stream id of a participant's media as the SFU forwards it: `"{role}-{id}"`. */

@@ -25,6 +25,12 @@ const MESSAGES: Record<string, string> = {
   refused: 'Votre session a expiré ou n’est pas valide. Reconnectez-vous.',
   timeout: 'Le serveur ne répond pas. Nouvelle tentative…',
   bad_link: "Ce lien de consultation est incomplet : il manque le numéro de consultation ou le code d'accès.",
+  consent_required:
+    "L'enregistrement demande le consentement des participants : cochez la case pour le confirmer.",
+  already_recording: 'La consultation est déjà en cours d’enregistrement.',
+  not_recording: "La consultation n'est pas en cours d'enregistrement.",
+  session_not_live: "Personne n'est encore connecté à cette consultation : rien à enregistrer.",
+  recording_in_progress: "Cet enregistrement n'est pas terminé : arrêtez-le d'abord.",
 };
 
 export function describe(code: string, fallback?: string): string {
