@@ -36,3 +36,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod turn;
+pub mod udp_buffers;

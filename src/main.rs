@@ -9,6 +9,20 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in the vendored mimalloc v3 header (`mimalloc.h`, `mi_option_e`),
+/// which the Rust bindings do not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Memory a PeerConnection frees goes back to the OS at once instead of after mimalloc's
+/// default 10 ms: less resident memory per PeerConnection under load, no measurable CPU cost
+/// (README, Benchmarks). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide option, read by mimalloc at its next purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 use clap::{Parser, Subcommand};
 use relais::config::{Config, Override};
 use relais::ids::{Identity, Role};
@@ -83,6 +97,7 @@ fn overrides(cli: &Cli) -> Result<Vec<Override>, relais::config::ConfigError> {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let config = match overrides(&cli).and_then(|o| Config::from_process(cli.config.as_deref(), &o))
     {

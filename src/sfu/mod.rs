@@ -129,6 +129,7 @@ impl Sfu {
         let socket = tokio::net::UdpSocket::bind(settings.udp_addr)
             .await
             .with_context(|| format!("media.udp_addr: cannot bind {}", settings.udp_addr))?;
+        crate::udp_buffers::enlarge(&socket, "media");
         let media_addr = socket.local_addr()?;
         let candidates = advertised(&settings.public_ips, media_addr);
         anyhow::ensure!(

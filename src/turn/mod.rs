@@ -114,6 +114,7 @@ impl TurnServer {
         let udp = tokio::net::UdpSocket::bind(settings.udp_addr)
             .await
             .with_context(|| format!("turn.udp_addr: cannot bind {}", settings.udp_addr))?;
+        crate::udp_buffers::enlarge(&udp, "turn");
         let udp_addr = udp.local_addr()?;
         let tcp = tokio::net::TcpListener::bind(settings.tcp_addr)
             .await

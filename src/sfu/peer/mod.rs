@@ -155,11 +155,16 @@ impl Peer {
         let mut batch_cmd = Vec::with_capacity(BATCH);
         let mut batch_media = Vec::with_capacity(BATCH);
         let mut batch_dgram = Vec::with_capacity(BATCH);
+        // One timer for the connection's deadlines, moved rather than re-registered each turn.
+        let mut deadline = self.next_deadline();
+        let timer = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(timer);
         while !self.closed && !self.ctx.events.is_closed() {
-            let deadline = self
-                .pc
-                .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let next = self.next_deadline();
+            if next != deadline {
+                deadline = next;
+                timer.as_mut().reset(deadline.into());
+            }
             tokio::select! {
                 biased;
                 n = commands.recv_many(&mut batch_cmd, BATCH) => {
@@ -170,18 +175,22 @@ impl Peer {
                         self.on_command(cmd);
                     }
                 }
+                // Each message is carried through the stack before the next one: the stack's
+                // internal queues stay one message deep (memory) and warm in cache.
                 _ = inbox.recv_many(&mut batch_dgram, BATCH) => {
                     for dg in batch_dgram.drain(..) {
                         self.on_datagram(dg);
+                        self.drain();
                     }
                 }
                 _ = media.recv_many(&mut batch_media, BATCH) => {
                     let now = Instant::now();
                     for f in batch_media.drain(..) {
                         self.on_forwarded(f, now);
+                        self.drain();
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = &mut timer => {
                     if let Err(e) = self.pc.handle_timeout(Instant::now()) {
                         tracing::debug!(peer = self.ctx.id, error = %e, "peer timer failed");
                         self.fail("timer_error");
@@ -194,6 +203,13 @@ impl Peer {
             }
         }
         self.shutdown();
+    }
+
+    /// When the stack next wants `handle_timeout` (at most a second away).
+    fn next_deadline(&mut self) -> Instant {
+        self.pc
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
     }
 
     fn on_command(&mut self, cmd: PeerCommand) {

@@ -34,9 +34,11 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 use super::rtcp_tap::RtcpTap;
 use crate::sfu::media_plane::Transport;
 
-/// Packets kept per outgoing stream to answer NACKs (a power of two): about 1 s of 1 Mbit/s
-/// video, several round trips; more only costs memory (each entry holds a payload).
-const NACK_CACHE: u16 = 128;
+/// Packets kept per outgoing stream to answer NACKs (a power of two): about 0.6 s of 1 Mbit/s
+/// video, a few round trips. Each entry holds a payload: 128 cost ~100 KiB more resident
+/// memory per PeerConnection in the 50-call benchmark (README) for losses a NACK could no
+/// longer repair in time anyway.
+const NACK_CACHE: u16 = 64;
 /// A lost packet is asked for at most this many times.
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
