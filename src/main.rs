@@ -9,18 +9,42 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in the vendored mimalloc v3 header (`mimalloc.h`, `mi_option_e`),
-/// which the Rust bindings do not name.
+/// `mi_option_purge_delay` of the vendored mimalloc (`mimalloc.h`, `mi_option_e`, the same
+/// index in its v2 and v3 headers), which the Rust bindings do not name.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Memory a PeerConnection frees goes back to the OS at once instead of after mimalloc's
-/// default 10 ms: less resident memory per PeerConnection under load, no measurable CPU cost
-/// (README, Benchmarks). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// mimalloc settings that keep resident memory per PeerConnection and per recording low
+/// (README, Benchmarks), with no measurable CPU cost. Variables already in the environment
+/// win.
+/// - `MIMALLOC_ARENA_EAGER_COMMIT=0`: arena memory is committed as it is used; eagerly
+///   committed arenas made every allocating thread (each recording has one) ~8 MiB resident.
+///   mimalloc reads it when it creates its first arena, before `main`: it must be in the
+///   environment when the process starts, hence [`reexec_with_allocator_env`].
+/// - purge delay 0: freed memory goes back to the OS at once instead of after 10 ms.
+const ALLOCATOR_ENV: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide option, read by mimalloc at its next purge.
+        // SAFETY: sets a process-wide option (first line of main, one thread).
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
+}
+
+/// Runs this same program again with [`ALLOCATOR_ENV`] set, unless it is set already
+/// (then, or when the re-exec fails, it returns and the process goes on as it is).
+fn reexec_with_allocator_env() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(ALLOCATOR_ENV).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(ALLOCATOR_ENV, "0")
+        .exec();
+    eprintln!("relais: note: could not restart with {ALLOCATOR_ENV}=0 ({err}); going on");
 }
 
 use clap::{Parser, Subcommand};
@@ -97,6 +121,7 @@ fn overrides(cli: &Cli) -> Result<Vec<Override>, relais::config::ConfigError> {
 }
 
 fn main() -> ExitCode {
+    reexec_with_allocator_env();
     tune_allocator();
     let cli = Cli::parse();
     let config = match overrides(&cli).and_then(|o| Config::from_process(cli.config.as_deref(), &o))

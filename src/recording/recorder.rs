@@ -77,8 +77,18 @@ pub struct Recorder<S: Sink = File> {
     done: bool,
 }
 
-/// Buffers kept for reuse; more are freed.
-const POOL_MAX: usize = 256;
+/// Frame buffers kept for reuse (enough for the frames a jitter buffer holds); more are freed.
+const POOL_MAX: usize = 32;
+/// A buffer that grew past this (a keyframe) is freed rather than kept: a pool of buffers
+/// each the size of the largest frame seen cost ~8 MiB per recorded participant.
+const POOL_BUFFER_MAX: usize = 16 << 10;
+
+/// Keeps `data` for reuse when the pool has room and it is not oversized.
+fn recycle(pool: &mut Vec<Vec<u8>>, data: Vec<u8>) {
+    if pool.len() < POOL_MAX && data.capacity() <= POOL_BUFFER_MAX {
+        pool.push(data);
+    }
+}
 /// Clusters never span more than this (block timestamps are 16-bit relative).
 const CLUSTER_MAX_MS: i64 = 30_000;
 /// A cluster in memory is written once it holds this much, whatever its duration.
@@ -460,9 +470,7 @@ impl<S: Sink> Recorder<S> {
             };
             self.pending_frames -= 1;
             let r = self.write_frame(ti, ts, &frame);
-            if self.pool.len() < POOL_MAX {
-                self.pool.push(frame.data);
-            }
+            recycle(&mut self.pool, frame.data);
             r?;
         }
         Ok(())
@@ -502,10 +510,8 @@ impl<S: Sink> Recorder<S> {
                 if ts + 10_000 >= start {
                     break;
                 }
-                if let Some(f) = t.pending.pop_front()
-                    && pool.len() < POOL_MAX
-                {
-                    pool.push(f.data);
+                if let Some(f) = t.pending.pop_front() {
+                    recycle(pool, f.data);
                 }
                 dropped += 1;
             }
