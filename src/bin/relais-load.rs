@@ -108,6 +108,10 @@ struct MediaArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// The doctor of each consultation records it (with consent) once everyone joined:
+    /// compare a run with and without to see what recording costs (relais only).
+    #[arg(long)]
+    record: bool,
 }
 
 #[derive(Args)]
@@ -346,6 +350,7 @@ async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result
         bind: a.bind,
         join_timeout: a.join_timeout,
         progress: !a.quiet,
+        record: a.record,
     };
     let targets: Vec<&str> = match a.target.as_deref() {
         Some(t @ ("relais" | "bare-relay" | "janus")) => vec![t],

@@ -223,6 +223,10 @@ impl Measured {
                 .map(|ns| ns / 1000.0 / forwarded),
             server_cpu_cores: cpu_ns.map(|ns| ns / 1e9 / w),
             server_rss_kib: self.end.rss_kib,
+            server_disk_write_mb_s: match (self.start.disk_write_bytes, self.end.disk_write_bytes) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e6 / w),
+                _ => None,
+            },
             server_rss_kib_per_peer: match (initial.rss_kib, self.end.rss_kib) {
                 (Some(a), Some(b)) if connected > 0 => {
                     Some(b.saturating_sub(a) as f64 / connected as f64)

@@ -49,6 +49,8 @@ pub struct MediaLoad {
     /// Longest a participant may take to connect.
     pub join_timeout: Duration,
     pub progress: bool,
+    /// The doctor records each consultation once everyone has joined (with consent).
+    pub record: bool,
 }
 
 impl MediaLoad {
@@ -302,6 +304,19 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
                     break; // nobody can join a session whose doctor is not there
                 }
             }
+        }
+    }
+    if cfg.record && all {
+        let path = format!("/api/messaging/webrtc/sessions/{session}/recording");
+        if let Err(e) = api
+            .call_ok(
+                reqwest::Method::POST,
+                &path,
+                Some(&json!({"consent": true})),
+            )
+            .await
+        {
+            ctx.failures.add(&format!("start recording: {e}"));
         }
     }
     (out, all)

@@ -23,6 +23,15 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// Bytes a process has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`:
+/// recordings, the database, logs).
+pub fn process_disk_write_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// One reading of the server.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerSample {
@@ -35,6 +44,7 @@ pub struct ServerSample {
     pub dropped: f64,
     pub cpu_ns: Option<u64>,
     pub rss_kib: Option<u64>,
+    pub disk_write_bytes: Option<u64>,
 }
 
 /// Where the figures come from.
@@ -64,6 +74,7 @@ impl Probe {
         let mut s = ServerSample {
             cpu_ns: pid.and_then(process_cpu_ns),
             rss_kib: pid.and_then(process_rss_kib),
+            disk_write_bytes: pid.and_then(process_disk_write_bytes),
             ..Default::default()
         };
         match self {

@@ -49,6 +49,8 @@ pub struct MediaReport {
     pub server_cpu_cores: Option<f64>,
     pub server_rss_kib: Option<u64>,
     pub server_rss_kib_per_peer: Option<f64>,
+    /// What the server wrote to storage during the window (recordings above all), MB/s.
+    pub server_disk_write_mb_s: Option<f64>,
     /// The load tool's own CPU during the window (same-machine measurements).
     pub tool_cpu_cores: Option<f64>,
     pub tool_send_drops: u64,
@@ -167,6 +169,10 @@ pub fn table(runs: &[MediaReport]) -> String {
         (
             "server RSS KiB / PC",
             Box::new(|r| opt(r.server_rss_kib_per_peer, "", 0)),
+        ),
+        (
+            "server disk writes MB/s",
+            Box::new(|r| opt(r.server_disk_write_mb_s, "", 2)),
         ),
         (
             "load tool CPU (cores)",
@@ -358,6 +364,7 @@ mod tests {
             server_cpu_cores: Some(0.1),
             server_rss_kib: Some(10_000),
             server_rss_kib_per_peer: Some(100.0),
+            server_disk_write_mb_s: Some(0.0),
             tool_cpu_cores: Some(0.1),
             tool_send_drops: 0,
             failures: vec![("x".into(), 2)],
