@@ -267,6 +267,25 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
     let mut out = Vec::new();
     let mut all = true;
     for (k, token) in tokens.into_iter().enumerate() {
+        // Each participant gets TURN credentials of its own, as a browser does (the server
+        // limits allocations per user).
+        let turn = match &ctx.turn {
+            Some(_) => {
+                let own = ApiClient::new(ctx.http.clone(), &cfg.base, &token);
+                match turn_config(&own).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        ctx.failures.add(&format!("TURN credentials: {e}"));
+                        all = false;
+                        if k == 0 {
+                            break; // no session without its doctor
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
         let p = Participant {
             base: cfg.base.clone(),
             token,
@@ -280,7 +299,7 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
             },
             video: cfg.pattern.video,
             transport: cfg.transport,
-            turn: ctx.turn.clone(),
+            turn,
             bind: cfg.bind,
             tag_base: ((s * cfg.participants + k) as u32) << 4,
         };
