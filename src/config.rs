@@ -47,6 +47,9 @@ pub struct Config {
     /// Base of every URL the server hands out (conference links). Default:
     /// `https://<first public ip>:<https port>`.
     pub public_base_url: Option<Url>,
+    /// `redis://…`: this node is one of several sharing PostgreSQL and Redis (node directory,
+    /// Socket.IO across nodes, session placement). Unset: one process, no Redis.
+    pub redis_url: Option<String>,
     pub http: HttpConfig,
     pub https: HttpsConfig,
     pub auth: AuthConfig,
@@ -55,6 +58,7 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
 
@@ -98,6 +102,9 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp`/`nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// People who may use the administration endpoints (`GET /api/messaging/nodes`), as
+    /// `role:id` (`medecin:1`). Empty: nobody.
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +182,27 @@ pub struct RecordingConfig {
     pub queue_packets: usize,
 }
 
+/// Several nodes (only read when `redis_url` is set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in the directory. Unset: the host name and a random suffix, new at
+    /// each start (a restarted node is a new node).
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel relais uses: nodes sharing a prefix form one
+    /// cluster.
+    pub prefix: String,
+    /// How often a node refreshes its directory entry (and looks at the others).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node whose entry is older than this is dead: its sessions move to live nodes.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// How long a node waits for another to answer a signaling message it routed there.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -202,6 +230,7 @@ impl Default for Config {
             web_dir: PathBuf::from("web/dist"),
             database_url: None,
             public_base_url: None,
+            redis_url: None,
             http: HttpConfig::default(),
             https: HttpsConfig::default(),
             auth: AuthConfig::default(),
@@ -210,6 +239,7 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             turn: TurnConfig::default(),
             recording: RecordingConfig::default(),
+            cluster: ClusterConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -248,6 +278,7 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(30),
+            admins: Vec::new(),
         }
     }
 }
@@ -307,6 +338,18 @@ impl Default for RecordingConfig {
             retention_days: 0,
             retention_interval: Duration::from_secs(3600),
             queue_packets: 4096,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            prefix: "relais".into(),
+            heartbeat_interval: Duration::from_secs(2),
+            node_ttl: Duration::from_secs(6),
+            request_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -428,6 +471,21 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
         "recording.queue_packets",
         Kind::Int,
     ),
+    ("REDIS_URL", "redis_url", Kind::Str),
+    ("RELAIS_NODE_ID", "cluster.node_id", Kind::Str),
+    ("RELAIS_CLUSTER_PREFIX", "cluster.prefix", Kind::Str),
+    (
+        "RELAIS_HEARTBEAT_INTERVAL",
+        "cluster.heartbeat_interval",
+        Kind::Str,
+    ),
+    ("RELAIS_NODE_TTL", "cluster.node_ttl", Kind::Str),
+    (
+        "RELAIS_CLUSTER_REQUEST_TIMEOUT",
+        "cluster.request_timeout",
+        Kind::Str,
+    ),
+    ("RELAIS_ADMINS", "auth.admins", Kind::List),
     ("RELAIS_LOG_FORMAT", "log.format", Kind::Str),
     ("RELAIS_LOG", "log.filter", Kind::Str),
 ];
@@ -606,7 +664,89 @@ impl Config {
                 "must be at least 64".into(),
             ));
         }
+        for admin in &self.auth.admins {
+            if parse_identity(admin).is_none() {
+                return Err(bad(
+                    "auth.admins",
+                    format!("`{admin}` is not a person like medecin:1 or patient:42"),
+                ));
+            }
+        }
+        self.validate_cluster()
+    }
+
+    /// Several nodes: Redis for the directory and events, PostgreSQL for shared state.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Value {
+            key: key.into(),
+            origin: "configuration".into(),
+            message: message.into(),
+        };
+        let Some(redis) = &self.redis_url else {
+            return Ok(());
+        };
+        if !redis.starts_with("redis://") {
+            return Err(bad(
+                "redis_url",
+                "must be a redis://[user:password@]host:port[/db] URL",
+            ));
+        }
+        if !self.database_url().starts_with("postgres") {
+            return Err(bad(
+                "database_url",
+                "several nodes share one PostgreSQL database: with redis_url set, \
+                 database_url must be postgres://…",
+            ));
+        }
+        let token_ok = |s: &str, extra: &[char]| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c) || extra.contains(&c))
+        };
+        if let Some(id) = &self.cluster.node_id
+            && !token_ok(id, &[])
+        {
+            return Err(bad(
+                "cluster.node_id",
+                "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if !token_ok(&self.cluster.prefix, &[':']) {
+            return Err(bad(
+                "cluster.prefix",
+                "must be 1 to 64 letters, digits, `-`, `_`, `.` or `:`",
+            ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval < Duration::from_millis(100)
+            || c.heartbeat_interval > Duration::from_secs(30)
+        {
+            return Err(bad(
+                "cluster.heartbeat_interval",
+                "must be between 100ms and 30s",
+            ));
+        }
+        if c.node_ttl < c.heartbeat_interval * 2 || c.node_ttl > Duration::from_secs(300) {
+            return Err(bad(
+                "cluster.node_ttl",
+                "must be at least twice cluster.heartbeat_interval and at most 5m",
+            ));
+        }
+        if c.request_timeout < Duration::from_secs(1)
+            || c.request_timeout > Duration::from_secs(120)
+        {
+            return Err(bad("cluster.request_timeout", "must be between 1s and 2m"));
+        }
         Ok(())
+    }
+
+    /// True when `who` is listed in `auth.admins`.
+    pub fn is_admin(&self, who: crate::ids::Identity) -> bool {
+        self.auth
+            .admins
+            .iter()
+            .any(|a| parse_identity(a) == Some(who))
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
@@ -627,6 +767,13 @@ impl Config {
     pub fn recordings_dir(&self) -> PathBuf {
         self.media_dir.join("recordings")
     }
+}
+
+/// `medecin:1` → the doctor number 1.
+fn parse_identity(s: &str) -> Option<crate::ids::Identity> {
+    let (role, id) = s.trim().split_once(':')?;
+    let id: i64 = id.trim().parse().ok().filter(|i| *i > 0)?;
+    Some(crate::ids::Identity::new(role.trim().parse().ok()?, id))
 }
 
 /// Names the layer a key most likely came from, for error messages.
@@ -814,6 +961,47 @@ mod tests {
         );
         let err = load(None, &[], &["recording.queue_packets=3"]).unwrap_err();
         assert!(err.to_string().contains("recording.queue_packets"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let c = load(None, &[], &[]).unwrap();
+        assert!(c.redis_url.is_none(), "one process unless redis_url is set");
+        let pg = ("DATABASE_URL", "postgres://postgres@127.0.0.1/relais");
+        let c = load(
+            Some("[cluster]\nprefix = \"clinic:a\"\nnode_ttl = \"9s\"\n"),
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                pg,
+                ("RELAIS_NODE_ID", "node-a"),
+                ("RELAIS_HEARTBEAT_INTERVAL", "1s"),
+                ("RELAIS_ADMINS", "medecin:1, patient:2"),
+            ],
+            &["cluster.request_timeout=3s"],
+        )
+        .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.cluster.node_id.as_deref(), Some("node-a"));
+        assert_eq!(c.cluster.prefix, "clinic:a");
+        assert_eq!(c.cluster.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.cluster.node_ttl, Duration::from_secs(9));
+        assert_eq!(c.cluster.request_timeout, Duration::from_secs(3));
+        assert!(c.is_admin(crate::ids::Identity::new(crate::ids::Role::Patient, 2)));
+        assert!(!c.is_admin(crate::ids::Identity::new(crate::ids::Role::Medecin, 2)));
+
+        let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+        let err = load(None, &[redis], &[]).unwrap_err();
+        assert!(err.to_string().contains("database_url"), "{err}");
+        let err = load(None, &[("REDIS_URL", "http://x"), pg], &[]).unwrap_err();
+        assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = load(None, &[redis, pg, ("RELAIS_NODE_ID", "a b")], &[]).unwrap_err();
+        assert!(err.to_string().contains("cluster.node_id"), "{err}");
+        let err = load(None, &[redis, pg, ("RELAIS_NODE_TTL", "1s")], &[]).unwrap_err();
+        assert!(err.to_string().contains("cluster.node_ttl"), "{err}");
+        let err = load(None, &[redis, pg], &["cluster.nope=1"]).unwrap_err();
+        assert!(err.to_string().contains("cluster.nope"), "{err}");
+        let err = load(None, &[("RELAIS_ADMINS", "root")], &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.admins"), "{err}");
     }
 
     #[test]

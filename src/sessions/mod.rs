@@ -138,6 +138,18 @@ impl Sessions {
         conversation: ConversationRef,
         session_type: SessionType,
     ) -> DomainResult<(SessionRecord, String)> {
+        self.create_on(caller, conversation, session_type, None)
+            .await
+    }
+
+    /// [`create`](Self::create), placed on `node` (several nodes).
+    pub async fn create_on(
+        &self,
+        caller: Identity,
+        conversation: ConversationRef,
+        session_type: SessionType,
+        node: Option<String>,
+    ) -> DomainResult<(SessionRecord, String)> {
         if caller.role != Role::Medecin {
             return Err(DomainError::forbidden(
                 "doctor_only",
@@ -173,6 +185,7 @@ impl Sessions {
                 code_hash: codes::hash(&self.inner.code_key, &code),
                 code_expires_at: now + self.inner.code_ttl.as_millis() as Millis,
                 created_at: now,
+                node_id: node.clone(),
             };
             if let Some(session) = self.inner.store.create_session(&new).await? {
                 self.inner

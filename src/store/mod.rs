@@ -27,7 +27,9 @@ pub use attachments::{Attachment, NewAttachment};
 pub use conversations::{Conversation, ConversationKind, ConversationSummary};
 pub use messages::{Message, MessageType, NewMessage, Page};
 pub use recordings::{RecordingEnd, RecordingRecord, RecordingStatus};
-pub use sessions::{NewSession, SessionParticipant, SessionRecord, SessionStatus, SessionType};
+pub use sessions::{
+    NewSession, PlacedSession, SessionParticipant, SessionRecord, SessionStatus, SessionType,
+};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -81,6 +81,11 @@ pub struct SessionRecord {
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
     pub end_reason: Option<String>,
+    /// The node serving its media (several nodes); `None` on a single node.
+    pub node_id: Option<String>,
+    /// The last node lost with this session on it, and when the session moved.
+    pub moved_from: Option<String>,
+    pub moved_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +96,17 @@ pub struct NewSession {
     pub code_hash: String,
     pub code_expires_at: Millis,
     pub created_at: Millis,
+    /// Where it is placed (several nodes).
+    pub node_id: Option<String>,
+}
+
+/// A session that is not over, and the node it is placed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedSession {
+    pub id: SessionId,
+    pub node_id: String,
+    pub statut: SessionStatus,
+    pub code_expires_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +117,8 @@ pub struct SessionParticipant {
 }
 
 const COLUMNS: &str = "id, conversation_id, session_type, statut, created_by_role, created_by_id, \
-    code_hash, code_expires_at, created_at, started_at, ended_at, end_reason";
+    code_hash, code_expires_at, created_at, started_at, ended_at, end_reason, node_id, moved_from, \
+    moved_at";
 
 fn session_from_row(row: &AnyRow) -> StoreResult<SessionRecord> {
     let session_type: String = row.try_get("session_type")?;
@@ -118,6 +135,9 @@ fn session_from_row(row: &AnyRow) -> StoreResult<SessionRecord> {
         started_at: row.try_get("started_at")?,
         ended_at: row.try_get("ended_at")?,
         end_reason: row.try_get("end_reason")?,
+        node_id: row.try_get("node_id")?,
+        moved_from: row.try_get("moved_from")?,
+        moved_at: row.try_get("moved_at")?,
     })
 }
 
@@ -130,8 +150,8 @@ impl Store {
     pub async fn create_session(&self, new: &NewSession) -> StoreResult<Option<SessionRecord>> {
         let result: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO webrtc_sessions (conversation_id, session_type, statut, created_by_role, \
-                 created_by_id, code_hash, code_expires_at, created_at) \
-             VALUES ($1, $2, 'initiating', $3, $4, $5, $6, $7) RETURNING id",
+                 created_by_id, code_hash, code_expires_at, created_at, node_id) \
+             VALUES ($1, $2, 'initiating', $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(new.conversation_id.0)
         .bind(new.session_type.as_str())
@@ -140,6 +160,7 @@ impl Store {
         .bind(new.code_hash.clone())
         .bind(new.code_expires_at)
         .bind(new.created_at)
+        .bind(new.node_id.clone())
         .fetch_one(self.writer())
         .await;
         match result {
@@ -155,6 +176,9 @@ impl Store {
                 started_at: None,
                 ended_at: None,
                 end_reason: None,
+                node_id: new.node_id.clone(),
+                moved_from: None,
+                moved_at: None,
             })),
             Err(e) if is_unique_violation(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -281,6 +305,84 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The node a session is placed on: `None` when there is no such session, `Some(None)`
+    /// when it is not placed (single node).
+    pub async fn session_node(&self, id: SessionId) -> StoreResult<Option<Option<String>>> {
+        let row = sqlx::query("SELECT node_id FROM webrtc_sessions WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(self.writer())
+            .await?;
+        row.map(|r| r.try_get::<Option<String>, _>("node_id"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Every session not over that is placed on a node.
+    pub async fn placed_sessions(&self) -> StoreResult<Vec<PlacedSession>> {
+        let rows = sqlx::query(
+            "SELECT id, node_id, statut, code_expires_at FROM webrtc_sessions \
+             WHERE statut <> 'ended' AND node_id IS NOT NULL",
+        )
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let statut: String = r.try_get("statut")?;
+                Ok(PlacedSession {
+                    id: SessionId(r.try_get("id")?),
+                    node_id: r.try_get("node_id")?,
+                    statut: SessionStatus::parse(&statut)?,
+                    code_expires_at: r.try_get("code_expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sessions still waiting for media (initiating) created since `since`, per node: the
+    /// load a node is about to take.
+    pub async fn pending_sessions_by_node(
+        &self,
+        since: Millis,
+    ) -> StoreResult<std::collections::HashMap<String, u32>> {
+        let rows = sqlx::query(
+            "SELECT node_id, COUNT(*) AS n FROM webrtc_sessions \
+             WHERE statut = 'initiating' AND node_id IS NOT NULL AND created_at >= $1 \
+             GROUP BY node_id",
+        )
+        .bind(since)
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((r.try_get("node_id")?, u32::try_from(n).unwrap_or(u32::MAX)))
+            })
+            .collect()
+    }
+
+    /// Moves a session from the lost node `from` to `to`. False when it is not on `from` any
+    /// more (another node moved it first) or is over: exactly one caller wins.
+    pub async fn move_session(
+        &self,
+        id: SessionId,
+        from: &str,
+        to: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE webrtc_sessions SET node_id = $1, moved_from = $2, moved_at = $3 \
+             WHERE id = $4 AND node_id = $5 AND statut <> 'ended'",
+        )
+        .bind(to.to_string())
+        .bind(from.to_string())
+        .bind(now)
+        .bind(id.0)
+        .bind(from.to_string())
+        .execute(self.writer())
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// A named server secret, created with `generate` the first time (all nodes share it).
