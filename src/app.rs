@@ -15,10 +15,12 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{FailureLimiter, TokenVerifier};
 use crate::clock::{SharedClock, SystemClock};
+use crate::cluster::{Cluster, LocalNode};
 use crate::config::Config;
 use crate::messaging::{Messaging, Uploads};
 use crate::metrics::Metrics;
-use crate::realtime::{self, Broadcaster};
+use crate::realtime::io::ClusterAdapter;
+use crate::realtime::{self, Broadcaster, Io};
 use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::sfu::{MediaSettings, Sfu};
@@ -40,6 +42,21 @@ pub struct App {
     http_listener: std::net::TcpListener,
     https: Option<(std::net::TcpListener, TlsMaterial)>,
     router: axum::Router,
+}
+
+/// The Socket.IO layer: socketioxide's types differ with the adapter.
+enum IoLayer {
+    Local(socketioxide::layer::SocketIoLayer),
+    Cluster(socketioxide::layer::SocketIoLayer<ClusterAdapter>),
+}
+
+impl IoLayer {
+    fn apply(self, router: axum::Router) -> axum::Router {
+        match self {
+            IoLayer::Local(l) => router.layer(l),
+            IoLayer::Cluster(l) => router.layer(l),
+        }
+    }
 }
 
 /// A server running in the background (tests, embedding).
@@ -183,9 +200,34 @@ impl App {
         .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
         .collect();
 
-        let (io_layer, io) = SocketIo::builder()
-            .max_payload(config.http.json_body_limit as u64)
-            .build_layer();
+        // Several nodes: Redis first (the Socket.IO adapter needs it).
+        let cluster = match &config.redis_url {
+            Some(_) => Some(Cluster::connect(&config).await?),
+            None => None,
+        };
+        let builder = SocketIo::builder().max_payload(config.http.json_body_limit as u64);
+        let (io_layer, io) = match &cluster {
+            None => {
+                let (layer, io) = builder.build_layer();
+                (IoLayer::Local(layer), Io::Local(io))
+            }
+            Some(c) => {
+                let adapter = socketioxide_redis::RedisAdapterCtr::new_with_driver(
+                    c.driver().clone(),
+                    socketioxide_redis::RedisAdapterConfig::new().with_prefix(c.adapter_prefix()),
+                );
+                let (layer, io) = builder
+                    .with_adapter::<ClusterAdapter>(adapter)
+                    .build_layer();
+                (
+                    IoLayer::Cluster(layer),
+                    Io::Cluster {
+                        io,
+                        bus: c.bus().clone(),
+                    },
+                )
+            }
+        };
 
         let metrics = Arc::new(Metrics::new());
         let uploads = Uploads::new(config.uploads_dir(), config.messaging.attachment_max_bytes)
@@ -267,11 +309,24 @@ impl App {
             turn,
             io: io.clone(),
             public_base_url: public_base_url.clone(),
+            cluster,
         });
-        realtime::register(&io, state.clone());
+        match &io {
+            Io::Local(sio) => realtime::register(sio, state.clone()),
+            Io::Cluster { io: sio, .. } => {
+                // With the Redis adapter the namespace subscribes to its channels first.
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    realtime::register(sio, state.clone()),
+                )
+                .await
+                .context("redis_url: the Socket.IO adapter did not start in 10 s")?
+                .map_err(|e| anyhow::anyhow!("redis_url: the Socket.IO adapter: {e}"))?;
+            }
+        }
 
-        let router = crate::http::router(state.clone())
-            .layer(io_layer)
+        let router = io_layer
+            .apply(crate::http::router(state.clone()))
             .layer(crate::http::cors(cors_origins));
 
         Ok(Self {
@@ -286,8 +341,30 @@ impl App {
         })
     }
 
+    /// What this node says about itself in the cluster directory.
+    fn local_node(&self) -> LocalNode {
+        let sfu = &self.state.sfu;
+        LocalNode {
+            public_base_url: self.public_base_url.clone(),
+            http_addr: self.http_addr,
+            https_addr: self.https_addr,
+            media: crate::cluster::directory::MediaAddrs {
+                udp: sfu
+                    .host_candidates()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                tcp: sfu.media_tcp_addr().iter().map(|a| a.to_string()).collect(),
+                turn_udp: self.state.turn.as_ref().map(|t| t.udp_addr().to_string()),
+            },
+        }
+    }
+
     /// Serves until `shutdown` resolves, then stops gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        if let Some(cluster) = &self.state.cluster {
+            cluster.start(self.state.clone(), self.local_node()).await?;
+        }
         let handle = axum_server::Handle::new();
         let make = || {
             self.router
@@ -322,6 +399,17 @@ impl App {
         let retention = self.state.recordings.spawn_retention();
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        if let Some(cluster) = &self.state.cluster {
+            // No new sessions placed here from now on; ours move to the other nodes, and
+            // their rooms here close without telling anyone the session ended.
+            cluster.directory().deregister().await;
+            for session in crate::cluster::failover::drain(&self.state, cluster).await {
+                self.state
+                    .sfu
+                    .close_room(session, crate::sfu::room::MOVED)
+                    .await;
+            }
+        }
         let grace = self.state.config.http.shutdown_grace;
         handle.graceful_shutdown(Some(grace));
         self.state.sfu.shutdown().await;
@@ -336,6 +424,9 @@ impl App {
             turn.shutdown();
         }
         self.state.io.close().await;
+        if let Some(cluster) = &self.state.cluster {
+            cluster.stop().await;
+        }
         http.await.context("http server task")??;
         if let Some(https) = https {
             https.await.context("https server task")??;

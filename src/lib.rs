@@ -9,6 +9,8 @@
 //! - [`messaging`]: the messaging service both transports call, and its wire views;
 //! - [`http`]: the REST router, errors and extractors;
 //! - [`realtime`]: Socket.IO handshake, events and broadcasts;
+//! - [`cluster`]: several nodes on PostgreSQL and Redis (directory, placement, routing,
+//!   node loss); off without `redis_url`;
 //! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
 //!
 //! Invariants that hold across modules:
@@ -21,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ids;

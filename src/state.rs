@@ -3,13 +3,13 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use socketioxide::SocketIo;
-
 use crate::auth::{FailureLimiter, TokenVerifier};
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::messaging::Messaging;
 use crate::metrics::Metrics;
+use crate::realtime::Io;
 use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::sfu::Sfu;
@@ -32,9 +32,11 @@ pub struct AppInner {
     pub recordings: Recordings,
     /// The embedded TURN server, when `turn.enabled`.
     pub turn: Option<Arc<TurnServer>>,
-    pub io: SocketIo,
+    pub io: Io,
     /// Base of the URLs handed out (conference links).
     pub public_base_url: url::Url,
+    /// This node's cluster membership, when `redis_url` is set (several nodes).
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {

@@ -13,6 +13,7 @@ mod envelope;
 pub mod error;
 pub mod extract;
 pub mod messages;
+pub mod nodes;
 mod openapi;
 mod ops;
 pub mod recordings;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webrtc/recordings/{id}", get(recordings::download))
         .route("/webrtc/validate-code", post(webrtc::validate_code))
         .route("/webrtc/ice-servers", get(webrtc::ice_servers))
+        .route("/nodes", get(nodes::list))
         .fallback(api_not_found)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,

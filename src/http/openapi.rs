@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, conversations, messages, ops, recordings, web, webrtc};
+use super::{attachments, conversations, messages, nodes, ops, recordings, web, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +15,7 @@ use super::{attachments, conversations, messages, ops, recordings, web, webrtc};
         webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
         webrtc::ice_servers,
         recordings::start, recordings::stop, recordings::list, recordings::download,
-        ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode,
+        ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode, nodes::list,
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
@@ -26,6 +26,8 @@ use super::{attachments, conversations, messages, ops, recordings, web, webrtc};
         crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,
         crate::messaging::views::ConversationView, crate::messaging::views::PersonView,
         crate::messaging::views::SenderView,
+        crate::cluster::directory::NodeInfo, crate::cluster::directory::NodeLoad,
+        crate::cluster::directory::MediaAddrs,
     )),
     modifiers(&BearerAuth),
 )]

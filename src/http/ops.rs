@@ -50,7 +50,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .socketio_connections
-        .set(state.io.sockets().len() as i64);
+        .set(state.io.local_sockets() as i64);
     for (pool, size, idle) in state.store.pool_stats() {
         let idle = idle as i64;
         let size = i64::from(size);

@@ -64,13 +64,68 @@ pub async fn start(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<StartRecordingBody>,
 ) -> ApiResult<Response> {
+    let payload = json!({ "sessionId": id, "consent": body.consent });
+    let event = crate::realtime::signaling::INTERNAL_RECORDING_START;
+    if let Some(routed) = on_owner(&state, caller.identity, id, event, payload).await {
+        return Ok(webrtc(StatusCode::CREATED, routed?));
+    }
     let started = state
         .sfu
         .start_recording(caller.identity, SessionId(id), body.consent)
         .await?;
-    Ok(webrtc(
-        StatusCode::CREATED,
-        json!({
+    Ok(webrtc(StatusCode::CREATED, started_view(id, &started)))
+}
+
+/// Several nodes: a session's recording runs on the node that owns its room. `None` when
+/// that is this node; else the owner's answer (its errors with their HTTP meaning).
+async fn on_owner(
+    state: &AppState,
+    who: crate::ids::Identity,
+    id: i64,
+    event: &str,
+    payload: serde_json::Value,
+) -> Option<ApiResult<serde_json::Value>> {
+    let cluster = state.cluster.as_ref()?;
+    let node = match cluster.owner_of(state, SessionId(id)).await {
+        Ok(Some(node)) => node,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(remote_error(e).into())),
+    };
+    let caller = crate::realtime::signaling::Caller {
+        who,
+        sid: None,
+        ip: None,
+    };
+    Some(
+        cluster
+            .forward(&node, event, caller, payload)
+            .await
+            .map_err(|e| remote_error(e).into()),
+    )
+}
+
+/// An error the owner node answered, with the HTTP meaning its code has here.
+fn remote_error(e: crate::sfu::SignalError) -> crate::messaging::DomainError {
+    use crate::messaging::{DomainError, ErrorKind};
+    let kind = match e.code {
+        "consent_required" | "invalid_payload" => ErrorKind::BadRequest,
+        "forbidden" | "doctor_only" => ErrorKind::Forbidden,
+        "session_not_found" | "recording_not_found" => ErrorKind::NotFound,
+        "too_many_requests" => ErrorKind::TooManyRequests,
+        "internal_error" => ErrorKind::Internal,
+        // session_ended, session_not_live, already_recording, not_recording,
+        // node_unavailable: the state does not allow it now.
+        _ => ErrorKind::Conflict,
+    };
+    DomainError::new(kind, e.code, e.message)
+}
+
+/// The answer to a recording start (here or on the owner node).
+pub fn started_view(
+    id: i64,
+    started: &crate::sfu::room::recording::RecordingStarted,
+) -> serde_json::Value {
+    json!({
             "recording": {
                 "sessionId": id,
                 "active": true,
@@ -82,8 +137,7 @@ pub async fn start(
                 },
                 "recordings": started.recordings,
             }
-        }),
-    ))
+    })
 }
 
 /// Stop recording (its doctor only): files are finished before the answer, which lists them.
@@ -98,17 +152,24 @@ pub async fn stop(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
+    let payload = json!({ "sessionId": id });
+    let event = crate::realtime::signaling::INTERNAL_RECORDING_STOP;
+    if let Some(routed) = on_owner(&state, caller.identity, id, event, payload).await {
+        return Ok(webrtc(StatusCode::OK, routed?));
+    }
     let closed = state
         .sfu
         .stop_recording(caller.identity, SessionId(id))
         .await?;
-    Ok(webrtc(
-        StatusCode::OK,
-        json!({
-            "recording": { "sessionId": id, "active": false },
-            "recordings": closed.iter().map(recording_view).collect::<Vec<_>>(),
-        }),
-    ))
+    Ok(webrtc(StatusCode::OK, stopped_view(id, &closed)))
+}
+
+/// The answer to a recording stop (here or on the owner node).
+pub fn stopped_view(id: i64, closed: &[crate::store::RecordingRecord]) -> serde_json::Value {
+    json!({
+        "recording": { "sessionId": id, "active": false },
+        "recordings": closed.iter().map(recording_view).collect::<Vec<_>>(),
+    })
 }
 
 /// A consultation's recordings, oldest first (its doctor only).

@@ -99,17 +99,32 @@ pub async fn create(
             "conversation_id must be a conversation number or temp_conv_{patientId}_{doctorId}",
         )
     })?;
+    // Several nodes: the session lives on the least-loaded live node, and its link too.
+    let placed = match &state.cluster {
+        Some(cluster) => Some(cluster.place(&state).await),
+        None => None,
+    };
     let (session, code) = state
         .sessions
-        .create(
+        .create_on(
             caller.identity,
             conversation,
             body.session_type.unwrap_or(SessionType::AudioVideo),
+            placed.as_ref().map(|n| n.id.to_string()),
         )
         .await?;
     let mut data = json!({ "session": session_view(&session) });
+    let base = match &placed {
+        Some(node) => {
+            url::Url::parse(&node.public_base_url).unwrap_or_else(|_| state.public_base_url.clone())
+        }
+        None => state.public_base_url.clone(),
+    };
     if q.generate_conference_link.unwrap_or(true) {
-        data["conferenceLink"] = conference_link(&state.public_base_url, session.id, &code);
+        data["conferenceLink"] = conference_link(&base, session.id, &code);
+    }
+    if let Some(node) = &placed {
+        data["node"] = json!({ "id": node.id, "publicBaseUrl": node.public_base_url });
     }
     data["expiresAt"] = json!(to_rfc3339(session.code_expires_at));
     data["iceServers"] = ice_servers_for(&state, caller.identity)["iceServers"].take();
@@ -138,6 +153,9 @@ pub async fn get(
     view["ended_at"] = json!(s.ended_at.map(to_rfc3339));
     view["end_reason"] = json!(s.end_reason);
     view["code_expires_at"] = json!(to_rfc3339(s.code_expires_at));
+    view["node_id"] = json!(s.node_id);
+    view["moved_from"] = json!(s.moved_from);
+    view["moved_at"] = json!(s.moved_at.map(to_rfc3339));
     view["participants"] = json!(
         participants
             .iter()
@@ -167,6 +185,10 @@ pub async fn end(
         .sfu
         .end(caller.identity, SessionId(id), "ended_by_doctor")
         .await?;
+    if let Some(cluster) = &state.cluster {
+        // Its room may be on another node.
+        cluster.session_ended(SessionId(id));
+    }
     let s = state.sessions.load(SessionId(id)).await?;
     Ok(webrtc(
         StatusCode::OK,
@@ -188,7 +210,29 @@ pub async fn stats(
         .sessions
         .require_owner(caller.identity, SessionId(id))
         .await?;
-    let participants = state.sfu.stats(s.id).await;
+    let participants = match &state.cluster {
+        Some(cluster) => match cluster.owner_of(&state, s.id).await {
+            Ok(Some(node)) => {
+                let caller = crate::realtime::signaling::Caller {
+                    who: caller.identity,
+                    sid: None,
+                    ip: None,
+                };
+                let payload = json!({ "sessionId": s.id.0 });
+                cluster
+                    .forward(
+                        &node,
+                        crate::realtime::signaling::INTERNAL_STATS,
+                        caller,
+                        payload,
+                    )
+                    .await
+                    .unwrap_or_else(|_| json!([]))
+            }
+            _ => json!(state.sfu.stats(s.id).await),
+        },
+        None => json!(state.sfu.stats(s.id).await),
+    };
     Ok(webrtc(
         StatusCode::OK,
         json!({ "sessionId": s.id.0, "statut": s.statut, "participants": participants }),

@@ -1,5 +1,6 @@
 //! Messaging events: join/leave a conversation's room, typing, read markers, sending.
 
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, TryData};
 
 use super::events::{self, incoming, outgoing};
@@ -11,7 +12,7 @@ use crate::messaging::views::MessageView;
 use crate::state::AppState;
 
 /// The handshake's identity; every handler starts here.
-fn user_of(socket: &SocketRef) -> Result<SocketUser, DomainError> {
+fn user_of<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, DomainError> {
     socket.extensions.get::<SocketUser>().ok_or_else(|| {
         DomainError::new(
             crate::messaging::ErrorKind::Unauthorized,
@@ -21,22 +22,22 @@ fn user_of(socket: &SocketRef) -> Result<SocketUser, DomainError> {
     })
 }
 
-pub(super) fn register(socket: &SocketRef, state: &AppState) {
+pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
     let s = state.clone();
     socket.on(
         incoming::JOIN_CONVERSATION,
-        async move |socket: SocketRef,
+        async move |socket: SocketRef<A>,
                     TryData(p): TryData<events::JoinConversation>,
-                    reply: Reply| {
+                    reply: Reply<A>| {
             let r = join(&socket, &s, p.map_err(invalid_payload)).await;
             reply.result(incoming::JOIN_CONVERSATION, r);
         },
     );
     socket.on(
         incoming::LEAVE_CONVERSATION,
-        async move |socket: SocketRef,
+        async move |socket: SocketRef<A>,
                     TryData(p): TryData<events::LeaveConversation>,
-                    reply: Reply| {
+                    reply: Reply<A>| {
             match p {
                 Ok(p) => {
                     socket.leave(conversation_room(ConversationId(p.conversation_id)));
@@ -46,17 +47,20 @@ pub(super) fn register(socket: &SocketRef, state: &AppState) {
             }
         },
     );
+    let s = state.clone();
     socket.on(
         incoming::TYPING,
-        async move |socket: SocketRef, TryData(p): TryData<events::Typing>, reply: Reply| {
-            let r = typing(&socket, p.map_err(invalid_payload)).await;
+        async move |socket: SocketRef<A>, TryData(p): TryData<events::Typing>, reply: Reply<A>| {
+            let r = typing(&socket, &s, p.map_err(invalid_payload)).await;
             reply.result(incoming::TYPING, r);
         },
     );
     let s = state.clone();
     socket.on(
         incoming::MESSAGE_READ,
-        async move |socket: SocketRef, TryData(p): TryData<events::MessageRead>, reply: Reply| {
+        async move |socket: SocketRef<A>,
+                    TryData(p): TryData<events::MessageRead>,
+                    reply: Reply<A>| {
             let r = message_read(&socket, &s, p.map_err(invalid_payload)).await;
             reply.result(incoming::MESSAGE_READ, r);
         },
@@ -64,15 +68,17 @@ pub(super) fn register(socket: &SocketRef, state: &AppState) {
     let s = state.clone();
     socket.on(
         incoming::SEND_MESSAGE,
-        async move |socket: SocketRef, TryData(p): TryData<events::SendMessage>, reply: Reply| {
+        async move |socket: SocketRef<A>,
+                    TryData(p): TryData<events::SendMessage>,
+                    reply: Reply<A>| {
             let r = send(&socket, &s, p.map_err(invalid_payload)).await;
             reply.result(incoming::SEND_MESSAGE, r);
         },
     );
 }
 
-async fn join(
-    socket: &SocketRef,
+async fn join<A: Adapter>(
+    socket: &SocketRef<A>,
     state: &AppState,
     payload: Result<events::JoinConversation, DomainError>,
 ) -> Result<serde_json::Value, DomainError> {
@@ -89,8 +95,9 @@ async fn join(
 
 /// Typing is relayed, never stored, and only from a socket that joined the room (membership
 /// was checked then), so it costs no database round trip.
-async fn typing(
-    socket: &SocketRef,
+async fn typing<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &AppState,
     payload: Result<events::Typing, DomainError>,
 ) -> Result<serde_json::Value, DomainError> {
     let p = payload?;
@@ -108,12 +115,26 @@ async fn typing(
         user: user.principal.identity.into(),
     };
     // Other sockets of the room only: the typist knows they type.
-    let _ = socket.to(room).emit(outgoing::TYPING, &relay).await;
+    match &state.cluster {
+        None => {
+            let _ = socket.to(room).emit(outgoing::TYPING, &relay).await;
+        }
+        Some(cluster) => {
+            let _ = super::io::across_nodes(
+                cluster.bus(),
+                socket.to(room.clone()),
+                socket.local().to(room),
+                outgoing::TYPING,
+                &relay,
+            )
+            .await;
+        }
+    }
     Ok(serde_json::json!({ "conversationId": p.conversation_id }))
 }
 
-async fn message_read(
-    socket: &SocketRef,
+async fn message_read<A: Adapter>(
+    socket: &SocketRef<A>,
     state: &AppState,
     payload: Result<events::MessageRead, DomainError>,
 ) -> Result<serde_json::Value, DomainError> {
@@ -130,8 +151,8 @@ async fn message_read(
     Ok(serde_json::json!({ "conversationId": p.conversation_id, "messageId": p.message_id }))
 }
 
-async fn send(
-    socket: &SocketRef,
+async fn send<A: Adapter>(
+    socket: &SocketRef<A>,
     state: &AppState,
     payload: Result<events::SendMessage, DomainError>,
 ) -> Result<serde_json::Value, DomainError> {

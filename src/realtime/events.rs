@@ -38,6 +38,8 @@ pub mod outgoing {
     pub const PARTICIPANT_JOINED: &str = "participant_joined";
     pub const PARTICIPANT_LEFT: &str = "participant_left";
     pub const SESSION_ENDED: &str = "session_ended";
+    /// The node serving a session was lost: reconnect its media (same events) on `node`.
+    pub const SESSION_MOVED: &str = "session_moved";
     pub const WEBRTC_ERROR: &str = "webrtc_error";
     /// The consultation is being recorded (to everyone in it, and to each who joins later).
     pub const RECORDING_STARTED: &str = "recording_started";
@@ -284,6 +286,27 @@ pub struct ParticipantEvent {
 pub struct SessionEnded {
     pub session_id: i64,
     pub reason: &'static str,
+}
+
+/// A relais node, as clients are told about it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRef {
+    pub id: String,
+    pub public_base_url: String,
+}
+
+/// `session_moved`: the session now lives on `node`; the client sends its `webrtc_offer`
+/// (or `request_webrtc_offer` with its code) again, on the same socket.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMoved {
+    pub session_id: i64,
+    pub reason: &'static str,
+    /// The node that was lost.
+    pub from: String,
+    pub node: NodeRef,
+    pub conference_url: String,
 }
 
 /// `webrtc_error`.

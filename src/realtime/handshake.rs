@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
 use crate::auth::Principal;
@@ -28,7 +29,7 @@ pub enum Refusal {
     Mismatch(&'static str),
 }
 
-fn token_from(auth: Option<&Value>, socket: &SocketRef) -> String {
+fn token_from<A: Adapter>(auth: Option<&Value>, socket: &SocketRef<A>) -> String {
     let from_auth = auth.and_then(|a| {
         ["token", "jwt"]
             .iter()
@@ -78,8 +79,8 @@ fn check_claims(auth: Option<&Value>, principal: &Principal) -> Result<(), Refus
 }
 
 /// Verifies the handshake; on success the socket carries its [`SocketUser`] extension.
-pub(super) fn authenticate(
-    socket: &SocketRef,
+pub(super) fn authenticate<A: Adapter>(
+    socket: &SocketRef<A>,
     auth: Option<Value>,
     state: &AppState,
 ) -> Result<SocketUser, Refusal> {

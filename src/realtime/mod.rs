@@ -11,10 +11,12 @@
 mod conversations;
 pub mod events;
 mod handshake;
+pub mod io;
 mod reply;
-mod signaling;
+pub mod signaling;
 
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
 use crate::clock::{Millis, to_rfc3339};
@@ -25,6 +27,7 @@ use crate::store::Message;
 use events::outgoing;
 
 pub use handshake::SocketUser;
+pub use io::Io;
 
 /// The Socket.IO room of a conversation.
 pub fn conversation_room(id: ConversationId) -> String {
@@ -34,22 +37,26 @@ pub fn conversation_room(id: ConversationId) -> String {
 /// Emits server events to rooms. Cheap to clone.
 #[derive(Clone)]
 pub struct Broadcaster {
-    io: SocketIo,
+    io: Io,
 }
 
 impl Broadcaster {
-    pub fn new(io: SocketIo) -> Self {
+    pub fn new(io: Io) -> Self {
         Self { io }
     }
 
-    pub fn io(&self) -> &SocketIo {
+    pub fn io(&self) -> &Io {
         &self.io
     }
 
     pub async fn new_message(&self, message: &Message) {
         let view = MessageView::from(message);
         let room = conversation_room(message.conversation_id);
-        if let Err(e) = self.io.to(room).emit(outgoing::NEW_MESSAGE, &view).await {
+        if let Err(e) = self
+            .io
+            .emit_to_rooms(vec![room], outgoing::NEW_MESSAGE, &view)
+            .await
+        {
             tracing::warn!(error = %e, "new_message broadcast failed");
         }
     }
@@ -70,8 +77,7 @@ impl Broadcaster {
         let room = conversation_room(conversation);
         if let Err(e) = self
             .io
-            .to(room)
-            .emit(outgoing::MESSAGE_READ, &payload)
+            .emit_to_rooms(vec![room], outgoing::MESSAGE_READ, &payload)
             .await
         {
             tracing::warn!(error = %e, "message_read broadcast failed");
@@ -85,25 +91,35 @@ impl Broadcaster {
 /// the connect packet: socketioxide runs the connect handler in a task of its own *after*
 /// sending it, so a client that emits right after connecting could otherwise reach a socket
 /// with no event handlers yet (its event would be dropped).
-pub fn register(io: &SocketIo, state: AppState) {
+///
+/// Generic over the adapter: socketioxide's `LocalAdapter` on one node, the Redis adapter on
+/// several. The result is the adapter's namespace initialisation, which must be awaited with
+/// the Redis adapter (it subscribes to the namespace's channels).
+pub fn register<A>(io: &SocketIo<A>, state: AppState) -> A::InitRes
+where
+    A: Adapter + socketioxide_core::adapter::DefinedAdapter,
+{
     let on_connect = {
         let state = state.clone();
-        move |socket: SocketRef| {
+        move |socket: SocketRef<A>| {
             let state = state.clone();
             async move {
                 tracing::debug!(sid = %socket.id, "socket connected");
                 // Now that the socket is in the namespace, consultations waiting for this
-                // person (reconnect within the grace period) can rebind to it.
+                // person (reconnect within the grace period) can rebind to it, on this
+                // node or on the nodes that own their sessions.
                 if let Some(user) = socket.extensions.get::<SocketUser>() {
-                    state
-                        .sfu
-                        .socket_connected(user.principal.identity, socket.id);
+                    let who = user.principal.identity;
+                    state.sfu.socket_connected(who, socket.id);
+                    if let Some(cluster) = &state.cluster {
+                        cluster.socket_connected(who, socket.id);
+                    }
                 }
             }
         }
     };
     let authenticate =
-        move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
+        move |socket: SocketRef<A>, auth: socketioxide::extract::TryData<serde_json::Value>| {
             let state = state.clone();
             async move {
                 let user = handshake::authenticate(&socket, auth.0.ok(), &state)?;
@@ -112,14 +128,19 @@ pub fn register(io: &SocketIo, state: AppState) {
                 conversations::register(&socket, &state);
                 socket.extensions.insert(signaling::SignalQueue::start());
                 signaling::register(&socket, &state);
-                let sfu = state.sfu.clone();
-                socket.on_disconnect(move |s: SocketRef| {
-                    let sfu = sfu.clone();
-                    async move { sfu.socket_disconnected(who, s.id) }
+                let state = state.clone();
+                socket.on_disconnect(move |s: SocketRef<A>| {
+                    let state = state.clone();
+                    async move {
+                        state.sfu.socket_disconnected(who, s.id);
+                        if let Some(cluster) = &state.cluster {
+                            cluster.socket_disconnected(who, s.id, signaling::routed_nodes(&s));
+                        }
+                    }
                 });
                 Ok::<(), handshake::Refusal>(())
             }
         };
     use socketioxide::handler::ConnectHandler;
-    io.ns("/", on_connect.with(authenticate));
+    io.ns("/", on_connect.with(authenticate))
 }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use serde::Serialize;
-use socketioxide::adapter::LocalAdapter;
+use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::AckSender;
 use socketioxide::handler::{FromMessageParts, Value};
 use socketioxide::socket::Socket;
@@ -13,16 +13,16 @@ use super::events::{Ack, AckError, MessagingError, outgoing};
 use crate::messaging::{DomainError, ErrorKind};
 
 /// Extractor: how to answer the event being handled.
-pub struct Reply {
-    ack: AckSender,
+pub struct Reply<A: Adapter = LocalAdapter> {
+    ack: AckSender<A>,
     wants_ack: bool,
-    socket: Arc<Socket<LocalAdapter>>,
+    socket: Arc<Socket<A>>,
 }
 
-impl FromMessageParts<LocalAdapter> for Reply {
+impl<A: Adapter> FromMessageParts<A> for Reply<A> {
     type Error = Infallible;
     fn from_message_parts(
-        s: &Arc<Socket<LocalAdapter>>,
+        s: &Arc<Socket<A>>,
         v: &mut Value,
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {
@@ -34,7 +34,7 @@ impl FromMessageParts<LocalAdapter> for Reply {
     }
 }
 
-impl Reply {
+impl<A: Adapter> Reply<A> {
     pub fn ok<T: Serialize>(self, data: T) {
         let _ = self.ack.send(&Ack {
             success: true,
@@ -76,7 +76,7 @@ impl Reply {
     }
 }
 
-impl Reply {
+impl<A: Adapter> Reply<A> {
     /// For WebRTC events: a failure is always told as `webrtc_error {sessionId, code,
     /// message}` (what the seed's clients listen for), and as the acknowledgement when asked.
     pub fn signal<T: Serialize>(

@@ -7,23 +7,40 @@
 //! each event in a task of its own, and candidates sent right after an offer must not overtake
 //! it): every event becomes a job on the socket's own bounded queue, run one after the other.
 //! A client that floods the queue gets `webrtc_error {code: "too_many_requests"}`.
+//!
+//! Several nodes: a session's room lives on the node it was placed on. An event for a session
+//! owned by another node is routed there ([`crate::cluster`]) and answered here with the
+//! owner's outcome; the owner's room reaches this socket through the bus. One socket's events
+//! still run one at a time, each waiting for the owner's answer, so order holds across nodes.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::socket::Sid;
 
 use super::SocketUser;
 use super::events::{self, incoming};
 use super::reply::Reply;
-use crate::ids::SessionId;
+use crate::cluster::NodeId;
+use crate::ids::{Identity, SessionId};
 use crate::sfu::SignalError;
 use crate::state::AppState;
 
 /// Signaling jobs waiting for one socket.
 const QUEUE: usize = 64;
+
+/// Not client events: another node asks for a session's media statistics, or to start or
+/// stop its recording (REST), where its room is.
+pub const INTERNAL_STATS: &str = "internal:session_stats";
+pub const INTERNAL_RECORDING_START: &str = "internal:recording_start";
+pub const INTERNAL_RECORDING_STOP: &str = "internal:recording_stop";
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -43,23 +60,65 @@ impl SignalQueue {
     }
 }
 
+/// The nodes a socket's signaling was routed to (several nodes), told when it disconnects.
+#[derive(Clone, Default)]
+struct RoutedNodes(Arc<parking_lot::Mutex<HashSet<NodeId>>>);
+
+/// The nodes `socket`'s signaling went to.
+pub(super) fn routed_nodes<A: Adapter>(socket: &SocketRef<A>) -> Vec<NodeId> {
+    socket
+        .extensions
+        .get::<RoutedNodes>()
+        .map(|r| r.0.lock().iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn remember_route<A: Adapter>(socket: &SocketRef<A>, node: &NodeId) {
+    let routed = match socket.extensions.get::<RoutedNodes>() {
+        Some(r) => r,
+        None => {
+            let r = RoutedNodes::default();
+            socket.extensions.insert(r.clone());
+            r
+        }
+    };
+    routed.0.lock().insert(node.clone());
+}
+
 fn payload_error(e: impl std::fmt::Display) -> SignalError {
     SignalError::new("invalid_payload", format!("invalid payload: {e}"))
 }
 
-fn user(socket: &SocketRef) -> Result<SocketUser, SignalError> {
+fn user<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, SignalError> {
     socket
         .extensions
         .get::<SocketUser>()
         .ok_or_else(|| SignalError::new("unauthenticated", "socket is not authenticated"))
 }
 
-fn client_ip(socket: &SocketRef) -> Option<std::net::IpAddr> {
+fn client_ip<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
     socket
         .req_parts()
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+}
+
+/// Who sent a signaling event, wherever their socket is (this node or another that routed
+/// the event here).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub who: Identity,
+    /// `None` for requests that come from REST rather than a socket.
+    pub sid: Option<Sid>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    fn socket(&self) -> Result<Sid, SignalError> {
+        self.sid
+            .ok_or_else(|| SignalError::new("invalid_request", "this needs a socket"))
+    }
 }
 
 /// Payloads that name their session.
@@ -85,26 +144,45 @@ sessioned!(
     events::StartRecording
 );
 
+type Outcome = Result<Value, SignalError>;
+
 /// Registers `handle` for `event`: payload parsed, caller identified, run in order on the
-/// socket's queue, answered with an ack and `webrtc_error` on failure.
-fn on_signal<T, F, Fut, R>(socket: &SocketRef, state: &AppState, event: &'static str, handle: F)
+/// socket's queue (on the node that owns the session), answered with an ack and
+/// `webrtc_error` on failure.
+fn on_signal<A, T, F, Fut>(socket: &SocketRef<A>, state: &AppState, event: &'static str, handle: F)
 where
+    A: Adapter,
     T: serde::de::DeserializeOwned + Sessioned + Send + Sync + 'static,
-    F: Fn(AppState, SocketRef, crate::ids::Identity, T) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, SignalError>> + Send + 'static,
-    R: serde::Serialize + Send + 'static,
+    F: Fn(AppState, Caller, T) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
 {
     let state = state.clone();
     socket.on(
         event,
-        async move |socket: SocketRef, TryData(p): TryData<T>, reply: Reply| {
-            let session_id = p.as_ref().ok().map(Sessioned::session_id);
+        async move |socket: SocketRef<A>, TryData(raw): TryData<Value>, reply: Reply<A>| {
+            let parsed = raw
+                .as_ref()
+                .map_err(payload_error)
+                .and_then(|v| T::deserialize(v).map_err(payload_error));
+            let session_id = parsed.as_ref().ok().map(Sessioned::session_id);
             let (handle, job_state, job_socket) = (handle.clone(), state.clone(), socket.clone());
             let job: Job = Box::pin(async move {
                 let r = async {
-                    let p = p.map_err(payload_error)?;
-                    let who = user(&job_socket)?.principal.identity;
-                    handle(job_state.clone(), job_socket.clone(), who, p).await
+                    let p = parsed?;
+                    let caller = Caller {
+                        who: user(&job_socket)?.principal.identity,
+                        sid: Some(job_socket.id),
+                        ip: client_ip(&job_socket),
+                    };
+                    let session = SessionId(p.session_id());
+                    match owner(&job_state, session).await? {
+                        None => handle(job_state.clone(), caller, p).await,
+                        Some(node) => {
+                            remember_route(&job_socket, &node);
+                            let raw = raw.unwrap_or(Value::Null);
+                            forward(&job_state, &node, event, caller, raw).await
+                        }
+                    }
                 }
                 .await;
                 reply.signal(session_id, r, &job_state.sfu);
@@ -128,125 +206,171 @@ where
     );
 }
 
-fn done(session_id: i64) -> serde_json::Value {
+/// The node that owns `session` when it is another one (several nodes); `None`: handle here.
+async fn owner(state: &AppState, session: SessionId) -> Result<Option<NodeId>, SignalError> {
+    match &state.cluster {
+        None => Ok(None),
+        Some(cluster) => cluster.owner_of(state, session).await,
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    node: &NodeId,
+    event: &str,
+    caller: Caller,
+    payload: Value,
+) -> Outcome {
+    match &state.cluster {
+        Some(cluster) => cluster.forward(node, event, caller, payload).await,
+        None => Err(SignalError::internal()),
+    }
+}
+
+fn done(session_id: i64) -> Value {
     serde_json::json!({ "sessionId": session_id })
 }
 
-pub(super) fn register(socket: &SocketRef, state: &AppState) {
-    on_signal(
-        socket,
-        state,
-        incoming::WEBRTC_OFFER,
-        async |s: AppState, socket: SocketRef, who, p: events::ClientOffer| {
-            s.sfu
-                .publish(who, socket.id, SessionId(p.session_id), p.sdp_offer)
-                .await
-                .map(|()| done(p.session_id))
-        },
-    );
-    on_signal(
-        socket,
-        state,
-        incoming::REQUEST_WEBRTC_OFFER,
-        async |s: AppState, socket: SocketRef, who, p: events::RequestOffer| {
-            s.sfu
-                .join(
-                    who,
-                    client_ip(&socket),
-                    socket.id,
-                    SessionId(p.session_id),
-                    &p.code,
-                )
-                .await
-                .map(|()| done(p.session_id))
-        },
-    );
-    on_signal(
-        socket,
-        state,
-        incoming::WEBRTC_ANSWER,
-        async |s: AppState, _socket: SocketRef, who, p: events::ClientAnswer| {
-            s.sfu
-                .answer(who, SessionId(p.session_id), p.sdp_answer)
-                .await
-                .map(|()| done(p.session_id))
-        },
-    );
-    on_signal(
-        socket,
-        state,
-        incoming::WEBRTC_ICE_CANDIDATES,
-        async |s: AppState, _socket: SocketRef, who, p: events::ClientCandidates| {
-            s.sfu
-                .candidates(who, SessionId(p.session_id), p.candidates)
-                .await
-                .map(|n| serde_json::json!({ "sessionId": p.session_id, "accepted": n }))
-        },
-    );
-    on_signal(
-        socket,
-        state,
-        incoming::LEAVE_SESSION,
-        async |s: AppState, _socket: SocketRef, who, p: events::SessionRef| {
-            s.sfu
-                .leave(who, SessionId(p.session_id))
-                .await
-                .map(|()| done(p.session_id))
-        },
-    );
-    on_signal(
-        socket,
-        state,
-        incoming::END_SESSION,
-        async |s: AppState, _socket: SocketRef, who, p: events::SessionRef| {
-            s.sfu
-                .end(who, SessionId(p.session_id), "ended_by_doctor")
-                .await
-                .map_err(|e| SignalError::new(signal_code(&e), e.message))
-                .map(|()| done(p.session_id))
-        },
-    );
-    register_recording(socket, state);
+async fn offer(s: AppState, c: Caller, p: events::ClientOffer) -> Outcome {
+    s.sfu
+        .publish(c.who, c.socket()?, SessionId(p.session_id), p.sdp_offer)
+        .await
+        .map(|()| done(p.session_id))
 }
 
-/// `start_recording` / `stop_recording`: the session's doctor turns recording on (consent
-/// required) or off; everyone in the session hears `recording_started` / `recording_stopped`.
-fn register_recording(socket: &SocketRef, state: &AppState) {
-    on_signal(
-        socket,
-        state,
-        incoming::START_RECORDING,
-        async |s: AppState, _socket: SocketRef, who, p: events::StartRecording| {
-            s.sfu
-                .start_recording(who, SessionId(p.session_id), p.consent)
-                .await
-                .map_err(|e| SignalError::new(signal_code(&e), e.message))
-                .map(|r| {
-                    serde_json::json!({
-                        "sessionId": p.session_id,
-                        "startedAt": crate::clock::to_rfc3339(r.started_at),
-                        "recordings": r.recordings,
-                    })
-                })
-        },
-    );
-    on_signal(
-        socket,
-        state,
-        incoming::STOP_RECORDING,
-        async |s: AppState, _socket: SocketRef, who, p: events::SessionRef| {
-            s.sfu
-                .stop_recording(who, SessionId(p.session_id))
-                .await
-                .map_err(|e| SignalError::new(signal_code(&e), e.message))
-                .map(|closed| {
-                    serde_json::json!({
-                        "sessionId": p.session_id,
-                        "recordings": closed.iter().map(crate::http::recordings::recording_view).collect::<Vec<_>>(),
-                    })
-                })
-        },
-    );
+async fn request_offer(s: AppState, c: Caller, p: events::RequestOffer) -> Outcome {
+    s.sfu
+        .join(c.who, c.ip, c.socket()?, SessionId(p.session_id), &p.code)
+        .await
+        .map(|()| done(p.session_id))
+}
+
+async fn answer(s: AppState, c: Caller, p: events::ClientAnswer) -> Outcome {
+    s.sfu
+        .answer(c.who, SessionId(p.session_id), p.sdp_answer)
+        .await
+        .map(|()| done(p.session_id))
+}
+
+async fn candidates(s: AppState, c: Caller, p: events::ClientCandidates) -> Outcome {
+    s.sfu
+        .candidates(c.who, SessionId(p.session_id), p.candidates)
+        .await
+        .map(|n| serde_json::json!({ "sessionId": p.session_id, "accepted": n }))
+}
+
+async fn leave(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
+    s.sfu
+        .leave(c.who, SessionId(p.session_id))
+        .await
+        .map(|()| done(p.session_id))
+}
+
+async fn end(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
+    s.sfu
+        .end(c.who, SessionId(p.session_id), "ended_by_doctor")
+        .await
+        .map_err(|e| SignalError::new(signal_code(&e), e.message))
+        .map(|()| done(p.session_id))
+}
+
+/// `start_recording`: the session's doctor turns recording on (consent required); everyone
+/// in the session hears `recording_started`. Runs on the node that owns the session.
+async fn start_recording(s: AppState, c: Caller, p: events::StartRecording) -> Outcome {
+    s.sfu
+        .start_recording(c.who, SessionId(p.session_id), p.consent)
+        .await
+        .map_err(|e| SignalError::new(signal_code(&e), e.message))
+        .map(|r| {
+            serde_json::json!({
+                "sessionId": p.session_id,
+                "startedAt": crate::clock::to_rfc3339(r.started_at),
+                "recordings": r.recordings,
+            })
+        })
+}
+
+/// `stop_recording`: the doctor turns it off; everyone hears `recording_stopped`.
+async fn stop_recording(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
+    s.sfu
+        .stop_recording(c.who, SessionId(p.session_id))
+        .await
+        .map_err(|e| SignalError::new(signal_code(&e), e.message))
+        .map(|closed| {
+            serde_json::json!({
+                "sessionId": p.session_id,
+                "recordings": closed
+                    .iter()
+                    .map(crate::http::recordings::recording_view)
+                    .collect::<Vec<_>>(),
+            })
+        })
+}
+
+/// REST recording start routed here: the REST answer, errors with their domain codes.
+async fn rest_recording_start(s: AppState, c: Caller, p: events::StartRecording) -> Outcome {
+    s.sfu
+        .start_recording(c.who, SessionId(p.session_id), p.consent)
+        .await
+        .map_err(|e| SignalError::new(e.code, e.message))
+        .map(|r| crate::http::recordings::started_view(p.session_id, &r))
+}
+
+async fn rest_recording_stop(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
+    s.sfu
+        .stop_recording(c.who, SessionId(p.session_id))
+        .await
+        .map_err(|e| SignalError::new(e.code, e.message))
+        .map(|closed| crate::http::recordings::stopped_view(p.session_id, &closed))
+}
+
+/// Media statistics of a session whose room is here (asked by another node for REST).
+async fn stats(s: AppState, _c: Caller, p: events::SessionRef) -> Outcome {
+    let participants = s.sfu.stats(SessionId(p.session_id)).await;
+    serde_json::to_value(participants).map_err(|_| SignalError::internal())
+}
+
+pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
+    on_signal(socket, state, incoming::WEBRTC_OFFER, offer);
+    on_signal(socket, state, incoming::REQUEST_WEBRTC_OFFER, request_offer);
+    on_signal(socket, state, incoming::WEBRTC_ANSWER, answer);
+    on_signal(socket, state, incoming::WEBRTC_ICE_CANDIDATES, candidates);
+    on_signal(socket, state, incoming::LEAVE_SESSION, leave);
+    on_signal(socket, state, incoming::END_SESSION, end);
+    on_signal(socket, state, incoming::START_RECORDING, start_recording);
+    on_signal(socket, state, incoming::STOP_RECORDING, stop_recording);
+}
+
+async fn run<T, F, Fut>(state: &AppState, caller: Caller, payload: Value, handle: F) -> Outcome
+where
+    T: serde::de::DeserializeOwned,
+    F: Fn(AppState, Caller, T) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let p = serde_json::from_value::<T>(payload).map_err(payload_error)?;
+    handle(state.clone(), caller, p).await
+}
+
+/// Handles a signaling event another node routed here because this node owns the session.
+/// Unknown events are refused (never trusted to exist).
+pub async fn dispatch(state: &AppState, event: &str, caller: Caller, payload: Value) -> Outcome {
+    match event {
+        incoming::WEBRTC_OFFER => run(state, caller, payload, offer).await,
+        incoming::REQUEST_WEBRTC_OFFER => run(state, caller, payload, request_offer).await,
+        incoming::WEBRTC_ANSWER => run(state, caller, payload, answer).await,
+        incoming::WEBRTC_ICE_CANDIDATES => run(state, caller, payload, candidates).await,
+        incoming::LEAVE_SESSION => run(state, caller, payload, leave).await,
+        incoming::END_SESSION => run(state, caller, payload, end).await,
+        incoming::START_RECORDING => run(state, caller, payload, start_recording).await,
+        incoming::STOP_RECORDING => run(state, caller, payload, stop_recording).await,
+        INTERNAL_STATS => run(state, caller, payload, stats).await,
+        INTERNAL_RECORDING_START => run(state, caller, payload, rest_recording_start).await,
+        INTERNAL_RECORDING_STOP => run(state, caller, payload, rest_recording_stop).await,
+        _ => Err(SignalError::new(
+            "unknown_event",
+            "this server does not handle that event",
+        )),
+    }
 }
 
 /// Domain errors as signaling codes (`forbidden` for anyone but the session's doctor).

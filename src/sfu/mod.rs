@@ -29,13 +29,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parking_lot::Mutex;
-use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 use tokio::sync::oneshot;
 
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{KindLabels, Metrics};
+use crate::realtime::Io;
 use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::store::SessionStatus;
@@ -49,7 +49,8 @@ pub(crate) struct Shared {
     plane: Arc<MediaPlane>,
     factory: Arc<PeerFactory>,
     metrics: Arc<Metrics>,
-    io: SocketIo,
+    /// Sockets here, and (several nodes) sockets of other nodes that signal to rooms here.
+    io: Io,
     sessions: Sessions,
     recordings: Recordings,
     grace: Duration,
@@ -122,7 +123,7 @@ impl Sfu {
     pub async fn start(
         settings: MediaSettings,
         metrics: Arc<Metrics>,
-        io: SocketIo,
+        io: Io,
         sessions: Sessions,
         recordings: Recordings,
     ) -> anyhow::Result<Self> {
@@ -194,6 +195,26 @@ impl Sfu {
 
     fn existing_room(&self, session: SessionId) -> Option<RoomHandle> {
         self.shared.rooms.lock().get(&session).cloned()
+    }
+
+    /// True when this node runs the session's room.
+    pub fn has_room(&self, session: SessionId) -> bool {
+        self.existing_room(session)
+            .is_some_and(|h| !h.tx.is_closed())
+    }
+
+    /// True when `who` takes part in a session whose room is here.
+    pub fn is_present(&self, who: Identity) -> bool {
+        self.shared.presence.lock().contains_key(&who)
+    }
+
+    /// Closes the session's room here, if any (the session ended through another node).
+    pub async fn close_room(&self, session: SessionId, reason: &'static str) {
+        if let Some(room) = self.existing_room(session) {
+            let _ = self
+                .ask(&room, |reply| RoomCommand::End { reason, reply })
+                .await;
+        }
     }
 
     /// The session's room, started when needed (the session must not be over).

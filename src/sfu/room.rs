@@ -35,6 +35,8 @@ use crate::realtime::events::{self, UserRef, outgoing};
 use crate::store::SessionRecord;
 
 const COMMANDS: usize = 256;
+/// The reason a room closes when its session moved to another node (several nodes).
+pub const MOVED: &str = "session_moved";
 /// How long a peer may take to answer a signaling command.
 const PEER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -559,18 +561,23 @@ impl Room {
 
     async fn end(&mut self, reason: &'static str) {
         if self.recording_on() {
-            let why = if reason == "server_shutdown" {
+            // A session moving away stops being recorded here as at a shutdown.
+            let why = if reason == "server_shutdown" || reason == MOVED {
                 "server_shutdown"
             } else {
                 "session_ended"
             };
             let _ = self.stop_recording(why).await;
         }
-        let payload = events::SessionEnded {
-            session_id: self.session.id.0,
-            reason,
-        };
-        self.emit_session(outgoing::SESSION_ENDED, &payload).await;
+        // A session moving to another node is not over: its participants were told
+        // `session_moved` instead.
+        if reason != MOVED {
+            let payload = events::SessionEnded {
+                session_id: self.session.id.0,
+                reason,
+            };
+            self.emit_session(outgoing::SESSION_ENDED, &payload).await;
+        }
         let everyone: Vec<Identity> = self.participants.keys().copied().collect();
         for who in everyone {
             self.drop_peer(who).await;

@@ -1,0 +1,211 @@
+//! Node loss: the sessions of a node whose directory entry expired move to live nodes.
+//!
+//! Every node watches (after each heartbeat); each session moves once, by whichever node's
+//! conditional update wins ([`Store::move_session`](crate::store::Store::move_session)), and
+//! that node tells the session's participants `session_moved` with the new node, on every
+//! node (through the Socket.IO adapter: their sockets are wherever their clients connected).
+//! The clients then send their offer (or their code) again, which reaches the new owner.
+//!
+//! Detection takes at most `node_ttl` (the entry expires) plus one `heartbeat_interval` (the
+//! next look), 8 s with the defaults.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::directory::{NodeInfo, Snapshot};
+use super::{Cluster, NodeId, placement};
+use crate::ids::SessionId;
+use crate::realtime::events::{self, outgoing};
+use crate::state::AppState;
+
+/// Looks at the sessions at least this often even when no node disappeared (a safety net
+/// for sessions a previous look could not move).
+const FULL_SCAN_EVERY: u32 = 15;
+
+/// When to look for orphaned sessions.
+#[derive(Debug, Default)]
+pub struct Watch {
+    last_live: Option<HashSet<NodeId>>,
+    ticks: u32,
+}
+
+impl Watch {
+    /// True when the view is settled and a node disappeared since the last look, or on the
+    /// first settled look, or every [`FULL_SCAN_EVERY`] heartbeats.
+    pub fn due(&mut self, snapshot: &Snapshot, ttl: Duration) -> bool {
+        if !snapshot.settled(ttl) {
+            return false;
+        }
+        let live: HashSet<NodeId> = snapshot.live.iter().map(|n| n.id.clone()).collect();
+        self.ticks += 1;
+        let lost = match &self.last_live {
+            None => true,
+            Some(before) => before.difference(&live).next().is_some(),
+        };
+        self.last_live = Some(live);
+        if lost || self.ticks >= FULL_SCAN_EVERY {
+            self.ticks = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Moves every session placed on a node that is not alive any more.
+pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
+    let placed = match state.store.placed_sessions().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "failover: cannot list placed sessions");
+            return;
+        }
+    };
+    let mut orphans: HashMap<NodeId, Vec<SessionId>> = HashMap::new();
+    for s in placed {
+        let node = NodeId::from(s.node_id.as_str());
+        if &node != cluster.node() && !snapshot.is_live(&node) {
+            orphans.entry(node).or_default().push(s.id);
+        }
+    }
+    if orphans.is_empty() || snapshot.live.is_empty() {
+        return;
+    }
+    let mut pending = cluster.pending(state).await;
+    for (dead, sessions) in orphans {
+        let started = Instant::now();
+        // Rooms here that talked to sockets of the lost node: those sockets are gone.
+        for (sid, who) in cluster.bus().forget_node(&dead) {
+            state.sfu.socket_disconnected(who, sid);
+        }
+        let mut moved = 0usize;
+        for session in sessions {
+            let Some(target) = placement::choose(&snapshot.live, &pending, |n| {
+                rand::random_range(0..n.max(1))
+            }) else {
+                return;
+            };
+            let target = target.clone();
+            match state
+                .store
+                .move_session(
+                    session,
+                    dead.as_str(),
+                    target.id.as_str(),
+                    state.clock.now_ms(),
+                )
+                .await
+            {
+                Ok(true) => {
+                    moved += 1;
+                    *pending.entry(target.id.clone()).or_default() += 1;
+                    cluster.forget_owner(session);
+                    notify(state, session, "node_lost", &dead, &target).await;
+                }
+                Ok(false) => {} // another node moved it first, or it ended
+                Err(e) => tracing::warn!(error = %e, session = %session, "failover: move failed"),
+            }
+        }
+        if moved > 0 {
+            tracing::warn!(
+                lost = %dead,
+                moved,
+                ms = started.elapsed().as_millis() as u64,
+                "node lost: its sessions moved to live nodes"
+            );
+        }
+    }
+}
+
+/// Graceful shutdown of this node: its sessions move to the other live nodes (their
+/// participants told `session_moved`, reason `node_shutdown`) before its rooms close. Returns
+/// the sessions moved; none when no other node is alive.
+pub async fn drain(state: &AppState, cluster: &Cluster) -> Vec<SessionId> {
+    let snapshot = cluster.directory().snapshot();
+    let others: Vec<NodeInfo> = snapshot
+        .live
+        .iter()
+        .filter(|n| &n.id != cluster.node())
+        .cloned()
+        .collect();
+    if others.is_empty() {
+        return Vec::new();
+    }
+    let placed = match state.store.placed_sessions().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "drain: cannot list placed sessions");
+            return Vec::new();
+        }
+    };
+    let mut pending = cluster.pending(state).await;
+    let mut moved = Vec::new();
+    for s in placed
+        .iter()
+        .filter(|s| s.node_id == cluster.node().as_str())
+    {
+        let Some(target) =
+            placement::choose(&others, &pending, |n| rand::random_range(0..n.max(1))).cloned()
+        else {
+            break;
+        };
+        let me = cluster.node().as_str();
+        match state
+            .store
+            .move_session(s.id, me, target.id.as_str(), state.clock.now_ms())
+            .await
+        {
+            Ok(true) => {
+                *pending.entry(target.id.clone()).or_default() += 1;
+                notify(state, s.id, "node_shutdown", cluster.node(), &target).await;
+                moved.push(s.id);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, session = %s.id, "drain: move failed"),
+        }
+    }
+    if !moved.is_empty() {
+        tracing::info!(
+            moved = moved.len(),
+            "shutting down: sessions moved to other nodes"
+        );
+    }
+    moved
+}
+
+/// `session_moved` to the session's room and to each participant's sockets, on every node.
+async fn notify(
+    state: &AppState,
+    session: SessionId,
+    reason: &'static str,
+    from: &NodeId,
+    to: &NodeInfo,
+) {
+    let mut rooms = vec![format!("session:{session}")];
+    match state.store.session_participants(session).await {
+        Ok(people) => rooms.extend(
+            people
+                .iter()
+                .filter(|p| p.left_at.is_none())
+                .map(|p| p.who.room()),
+        ),
+        Err(e) => tracing::warn!(error = %e, "failover: cannot list participants"),
+    }
+    let payload = events::SessionMoved {
+        session_id: session.0,
+        reason,
+        from: from.to_string(),
+        node: events::NodeRef {
+            id: to.id.to_string(),
+            public_base_url: to.public_base_url.clone(),
+        },
+        conference_url: format!("{}/conference/{session}", to.public_base_url),
+    };
+    tracing::info!(session = %session, from = %from, to = %to.id, "session moved");
+    if let Err(e) = state
+        .io
+        .emit_to_rooms(rooms, outgoing::SESSION_MOVED, &payload)
+        .await
+    {
+        tracing::debug!(error = %e, "session_moved: some sockets were gone");
+    }
+}

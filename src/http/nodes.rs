@@ -1,0 +1,70 @@
+//! `GET /api/messaging/nodes` (administrators, `auth.admins`): the relais nodes alive now,
+//! from the cluster directory, with their addresses and load. On a single node (no
+//! `redis_url`) the list is that node alone.
+
+use axum::extract::State;
+use axum::response::Response;
+use serde_json::json;
+
+use super::error::ApiResult;
+use super::extract::Caller;
+use crate::cluster::directory::{MediaAddrs, NodeInfo, NodeLoad};
+use crate::messaging::DomainError;
+use crate::state::AppState;
+
+/// The nodes of the cluster and their load (administrators only).
+#[utoipa::path(get, path = "/api/messaging/nodes", tag = "operations",
+    responses((status = 200, description = "`mode` (`single` or `cluster`), this node's id and `nodes`"),
+              (status = 403, description = "not an administrator (auth.admins)")),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Response> {
+    if !state.config.is_admin(caller.identity) {
+        return Err(DomainError::forbidden(
+            "admin_only",
+            "only administrators (auth.admins) may list the nodes",
+        )
+        .into());
+    }
+    let data = match &state.cluster {
+        Some(cluster) => json!({
+            "mode": "cluster",
+            "self": cluster.node(),
+            "nodes": cluster.live_nodes(),
+        }),
+        None => {
+            let media = &state.metrics.media;
+            let me = NodeInfo {
+                id: crate::cluster::NodeId::from("local"),
+                public_base_url: state.public_base_url.as_str().trim_end_matches('/').into(),
+                http_addr: state.config.http.addr.to_string(),
+                https_addr: None,
+                media: MediaAddrs {
+                    udp: state
+                        .sfu
+                        .host_candidates()
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                    tcp: state
+                        .sfu
+                        .media_tcp_addr()
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                    turn_udp: state.turn.as_ref().map(|t| t.udp_addr().to_string()),
+                },
+                load: NodeLoad {
+                    peer_connections: media.peer_connections.get(),
+                    sessions: media.sessions_active.get(),
+                    sockets: state.io.local_sockets() as i64,
+                    cpu_percent: None,
+                },
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at: 0,
+                heartbeat_at: state.clock.now_ms(),
+            };
+            json!({ "mode": "single", "self": "local", "nodes": [me] })
+        }
+    };
+    Ok(super::ok(data))
+}
