@@ -99,13 +99,15 @@ macro_rules! on_both_backends {
     };
 }
 
-struct PgDatabase {
+/// A fresh PostgreSQL database, dropped with this value.
+pub struct PgDatabase {
     admin_url: String,
     name: String,
 }
 
 impl PgDatabase {
-    async fn create(admin_url: &str) -> (Self, String) {
+    /// Creates it on the server of `admin_url`; returns it and its URL.
+    pub async fn create(admin_url: &str) -> (Self, String) {
         use sqlx::Executor;
         sqlx::any::install_default_drivers();
         let name = format!("relais_t_{}", uuid::Uuid::new_v4().simple());
@@ -448,6 +450,8 @@ pub struct ServerProcess {
     /// `http://127.0.0.1:port`
     pub base: String,
     pub media_udp: std::net::SocketAddr,
+    /// The base of the links it hands out (`https://127.0.0.1:port` by default).
+    pub public_base_url: String,
 }
 
 impl Drop for ServerProcess {
@@ -462,7 +466,9 @@ impl Drop for ServerProcess {
 /// The `relais` binary with a clean environment.
 pub fn relais_command() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
-    c.env_remove("RUST_LOG").env_remove("DATABASE_URL");
+    c.env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL");
     for (k, _) in std::env::vars() {
         if k.starts_with("RELAIS_") {
             c.env_remove(k);
@@ -524,13 +530,28 @@ pub fn serve_with(
         if line.contains("relais listening") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             let base = format!("http://{}", v["http"].as_str().unwrap());
+            let base_for_log = base.clone();
             let media_udp = v["media_udp"].as_str().unwrap().parse().unwrap();
-            // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
+            let public_base_url = v["public_base_url"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string();
+            // Keep draining so the child never blocks on a full pipe (echoed with
+            // RELAIS_TEST_LOG, to follow what a child process does).
+            let echo = std::env::var_os("RELAIS_TEST_LOG").is_some();
+            std::thread::spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    if echo {
+                        eprintln!("[{base_for_log}] {line}");
+                    }
+                }
+            });
             return ServerProcess {
                 child,
                 base,
                 media_udp,
+                public_base_url,
             };
         }
     }

@@ -9,6 +9,7 @@ mod probe;
 mod aiortc;
 mod bad_input;
 mod cli;
+mod cluster;
 mod ice_tcp;
 mod load_tool;
 mod messaging_rest;
