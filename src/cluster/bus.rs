@@ -132,7 +132,8 @@ struct Inner {
     outbox: mpsc::Sender<Outgoing>,
     /// Sockets of other nodes that rooms here talk to: their node and person.
     remote: Mutex<HashMap<Sid, (NodeId, Identity)>>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// Routed requests waiting for their answer, and the node they went to.
+    pending: Mutex<HashMap<u64, (NodeId, Pending)>>,
     next_id: AtomicU64,
     dropped: AtomicU64,
     /// False after Redis refused a command, until a heartbeat goes through again.
@@ -272,7 +273,7 @@ impl Bus {
     ) -> Result<Value, SignalError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().insert(id, tx);
+        self.inner.pending.lock().insert(id, (node.clone(), tx));
         self.send_to(
             node,
             BusMessage::Signal {
@@ -295,8 +296,31 @@ impl Bus {
 
     /// Hands the answer to request `id` to whoever waits for it (nobody after a timeout).
     pub fn resolve(&self, id: u64, result: Result<Value, SignalError>) {
-        if let Some(tx) = self.inner.pending.lock().remove(&id) {
+        if let Some((_, tx)) = self.inner.pending.lock().remove(&id) {
             let _ = tx.send(result);
+        }
+    }
+
+    /// Answers at once the requests waiting on nodes that are not alive any more (they
+    /// would only time out, holding their socket's other signaling behind them).
+    pub fn fail_requests_to_dead(&self, is_live: impl Fn(&NodeId) -> bool) {
+        let dead: Vec<Pending> = {
+            let mut pending = self.inner.pending.lock();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, (node, _))| !is_live(node))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| pending.remove(&id).map(|(_, tx)| tx))
+                .collect()
+        };
+        for tx in dead {
+            let _ = tx.send(Err(SignalError::new(
+                "node_unavailable",
+                "the server of this consultation is gone; it moves to another server within \
+                 seconds (session_moved)",
+            )));
         }
     }
 

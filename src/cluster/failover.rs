@@ -116,6 +116,46 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
     }
 }
 
+/// At start: sessions placed on this node's id are leftovers of a previous process with the
+/// same `cluster.node_id` (a fresh process has no rooms). They are placed again among the live
+/// nodes (this one included) and their participants told, reason `node_restarted`.
+pub async fn adopt_leftovers(state: &AppState, cluster: &Cluster) {
+    let snapshot = cluster.directory().snapshot();
+    let placed = match state.store.placed_sessions().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "start: cannot list placed sessions");
+            return;
+        }
+    };
+    let me = cluster.node().clone();
+    let mut pending = cluster.pending(state).await;
+    let mut moved = 0usize;
+    for s in placed.iter().filter(|s| s.node_id == me.as_str()) {
+        let Some(target) = placement::choose(&snapshot.live, &pending, |n| {
+            rand::random_range(0..n.max(1))
+        })
+        .cloned() else {
+            return;
+        };
+        if let Ok(true) = state
+            .store
+            .move_session(s.id, me.as_str(), target.id.as_str(), state.clock.now_ms())
+            .await
+        {
+            *pending.entry(target.id.clone()).or_default() += 1;
+            notify(state, s.id, "node_restarted", &me, &target).await;
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        tracing::warn!(
+            moved,
+            "sessions left by this node's previous process placed again"
+        );
+    }
+}
+
 /// Graceful shutdown of this node: its sessions move to the other live nodes (their
 /// participants told `session_moved`, reason `node_shutdown`) before its rooms close. Returns
 /// the sessions moved; none when no other node is alive.

@@ -233,6 +233,9 @@ impl Cluster {
             .subscribe(&self.inner.driver)
             .await
             .map_err(|e| anyhow::anyhow!("redis_url: cannot subscribe: {e}"))?;
+        // Sessions a previous process of this node (same `node_id`) left: nobody serves their
+        // media any more.
+        failover::adopt_leftovers(&state, self).await;
         let shutdown = self.inner.shutdown.subscribe();
         let reader = tokio::spawn(inbound::run(state.clone(), inbox, shutdown.clone()));
         let heartbeat = tokio::spawn(self.clone().heartbeat(state, local, cpu, shutdown));
@@ -276,6 +279,11 @@ impl Cluster {
                 }
             }
             let snapshot = self.inner.directory.snapshot();
+            if snapshot.settled(self.inner.ttl) {
+                self.inner
+                    .bus
+                    .fail_requests_to_dead(|n| snapshot.is_live(n));
+            }
             if watch.due(&snapshot, self.inner.ttl) {
                 failover::run(&state, &self, &snapshot).await;
             }

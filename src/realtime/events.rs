@@ -302,8 +302,9 @@ pub struct NodeRef {
 #[serde(rename_all = "camelCase")]
 pub struct SessionMoved {
     pub session_id: i64,
+    /// `node_lost`, `node_shutdown` or `node_restarted`.
     pub reason: &'static str,
-    /// The node that was lost.
+    /// The node the session was on.
     pub from: String,
     pub node: NodeRef,
     pub conference_url: String,

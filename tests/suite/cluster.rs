@@ -31,7 +31,8 @@ struct Node {
     server: Option<ServerProcess>,
     base: String,
     public_base_url: String,
-    _dir: tempfile::TempDir,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 struct TestCluster {
@@ -41,6 +42,16 @@ struct TestCluster {
     redis: String,
     prefix: String,
     _pg: PgDatabase,
+}
+
+async fn serve_node(dir: &std::path::Path, args: &[String]) -> ServerProcess {
+    let (path, args) = (dir.to_path_buf(), args.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serve(&path, &args)
+    })
+    .await
+    .unwrap()
 }
 
 fn redis_url() -> Option<String> {
@@ -80,20 +91,15 @@ impl TestCluster {
             .into_iter()
             .flat_map(|kv| ["--set".to_string(), kv])
             .collect();
-            let path = dir.path().to_path_buf();
             // One at a time: the first applies the migrations.
-            let server = tokio::task::spawn_blocking(move || {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                serve(&path, &args)
-            })
-            .await
-            .unwrap();
+            let server = serve_node(dir.path(), &args).await;
             nodes.push(Node {
                 id: format!("node-{name}"),
                 base: server.base.clone(),
                 public_base_url: server.public_base_url.clone(),
                 server: Some(server),
-                _dir: dir,
+                args,
+                dir,
             });
         }
         let cluster = Self {
@@ -251,6 +257,16 @@ impl TestCluster {
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
+    }
+
+    /// Starts a stopped node again, same name and settings (new ports).
+    async fn restart(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        assert!(n.server.is_none(), "still running");
+        let server = serve_node(n.dir.path(), &n.args).await;
+        n.base = server.base.clone();
+        n.public_base_url = server.public_base_url.clone();
+        n.server = Some(server);
     }
 
     /// SIGTERM: the node shuts down gracefully (and hands its sessions over).
@@ -964,5 +980,42 @@ async fn garbage_in_redis_harms_no_node() {
         "toujours là"
     );
     p_sock.close().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_restarted_under_the_same_name_places_its_sessions_again() {
+    let Some(mut c) = TestCluster::start_with(
+        "node_restarted_under_the_same_name_places_its_sessions_again",
+        redis_url(),
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (session, conv, _) = c.session_on(B, A, 80, 81).await;
+    let mut cfg = c.peer(A, Role::Medecin, 80, session, Entry::Publish);
+    cfg.conversation_id = conv;
+    let mut doctor = ClientPeer::start(cfg).await.unwrap();
+    doctor
+        .wait_connected(Duration::from_secs(15))
+        .await
+        .expect("doctor connects");
+    // Killed and back before its entry expired: nobody noticed, yet its rooms are gone.
+    c.kill(B);
+    c.restart(B).await;
+    let moved = loop {
+        let ev = doctor
+            .wait_event("session_moved", Duration::from_secs(10))
+            .await
+            .expect("session_moved after the restart");
+        if ev["sessionId"] == session {
+            break ev;
+        }
+    };
+    assert_eq!(moved["reason"], "node_restarted");
+    assert_eq!(moved["from"], "node-b");
+    doctor.close().await;
     c.stop().await;
 }
