@@ -19,6 +19,10 @@ struct Cli {
     /// Server origin.
     #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
     url: String,
+    /// Another node of the same relais cluster (repeatable): connections spread over `--url`
+    /// and these; in `messaging`, every message crosses nodes.
+    #[arg(long = "node", global = true, value_name = "URL")]
+    nodes: Vec<String>,
     /// The server's JWT secret (HS256).
     #[arg(long, global = true, env = "RELAIS_JWT_SECRET")]
     jwt_secret: Option<String>,
@@ -266,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Messaging(a) => {
             let cfg = relais::load::messaging::MessagingLoad {
                 base: cli.url.clone(),
+                nodes: cli.nodes.clone(),
                 conversations: a.conversations,
                 rates: a.rates.clone(),
                 step: a.step,
@@ -273,9 +278,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 first_id: a.first_id,
             };
             eprintln!(
-                "messaging load: {} conversations ({} sockets), steps {:?} msg/s of {:?}",
+                "messaging load: {} conversations ({} sockets) on {} node(s), steps {:?} msg/s of {:?}",
                 cfg.conversations,
                 cfg.conversations * 2,
+                cfg.nodes.len() + 1,
                 cfg.rates,
                 cfg.step
             );
@@ -328,6 +334,7 @@ async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result
     anyhow::ensure!(a.participants >= 2, "--participants: at least 2");
     let cfg = relais::load::media::MediaLoad {
         base: cli.url.clone(),
+        nodes: cli.nodes.clone(),
         sessions: a.sessions,
         participants: a.participants,
         ramp_per_s: a.ramp,

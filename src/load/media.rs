@@ -31,6 +31,10 @@ use crate::ids::{Identity, Role};
 #[derive(Clone)]
 pub struct MediaLoad {
     pub base: String,
+    /// Other nodes of the same cluster (several nodes): sessions are created through each
+    /// node in turn and a session's participants connect their sockets to different nodes
+    /// (the cluster places each session and routes its signaling to it).
+    pub nodes: Vec<String>,
     pub sessions: usize,
     /// Participants per session: 2 for a 1:1 consultation, more for a group.
     pub participants: usize,
@@ -56,6 +60,14 @@ pub struct MediaLoad {
 impl MediaLoad {
     pub fn peers(&self) -> usize {
         self.sessions * self.participants
+    }
+
+    /// The node the `i`-th connection goes through (`base` on a single node).
+    pub fn node(&self, i: usize) -> &str {
+        match i % (self.nodes.len() + 1) {
+            0 => &self.base,
+            n => &self.nodes[n - 1],
+        }
     }
 }
 
@@ -256,7 +268,7 @@ struct SessionCtx {
 /// participants and whether all of them did.
 async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<Joined>, bool) {
     let cfg = &ctx.cfg;
-    let api = ApiClient::new(ctx.http.clone(), &cfg.base, &tokens[0]);
+    let api = ApiClient::new(ctx.http.clone(), cfg.node(s), &tokens[0]);
     let (session, conversation, code) = match create_session(cfg, &api, s).await {
         Ok(x) => x,
         Err(e) => {
@@ -287,7 +299,7 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
             None => None,
         };
         let p = Participant {
-            base: cfg.base.clone(),
+            base: cfg.node(s + k).to_string(),
             token,
             who: identity(cfg, s, k),
             session,

@@ -24,6 +24,9 @@ use crate::ids::{Identity, Role};
 pub struct MessagingLoad {
     /// Server origin, `http://127.0.0.1:3000`.
     pub base: String,
+    /// Other nodes of the same cluster: a conversation's doctor uses one node (REST and
+    /// socket) and its patient the next, so every message crosses nodes.
+    pub nodes: Vec<String>,
     pub conversations: usize,
     /// Offered rates, messages per second, one step each.
     pub rates: Vec<u32>,
@@ -66,6 +69,9 @@ pub async fn run(cfg: &MessagingLoad, minter: &TokenMinter) -> anyhow::Result<Ve
         latencies: Mutex::new(Samples::default()),
     });
 
+    let bases: Vec<&str> = std::iter::once(cfg.base.as_str())
+        .chain(cfg.nodes.iter().map(String::as_str))
+        .collect();
     // Conversations and both participants' sockets.
     let mut pairs: Vec<(i64, ApiClient, ApiClient)> = Vec::with_capacity(cfg.conversations);
     let mut readers = Vec::new();
@@ -73,15 +79,19 @@ pub async fn run(cfg: &MessagingLoad, minter: &TokenMinter) -> anyhow::Result<Ve
         let uid = cfg.first_id + i as i64;
         let doctor_id = Identity::new(Role::Medecin, uid);
         let patient_id = Identity::new(Role::Patient, uid);
-        let doctor = ApiClient::new(http.clone(), &cfg.base, &minter.token(doctor_id));
-        let patient = ApiClient::new(http.clone(), &cfg.base, &minter.token(patient_id));
+        let (doctor_base, patient_base) = (bases[i % bases.len()], bases[(i + 1) % bases.len()]);
+        let doctor = ApiClient::new(http.clone(), doctor_base, &minter.token(doctor_id));
+        let patient = ApiClient::new(http.clone(), patient_base, &minter.token(patient_id));
         let conv = doctor
             .create_conversation("private", &[("patient", uid)])
             .await
             .map_err(|e| anyhow::anyhow!("creating conversation {i}: {e}"))?;
-        for (who, token) in [(doctor_id, doctor.token()), (patient_id, patient.token())] {
+        for (who, token, base) in [
+            (doctor_id, doctor.token(), doctor_base),
+            (patient_id, patient.token(), patient_base),
+        ] {
             let auth = json!({"token": token, "userType": who.role, "userId": who.id.0});
-            let mut sock = SioClient::connect(&cfg.base, auth)
+            let mut sock = SioClient::connect(base, auth)
                 .await
                 .map_err(|e| anyhow::anyhow!("socket {i}: {e}"))?;
             let ack = sock
