@@ -456,6 +456,49 @@ async fn session_created_on_a_joined_through_c_with_media() {
     assert_eq!(parts.len(), 2, "{v}");
     assert!(parts.iter().all(|p| p["connected"] == true), "{v}");
 
+    // Recording runs where the room is: started through C (REST), stopped through A's
+    // socket; both participants hear of it through their own nodes.
+    let v = c
+        .api(C, Role::Medecin, 10)
+        .call_ok(
+            Method::POST,
+            &format!("/api/messaging/webrtc/sessions/{session}/recording"),
+            Some(&json!({"consent": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["recording"]["active"], true, "{v}");
+    for p in [&mut doctor, &mut patient] {
+        let started = p
+            .wait_event("recording_started", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(started["sessionId"], session);
+    }
+    let (status, v) = c
+        .api(A, Role::Medecin, 10)
+        .call(
+            Method::POST,
+            &format!("/api/messaging/webrtc/sessions/{session}/recording"),
+            Some(&json!({"consent": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "already_recording");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ack = doctor
+        .emit("stop_recording", json!({"sessionId": session}))
+        .await
+        .unwrap();
+    assert_eq!(ack["success"], true, "{ack}");
+    let recordings = ack["data"]["recordings"].as_array().unwrap();
+    assert_eq!(recordings.len(), 2, "{ack}");
+    patient
+        .wait_event("recording_stopped", Duration::from_secs(5))
+        .await
+        .unwrap();
+
     // Ending it through C (REST) closes the room on B; both hear it through their nodes.
     c.api(C, Role::Medecin, 10)
         .call_ok(
