@@ -262,10 +262,14 @@ impl App {
             config.recording.clone(),
         );
         // Rows a killed process left open are closed from their files before anything records.
-        recordings
-            .repair()
-            .await
-            .context("recordings: cannot repair those left open")?;
+        // Several nodes: other nodes may be recording right now; the cluster repairs only
+        // what no live node writes, once it knows who is alive (Cluster::start).
+        if cluster.is_none() {
+            recordings
+                .repair()
+                .await
+                .context("recordings: cannot repair those left open")?;
+        }
         let sfu = Sfu::start(
             MediaSettings {
                 udp_addr: config.media.udp_addr,

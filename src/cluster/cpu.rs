@@ -7,11 +7,14 @@
 use std::time::Instant;
 
 const USER_HZ: f64 = 100.0;
+/// Shorter windows than this say little (a few ticks) and keep the previous figure.
+const MIN_WINDOW_SECS: f64 = 0.5;
 
 /// Successive samples of the process's CPU time.
 #[derive(Debug)]
 pub struct CpuSampler {
     last: Option<(Instant, u64)>,
+    value: Option<f64>,
     cpus: f64,
 }
 
@@ -26,24 +29,32 @@ impl CpuSampler {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get() as f64)
             .unwrap_or(1.0);
-        Self { last: None, cpus }
+        Self {
+            last: None,
+            value: None,
+            cpus,
+        }
     }
 
-    /// Percent of the machine used since the previous call; `None` the first time or without
-    /// `/proc`.
+    /// Percent of the machine used since the previous sample at least half a second ago;
+    /// `None` until there is one, and without `/proc`.
     pub fn sample(&mut self) -> Option<f64> {
         let ticks = std::fs::read_to_string("/proc/self/stat")
             .ok()
             .and_then(|s| parse_ticks(&s))?;
         let now = Instant::now();
-        let previous = self.last.replace((now, ticks));
-        let (then, before) = previous?;
-        let wall = now.duration_since(then).as_secs_f64();
-        if wall <= 0.0 {
+        let Some((then, before)) = self.last else {
+            self.last = Some((now, ticks));
             return None;
+        };
+        let wall = now.duration_since(then).as_secs_f64();
+        if wall < MIN_WINDOW_SECS {
+            return self.value;
         }
+        self.last = Some((now, ticks));
         let busy = ticks.saturating_sub(before) as f64 / USER_HZ;
-        Some((busy / wall / self.cpus * 100.0).clamp(0.0, 100.0))
+        self.value = Some((busy / wall / self.cpus * 100.0).clamp(0.0, 100.0));
+        self.value
     }
 }
 
@@ -74,16 +85,14 @@ mod tests {
     #[test]
     fn samples_are_percentages() {
         let mut s = CpuSampler::new();
-        let first = s.sample();
-        // Burn a little CPU so the second sample has something to show.
-        let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        if first.is_none() && std::path::Path::new("/proc/self/stat").exists() {
-            let p = s.sample().expect("second sample");
+        assert_eq!(s.sample(), None, "no figure before a window");
+        // Too short a window keeps the previous figure (none yet).
+        assert_eq!(s.sample(), None);
+        if std::path::Path::new("/proc/self/stat").exists() {
+            std::thread::sleep(std::time::Duration::from_millis(550));
+            let p = s.sample().expect("a figure after half a second");
             assert!((0.0..=100.0).contains(&p), "{p}");
+            assert_eq!(s.sample(), Some(p), "kept within the next half second");
         }
     }
 }

@@ -97,6 +97,15 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
             {
                 Ok(true) => {
                     moved += 1;
+                    // Recordings the lost node was writing stopped with it: their rows
+                    // are closed before anyone hears of the move.
+                    if let Err(e) = state
+                        .recordings
+                        .repair_where(|r| r.session_id == session)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "failover: cannot close its recordings");
+                    }
                     *pending.entry(target.id.clone()).or_default() += 1;
                     cluster.forget_owner(session);
                     notify(state, session, "node_lost", &dead, &target).await;
@@ -114,6 +123,29 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
             );
         }
     }
+}
+
+/// At start (several nodes): recordings left open by processes that are gone are closed —
+/// those of sessions that are over or not placed on a live node other than this one. A live
+/// node's recordings in progress are left alone.
+pub async fn repair_recordings(state: &AppState, cluster: &Cluster) -> anyhow::Result<()> {
+    let snapshot = cluster.directory().snapshot();
+    let placed: HashMap<SessionId, NodeId> = state
+        .store
+        .placed_sessions()
+        .await?
+        .into_iter()
+        .map(|s| (s.id, NodeId::from(s.node_id.as_str())))
+        .collect();
+    let me = cluster.node();
+    state
+        .recordings
+        .repair_where(|r| match placed.get(&r.session_id) {
+            None => true,
+            Some(node) => node == me || !snapshot.is_live(node),
+        })
+        .await?;
+    Ok(())
 }
 
 /// At start: sessions placed on this node's id are leftovers of a previous process with the

@@ -233,8 +233,11 @@ impl Cluster {
             .subscribe(&self.inner.driver)
             .await
             .map_err(|e| anyhow::anyhow!("redis_url: cannot subscribe: {e}"))?;
-        // Sessions a previous process of this node (same `node_id`) left: nobody serves their
-        // media any more.
+        // Recordings and sessions that processes gone left behind (a previous process of this
+        // node, same `node_id`, included): nobody writes or serves them any more.
+        failover::repair_recordings(&state, self)
+            .await
+            .map_err(|e| anyhow::anyhow!("recordings: cannot repair those left open: {e}"))?;
         failover::adopt_leftovers(&state, self).await;
         let shutdown = self.inner.shutdown.subscribe();
         let reader = tokio::spawn(inbound::run(state.clone(), inbox, shutdown.clone()));
@@ -251,7 +254,11 @@ impl Cluster {
         mut cpu: cpu::CpuSampler,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut ticker = tokio::time::interval(self.inner.heartbeat);
+        // The first beat went out in `start`.
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.inner.heartbeat,
+            self.inner.heartbeat,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = failover::Watch::default();
         let mut failures: u64 = 0;

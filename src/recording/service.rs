@@ -267,9 +267,19 @@ impl Recordings {
     /// Rows left `recording` by a process that died become `interrupted`, with what their
     /// file holds. Run at start-up, before any recording starts. Returns how many.
     pub async fn repair(&self) -> StoreResult<usize> {
+        self.repair_where(|_| true).await
+    }
+
+    /// [`repair`](Self::repair) for the rows `dead` picks. Several nodes share the database:
+    /// a node repairs only what no live node is still writing (the cluster decides, by the
+    /// node each session is on).
+    pub async fn repair_where(
+        &self,
+        dead: impl Fn(&RecordingRecord) -> bool,
+    ) -> StoreResult<usize> {
         let rows = self.inner.store.recordings_in_progress().await?;
         let mut repaired = 0;
-        for r in rows {
+        for r in rows.into_iter().filter(|r| dead(r)) {
             let path = self.path_of(&r);
             let (status, duration_ms, size, content_type, ended_at) = match path
                 .as_deref()
