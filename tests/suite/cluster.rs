@@ -224,7 +224,7 @@ impl TestCluster {
                 elsewhere.push(session);
                 continue;
             }
-            for other in elsewhere {
+            for other in &elsewhere {
                 api.call_ok(
                     Method::POST,
                     &format!("/api/messaging/webrtc/sessions/{other}/end"),
@@ -235,7 +235,15 @@ impl TestCluster {
             }
             return (session, conv, code);
         }
-        panic!("no session was placed on {}", self.nodes[owner].id);
+        let v = self
+            .api(via, Role::Medecin, ADMIN)
+            .call_ok(Method::GET, "/api/messaging/nodes", None)
+            .await
+            .unwrap();
+        panic!(
+            "no session was placed on {} (placed elsewhere: {elsewhere:?}); directory: {v}",
+            self.nodes[owner].id
+        );
     }
 
     fn peer(&self, node: usize, role: Role, id: i64, session: i64, entry: Entry) -> PeerConfig {
@@ -598,6 +606,16 @@ async fn node_killed_mid_call_its_session_moves() {
         );
     }
 
+    // Recording on B when it dies.
+    c.api(A, Role::Medecin, 40)
+        .call_ok(
+            Method::POST,
+            &format!("/api/messaging/webrtc/sessions/{session}/recording"),
+            Some(&json!({"consent": true})),
+        )
+        .await
+        .unwrap();
+
     c.kill(B);
     let killed = Instant::now();
 
@@ -662,6 +680,21 @@ async fn node_killed_mid_call_its_session_moves() {
     assert_eq!(v["data"]["session"]["node_id"], new_owner.as_str());
     assert_eq!(v["data"]["session"]["moved_from"], "node-b");
     assert_ne!(v["data"]["session"]["statut"], "ended");
+
+    // B's recordings were closed by the node that moved the session (interrupted or failed:
+    // the files are on B's disk), not left `recording`.
+    let v = c
+        .api(A, Role::Medecin, 40)
+        .call_ok(
+            Method::GET,
+            &format!("/api/messaging/webrtc/sessions/{session}/recordings"),
+            None,
+        )
+        .await
+        .unwrap();
+    let rows = v["data"]["recordings"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{v}");
+    assert!(rows.iter().all(|r| r["status"] != "recording"), "{v}");
 
     // The clients reconnect their media, through the same nodes; it flows on the new owner.
     doctor.close().await;
@@ -1059,6 +1092,51 @@ async fn node_restarted_under_the_same_name_places_its_sessions_again() {
     };
     assert_eq!(moved["reason"], "node_restarted");
     assert_eq!(moved["from"], "node-b");
+    doctor.close().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_starting_leaves_recordings_of_live_nodes_alone() {
+    let Some(mut c) = TestCluster::start_with(
+        "a_node_starting_leaves_recordings_of_live_nodes_alone",
+        redis_url(),
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (session, conv, _) = c.session_on(B, A, 90, 91).await;
+    let mut cfg = c.peer(B, Role::Medecin, 90, session, Entry::Publish);
+    cfg.conversation_id = conv;
+    let doctor = ClientPeer::start(cfg).await.unwrap();
+    let mut doctor = doctor;
+    doctor
+        .wait_connected(Duration::from_secs(15))
+        .await
+        .expect("doctor connects");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ack = doctor
+        .emit(
+            "start_recording",
+            json!({"sessionId": session, "consent": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack["success"], true, "{ack}");
+    // A restarts (same name) while B records: it must not close B's rows.
+    c.kill(A);
+    c.restart(A).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ack = doctor
+        .emit("stop_recording", json!({"sessionId": session}))
+        .await
+        .unwrap();
+    assert_eq!(ack["success"], true, "{ack}");
+    let rows = ack["data"]["recordings"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{ack}");
+    assert!(rows.iter().all(|r| r["status"] == "finished"), "{ack}");
     doctor.close().await;
     c.stop().await;
 }
