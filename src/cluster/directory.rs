@@ -2,8 +2,9 @@
 //! it, its load) every `cluster.heartbeat_interval`, with an expiry of `cluster.node_ttl`; a
 //! node whose entry expired is dead.
 //!
-//! Keys: `{prefix}:node:{id}` (JSON, expires) and `{prefix}:nodes` (the set of ids ever
-//! seen, pruned of dead ones by whoever lists them).
+//! Keys: `{prefix}:node:{id}` (JSON, expires) and `{prefix}:nodes` (the set of ids seen,
+//! pruned of dead ones by whoever lists them; it expires ten `node_ttl` after the last
+//! heartbeat of any node).
 //!
 //! Invariants:
 //! - a node trusts its view of who is alive only after Redis answered continuously for a
@@ -164,6 +165,14 @@ impl Directory {
             .query_async(&mut conn)
             .await?;
         let _: i64 = conn.sadd(self.set_key(), self.node.as_str()).await?;
+        // The set outlives its members by a while only: a cluster whose nodes all vanished
+        // leaves nothing behind.
+        let _: i64 = conn
+            .pexpire(
+                self.set_key(),
+                (self.ttl.as_millis() as i64).saturating_mul(10),
+            )
+            .await?;
         let live = self.read_all(&mut conn).await?;
         Ok((previous.is_some(), live))
     }
