@@ -365,6 +365,29 @@ describe('ConsultationCall: lost connections', () => {
     expect(socket.sent('webrtc_answer')).toHaveLength(2);
   });
 
+  it('session_moved (its node was lost) rebuilds at once, for both sides', async () => {
+    for (const mode of ['join', 'publish'] as const) {
+      const { socket, pcs, call } = await setup(mode);
+      const entry = mode === 'join' ? 'request_webrtc_offer' : 'webrtc_offer';
+      call.start();
+      await vi.advanceTimersByTimeAsync(0);
+      pcs.last.setConnectionState('connected');
+      const first = pcs.last;
+      // Another session's move changes nothing.
+      socket.fire('session_moved', { sessionId: 7, reason: 'node_lost', from: 'b', node: { id: 'c', publicBaseUrl: 'http://c' }, conferenceUrl: 'http://c/conference/7' });
+      expect(pcs.created).toHaveLength(1);
+      socket.fire('session_moved', { sessionId: 193, reason: 'node_lost', from: 'b', node: { id: 'c', publicBaseUrl: 'http://c' }, conferenceUrl: 'http://c/conference/193' });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(first.closed).toBe(true);
+      expect(pcs.created).toHaveLength(2);
+      expect(socket.sent(entry)).toHaveLength(2);
+      expect(call.getSnapshot()).toMatchObject({ state: 'reconnecting', attempt: 0 });
+      pcs.last.setConnectionState('connected');
+      // Media is up again: waiting for the others' tracks (the server renegotiates next).
+      expect(call.getSnapshot()).toMatchObject({ state: 'waiting', error: null });
+    }
+  });
+
   it('the doctor rebuilds with a new offer', async () => {
     const { socket, pcs, call } = await setup('publish');
     call.start();

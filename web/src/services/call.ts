@@ -209,6 +209,7 @@ export class ConsultationCall {
       s.on('webrtc_error', (p) => (mine(p) || p.sessionId === null) && this.onWebrtcError(p)),
       s.on('recording_started', (p) => mine(p) && this.onRecordingStarted(p)),
       s.on('recording_stopped', (p) => mine(p) && this.update({ recording: null })),
+      s.on('session_moved', (p) => mine(p) && this.onSessionMoved(p.reason)),
     );
     this.update({ state: 'connecting' });
     this.establish();
@@ -440,6 +441,18 @@ export class ConsultationCall {
     } else {
       this.scheduleReconnect(code);
     }
+  }
+
+  /** The session lives on another node now: media again at once, same entry, new PeerConnection. */
+  private onSessionMoved(reason: string): void {
+    if (this.isOver()) return;
+    this.log(`session moved (${reason}): connecting media again`);
+    if (this.reconnectTimer) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
+    this.update({ state: 'reconnecting', error: null, attempt: 0 });
+    this.establish();
   }
 
   private scheduleReconnect(reason: string): void {

@@ -253,6 +253,20 @@ export interface RecordingStoppedPayload {
   stoppedAt: string;
 }
 
+/**
+ * `session_moved`: the node serving the session was lost (or stopped); the session now lives
+ * on `node`. The client builds a new PeerConnection and sends its offer (or its code) again,
+ * on the same socket: signaling reaches the new node from any node.
+ */
+export interface SessionMovedPayload {
+  sessionId: number;
+  /** `node_lost`, `node_shutdown` or `node_restarted`. */
+  reason: string;
+  from: string;
+  node: { id: string; publicBaseUrl: string };
+  conferenceUrl: string;
+}
+
 /** Server events and their payloads. */
 export interface ServerEvents {
   new_message: MessageView;
@@ -268,6 +282,7 @@ export interface ServerEvents {
   webrtc_error: WebrtcErrorPayload;
   recording_started: RecordingStartedPayload;
   recording_stopped: RecordingStoppedPayload;
+  session_moved: SessionMovedPayload;
 }
 
 export type ServerEvent = keyof ServerEvents;
@@ -287,6 +302,7 @@ export const SERVER_EVENTS: readonly ServerEvent[] = [
   'webrtc_error',
   'recording_started',
   'recording_stopped',
+  'session_moved',
 ] as const;
 
 /** `msid` stream id of a participant's media as the SFU forwards it: `"{role}-{id}"`. */
