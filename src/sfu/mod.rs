@@ -304,7 +304,16 @@ impl Sfu {
         session: SessionId,
         candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
     ) -> SignalResult<usize> {
-        let room = self.existing_room(session).ok_or_else(not_in_session)?;
+        let Some(room) = self.existing_room(session) else {
+            // Socket.IO handles a socket's events concurrently: a doctor's first candidates
+            // may overtake the offer that opens the room. They are not needed (ICE-lite: the
+            // server learns the path from the client's checks), so they are dropped quietly;
+            // anyone else is told they are not in the session.
+            return match self.shared.sessions.load(session).await {
+                Ok(record) if record.created_by == who => Ok(0),
+                _ => Err(not_in_session()),
+            };
+        };
         self.ask(&room, |reply| RoomCommand::Candidates {
             who,
             candidates,

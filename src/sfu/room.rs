@@ -418,6 +418,14 @@ impl Room {
         who: Identity,
         candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
     ) -> SignalResult<usize> {
+        // A member whose PeerConnection is not there yet (its description is still on its
+        // way: a socket's events are handled concurrently): nothing to apply them to, and
+        // nothing lost (ICE-lite; the server learns the path from the client's checks).
+        if self.peer_of(who).is_err()
+            && (who == self.session.created_by || self.participants.contains_key(&who))
+        {
+            return Ok(0);
+        }
         let handle = self.peer_of(who)?;
         let (tx, rx) = oneshot::channel();
         self.send_peer(

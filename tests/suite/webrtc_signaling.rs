@@ -161,6 +161,14 @@ async fn bad_signaling_gets_webrtc_errors_and_harms_nothing() {
         "bad_sdp",
     )
     .await;
+    // The doctor's candidates may overtake their offer (a socket's events are handled
+    // concurrently): accepted and dropped, no error.
+    let early = json!({"sessionId": id, "candidates": [{"candidate": "candidate:1 1 UDP 2113667326 127.0.0.1 54400 typ host", "sdpMid": "0", "sdpMLineIndex": 0}]});
+    let ack = doctor
+        .emit_with_ack("webrtc_ice_candidates", &early, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ack["success"], true, "{ack}");
     // The doctor has no PeerConnection yet: nothing of theirs to answer.
     expect_error(
         &mut doctor,
