@@ -259,6 +259,18 @@ impl TestCluster {
         cfg
     }
 
+    /// The session's doctor publishing through `node`, connected (panics after 15 s).
+    async fn publishing_doctor(&self, node: usize, id: i64, session: i64, conv: i64) -> ClientPeer {
+        let mut cfg = self.peer(node, Role::Medecin, id, session, Entry::Publish);
+        cfg.conversation_id = conv;
+        let mut doctor = ClientPeer::start(cfg).await.unwrap();
+        doctor
+            .wait_connected(Duration::from_secs(15))
+            .await
+            .expect("doctor connects");
+        doctor
+    }
+
     /// SIGKILL: the node vanishes without a word.
     fn kill(&mut self, node: usize) {
         if let Some(mut s) = self.nodes[node].server.take() {
@@ -430,13 +442,7 @@ async fn session_created_on_a_joined_through_c_with_media() {
     };
     // Placed on B, created through A: neither participant's socket is on the owner.
     let (session, conv, code) = c.session_on(B, A, 10, 20).await;
-    let mut cfg = c.peer(A, Role::Medecin, 10, session, Entry::Publish);
-    cfg.conversation_id = conv;
-    let mut doctor = ClientPeer::start(cfg).await.unwrap();
-    doctor
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("doctor connects");
+    let mut doctor = c.publishing_doctor(A, 10, session, conv).await;
     let mut patient = ClientPeer::start(c.peer(C, Role::Patient, 20, session, Entry::Code(code)))
         .await
         .unwrap();
@@ -575,13 +581,7 @@ async fn node_killed_mid_call_its_session_moves() {
         return;
     };
     let (session, conv, code) = c.session_on(B, A, 40, 41).await;
-    let mut cfg = c.peer(A, Role::Medecin, 40, session, Entry::Publish);
-    cfg.conversation_id = conv;
-    let mut doctor = ClientPeer::start(cfg).await.unwrap();
-    doctor
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("doctor connects");
+    let mut doctor = c.publishing_doctor(A, 40, session, conv).await;
     let mut patient =
         ClientPeer::start(c.peer(C, Role::Patient, 41, session, Entry::Code(code.clone())))
             .await
@@ -699,13 +699,7 @@ async fn node_killed_mid_call_its_session_moves() {
     // The clients reconnect their media, through the same nodes; it flows on the new owner.
     doctor.close().await;
     patient.close().await;
-    let mut cfg = c.peer(A, Role::Medecin, 40, session, Entry::Publish);
-    cfg.conversation_id = conv;
-    let mut doctor = ClientPeer::start(cfg).await.unwrap();
-    doctor
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("doctor reconnects");
+    let doctor = c.publishing_doctor(A, 40, session, conv).await;
     let mut patient = ClientPeer::start(c.peer(C, Role::Patient, 41, session, Entry::Code(code)))
         .await
         .unwrap();
@@ -777,13 +771,7 @@ async fn node_stopped_gracefully_hands_its_sessions_over() {
         return;
     };
     let (session, conv, _) = c.session_on(B, A, 50, 51).await;
-    let mut cfg = c.peer(C, Role::Medecin, 50, session, Entry::Publish);
-    cfg.conversation_id = conv;
-    let mut doctor = ClientPeer::start(cfg).await.unwrap();
-    doctor
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("doctor connects");
+    let mut doctor = c.publishing_doctor(C, 50, session, conv).await;
 
     let stopping = Instant::now();
     c.terminate(B).await;
@@ -1071,13 +1059,7 @@ async fn node_restarted_under_the_same_name_places_its_sessions_again() {
         return;
     };
     let (session, conv, _) = c.session_on(B, A, 80, 81).await;
-    let mut cfg = c.peer(A, Role::Medecin, 80, session, Entry::Publish);
-    cfg.conversation_id = conv;
-    let mut doctor = ClientPeer::start(cfg).await.unwrap();
-    doctor
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("doctor connects");
+    let mut doctor = c.publishing_doctor(A, 80, session, conv).await;
     // Killed and back before its entry expired: nobody noticed, yet its rooms are gone.
     c.kill(B);
     c.restart(B).await;
@@ -1108,14 +1090,7 @@ async fn a_node_starting_leaves_recordings_of_live_nodes_alone() {
         return;
     };
     let (session, conv, _) = c.session_on(B, A, 90, 91).await;
-    let mut cfg = c.peer(B, Role::Medecin, 90, session, Entry::Publish);
-    cfg.conversation_id = conv;
-    let doctor = ClientPeer::start(cfg).await.unwrap();
-    let mut doctor = doctor;
-    doctor
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("doctor connects");
+    let doctor = c.publishing_doctor(B, 90, session, conv).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ack = doctor
         .emit(
