@@ -133,6 +133,15 @@ impl Ns {
         }
     }
 
+    /// Drops everything the namespace sends except TCP to these ports (and loopback).
+    fn only_tcp_out_to(&self, ports: &[&str]) -> Result<(), String> {
+        self.nft(&format!(
+            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
+             oifname \"lo\" accept\n  tcp dport {{ {} }} accept\n }}\n}}\n",
+            ports.join(", ")
+        ))
+    }
+
     fn pids(&self) -> Vec<u32> {
         Command::new("ip")
             .args(["netns", "pids", &self.name])
@@ -618,12 +627,7 @@ async fn https_only_clinic_connects_through_turn_tls_on_443() {
     let server = lab.serve(dir.path(), &["turn.tls_addr=0.0.0.0:443".into()]);
     let http_port = server.base.rsplit(':').next().unwrap().to_string();
     // Nothing out but TCP to 443 (and to the web app's port, for signaling).
-    lab.cli
-        .nft(&format!(
-            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
-             oifname \"lo\" accept\n  tcp dport {{ 443, {http_port} }} accept\n }}\n}}\n"
-        ))
-        .unwrap();
+    lab.cli.only_tcp_out_to(&["443", &http_port]).unwrap();
     let c = Consultation::create(&lab, &server, &[11]).await;
     let doctor = c.doctor(&lab).await;
     let mut env = c.turn_url(11, |u| u.starts_with("turns:")).await;
@@ -657,12 +661,7 @@ async fn https_only_clinic_connects_over_ice_tcp_on_443() {
     let dir = tempfile::tempdir().unwrap();
     let server = lab.serve(dir.path(), &["media.tcp_addr=0.0.0.0:443".into()]);
     let http_port = server.base.rsplit(':').next().unwrap().to_string();
-    lab.cli
-        .nft(&format!(
-            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
-             oifname \"lo\" accept\n  tcp dport {{ 443, {http_port} }} accept\n }}\n}}\n"
-        ))
-        .unwrap();
+    lab.cli.only_tcp_out_to(&["443", &http_port]).unwrap();
     let c = Consultation::create(&lab, &server, &[11]).await;
     let doctor = c.doctor(&lab).await;
     let (report, at_doctor) = tokio::join!(
