@@ -8,6 +8,10 @@
 //!   everything else is counted as unrouted and dropped;
 //! - delivery to a peer never blocks a socket: its inbox is bounded and a full inbox drops;
 //!   so does a TCP connection whose writer cannot keep up;
+//! - UDP datagrams are read and written in batches ([`udp_batch`]): peers' tasks put what
+//!   they send in the outbox, and the sender task writes it once the tasks that were ready
+//!   have run, so one system call (and one wake-up of each receiver) carries many packets;
+//!   the outbox is bounded and a full outbox drops;
 //! - a peer's routes disappear with it ([`MediaPlane::unregister`]); a TCP connection's with
 //!   the connection;
 //! - a TCP connection that does not start with a routable STUN message within
@@ -21,19 +25,23 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::RwLock;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::PeerId;
 use super::stun;
+use super::udp_batch::{self, RecvBatch};
 use crate::metrics::{Metrics, ReasonLabels};
 
 /// Tuples one peer may be reached from (ICE candidate pairs during checks).
 const MAX_TUPLES_PER_PEER: usize = 8;
-/// Receive buffer chunk: datagrams are split off it without copying.
-const RECV_CHUNK: usize = 256 * 1024;
-const MAX_DATAGRAM: usize = 2048;
+const MAX_DATAGRAM: usize = udp_batch::SLOT;
+/// Datagrams waiting for the sender task before new ones are dropped (a few ms of the
+/// heaviest load the benchmark puts on one socket).
+const OUTBOX_LIMIT: usize = 8192;
+/// How long the sender waits for room in a full socket buffer before dropping what it holds.
+const SEND_STALL: Duration = Duration::from_millis(5);
 pub const MAX_TCP_CONNECTIONS: usize = 4096;
 pub const TCP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames waiting to be written on one TCP connection.
@@ -76,6 +84,9 @@ pub struct MediaPlane {
     /// Writers of the open ICE-TCP connections, by remote address.
     tcp_writers: RwLock<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
     tcp_connections: AtomicUsize,
+    /// UDP datagrams waiting for [`MediaPlane::run_sender`].
+    outbox: parking_lot::Mutex<Vec<(BytesMut, SocketAddr)>>,
+    outbox_ready: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -86,6 +97,8 @@ impl MediaPlane {
             routes: RwLock::new(Routes::default()),
             tcp_writers: RwLock::new(HashMap::new()),
             tcp_connections: AtomicUsize::new(0),
+            outbox: parking_lot::Mutex::new(Vec::new()),
+            outbox_ready: Notify::new(),
             metrics,
         })
     }
@@ -116,24 +129,33 @@ impl MediaPlane {
     }
 
     fn drop_reason(&self, reason: &'static str) {
+        self.drop_many(reason, 1);
+    }
+
+    fn drop_many(&self, reason: &'static str, count: usize) {
         self.metrics
             .media
             .rtp_packets_dropped
             .get_or_create(&ReasonLabels { reason })
-            .inc();
+            .inc_by(count as u64);
     }
 
-    /// Sends one datagram or frame; a full socket buffer or TCP queue drops it (media is
-    /// loss-tolerant, and the caller's task must never stall).
-    pub fn send(&self, data: &[u8], to: SocketAddr, transport: Transport) {
+    /// Sends one datagram or frame; a full outbox, socket buffer or TCP queue drops it (media
+    /// is loss-tolerant, and the caller's task must never stall).
+    pub fn send(&self, data: BytesMut, to: SocketAddr, transport: Transport) {
         match transport {
-            Transport::Udp => match self.socket.try_send_to(data, to) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.drop_reason("socket_full");
+            Transport::Udp => {
+                let mut outbox = self.outbox.lock();
+                if outbox.len() >= OUTBOX_LIMIT {
+                    drop(outbox);
+                    self.drop_reason("outbox_full");
+                    return;
                 }
-                Err(e) => tracing::debug!(error = %e, "media send failed"),
-            },
+                outbox.push((data, to));
+                if outbox.len() == 1 {
+                    self.outbox_ready.notify_one();
+                }
+            }
             Transport::Tcp => {
                 let Some(writer) = self.tcp_writers.read().get(&to).cloned() else {
                     return;
@@ -143,7 +165,7 @@ impl MediaPlane {
                     return;
                 };
                 frame.put_u16(len);
-                frame.put_slice(data);
+                frame.put_slice(&data);
                 if writer.try_send(frame.freeze()).is_err() {
                     self.drop_reason("tcp_queue_full");
                 }
@@ -167,7 +189,7 @@ impl MediaPlane {
         Some(route)
     }
 
-    fn deliver(&self, data: BytesMut, from: SocketAddr, transport: Transport) -> bool {
+    fn deliver(&self, data: BytesMut, from: SocketAddr, transport: Transport, at: Instant) -> bool {
         let Some(route) = self.route(&data, (transport, from)) else {
             self.metrics.media.udp_datagrams_unrouted.inc();
             return false;
@@ -176,7 +198,7 @@ impl MediaPlane {
             from,
             transport,
             data,
-            at: Instant::now(),
+            at,
         };
         match route.inbox.try_send(dg) {
             Ok(()) => true,
@@ -193,28 +215,83 @@ impl MediaPlane {
 
     /// Reads the UDP socket until it fails (the process is shutting down).
     pub async fn run(self: Arc<Self>) {
-        let mut buf = BytesMut::with_capacity(RECV_CHUNK);
+        let mut batch = RecvBatch::new();
         loop {
-            if buf.capacity() - buf.len() < MAX_DATAGRAM {
-                buf = BytesMut::with_capacity(RECV_CHUNK);
+            // Awaited before every batch, ready or not: it is what makes this loop yield to
+            // the runtime (tokio's cooperative budget) while the socket never runs dry.
+            if let Err(e) = self.socket.readable().await {
+                tracing::error!(error = %e, "media socket failed");
+                return;
             }
-            let from = match self.socket.recv_buf_from(&mut buf).await {
-                Ok((_, from)) => from,
-                Err(e) => {
-                    // ICMP errors from a vanished client surface here on Linux; keep going.
+            match self
+                .socket
+                .try_io(Interest::READABLE, || batch.recv(&*self.socket))
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                // ICMP errors from a vanished client surface here on Linux; keep going.
+                Err(e)
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-                    ) {
-                        buf.clear();
-                        continue;
-                    }
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
                     tracing::error!(error = %e, "media socket failed");
                     return;
                 }
-            };
-            let data = buf.split();
-            self.deliver(data, from, Transport::Udp);
+            }
+            for r in batch.iter() {
+                if r.truncated {
+                    self.drop_reason("oversized_datagram");
+                    continue;
+                }
+                let at = Instant::now();
+                self.deliver(BytesMut::from(r.data), r.from, Transport::Udp, at);
+            }
+        }
+    }
+
+    /// Writes the outbox to the UDP socket, a batch per system call, until the process ends.
+    pub async fn run_sender(self: Arc<Self>) {
+        let mut sending = Vec::new();
+        loop {
+            self.outbox_ready.notified().await;
+            // The tasks that are ready now run first and add their packets: one flush for all.
+            tokio::task::yield_now().await;
+            std::mem::swap(&mut *self.outbox.lock(), &mut sending);
+            self.send_all(&sending).await;
+            sending.clear();
+            if sending.capacity() > OUTBOX_LIMIT / 8 {
+                sending = Vec::new();
+            }
+        }
+    }
+
+    async fn send_all(&self, out: &[(BytesMut, SocketAddr)]) {
+        let mut sent = 0;
+        while sent < out.len() {
+            let rest = &out[sent..];
+            match self
+                .socket
+                .try_io(Interest::WRITABLE, || udp_batch::send(&*self.socket, rest))
+            {
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let room = tokio::time::timeout(SEND_STALL, self.socket.writable()).await;
+                    if !matches!(room, Ok(Ok(()))) {
+                        self.drop_many("socket_full", rest.len());
+                        return;
+                    }
+                }
+                // One destination refused (unreachable, forbidden): skip it, send the rest.
+                Err(e) => {
+                    tracing::debug!(error = %e, "media send failed");
+                    sent += 1;
+                }
+            }
         }
     }
 
@@ -291,7 +368,7 @@ impl MediaPlane {
                 buf.advance(2);
                 let frame = buf.split_to(len);
                 if len > 0 {
-                    routed |= self.deliver(frame, from, Transport::Tcp);
+                    routed |= self.deliver(frame, from, Transport::Tcp, Instant::now());
                 }
             }
             if !routed && buf.len() > MAX_DATAGRAM {

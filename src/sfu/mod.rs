@@ -20,6 +20,7 @@ pub mod room;
 pub mod sdp;
 pub mod stun;
 pub mod types;
+pub mod udp_batch;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -156,6 +157,7 @@ impl Sfu {
         let factory = Arc::new(PeerFactory::new(candidates, tcp_candidates)?);
         let plane = MediaPlane::new(socket, metrics.clone());
         tokio::spawn(plane.clone().run());
+        tokio::spawn(plane.clone().run_sender());
         if let Some(listener) = tcp_listener {
             tokio::spawn(plane.clone().run_tcp(listener));
         }

@@ -317,7 +317,7 @@ impl Peer {
             self.path = Some(path);
             self.ctx
                 .plane
-                .send(&out.message, out.transport.peer_addr, transport);
+                .send(out.message, out.transport.peer_addr, transport);
         }
     }
 
