@@ -51,6 +51,8 @@ const COMMANDS: usize = 256;
 const MAX_REMOTE_ADDRS: usize = 16;
 /// Most queued items handled per wake-up before the connection is drained.
 const BATCH: usize = 64;
+/// Forwarded packets handed to the stack before its writes are swept out.
+const WRITE_SWEEP: usize = 4;
 
 /// How to reach a peer's task.
 #[derive(Debug, Clone)]
@@ -175,19 +177,26 @@ impl Peer {
                         self.on_command(cmd);
                     }
                 }
-                // Each message is carried through the stack before the next one: the stack's
-                // internal queues stay one message deep (memory) and warm in cache.
+                // Each datagram is carried up the stack and its media taken out before the
+                // next one (the stack's read queue stays one message deep); events and writes
+                // are swept once for the whole batch, below: every sweep visits every layer of
+                // the stack, and per packet those sweeps cost more than the packet itself.
                 _ = inbox.recv_many(&mut batch_dgram, BATCH) => {
                     for dg in batch_dgram.drain(..) {
                         self.on_datagram(dg);
-                        self.drain();
+                        self.take_media();
                     }
                 }
+                // Forwarded packets are queued into the stack together and leave in one sweep
+                // per [`WRITE_SWEEP`] packets (the stack's queues keep the capacity they grow
+                // to, so their depth is memory held per PeerConnection).
                 _ = media.recv_many(&mut batch_media, BATCH) => {
                     let now = Instant::now();
-                    for f in batch_media.drain(..) {
+                    for (i, f) in batch_media.drain(..).enumerate() {
                         self.on_forwarded(f, now);
-                        self.drain();
+                        if (i + 1) % WRITE_SWEEP == 0 {
+                            self.flush_writes();
+                        }
                     }
                 }
                 _ = &mut timer => {
@@ -294,18 +303,36 @@ impl Peer {
 
     /// Events, then application reads, then wire writes: the order the stack advances in.
     fn drain(&mut self) {
+        self.take_events();
+        let now = Instant::now();
+        while let Some(msg) = self.pc.poll_read() {
+            self.on_media(msg.message, now);
+        }
+        self.flush_writes();
+    }
+
+    pub(super) fn take_events(&mut self) {
         while let Some(event) = self.pc.poll_event() {
             self.on_event(event);
         }
+    }
+
+    /// The media a `handle_read` just carried up the stack. `handle_read` has already swept
+    /// every layer, so this only empties the stack's media output (`poll_read` would sweep
+    /// again for each message). Data-channel messages and events wait for [`Self::drain`].
+    fn take_media(&mut self) {
         let now = Instant::now();
-        while let Some(msg) = self.pc.poll_read() {
-            match msg.message {
-                RTCMessage::RtpPacket(_, packet) => self.on_rtp(packet, now),
-                RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets),
-                _ => {}
-            }
+        while let Some(msg) = self.pc.poll_media_read() {
+            self.on_media(msg.message, now);
         }
-        self.flush_writes();
+    }
+
+    fn on_media(&mut self, message: RTCMessage, now: Instant) {
+        match message {
+            RTCMessage::RtpPacket(_, packet) => self.on_rtp(packet, now),
+            RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets),
+            _ => {}
+        }
     }
 
     fn flush_writes(&mut self) {

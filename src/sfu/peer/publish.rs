@@ -182,7 +182,13 @@ impl Peer {
     }
 
     pub(super) fn on_rtp(&mut self, mut packet: rtc::rtp::Packet, now: Instant) {
-        let Some(&index) = self.up_by_ssrc.get(&packet.header.ssrc) else {
+        let ssrc = packet.header.ssrc;
+        if !self.up_by_ssrc.contains_key(&ssrc) {
+            // A stream's first packet comes with the event that binds its SSRC, which the
+            // per-batch sweep has not handed out yet.
+            self.take_events();
+        }
+        let Some(&index) = self.up_by_ssrc.get(&ssrc) else {
             self.count_drop("unknown_ssrc");
             return;
         };
