@@ -6,7 +6,8 @@
 #   scripts/bench-media.sh --sessions 100 --baseline --janus --svg media.svg
 #
 # Extra server settings: RELAIS_* in the environment (e.g. RELAIS_LOG=warn);
-# BENCH_SERVER_LOG=file keeps the server's log.
+# BENCH_SERVER_LOG=file keeps the server's log; BENCH_RELAIS=path runs another relais build
+# (a copy of an earlier target/release/relais, to compare two builds run after run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
@@ -28,7 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd "$dir" && exec "$OLDPWD/$bin/relais" --set https.enabled=false \
+relais_bin=$(realpath "${BENCH_RELAIS:-$bin/relais}")
+(cd "$dir" && exec "$relais_bin" --set https.enabled=false \
   --set http.addr="127.0.0.1:$port" --set media.public_ips=127.0.0.1 \
   --set media.udp_addr=127.0.0.1:3979 --set media.tcp_addr=127.0.0.1:3979 \
   --set turn.udp_addr=127.0.0.1:3978 --set turn.tcp_addr=127.0.0.1:3978 \
