@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::PeerId;
 use super::stun;
-use super::udp_batch::{self, RecvBatch};
+use super::udp_batch::{self, RecvBatch, SendBatch};
 use crate::metrics::{Metrics, ReasonLabels};
 
 /// Tuples one peer may be reached from (ICE candidate pairs during checks).
@@ -257,12 +257,13 @@ impl MediaPlane {
     /// Writes the outbox to the UDP socket, a batch per system call, until the process ends.
     pub async fn run_sender(self: Arc<Self>) {
         let mut sending = Vec::new();
+        let mut batch = SendBatch::default();
         loop {
             self.outbox_ready.notified().await;
             // The tasks that are ready now run first and add their packets: one flush for all.
             tokio::task::yield_now().await;
             std::mem::swap(&mut *self.outbox.lock(), &mut sending);
-            self.send_all(&sending).await;
+            self.send_all(&mut batch, &sending).await;
             sending.clear();
             if sending.capacity() > OUTBOX_LIMIT / 8 {
                 sending = Vec::new();
@@ -270,13 +271,13 @@ impl MediaPlane {
         }
     }
 
-    async fn send_all(&self, out: &[(BytesMut, SocketAddr)]) {
+    async fn send_all(&self, batch: &mut SendBatch, out: &[(BytesMut, SocketAddr)]) {
         let mut sent = 0;
         while sent < out.len() {
             let rest = &out[sent..];
             match self
                 .socket
-                .try_io(Interest::WRITABLE, || udp_batch::send(&*self.socket, rest))
+                .try_io(Interest::WRITABLE, || batch.send(&*self.socket, rest))
             {
                 Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

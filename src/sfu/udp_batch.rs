@@ -9,7 +9,7 @@
 //! - both calls are non-blocking; run them inside tokio's `try_io` so that `WouldBlock` clears
 //!   the socket's readiness;
 //! - a datagram longer than [`SLOT`] is reported as truncated, never as whole;
-//! - [`send`] reports how many datagrams left, from the start of the slice: the caller decides
+//! - [`SendBatch::send`] reports how many datagrams left, from the start of the slice: the caller decides
 //!   what to do with the first one that did not.
 
 use std::io;
@@ -75,13 +75,15 @@ impl RecvBatch {
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
-            iov[i].iov_base = self.bufs[i].as_mut_ptr().cast();
-            iov[i].iov_len = SLOT;
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
+            point(
+                &mut hdrs[i],
+                &mut iov[i],
+                (self.bufs[i].as_mut_ptr().cast(), SLOT),
+                (
+                    (&mut self.names[i] as *mut libc::sockaddr_storage).cast(),
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                ),
+            );
         }
         // SAFETY: every header points at a live buffer of the length it states and at a
         // sockaddr_storage for the sender's address; all outlive the call.
@@ -108,44 +110,72 @@ impl RecvBatch {
     }
 }
 
-/// Sends `datagrams` in order, up to [`BATCH`] per system call, without blocking. Returns how
-/// many were sent before the first that could not be (its error is the `Err` only when none
-/// was sent).
-pub fn send(
-    socket: &impl std::os::fd::AsRawFd,
-    datagrams: &[(bytes::BytesMut, SocketAddr)],
-) -> io::Result<usize> {
-    let count = datagrams.len().min(BATCH);
-    let names: Vec<socket2::SockAddr> = datagrams[..count]
-        .iter()
-        .map(|(_, to)| socket2::SockAddr::from(*to))
-        .collect();
-    // SAFETY: iovec and mmsghdr are plain old data; all zeroes is a valid value.
-    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for (i, ((data, _), name)) in datagrams[..count].iter().zip(&names).enumerate() {
-        iov[i].iov_base = data.as_ptr() as *mut libc::c_void;
-        iov[i].iov_len = data.len();
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = name.as_ptr() as *mut libc::c_void;
-        h.msg_namelen = name.len();
-        h.msg_iov = &mut iov[i];
-        h.msg_iovlen = 1;
+/// Destination addresses in the kernel's form, reused from one [`send`](Self::send) to the
+/// next (the sender's hot path allocates nothing once it has seen a full batch).
+#[derive(Default)]
+pub struct SendBatch {
+    names: Vec<socket2::SockAddr>,
+}
+
+impl SendBatch {
+    /// Sends `datagrams` in order, up to [`BATCH`] per system call, without blocking. Returns
+    /// how many were sent before the first that could not be (its error is the `Err` only when
+    /// none was sent).
+    pub fn send(
+        &mut self,
+        socket: &impl std::os::fd::AsRawFd,
+        datagrams: &[(bytes::BytesMut, SocketAddr)],
+    ) -> io::Result<usize> {
+        let count = datagrams.len().min(BATCH);
+        self.names.clear();
+        self.names.extend(
+            datagrams[..count]
+                .iter()
+                .map(|(_, to)| socket2::SockAddr::from(*to)),
+        );
+        // SAFETY: iovec and mmsghdr are plain old data; all zeroes is a valid value.
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, ((data, _), name)) in datagrams[..count].iter().zip(&self.names).enumerate() {
+            point(
+                &mut hdrs[i],
+                &mut iov[i],
+                (data.as_ptr() as *mut libc::c_void, data.len()),
+                (name.as_ptr() as *mut libc::c_void, name.len()),
+            );
+        }
+        // SAFETY: every header points at a live buffer of the length it states and at a live
+        // address of the length it states; the kernel only reads them.
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
-    // SAFETY: every header points at a live buffer of the length it states and at a live
-    // address of the length it states; the kernel only reads them.
-    let n = unsafe {
-        libc::sendmmsg(
-            socket.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+}
+
+/// Points one message header at one buffer `(start, length)` and one socket address
+/// `(start, length)`, through `iov`.
+fn point(
+    hdr: &mut libc::mmsghdr,
+    iov: &mut libc::iovec,
+    (buf, len): (*mut libc::c_void, usize),
+    (name, namelen): (*mut libc::c_void, libc::socklen_t),
+) {
+    iov.iov_base = buf;
+    iov.iov_len = len;
+    let h = &mut hdr.msg_hdr;
+    h.msg_name = name;
+    h.msg_namelen = namelen;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
 }
 
 /// The address the kernel wrote into `name`, if it is IPv4 or IPv6.
@@ -207,7 +237,7 @@ mod tests {
             let out: Vec<_> = (0..5u8)
                 .map(|i| (BytesMut::from(&vec![i; 100 + usize::from(i)][..]), to))
                 .collect();
-            assert_eq!(send(&a, &out).unwrap(), 5);
+            assert_eq!(SendBatch::default().send(&a, &out).unwrap(), 5);
             wait_readable(&b);
             let mut batch = RecvBatch::new();
             let mut got = Vec::new();
@@ -245,7 +275,8 @@ mod tests {
         let out: Vec<_> = (0..BATCH + 3)
             .map(|_| (BytesMut::from(&b"x"[..]), to))
             .collect();
-        assert_eq!(send(&a, &out).unwrap(), BATCH);
-        assert_eq!(send(&a, &out[BATCH..]).unwrap(), 3);
+        let mut batch = SendBatch::default();
+        assert_eq!(batch.send(&a, &out).unwrap(), BATCH);
+        assert_eq!(batch.send(&a, &out[BATCH..]).unwrap(), 3);
     }
 }
