@@ -324,6 +324,20 @@ impl TestCluster {
 }
 
 /// Media arrives at both, one audio and one video stream each.
+/// The next `session_moved` about `session` (others are skipped), each wait bounded by `wait`.
+async fn session_moved(
+    peer: &mut ClientPeer,
+    session: i64,
+    wait: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    loop {
+        let ev = peer.wait_event("session_moved", wait).await?;
+        if ev["sessionId"] == session {
+            return Ok(ev);
+        }
+    }
+}
+
 async fn media_flows(a: &ClientPeer, b: &ClientPeer, within: Duration) -> bool {
     eventually(within, || {
         a.received.streams_with(30) == (1, 1) && b.received.streams_with(30) == (1, 1)
@@ -633,15 +647,9 @@ async fn node_killed_mid_call_its_session_moves() {
     // Both participants are told where the session went.
     let mut moved_to = None;
     for (name, p) in [("doctor", &mut doctor), ("patient", &mut patient)] {
-        let moved = loop {
-            let ev = p
-                .wait_event("session_moved", Duration::from_secs(20))
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            if ev["sessionId"] == session {
-                break ev;
-            }
-        };
+        let moved = session_moved(p, session, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let node = moved["node"]["id"].as_str().unwrap().to_string();
         assert_ne!(node, "node-b");
         assert_eq!(moved["from"], "node-b");
@@ -1063,15 +1071,9 @@ async fn node_restarted_under_the_same_name_places_its_sessions_again() {
     // Killed and back before its entry expired: nobody noticed, yet its rooms are gone.
     c.kill(B);
     c.restart(B).await;
-    let moved = loop {
-        let ev = doctor
-            .wait_event("session_moved", Duration::from_secs(10))
-            .await
-            .expect("session_moved after the restart");
-        if ev["sessionId"] == session {
-            break ev;
-        }
-    };
+    let moved = session_moved(&mut doctor, session, Duration::from_secs(10))
+        .await
+        .expect("session_moved after the restart");
     assert_eq!(moved["reason"], "node_restarted");
     assert_eq!(moved["from"], "node-b");
     doctor.close().await;
