@@ -194,7 +194,6 @@ impl Cluster {
 
     /// This node's directory entry, with its load now.
     fn entry(&self, state: &AppState, local: &LocalNode, cpu: Option<f64>) -> NodeInfo {
-        let media = &state.metrics.media;
         NodeInfo {
             id: self.inner.node.clone(),
             public_base_url: local
@@ -205,12 +204,7 @@ impl Cluster {
             http_addr: local.http_addr.to_string(),
             https_addr: local.https_addr.map(|a| a.to_string()),
             media: local.media.clone(),
-            load: NodeLoad {
-                peer_connections: media.peer_connections.get(),
-                sessions: media.sessions_active.get(),
-                sockets: state.io.local_sockets() as i64,
-                cpu_percent: cpu,
-            },
+            load: local_load(state, cpu),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: self.inner.started_at,
             heartbeat_at: state.clock.now_ms(),
@@ -444,5 +438,16 @@ impl Cluster {
     /// A session ended here (REST): whichever node has its room closes it.
     pub fn session_ended(&self, session: SessionId) {
         self.inner.bus.broadcast(BusMessage::EndRoom { session });
+    }
+}
+
+/// This process's load as the directory shows it, read now from its gauges.
+pub fn local_load(state: &AppState, cpu_percent: Option<f64>) -> NodeLoad {
+    let media = &state.metrics.media;
+    NodeLoad {
+        peer_connections: media.peer_connections.get(),
+        sessions: media.sessions_active.get(),
+        sockets: state.io.local_sockets() as i64,
+        cpu_percent,
     }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::error::ApiResult;
 use super::extract::Caller;
-use crate::cluster::directory::{MediaAddrs, NodeInfo, NodeLoad};
+use crate::cluster::directory::{MediaAddrs, NodeInfo};
 use crate::messaging::DomainError;
 use crate::state::AppState;
 
@@ -32,7 +32,6 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiR
             "nodes": cluster.live_nodes(),
         }),
         None => {
-            let media = &state.metrics.media;
             let me = NodeInfo {
                 id: crate::cluster::NodeId::from("local"),
                 public_base_url: state.public_base_url.as_str().trim_end_matches('/').into(),
@@ -53,12 +52,7 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiR
                         .collect(),
                     turn_udp: state.turn.as_ref().map(|t| t.udp_addr().to_string()),
                 },
-                load: NodeLoad {
-                    peer_connections: media.peer_connections.get(),
-                    sessions: media.sessions_active.get(),
-                    sockets: state.io.local_sockets() as i64,
-                    cpu_percent: None,
-                },
+                load: crate::cluster::local_load(&state, None),
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_at: 0,
                 heartbeat_at: state.clock.now_ms(),
