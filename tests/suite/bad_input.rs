@@ -532,3 +532,29 @@ async fn no_content_or_token_in_logs() {
     assert!(!logs.contains(doctor.token()), "a token leaked into logs");
     assert!(!logs.contains("forgedforged"), "a token leaked into logs");
 }
+
+/// `GET /api/messaging/nodes` on a single node: administrators see this node with its load,
+/// anyone else gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_lists_itself_to_administrators_only() {
+    let app = spawn_app_with(
+        Options::new(Backend::Sqlite).configure(|c| c.auth.admins = vec!["medecin:7".into()]),
+    )
+    .await;
+    let v = app
+        .doctor(7)
+        .call_ok(Method::GET, "/api/messaging/nodes", None)
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["mode"], "single", "{v}");
+    let nodes = v["data"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{v}");
+    assert_eq!(nodes[0]["load"]["peerConnections"], 0, "{v}");
+    assert_eq!(nodes[0]["load"]["sessions"], 0, "{v}");
+    let (status, v) = app
+        .doctor(8)
+        .call(Method::GET, "/api/messaging/nodes", None)
+        .await
+        .unwrap();
+    assert_eq!((status, code(&v)), (StatusCode::FORBIDDEN, "admin_only"));
+}
