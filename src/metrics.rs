@@ -209,6 +209,8 @@ pub struct MediaMetrics {
     pub rtp_packets_dropped: Family<ReasonLabels, Counter>,
     pub udp_datagrams_unrouted: Counter,
     pub nacks_received: Counter,
+    pub nacks_sent: Counter,
+    pub rtp_packets_retransmitted: Counter,
     pub plis_sent: Counter,
     pub ice_failures: Counter,
     pub renegotiations: Counter,
@@ -339,6 +341,16 @@ impl MediaMetrics {
             "nacks_received",
             "NACK feedback packets received",
             self.nacks_received.clone(),
+        );
+        r.register(
+            "nacks_sent",
+            "Packets asked for again from publishers (generic NACK)",
+            self.nacks_sent.clone(),
+        );
+        r.register(
+            "rtp_packets_retransmitted",
+            "RTP packets sent again to subscribers that NACKed them",
+            self.rtp_packets_retransmitted.clone(),
         );
         r.register(
             "plis_sent",

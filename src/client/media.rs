@@ -130,6 +130,8 @@ impl StreamCounters {
                 }
                 self.highest_counter =
                     Some(self.highest_counter.map_or(d.counter, |h| h.max(d.counter)));
+                self.lowest_counter =
+                    Some(self.lowest_counter.map_or(d.counter, |l| l.min(d.counter)));
                 // Keep the set small: only the recent window matters for duplicates.
                 if self.seen_counters.len() > 4096 {
                     let cut = d.counter.saturating_sub(2048);
@@ -224,5 +226,17 @@ mod tests {
         assert_eq!(s.seq_discontinuities, 3);
         assert_eq!(s.loss(0), 0);
         assert_eq!(s.corrupt, 0);
+    }
+
+    #[test]
+    fn loss_counts_from_the_first_counter_seen() {
+        let r = Received::default();
+        // Joined mid-stream at 100; 102 and 104 never came.
+        for counter in [101u32, 100, 103, 105] {
+            r.record(11, true, 0, &payload(1, counter, Some((false, true)), 200));
+        }
+        let s = &r.snapshot()[&11];
+        assert_eq!(s.loss_from_first(), 2);
+        assert_eq!(s.loss(98), 4);
     }
 }

@@ -85,7 +85,7 @@ pub struct MediaPlane {
     tcp_writers: RwLock<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
     tcp_connections: AtomicUsize,
     /// UDP datagrams waiting for [`MediaPlane::run_sender`].
-    outbox: parking_lot::Mutex<Vec<(BytesMut, SocketAddr)>>,
+    outbox: parking_lot::Mutex<Vec<(Bytes, SocketAddr)>>,
     outbox_ready: Notify,
     metrics: Arc<Metrics>,
 }
@@ -142,7 +142,7 @@ impl MediaPlane {
 
     /// Sends one datagram or frame; a full outbox, socket buffer or TCP queue drops it (media
     /// is loss-tolerant, and the caller's task must never stall).
-    pub fn send(&self, data: BytesMut, to: SocketAddr, transport: Transport) {
+    pub fn send(&self, data: Bytes, to: SocketAddr, transport: Transport) {
         match transport {
             Transport::Udp => {
                 let mut outbox = self.outbox.lock();
@@ -271,7 +271,7 @@ impl MediaPlane {
         }
     }
 
-    async fn send_all(&self, batch: &mut SendBatch, out: &[(BytesMut, SocketAddr)]) {
+    async fn send_all(&self, batch: &mut SendBatch, out: &[(Bytes, SocketAddr)]) {
         let mut sent = 0;
         while sent < out.len() {
             let rest = &out[sent..];

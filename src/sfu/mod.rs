@@ -13,6 +13,7 @@
 //! all of it.
 
 pub mod codec;
+pub mod feedback;
 pub mod forward;
 pub mod media_plane;
 pub mod peer;

@@ -124,7 +124,7 @@ impl SendBatch {
     pub fn send(
         &mut self,
         socket: &impl std::os::fd::AsRawFd,
-        datagrams: &[(bytes::BytesMut, SocketAddr)],
+        datagrams: &[(bytes::Bytes, SocketAddr)],
     ) -> io::Result<usize> {
         let count = datagrams.len().min(BATCH);
         self.names.clear();
@@ -210,7 +210,7 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use bytes::Bytes;
     use std::net::UdpSocket;
 
     fn pair(addr: &str) -> (UdpSocket, UdpSocket) {
@@ -235,7 +235,7 @@ mod tests {
             let (a, b) = pair(addr);
             let to = b.local_addr().unwrap();
             let out: Vec<_> = (0..5u8)
-                .map(|i| (BytesMut::from(&vec![i; 100 + usize::from(i)][..]), to))
+                .map(|i| (Bytes::from(vec![i; 100 + usize::from(i)]), to))
                 .collect();
             assert_eq!(SendBatch::default().send(&a, &out).unwrap(), 5);
             wait_readable(&b);
@@ -273,7 +273,7 @@ mod tests {
         let (a, b) = pair("127.0.0.1:0");
         let to = b.local_addr().unwrap();
         let out: Vec<_> = (0..BATCH + 3)
-            .map(|_| (BytesMut::from(&b"x"[..]), to))
+            .map(|_| (Bytes::from_static(b"x"), to))
             .collect();
         let mut batch = SendBatch::default();
         assert_eq!(batch.send(&a, &out).unwrap(), BATCH);

@@ -1,12 +1,14 @@
 //! Media through the SFU with webrtc-rs client peers: 1:1 both ways, byte-identical payloads,
 //! continuous rewritten sequence numbers.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use relais::client::peer::{ClientPeer, Entry};
 use relais::ids::Role;
 
 use crate::common::*;
+use crate::impair::{Impairment, LossyUdpProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn doctor_and_patient_exchange_audio_and_video() {
@@ -295,4 +297,57 @@ async fn audio_only_sessions_forward_audio_only() {
     for p in patients {
         p.close().await;
     }
+}
+
+/// 5 % of the media datagrams lost each way between the clients and the server (and 15 % late):
+/// the server asks the publisher again for what it missed, and sends again what the subscriber
+/// reports missing, so almost all of the video arrives (audio is not NACKed, as browsers do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_video_is_repaired_by_nacks_both_ways() {
+    let app = spawn_app_with(Options::new(Backend::Sqlite).configure(|c| {
+        // Clients reach the media port through the lossy proxy only.
+        c.media.public_ips = vec!["127.0.0.3".parse().unwrap()];
+        c.media.ice_tcp = false;
+        c.turn.enabled = false;
+    }))
+    .await;
+    let media = app.state().sfu.media_addr();
+    let listen = std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), media.port());
+    let proxy = LossyUdpProxy::start(listen, media, Impairment::five_percent(11)).await;
+    let (_, doctor, mut patients) = consultation(&app, 79, &[11], "audio_video").await;
+    let patient = patients.remove(0);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            doctor.received.streams_with(300) == (1, 1)
+                && patient.received.streams_with(300) == (1, 1)
+        })
+        .await,
+        "video flows both ways"
+    );
+    let dropped = proxy.stats.dropped.load(Ordering::Relaxed) as f64;
+    let forwarded = proxy.stats.forwarded.load(Ordering::Relaxed) as f64;
+    let path_loss = dropped / (dropped + forwarded);
+    assert!((0.03..0.07).contains(&path_loss), "path loss {path_loss}");
+    for (name, peer) in [("doctor", &doctor), ("patient", &patient)] {
+        for (ssrc, s) in peer.received.snapshot() {
+            let loss = s.loss_from_first() as f64 / s.packets.max(1) as f64;
+            eprintln!(
+                "{name} {ssrc:#x} video={}: {} packets, loss after repair {loss:.4}",
+                s.video, s.packets
+            );
+            if s.video {
+                // Without repair on either leg, about 10 % would be missing.
+                assert!(loss < 0.02, "{name} {ssrc:#x}: {loss} of the video lost");
+                assert_eq!(s.corrupt, 0, "{name} {ssrc:#x}");
+            }
+        }
+    }
+    let m = app.metrics().await;
+    assert!(metric_value(&m, "relais_nacks_received_total") > 0.0, "{m}");
+    assert!(
+        metric_value(&m, "relais_rtp_packets_retransmitted_total") > 5.0,
+        "{m}"
+    );
+    doctor.close().await;
+    patient.close().await;
 }

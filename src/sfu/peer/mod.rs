@@ -15,6 +15,8 @@
 
 mod negotiation;
 mod publish;
+mod retransmit;
+mod rtcp_out;
 pub mod rtcp_tap;
 pub mod setup;
 pub mod stats;
@@ -34,11 +36,13 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
+use super::feedback::twcc::TwccRecorder;
 use super::media_plane::{Datagram, MediaPlane, Transport};
 use super::types::{Forwarded, PeerCommand, PeerEvent, PeerId, TrackId};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
 use publish::UpTrack;
+use retransmit::SentHistory;
 use setup::PeerFactory;
 use subscribe::DownTrack;
 
@@ -108,6 +112,19 @@ pub(super) struct Peer {
     up_by_ssrc: HashMap<u32, usize>,
     downs: HashMap<TrackId, DownTrack>,
     down_by_ssrc: HashMap<u32, TrackId>,
+    /// What was recently sent on each outgoing video track, by its SSRC, to answer NACKs
+    /// (a few entries: a scan is cheaper than hashing every outgoing datagram).
+    sent: Vec<(u32, SentHistory)>,
+    /// Where the stack last sent media: retransmissions go the same way.
+    media_dest: Option<(SocketAddr, Transport)>,
+    /// Sender SSRC of the RTCP we write about the client's streams.
+    rtcp_ssrc: u32,
+    /// Arrival of the client's packets, for congestion feedback ([`rtcp_out`]).
+    twcc: TwccRecorder,
+    next_report: Instant,
+    next_twcc: Instant,
+    /// Reused for the sequence numbers of one NACK.
+    lost_scratch: Vec<u16>,
 }
 
 /// Builds the connection and starts its task.
@@ -142,6 +159,13 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         up_by_ssrc: HashMap::new(),
         downs: HashMap::new(),
         down_by_ssrc: HashMap::new(),
+        sent: Vec::new(),
+        media_dest: None,
+        rtcp_ssrc: rand::random::<u32>().max(1),
+        twcc: TwccRecorder::default(),
+        next_report: now + rtcp_out::REPORT_INTERVAL,
+        next_twcc: now,
+        lost_scratch: Vec::new(),
     };
     tokio::spawn(peer.run(cmd_rx, media_rx, inbox_rx));
     Ok(handle)
@@ -200,7 +224,10 @@ impl Peer {
                     }
                 }
                 _ = &mut timer => {
-                    if let Err(e) = self.pc.handle_timeout(Instant::now()) {
+                    let now = Instant::now();
+                    if self.pc.poll_timeout().is_some_and(|t| t <= now)
+                        && let Err(e) = self.pc.handle_timeout(now)
+                    {
                         tracing::debug!(peer = self.ctx.id, error = %e, "peer timer failed");
                         self.fail("timer_error");
                     }
@@ -214,11 +241,14 @@ impl Peer {
         self.shutdown();
     }
 
-    /// When the stack next wants `handle_timeout` (at most a second away).
+    /// When the stack next wants `handle_timeout`, or our own feedback is due (at most a
+    /// second away).
     fn next_deadline(&mut self) -> Instant {
-        self.pc
+        let stack = self
+            .pc
             .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        self.feedback_deadline().map_or(stack, |f| f.min(stack))
     }
 
     fn on_command(&mut self, cmd: PeerCommand) {
@@ -301,13 +331,14 @@ impl Peer {
         Some(local)
     }
 
-    /// Events, then application reads, then wire writes: the order the stack advances in.
+    /// Events, then application reads, then our feedback, then wire writes: the order the
+    /// stack advances in.
     fn drain(&mut self) {
         self.take_events();
-        let now = Instant::now();
         while let Some(msg) = self.pc.poll_read() {
-            self.on_media(msg.message, now);
+            self.on_media(msg.message, msg.now);
         }
+        self.send_feedback(Instant::now());
         self.flush_writes();
     }
 
@@ -321,20 +352,21 @@ impl Peer {
     /// every layer, so this only empties the stack's media output (`poll_read` would sweep
     /// again for each message). Data-channel messages and events wait for [`Self::drain`].
     fn take_media(&mut self) {
-        let now = Instant::now();
         while let Some(msg) = self.pc.poll_media_read() {
-            self.on_media(msg.message, now);
+            self.on_media(msg.message, msg.now);
         }
     }
 
-    fn on_media(&mut self, message: RTCMessage, now: Instant) {
+    /// `at`: when the datagram that carried it arrived.
+    fn on_media(&mut self, message: RTCMessage, at: Instant) {
         match message {
-            RTCMessage::RtpPacket(_, packet) => self.on_rtp(packet, now),
-            RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets),
+            RTCMessage::RtpPacket(_, packet) => self.on_rtp(packet, at),
+            RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, at),
             _ => {}
         }
     }
 
+    /// Sends what the stack wrote, keeping outgoing video for NACKs ([`retransmit`]).
     fn flush_writes(&mut self) {
         while let Some(out) = self.pc.poll_write() {
             let (transport, path) = match out.transport.transport_protocol {
@@ -342,9 +374,16 @@ impl Peer {
                 _ => (Transport::Udp, "udp"),
             };
             self.path = Some(path);
+            let datagram = out.message.freeze();
+            if let Some((ssrc, seq)) = retransmit::rtp_ids(&datagram)
+                && let Some((_, history)) = self.sent.iter_mut().find(|(s, _)| *s == ssrc)
+            {
+                history.record(seq, out.now, datagram.clone());
+                self.media_dest = Some((out.transport.peer_addr, transport));
+            }
             self.ctx
                 .plane
-                .send(out.message, out.transport.peer_addr, transport);
+                .send(datagram, out.transport.peer_addr, transport);
         }
     }
 

@@ -3,18 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use rtc::sansio::Protocol;
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
 use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
 use crate::recording::worker::{RecordTap, TapError};
 use crate::sfu::codec::{Codec, is_keyframe};
+use crate::sfu::feedback::nack::NackTracker;
+use crate::sfu::feedback::reports::{LastSenderReport, ntp_middle};
 use crate::sfu::types::{
     Forwarded, MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext,
 };
@@ -31,10 +31,16 @@ pub(super) struct UpTrack {
     payload_types: Vec<(u8, Codec)>,
     /// Publisher-leg ids of the extensions we forward, and their internal ids.
     ext_map: Vec<(u8, u8)>,
-    ssrc: Option<u32>,
+    pub(super) ssrc: Option<u32>,
     subscribers: Vec<SubscriberLink>,
     last_pli: Option<Instant>,
-    stats: ReceiveStats,
+    pub(super) stats: ReceiveStats,
+    /// Holes to NACK, when the client accepts NACKs on this (video) stream.
+    pub(super) nack: Option<NackTracker>,
+    /// This leg's id of the transport-wide sequence number extension, when negotiated.
+    twcc_ext: Option<u8>,
+    /// The client's last Sender Report on this stream (for LSR/DLSR in our reports).
+    pub(super) last_sr: Option<LastSenderReport>,
     rate: RateMeter,
     plis: u64,
     codec_mismatch_logged: bool,
@@ -112,6 +118,18 @@ impl Peer {
         if codec == Codec::Other {
             return None;
         }
+        let nack = (kind == MediaKind::Video
+            && first
+                .rtp_codec
+                .rtcp_feedback
+                .iter()
+                .any(|f| f.typ == "nack" && f.parameter.is_empty()))
+        .then(NackTracker::default);
+        let twcc_ext = params
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == TRANSPORT_CC_URI)
+            .and_then(|e| u8::try_from(e.id).ok());
         let payload_types = params
             .codecs
             .iter()
@@ -154,6 +172,9 @@ impl Peer {
             subscribers: Vec::new(),
             last_pli: None,
             stats: ReceiveStats::default(),
+            nack,
+            twcc_ext,
+            last_sr: None,
             rate: RateMeter::default(),
             plis: 0,
             codec_mismatch_logged: false,
@@ -200,8 +221,16 @@ impl Peer {
                 .events
                 .send(PeerEvent::FirstMedia { peer: self.ctx.id });
         }
+        if let Some(id) = self.ups[index].twcc_ext
+            && let Some(seq) = transport_sequence(&packet.header, id)
+        {
+            self.twcc.record(seq, ssrc, now);
+        }
         let up = &mut self.ups[index];
         let h = &packet.header;
+        if let Some(nack) = &mut up.nack {
+            nack.record(h.sequence_number, now);
+        }
         up.stats.record(
             h.sequence_number,
             h.timestamp,
@@ -296,14 +325,10 @@ impl Peer {
         up.last_pli = Some(now);
         up.plis += 1;
         let pli = PictureLossIndication {
-            sender_ssrc: 0,
+            sender_ssrc: self.rtcp_ssrc,
             media_ssrc: ssrc,
         };
-        let msg = TaggedRTCMessage {
-            now,
-            message: RTCMessage::RtcpPacket(String::new(), vec![Box::new(pli)]),
-        };
-        if self.pc.handle_write(msg).is_ok() {
+        if self.write_rtcp(vec![Box::new(pli)], now) {
             self.ctx.metrics.media.plis_sent.inc();
         }
     }
@@ -315,12 +340,17 @@ impl Peer {
         }
     }
 
-    /// A publisher's Sender Report: recorders line audio and video up with it.
-    pub(super) fn record_sender_report(&mut self, sr: &SenderReport) {
+    /// A publisher's Sender Report: our next report on the stream refers to it, and
+    /// recorders line audio and video up with it.
+    pub(super) fn record_sender_report(&mut self, sr: &SenderReport, now: Instant) {
         let Some(&index) = self.up_by_ssrc.get(&sr.ssrc) else {
             return;
         };
         let up = &mut self.ups[index];
+        up.last_sr = Some(LastSenderReport {
+            ntp_middle: ntp_middle(sr.ntp_time),
+            at: now,
+        });
         if let Some(tap) = &up.record
             && tap.sender_report(up.info.id, sr.ssrc, sr.ntp_time, sr.rtp_time)
                 == Err(TapError::Closed)
@@ -351,12 +381,25 @@ impl Peer {
                     },
                     jitter_ms: u.stats.jitter_ms(u.clock_rate),
                     nacks: 0,
+                    retransmitted: None,
                     plis: u.plis,
                     source: None,
                 }
             })
             .collect()
     }
+}
+
+/// The transport-wide sequence number a packet carries in extension `id`.
+fn transport_sequence(h: &rtc::rtp::header::Header, id: u8) -> Option<u16> {
+    if !h.extension {
+        return None;
+    }
+    let e = h.extensions.iter().find(|e| e.id == id)?;
+    Some(u16::from_be_bytes([
+        *e.payload.first()?,
+        *e.payload.get(1)?,
+    ]))
 }
 
 /// Keeps only the extensions we forward, renumbered to internal ids.

@@ -1,23 +1,20 @@
 //! How every server-side PeerConnection is built: codecs with fixed payload types, the header
-//! extensions the SFU forwards, the interceptor chain, ICE-lite with host candidates for the
+//! extensions the SFU forwards (and transport-wide sequence numbers for congestion feedback),
+//! one interceptor that hands inbound RTCP to the peer, ICE-lite with host candidates for the
 //! shared media socket, one DTLS certificate for all.
 //!
-//! No RTX is negotiated: the NACK generator does not credit repairs that arrive on an RTX
-//! stream and would NACK them again and again; without RTX, browsers retransmit on the primary
-//! stream and the NACK responder answers subscribers from its cache.
+//! No RTX is negotiated: browsers then retransmit on the primary stream, where the peer's
+//! NACK tracker sees the repair arrive (`crate::sfu::feedback::nack`), and relais answers
+//! subscribers' NACKs itself from the datagrams it sent them ([`super::retransmit`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{
-    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, Registry,
-    SenderReportBuilder, Slot,
-};
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
@@ -29,18 +26,10 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
 
 use super::rtcp_tap::RtcpTap;
 use crate::sfu::media_plane::Transport;
-
-/// Packets kept per outgoing stream to answer NACKs (a power of two): about 0.6 s of 1 Mbit/s
-/// video, a few round trips. Each entry holds a payload: 128 cost ~100 KiB more resident
-/// memory per PeerConnection in the 50-call benchmark (README) for losses a NACK could no
-/// longer repair in time anyway.
-const NACK_CACHE: u16 = 64;
-/// A lost packet is asked for at most this many times.
-const MAX_NACKS_PER_PACKET: u16 = 3;
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     RTCPFeedback {
@@ -107,14 +96,17 @@ fn media_engine() -> rtc::shared::error::Result<MediaEngine> {
         feedback("nack", "pli"),
         feedback("ccm", "fir"),
         feedback("goog-remb", ""),
+        feedback("transport-cc", ""),
     ] {
         m.register_feedback(fb, RtpCodecKind::Video);
     }
+    m.register_feedback(feedback("transport-cc", ""), RtpCodecKind::Audio);
+    let both = &[RtpCodecKind::Audio, RtpCodecKind::Video][..];
     for (uri, kinds) in [
-        (
-            SDES_MID_URI,
-            &[RtpCodecKind::Audio, RtpCodecKind::Video][..],
-        ),
+        (SDES_MID_URI, both),
+        // Publishers number their packets transport-wide; relais reports their arrival
+        // (super::super::feedback::twcc) so that browsers raise their bitrate.
+        (TRANSPORT_CC_URI, both),
         (AUDIO_LEVEL_URI, &[RtpCodecKind::Audio][..]),
         (VIDEO_ORIENTATION_URI, &[RtpCodecKind::Video][..]),
     ] {
@@ -192,23 +184,10 @@ impl PeerFactory {
     }
 
     pub fn build(&self, now: Instant) -> rtc::shared::error::Result<RTCPeerConnection> {
-        let mut engine = media_engine()?;
-        let registry = Registry::new()
-            .with(
-                Slot::NackResponder,
-                NackResponderBuilder::new().with_size(NACK_CACHE).build(),
-            )
-            .with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new()
-                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                    .build(),
-            )
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-            .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(11_500), RtcpTap::default());
-        // TWCC feedback toward publishers lets browsers' congestion control raise the bitrate.
-        let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+        let engine = media_engine()?;
+        // One interceptor, to hand inbound RTCP to the peer: NACKs, reports and congestion
+        // feedback are the peer's own (crate::sfu::feedback).
+        let registry = Registry::new().with(Slot::from(11_500), RtcpTap::default());
         let mut network_types = Vec::new();
         for (list, v4, v6) in [
             (&self.candidates, NetworkType::Udp4, NetworkType::Udp6),

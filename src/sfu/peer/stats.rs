@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
+use rtc::rtcp::reception_report::ReceptionReport;
 use serde::Serialize;
+
+use crate::sfu::feedback::reports::LastSenderReport;
 
 /// Receive-side statistics of one incoming stream (RFC 3550 appendix A.3 and A.8).
 #[derive(Debug, Clone, Default)]
@@ -17,6 +20,9 @@ pub struct ReceiveStats {
     jitter_q4: u64,
     last_transit: Option<i64>,
     epoch: Option<Instant>,
+    /// Expected and received packets at the last report block (RFC 3550 A.3).
+    prior_expected: u64,
+    prior_received: u64,
 }
 
 impl ReceiveStats {
@@ -67,6 +73,35 @@ impl ReceiveStats {
         self.expected().saturating_sub(self.packets)
     }
 
+    /// The report block on this stream (RFC 3550 §6.4.1); the next one's loss fraction counts
+    /// from here.
+    pub fn report_block(
+        &mut self,
+        ssrc: u32,
+        last_sr: Option<LastSenderReport>,
+        now: Instant,
+    ) -> ReceptionReport {
+        let expected = self.expected();
+        let expected_interval = expected.saturating_sub(self.prior_expected);
+        let received_interval = self.packets.saturating_sub(self.prior_received);
+        self.prior_expected = expected;
+        self.prior_received = self.packets;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
+        ReceptionReport {
+            ssrc,
+            fraction_lost,
+            // A signed 24-bit field: loss beyond it is stated as its largest value.
+            total_lost: self.lost().min(0x7f_ffff) as u32,
+            last_sequence_number: self.max_ext_seq,
+            jitter: (self.jitter_q4 >> 4) as u32,
+            last_sender_report: last_sr.map_or(0, |sr| sr.ntp_middle),
+            delay: last_sr.map_or(0, |sr| sr.delay_since(now)),
+        }
+    }
+
     pub fn jitter_ms(&self, clock_rate: u32) -> f64 {
         (self.jitter_q4 as f64 / 16.0) * 1000.0 / f64::from(clock_rate.max(1))
     }
@@ -110,7 +145,11 @@ pub struct TrackStatsView {
     pub packets_lost: u64,
     pub fraction_lost: f64,
     pub jitter_ms: f64,
+    /// Packets NACKed by the client (outbound tracks).
     pub nacks: u64,
+    /// Outbound tracks: packets sent again for those NACKs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retransmitted: Option<u64>,
     pub plis: u64,
     /// For outbound tracks: the participant whose track it is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +174,31 @@ mod tests {
         s.record(2, 0, 100, t0, 90_000);
         assert_eq!(s.lost(), 0);
         assert_eq!(s.bytes, 800);
+    }
+
+    #[test]
+    fn report_blocks_count_loss_per_interval() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::default();
+        for seq in [10u16, 11, 13, 14] {
+            s.record(seq, 0, 100, t0, 90_000);
+        }
+        let sr = LastSenderReport {
+            ntp_middle: 0xabcd,
+            at: t0,
+        };
+        let first = s.report_block(7, Some(sr), t0 + Duration::from_secs(1));
+        assert_eq!(first.ssrc, 7);
+        assert_eq!(first.fraction_lost, 51, "1 of 5 is 51/256");
+        assert_eq!((first.total_lost, first.last_sequence_number), (1, 14));
+        assert_eq!((first.last_sender_report, first.delay), (0xabcd, 65536));
+        // Nothing lost since: the fraction is of this interval only; the total stays.
+        for seq in 15u16..20 {
+            s.record(seq, 0, 100, t0, 90_000);
+        }
+        let second = s.report_block(7, None, t0);
+        assert_eq!((second.fraction_lost, second.total_lost), (0, 1));
+        assert_eq!((second.last_sender_report, second.delay), (0, 0));
     }
 
     #[test]

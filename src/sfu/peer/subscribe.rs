@@ -1,7 +1,8 @@
 //! What a peer receives from others: one outgoing track per subscribed source, with this
 //! leg's SSRC, sequence numbers, timestamps, payload type and header-extension ids; and the
-//! subscriber's RTCP (PLI/FIR become keyframe requests to the publisher; NACKs are answered by
-//! the NACK responder from its cache; receiver reports feed the statistics).
+//! subscriber's RTCP (PLI/FIR become keyframe requests to the publisher; NACKs are answered
+//! from the datagrams recently sent, see [`super::retransmit`]; receiver reports feed the
+//! statistics).
 
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,10 @@ use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
+use super::retransmit::SentHistory;
 use super::stats::{RateMeter, TrackStatsView};
 use crate::sfu::codec::Codec;
+use crate::sfu::feedback::reports::SendCounters;
 use crate::sfu::forward::{Decision, DropReason, Incoming, Rewriter};
 use crate::sfu::types::{Forwarded, MediaKind, PeerCommand, TrackId, TrackInfo, internal_ext};
 
@@ -42,9 +45,9 @@ struct LegExtensions {
 }
 
 pub(super) struct DownTrack {
-    info: TrackInfo,
+    pub(super) info: TrackInfo,
     sender: RTCRtpSenderId,
-    out_ssrc: u32,
+    pub(super) out_ssrc: u32,
     rewriter: Rewriter,
     /// Negotiated on this leg; `None` until the client answered the offer carrying it.
     payload_type: Option<u8>,
@@ -52,10 +55,12 @@ pub(super) struct DownTrack {
     mid: Option<Bytes>,
     codec: Codec,
     last_keyframe_request: Option<Instant>,
-    packets: u64,
-    bytes: u64,
+    /// What went out, for statistics and Sender Reports.
+    pub(super) sent: SendCounters,
     rate: RateMeter,
+    /// Packets the client reported lost (NACKed), and those sent again.
     nacks: u64,
+    retransmitted: u64,
     plis: u64,
     remote_lost: u64,
     remote_fraction_lost: f64,
@@ -115,16 +120,19 @@ impl Peer {
             mid: None,
             codec,
             last_keyframe_request: None,
-            packets: 0,
-            bytes: 0,
+            sent: SendCounters::default(),
             rate: RateMeter::default(),
             nacks: 0,
+            retransmitted: 0,
             plis: 0,
             remote_lost: 0,
             remote_fraction_lost: 0.0,
             remote_jitter: 0,
             info,
         };
+        if codec.is_video() {
+            self.sent.push((out_ssrc, SentHistory::default()));
+        }
         self.down_by_ssrc.insert(out_ssrc, down.info.id);
         self.downs.insert(down.info.id, down);
         self.negotiation_needed = true;
@@ -135,6 +143,7 @@ impl Peer {
             return;
         };
         self.down_by_ssrc.remove(&down.out_ssrc);
+        self.sent.retain(|(ssrc, _)| *ssrc != down.out_ssrc);
         if let Err(e) = self.pc.remove_track(down.sender) {
             tracing::debug!(peer = self.ctx.id, error = %e, "remove_track failed");
         }
@@ -219,9 +228,8 @@ impl Peer {
         h.timestamp = ts;
         h.payload_type = pt;
         rewrite_extensions(h, &down.ext, down.mid.as_ref());
-        down.packets += 1;
-        let payload_len = packet.payload.len() as u64;
-        down.bytes += payload_len;
+        let payload_len = packet.payload.len();
+        down.sent.sent(ts, payload_len, now);
         let msg = TaggedRTCMessage {
             now,
             message: RTCMessage::RtpPacket(String::new(), packet),
@@ -230,7 +238,7 @@ impl Peer {
             Ok(()) => {
                 let media = &self.ctx.metrics.media;
                 media.rtp_packets_forwarded.inc();
-                media.rtp_bytes_forwarded.inc_by(payload_len);
+                media.rtp_bytes_forwarded.inc_by(payload_len as u64);
             }
             Err(e) => {
                 tracing::debug!(peer = self.ctx.id, error = %e, "forward refused");
@@ -240,7 +248,7 @@ impl Peer {
     }
 
     /// Feedback from the client about what we send it (and reports on what it sends us).
-    pub(super) fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+    pub(super) fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
         let mut keyframe_for = Vec::new();
         for p in packets {
             let any = p.as_any();
@@ -249,14 +257,11 @@ impl Peer {
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 keyframe_for.extend(fir.fir.iter().map(|e| e.ssrc));
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                self.ctx.metrics.media.nacks_received.inc();
-                if let Some(down) = self.down_for_ssrc(nack.media_ssrc) {
-                    down.nacks += nack.nacks.len() as u64;
-                }
+                self.answer_nack(nack, now);
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 self.apply_reports(&rr.reports);
             } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                self.record_sender_report(sr);
+                self.record_sender_report(sr, now);
                 self.apply_reports(&sr.reports);
             }
         }
@@ -267,6 +272,35 @@ impl Peer {
                     track: down.info.id,
                 });
             }
+        }
+    }
+
+    /// Sends again, the way media last went, what the client reports lost and is still kept.
+    fn answer_nack(&mut self, nack: &TransportLayerNack, now: Instant) {
+        self.ctx.metrics.media.nacks_received.inc();
+        let mut history = self
+            .sent
+            .iter_mut()
+            .find(|(ssrc, _)| *ssrc == nack.media_ssrc)
+            .map(|(_, h)| h);
+        let (mut asked, mut resent) = (0u64, 0u64);
+        for seq in nack.nacks.iter().flat_map(|pair| pair.into_iter()) {
+            asked += 1;
+            if let (Some(h), Some((to, transport))) = (history.as_mut(), self.media_dest)
+                && let Some(datagram) = h.resend(seq, now)
+            {
+                self.ctx.plane.send(datagram, to, transport);
+                resent += 1;
+            }
+        }
+        self.ctx
+            .metrics
+            .media
+            .rtp_packets_retransmitted
+            .inc_by(resent);
+        if let Some(down) = self.down_for_ssrc(nack.media_ssrc) {
+            down.nacks += asked;
+            down.retransmitted += resent;
         }
     }
 
@@ -293,14 +327,15 @@ impl Peer {
                 direction: "outbound",
                 kind: d.info.kind.as_str(),
                 codec: d.codec.name().into(),
-                packets: d.packets,
-                bytes: d.bytes,
-                bitrate_bps: d.rate.update(now, d.bytes) as u64,
+                packets: d.sent.packets,
+                bytes: d.sent.octets,
+                bitrate_bps: d.rate.update(now, d.sent.octets) as u64,
                 packets_lost: d.remote_lost,
                 fraction_lost: d.remote_fraction_lost,
                 jitter_ms: f64::from(d.remote_jitter) * 1000.0
                     / f64::from(d.info.codec.clock_rate.max(1)),
                 nacks: d.nacks,
+                retransmitted: Some(d.retransmitted),
                 plis: d.plis,
                 source: Some(d.info.owner.into()),
             });
