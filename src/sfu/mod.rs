@@ -3,7 +3,9 @@
 //!
 //! Layout:
 //! - [`media_plane`]: the one UDP socket and its routing (5-tuple, then STUN USERNAME);
-//! - [`peer`]: one task per PeerConnection (negotiation, publishing, subscribing, RTCP);
+//! - [`peer`]: one task per PeerConnection (negotiation and ICE on `rtc`, DTLS-SRTP and media
+//!   read and written by the task itself, publishing, subscribing);
+//! - [`feedback`]: the RTCP the SFU writes (NACK, transport-wide congestion feedback, reports);
 //! - [`room`]: one task per live session (participants, who receives what, signaling out);
 //! - [`forward`]: the per-leg rewrite decision (pure, property-tested); [`codec`], [`stun`],
 //!   [`sdp`]: small pure parsers.

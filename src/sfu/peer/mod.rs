@@ -1,19 +1,28 @@
 //! One server-side PeerConnection and the task that owns it.
 //!
+//! The `rtc` PeerConnection negotiates (SDP, transceivers) and runs ICE; the task runs DTLS-SRTP
+//! itself ([`dtls_srtp`]) and reads and writes media directly: a datagram is told apart by its
+//! first byte (RFC 7983): STUN goes to the PeerConnection, DTLS to the association, SRTP/SRTCP
+//! is decrypted here. What the PeerConnection writes is sent only when it is STUN (its own DTLS
+//! never starts: the association here is the one the SDP's fingerprints describe).
+//!
 //! The task is the only code that touches its `RTCPeerConnection` (sans-IO, `Send` but not
 //! `Sync`). It wakes on: a datagram the media socket routed to it, a command from its room,
-//! an RTP packet a publisher's task forwarded to it, or the connection's next timer. After each
-//! wake-up it drains the connection in the order the stack needs (events, reads, writes).
+//! an RTP packet a publisher's task forwarded to it, or the next timer (ICE, DTLS, feedback).
 //!
 //! Invariants:
 //! - every queue into the task is bounded; media queues drop (and count) when full, so a slow
 //!   subscriber never slows its publisher;
+//! - DTLS is accepted only from a path ICE validated (a tuple the PeerConnection answered a
+//!   binding request from); media leaves only on the path ICE selected;
 //! - at most one offer of ours is outstanding: renegotiation waits for the answer
 //!   ([`negotiation`]);
 //! - when the task ends, for whatever reason, it unregisters its routes, tells its room
 //!   (`Closed`) and drops every sender it held, so nothing of it stays behind.
 
+mod dtls_srtp;
 mod negotiation;
+mod path;
 mod publish;
 mod retransmit;
 mod rtcp_out;
@@ -21,6 +30,7 @@ pub mod rtcp_tap;
 pub mod setup;
 pub mod stats;
 mod subscribe;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,12 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
-use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::state::RTCIceConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
 use super::feedback::twcc::TwccRecorder;
@@ -41,8 +49,9 @@ use super::media_plane::{Datagram, MediaPlane, Transport};
 use super::types::{Forwarded, PeerCommand, PeerEvent, PeerId, TrackId};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
+pub use dtls_srtp::DtlsIdentity;
+use dtls_srtp::DtlsSrtp;
 use publish::UpTrack;
-use retransmit::SentHistory;
 use setup::PeerFactory;
 use subscribe::DownTrack;
 
@@ -55,8 +64,8 @@ const COMMANDS: usize = 256;
 const MAX_REMOTE_ADDRS: usize = 16;
 /// Most queued items handled per wake-up before the connection is drained.
 const BATCH: usize = 64;
-/// Forwarded packets handed to the stack before its writes are swept out.
-const WRITE_SWEEP: usize = 4;
+/// DTLS records kept while the remote description (and its fingerprint) is not known yet.
+const MAX_EARLY_DTLS: usize = 8;
 
 /// How to reach a peer's task.
 #[derive(Debug, Clone)]
@@ -108,15 +117,21 @@ pub(super) struct Peer {
     path: Option<&'static str>,
     /// Our candidate address per remote address seen (see [`PeerFactory::local_addr_for`]).
     local_addrs: Vec<(SocketAddr, Transport, SocketAddr)>,
+    /// Tuples whose binding requests the PeerConnection answered (ICE-validated paths).
+    validated: Vec<(SocketAddr, Transport)>,
+    /// ICE's selected path: where media, RTCP and DTLS go ([`path`]).
+    media_dest: Option<(SocketAddr, Transport)>,
+    /// The DTLS association, once a remote description said how to authenticate it.
+    secure: Option<DtlsSrtp>,
+    early_dtls: Vec<Datagram>,
+    /// Where the last DTLS record came from (the path, until ICE names one).
+    dtls_from: Option<(SocketAddr, Transport)>,
+    /// SSRCs the client declared, by mid, from its last description.
+    declared_ssrcs: Vec<(u32, String)>,
     ups: Vec<UpTrack>,
     up_by_ssrc: HashMap<u32, usize>,
     downs: HashMap<TrackId, DownTrack>,
     down_by_ssrc: HashMap<u32, TrackId>,
-    /// What was recently sent on each outgoing video track, by its SSRC, to answer NACKs
-    /// (a few entries: a scan is cheaper than hashing every outgoing datagram).
-    sent: Vec<(u32, SentHistory)>,
-    /// Where the stack last sent media: retransmissions go the same way.
-    media_dest: Option<(SocketAddr, Transport)>,
     /// Sender SSRC of the RTCP we write about the client's streams.
     rtcp_ssrc: u32,
     /// Arrival of the client's packets, for congestion feedback ([`rtcp_out`]).
@@ -154,13 +169,17 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         saw_media: false,
         path: None,
         local_addrs: Vec::new(),
+        validated: Vec::new(),
+        media_dest: None,
+        secure: None,
+        early_dtls: Vec::new(),
+        dtls_from: None,
+        declared_ssrcs: Vec::new(),
         closed: false,
         ups: Vec::new(),
         up_by_ssrc: HashMap::new(),
         downs: HashMap::new(),
         down_by_ssrc: HashMap::new(),
-        sent: Vec::new(),
-        media_dest: None,
         rtcp_ssrc: rand::random::<u32>().max(1),
         twcc: TwccRecorder::default(),
         next_report: now + rtcp_out::REPORT_INTERVAL,
@@ -201,37 +220,18 @@ impl Peer {
                         self.on_command(cmd);
                     }
                 }
-                // Each datagram is carried up the stack and its media taken out before the
-                // next one (the stack's read queue stays one message deep); events and writes
-                // are swept once for the whole batch, below: every sweep visits every layer of
-                // the stack, and per packet those sweeps cost more than the packet itself.
                 _ = inbox.recv_many(&mut batch_dgram, BATCH) => {
                     for dg in batch_dgram.drain(..) {
                         self.on_datagram(dg);
-                        self.take_media();
                     }
                 }
-                // Forwarded packets are queued into the stack together and leave in one sweep
-                // per [`WRITE_SWEEP`] packets (the stack's queues keep the capacity they grow
-                // to, so their depth is memory held per PeerConnection).
                 _ = media.recv_many(&mut batch_media, BATCH) => {
                     let now = Instant::now();
-                    for (i, f) in batch_media.drain(..).enumerate() {
+                    for f in batch_media.drain(..) {
                         self.on_forwarded(f, now);
-                        if (i + 1) % WRITE_SWEEP == 0 {
-                            self.flush_writes();
-                        }
                     }
                 }
-                _ = &mut timer => {
-                    let now = Instant::now();
-                    if self.pc.poll_timeout().is_some_and(|t| t <= now)
-                        && let Err(e) = self.pc.handle_timeout(now)
-                    {
-                        tracing::debug!(peer = self.ctx.id, error = %e, "peer timer failed");
-                        self.fail("timer_error");
-                    }
-                }
+                _ = &mut timer => self.on_timer(Instant::now()),
             }
             self.drain();
             if self.maybe_offer() {
@@ -241,14 +241,37 @@ impl Peer {
         self.shutdown();
     }
 
-    /// When the stack next wants `handle_timeout`, or our own feedback is due (at most a
-    /// second away).
+    /// When the stack (ICE), the DTLS handshake or our own feedback next needs the task (at
+    /// most a second away).
     fn next_deadline(&mut self) -> Instant {
-        let stack = self
+        let mut next = self
             .pc
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        self.feedback_deadline().map_or(stack, |f| f.min(stack))
+        if let Some(t) = self.feedback_deadline() {
+            next = next.min(t);
+        }
+        if let Some(t) = self.secure.as_ref().and_then(DtlsSrtp::poll_timeout) {
+            next = next.min(t);
+        }
+        next
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        // Not fatal: when the SDPs make the PeerConnection the DTLS client, its own handshake
+        // (whose flights are never sent) gives up with an error here. ICE failure is an event.
+        if self.pc.poll_timeout().is_some_and(|t| t <= now)
+            && let Err(e) = self.pc.handle_timeout(now)
+        {
+            tracing::trace!(peer = self.ctx.id, error = %e, "PeerConnection timer");
+        }
+        if let Some(secure) = self.secure.as_mut()
+            && let Err(e) = secure.handle_timeout(now)
+        {
+            tracing::debug!(peer = self.ctx.id, error = %e, "DTLS handshake gave up");
+            self.fail("dtls_failed");
+        }
+        self.flush_dtls();
     }
 
     fn on_command(&mut self, cmd: PeerCommand) {
@@ -284,6 +307,7 @@ impl Peer {
                 let _ = reply.send((self.path, self.stats(Instant::now())));
             }
             PeerCommand::Close => {
+                self.close_secure();
                 let _ = self.pc.close();
                 self.flush_writes();
                 self.closed = true;
@@ -291,53 +315,10 @@ impl Peer {
         }
     }
 
-    fn on_datagram(&mut self, dg: Datagram) {
-        let Some(local_addr) = self.local_addr_for(dg.from, dg.transport) else {
-            return;
-        };
-        let transport_protocol = match dg.transport {
-            Transport::Udp => TransportProtocol::UDP,
-            Transport::Tcp => TransportProtocol::TCP,
-        };
-        let msg = TaggedBytesMut {
-            now: dg.at,
-            transport: TransportContext {
-                local_addr,
-                peer_addr: dg.from,
-                transport_protocol,
-                ecn: None,
-            },
-            message: dg.data,
-        };
-        if let Err(e) = self.pc.handle_read(msg) {
-            tracing::debug!(peer = self.ctx.id, error = %e, "datagram refused");
-        }
-    }
-
-    /// Our candidate address for datagrams from `from`, remembered per remote address.
-    fn local_addr_for(&mut self, from: SocketAddr, transport: Transport) -> Option<SocketAddr> {
-        if let Some((_, _, local)) = self
-            .local_addrs
-            .iter()
-            .find(|(f, t, _)| *f == from && *t == transport)
-        {
-            return Some(*local);
-        }
-        let local = self.ctx.factory.local_addr_for(from, transport)?;
-        if self.local_addrs.len() >= MAX_REMOTE_ADDRS {
-            self.local_addrs.remove(0);
-        }
-        self.local_addrs.push((from, transport, local));
-        Some(local)
-    }
-
-    /// Events, then application reads, then our feedback, then wire writes: the order the
-    /// stack advances in.
+    /// After each wake-up: the PeerConnection's events, our feedback, and what the
+    /// PeerConnection wants sent.
     fn drain(&mut self) {
         self.take_events();
-        while let Some(msg) = self.pc.poll_read() {
-            self.on_media(msg.message, msg.now);
-        }
         self.send_feedback(Instant::now());
         self.flush_writes();
     }
@@ -348,68 +329,17 @@ impl Peer {
         }
     }
 
-    /// The media a `handle_read` just carried up the stack. `handle_read` has already swept
-    /// every layer, so this only empties the stack's media output (`poll_read` would sweep
-    /// again for each message). Data-channel messages and events wait for [`Self::drain`].
-    fn take_media(&mut self) {
-        while let Some(msg) = self.pc.poll_media_read() {
-            self.on_media(msg.message, msg.now);
-        }
-    }
-
-    /// `at`: when the datagram that carried it arrived.
-    fn on_media(&mut self, message: RTCMessage, at: Instant) {
-        match message {
-            RTCMessage::RtpPacket(_, packet) => self.on_rtp(packet, at),
-            RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, at),
-            _ => {}
-        }
-    }
-
-    /// Sends what the stack wrote, keeping outgoing video for NACKs ([`retransmit`]).
-    fn flush_writes(&mut self) {
-        while let Some(out) = self.pc.poll_write() {
-            let (transport, path) = match out.transport.transport_protocol {
-                TransportProtocol::TCP => (Transport::Tcp, "tcp"),
-                _ => (Transport::Udp, "udp"),
-            };
-            self.path = Some(path);
-            let datagram = out.message.freeze();
-            if let Some((ssrc, seq)) = retransmit::rtp_ids(&datagram)
-                && let Some((_, history)) = self.sent.iter_mut().find(|(s, _)| *s == ssrc)
-            {
-                history.record(seq, out.now, datagram.clone());
-                self.media_dest = Some((out.transport.peer_addr, transport));
-            }
-            self.ctx
-                .plane
-                .send(datagram, out.transport.peer_addr, transport);
-        }
-    }
-
+    /// The PeerConnection's connection state is not read: its DTLS never runs (this task's
+    /// does, see [`Self::on_secure_connected`]); ICE's state is.
     fn on_event(&mut self, event: RTCPeerConnectionEvent) {
-        match event {
-            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.bind_ssrc(init.receiver_id, init.ssrc);
-            }
-            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
-                RTCPeerConnectionState::Connected if !self.connected => {
-                    self.connected = true;
-                    let _ = self
-                        .ctx
-                        .events
-                        .send(PeerEvent::Connected { peer: self.ctx.id });
+        if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) = event {
+            match state {
+                RTCIceConnectionState::Failed => self.fail("ice_failed"),
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                    self.on_ice_connected();
                 }
-                RTCPeerConnectionState::Failed => self.fail("connection_failed"),
-                RTCPeerConnectionState::Closed => self.closed = true,
                 _ => {}
-            },
-            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
-                RTCIceConnectionState::Failed,
-            ) => {
-                self.fail("ice_failed");
             }
-            _ => {}
         }
     }
 
@@ -417,13 +347,14 @@ impl Peer {
         if self.closed {
             return;
         }
-        if reason == "ice_failed" || reason == "connection_failed" {
+        if reason == "ice_failed" || reason == "dtls_failed" {
             self.ctx.metrics.media.ice_failures.inc();
         }
         let _ = self.ctx.events.send(PeerEvent::Failed {
             peer: self.ctx.id,
             reason,
         });
+        self.close_secure();
         let _ = self.pc.close();
         self.flush_writes();
         self.closed = true;

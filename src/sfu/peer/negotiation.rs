@@ -13,8 +13,9 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
+use super::dtls_srtp::{DtlsSrtp, Role};
 use super::{Peer, Signaling};
-use crate::sfu::sdp;
+use crate::sfu::sdp::{self, Setup};
 use crate::sfu::types::{LocalAnswer, PeerEvent, SignalError, SignalResult};
 
 /// Candidates kept while no remote description exists.
@@ -29,6 +30,7 @@ impl Peer {
                 "the server's offer is waiting for your answer; answer it before offering",
             ));
         }
+        sdp::check_fingerprint(offer).map_err(|p| SignalError::bad_sdp(p.message()))?;
         let now = Instant::now();
         let desc = RTCSessionDescription::offer(offer.to_string())
             .map_err(|e| SignalError::bad_sdp(format!("unreadable offer: {e}")))?;
@@ -51,7 +53,7 @@ impl Peer {
         self.remote_set = true;
         self.can_offer = true;
         self.signaling = Signaling::Stable;
-        self.after_negotiation(&local);
+        self.after_negotiation(&local)?;
         Ok(LocalAnswer {
             candidates: self.local_candidates(&local),
             sdp: local,
@@ -66,6 +68,7 @@ impl Peer {
             ));
         }
         sdp::check(answer).map_err(|p| SignalError::bad_sdp(p.message()))?;
+        sdp::check_fingerprint(answer).map_err(|p| SignalError::bad_sdp(p.message()))?;
         let desc = RTCSessionDescription::answer(answer.to_string())
             .map_err(|e| SignalError::bad_sdp(format!("unreadable answer: {e}")))?;
         // On failure the offer stays outstanding: the client may send a corrected answer.
@@ -75,8 +78,7 @@ impl Peer {
         self.remote_set = true;
         self.signaling = Signaling::Stable;
         let local = self.local_sdp()?;
-        self.after_negotiation(&local);
-        Ok(())
+        self.after_negotiation(&local)
     }
 
     pub(super) fn remote_candidates(
@@ -204,14 +206,48 @@ impl Peer {
             .collect()
     }
 
-    /// After a completed offer/answer: routes, early candidates, what the client now sends
-    /// us and how our outgoing tracks were negotiated.
-    fn after_negotiation(&mut self, local_sdp: &str) {
+    /// After a completed offer/answer: routes, early candidates, the DTLS association (after
+    /// the first one), what the client now sends us and how our outgoing tracks were
+    /// negotiated.
+    fn after_negotiation(&mut self, local_sdp: &str) -> SignalResult<()> {
         self.register_ufrag(local_sdp);
         for c in std::mem::take(&mut self.pending_candidates) {
             let _ = self.pc.add_remote_candidate(c);
         }
+        let remote_sdp = self
+            .pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
+        self.declared_ssrcs = sdp::ssrc_mids(&remote_sdp);
+        if self.secure.is_none() {
+            self.create_secure(local_sdp, &remote_sdp)?;
+        }
         self.refresh_published();
         self.refresh_subscriptions();
+        Ok(())
+    }
+
+    /// The DTLS association the two descriptions agreed on: our role from `a=setup` (RFC 5763
+    /// §5), the client's certificate from its fingerprints. DTLS records that came early are
+    /// read now.
+    fn create_secure(&mut self, local_sdp: &str, remote_sdp: &str) -> SignalResult<()> {
+        let role = match (sdp::setup(local_sdp), sdp::setup(remote_sdp)) {
+            (Some(Setup::Active), _) => Role::Client,
+            (Some(Setup::ActPass), Some(Setup::Passive)) => Role::Client,
+            _ => Role::Server,
+        };
+        let secure = DtlsSrtp::new(
+            self.ctx.factory.dtls_identity(),
+            role,
+            &sdp::fingerprints(remote_sdp),
+        )
+        .map_err(|e| SignalError::bad_sdp(e.to_string()))?;
+        self.secure = Some(secure);
+        for dg in std::mem::take(&mut self.early_dtls) {
+            self.on_dtls(dg);
+        }
+        self.start_secure();
+        Ok(())
     }
 }

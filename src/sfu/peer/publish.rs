@@ -1,5 +1,9 @@
-//! What a peer publishes: the client's incoming tracks, their statistics, fan-out to
-//! subscribers, and keyframe requests (PLI) toward the client.
+//! What a peer publishes: the client's incoming tracks, which SSRC is which of them, their
+//! statistics, fan-out to subscribers, and keyframe requests (PLI) toward the client.
+//!
+//! A stream's SSRC is bound to its track by the first of: the SSRC the client declared for
+//! that m-line (`a=ssrc`), the mid its packets carry (`sdes:mid` extension), or its payload
+//! type when a single unbound track accepts it.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +11,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
 use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
@@ -26,6 +30,10 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 pub(super) struct UpTrack {
     pub info: TrackInfo,
     receiver: RTCRtpReceiverId,
+    /// The m-line the track arrives on.
+    mid: Option<String>,
+    /// This leg's id of the `sdes:mid` extension, when negotiated.
+    mid_ext: Option<u8>,
     codec: Codec,
     clock_rate: u32,
     payload_types: Vec<(u8, Codec)>,
@@ -125,11 +133,19 @@ impl Peer {
                 .iter()
                 .any(|f| f.typ == "nack" && f.parameter.is_empty()))
         .then(NackTracker::default);
-        let twcc_ext = params
-            .header_extensions
-            .iter()
-            .find(|e| e.uri == TRANSPORT_CC_URI)
-            .and_then(|e| u8::try_from(e.id).ok());
+        let ext_id = |uri: &str| {
+            params
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == uri)
+                .and_then(|e| u8::try_from(e.id).ok())
+        };
+        let twcc_ext = ext_id(TRANSPORT_CC_URI);
+        let mid_ext = ext_id(SDES_MID_URI);
+        let mid = self
+            .pc
+            .rtp_transceiver(receiver.into())
+            .and_then(|t| t.mid().clone());
         let payload_types = params
             .codecs
             .iter()
@@ -164,6 +180,8 @@ impl Peer {
                 publisher,
             },
             receiver,
+            mid,
+            mid_ext,
             clock_rate: first.rtp_codec.clock_rate,
             codec,
             payload_types,
@@ -191,27 +209,56 @@ impl Peer {
         }
     }
 
-    /// The stack saw the first packet of `ssrc` on `receiver`.
-    pub(super) fn bind_ssrc(&mut self, receiver: RTCRtpReceiverId, ssrc: u32) {
-        if !self.ups.iter().any(|u| u.receiver == receiver) {
-            self.refresh_published();
-        }
-        if let Some(up) = self.ups.iter_mut().find(|u| u.receiver == receiver) {
-            up.ssrc = Some(ssrc);
-        }
+    /// The track a packet of a stream not seen before belongs to (see the module doc), now
+    /// bound to its SSRC.
+    fn bind_ssrc(&mut self, header: &rtc::rtp::header::Header) -> Option<usize> {
+        let ssrc = header.ssrc;
+        let declared = self
+            .declared_ssrcs
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .map(|(_, mid)| mid.clone());
+        let carried = || {
+            self.ups.iter().find_map(|u| {
+                let e = header.extensions.iter().find(|e| Some(e.id) == u.mid_ext)?;
+                String::from_utf8(e.payload.to_vec()).ok()
+            })
+        };
+        let index = match declared.or_else(carried) {
+            Some(mid) => self
+                .ups
+                .iter()
+                .position(|u| u.mid.as_deref() == Some(mid.as_str()))?,
+            None => {
+                let mut accepting = self.ups.iter().enumerate().filter(|(_, u)| {
+                    u.ssrc.is_none()
+                        && u.payload_types
+                            .iter()
+                            .any(|(pt, _)| *pt == header.payload_type)
+                });
+                let (index, _) = accepting.next()?;
+                if accepting.next().is_some() {
+                    return None;
+                }
+                index
+            }
+        };
+        self.ups[index].ssrc = Some(ssrc);
         self.rebuild_ssrc_index();
+        Some(index)
     }
 
     pub(super) fn on_rtp(&mut self, mut packet: rtc::rtp::Packet, now: Instant) {
         let ssrc = packet.header.ssrc;
-        if !self.up_by_ssrc.contains_key(&ssrc) {
-            // A stream's first packet comes with the event that binds its SSRC, which the
-            // per-batch sweep has not handed out yet.
-            self.take_events();
-        }
-        let Some(&index) = self.up_by_ssrc.get(&ssrc) else {
-            self.count_drop("unknown_ssrc");
-            return;
+        let index = match self.up_by_ssrc.get(&ssrc) {
+            Some(&index) => index,
+            None => match self.bind_ssrc(&packet.header) {
+                Some(index) => index,
+                None => {
+                    self.count_drop("unknown_ssrc");
+                    return;
+                }
+            },
         };
         self.ctx.metrics.media.rtp_packets_received.inc();
         if !self.saw_media {
@@ -328,7 +375,7 @@ impl Peer {
             sender_ssrc: self.rtcp_ssrc,
             media_ssrc: ssrc,
         };
-        if self.write_rtcp(vec![Box::new(pli)], now) {
+        if self.write_rtcp(vec![Box::new(pli)]) {
             self.ctx.metrics.media.plis_sent.inc();
         }
     }

@@ -4,7 +4,7 @@
 //! packet again: same SSRC, same sequence number, same payload. SRTP's keystream is a function
 //! of the SSRC and the packet index, so it is also the same bytes on the wire. What is kept is
 //! therefore the encrypted datagram as it left, shared with the send queue (no copy), and a
-//! retransmission costs no stack walk, no encryption and no allocation. A receiver that did get
+//! retransmission costs no encryption and no allocation. A receiver that did get
 //! the first copy drops the second one by SRTP replay protection.
 //!
 //! Datagrams are kept for a time, not a count: whether a NACK can still repair a loss depends
@@ -105,23 +105,6 @@ fn offset(from: u16, seq: u16) -> u16 {
     seq.wrapping_sub(from)
 }
 
-/// SSRC and sequence number of an SRTP packet (RFC 3711 leaves the RTP header in clear), or
-/// `None` for anything else the stack sends: SRTCP, DTLS, STUN (told apart as in RFC 7983 and
-/// RFC 5761).
-pub fn rtp_ids(datagram: &[u8]) -> Option<(u32, u16)> {
-    let [first, second, s0, s1, _, _, _, _, i0, i1, i2, i3, ..] = *datagram else {
-        return None;
-    };
-    let rtp_or_rtcp = (128..=191).contains(&first);
-    let rtcp = (192..=223).contains(&second);
-    (rtp_or_rtcp && !rtcp).then(|| {
-        (
-            u32::from_be_bytes([i0, i1, i2, i3]),
-            u16::from_be_bytes([s0, s1]),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,19 +116,6 @@ mod tests {
         d.extend_from_slice(&0x1234_5678u32.to_be_bytes());
         d.extend_from_slice(&[7; 100]);
         Bytes::from(d)
-    }
-
-    #[test]
-    fn reads_ids_of_srtp_only() {
-        assert_eq!(rtp_ids(&datagram(513)), Some((0x1234_5678, 513)));
-        // SRTCP receiver report, DTLS record, STUN binding request, runt.
-        assert_eq!(rtp_ids(&[0x80, 201, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]), None);
-        assert_eq!(rtp_ids(&[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None);
-        assert_eq!(
-            rtp_ids(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0]),
-            None
-        );
-        assert_eq!(rtp_ids(&[0x80, 96, 0, 1]), None);
     }
 
     #[test]

@@ -4,18 +4,16 @@
 //!
 //! Runs after every batch the task handles (a hole is due [`REORDER_WAIT`] after it opened)
 //! and at the deadline [`Peer::feedback_deadline`] gives the task's timer. Nothing is written
-//! before the connection is up (there are no SRTP keys before).
+//! before the DTLS handshake completed (there are no SRTP keys before).
 //!
 //! [`REORDER_WAIT`]: crate::sfu::feedback::nack::REORDER_WAIT
 
 use std::time::{Duration, Instant, SystemTime};
 
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
-use rtc::sansio::Protocol;
 
 use super::Peer;
 
@@ -41,13 +39,13 @@ impl Peer {
         }
         self.nacks(now, &mut packets);
         if !packets.is_empty() {
-            self.write_rtcp(packets, now);
+            self.write_rtcp(packets);
         }
         if now >= self.next_twcc {
             self.next_twcc = now + TWCC_INTERVAL;
             // One datagram each: a feedback packet can be several hundred bytes.
             for fb in self.twcc.feedback(self.rtcp_ssrc) {
-                self.write_rtcp(vec![Box::new(fb)], now);
+                self.write_rtcp(vec![Box::new(fb)]);
             }
         }
     }
@@ -123,16 +121,22 @@ impl Peer {
         }
     }
 
-    /// Hands RTCP to the stack (which encrypts it); false when it refused.
-    pub(super) fn write_rtcp(&mut self, packets: RtcpPackets, now: Instant) -> bool {
-        let msg = TaggedRTCMessage {
-            now,
-            message: RTCMessage::RtcpPacket(String::new(), packets),
+    /// Encrypts `packets` as one compound SRTCP datagram and sends it on the media path;
+    /// false when it could not.
+    pub(super) fn write_rtcp(&mut self, packets: RtcpPackets) -> bool {
+        let Some(secure) = self.secure.as_mut() else {
+            return false;
         };
-        match self.pc.handle_write(msg) {
-            Ok(()) => true,
+        let datagram = rtc::rtcp::packet::marshal(&packets)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| secure.encrypt_rtcp(&plain).map_err(|e| e.to_string()));
+        match datagram {
+            Ok(d) => {
+                self.send_media(d.freeze());
+                true
+            }
             Err(e) => {
-                tracing::debug!(peer = self.ctx.id, error = %e, "RTCP refused");
+                tracing::debug!(peer = self.ctx.id, error = %e, "RTCP not sent");
                 false
             }
         }

@@ -1,7 +1,11 @@
 //! How every server-side PeerConnection is built: codecs with fixed payload types, the header
 //! extensions the SFU forwards (and transport-wide sequence numbers for congestion feedback),
-//! one interceptor that hands inbound RTCP to the peer, ICE-lite with host candidates for the
-//! shared media socket, one DTLS certificate for all.
+//! no interceptors (media does not go through the PeerConnection, see [`super`]), ICE-lite
+//! with host candidates for the shared media socket, one DTLS certificate for all.
+//!
+//! The PeerConnection answers offers as the DTLS server (`a=setup:passive`), so that its own
+//! DTLS, which never runs, never sends a flight; the peer task's association takes the role
+//! the SDPs agreed on.
 //!
 //! No RTX is negotiated: browsers then retransmit on the primary stream, where the peer's
 //! NACK tracker sees the repair arrive (`crate::sfu::feedback::nack`), and relais answers
@@ -12,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::Registry;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
@@ -28,7 +33,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
 
-use super::rtcp_tap::RtcpTap;
+use super::dtls_srtp::DtlsIdentity;
 use crate::sfu::media_plane::Transport;
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
@@ -124,6 +129,7 @@ fn media_engine() -> rtc::shared::error::Result<MediaEngine> {
 /// Builds server PeerConnections; shared by every session.
 pub struct PeerFactory {
     certificate: RTCCertificate,
+    dtls: DtlsIdentity,
     /// Host candidates advertised for the shared UDP socket.
     candidates: Vec<SocketAddr>,
     /// Passive ICE-TCP host candidates for the shared TCP listener (lower priority than UDP).
@@ -144,11 +150,21 @@ impl PeerFactory {
                 .map_err(|e| anyhow::anyhow!("DTLS certificate parameters: {e}"))?,
         )
         .map_err(|e| anyhow::anyhow!("DTLS certificate: {e}"))?;
+        let dtls = DtlsIdentity {
+            certificate: certificate.dtls_certificate.clone(),
+            provider,
+        };
         Ok(Self {
             certificate,
+            dtls,
             candidates,
             tcp_candidates,
         })
+    }
+
+    /// The certificate and crypto every peer's DTLS association uses.
+    pub fn dtls_identity(&self) -> &DtlsIdentity {
+        &self.dtls
     }
 
     pub fn tcp_candidates(&self) -> &[SocketAddr] {
@@ -185,9 +201,7 @@ impl PeerFactory {
 
     pub fn build(&self, now: Instant) -> rtc::shared::error::Result<RTCPeerConnection> {
         let engine = media_engine()?;
-        // One interceptor, to hand inbound RTCP to the peer: NACKs, reports and congestion
-        // feedback are the peer's own (crate::sfu::feedback).
-        let registry = Registry::new().with(Slot::from(11_500), RtcpTap::default());
+        let registry = Registry::new();
         let mut network_types = Vec::new();
         for (list, v4, v6) in [
             (&self.candidates, NetworkType::Udp4, NetworkType::Udp6),
@@ -202,6 +216,7 @@ impl PeerFactory {
         }
         let settings = SettingEngineBuilder::new()
             .with_lite(true)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_network_types(network_types)
             // ICE-lite hears only the browser's consent checks (every ~5 s at most).

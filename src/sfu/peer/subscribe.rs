@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -20,8 +19,8 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+use rtc::shared::marshal::Marshal;
 
 use super::Peer;
 use super::retransmit::SentHistory;
@@ -57,6 +56,8 @@ pub(super) struct DownTrack {
     last_keyframe_request: Option<Instant>,
     /// What went out, for statistics and Sender Reports.
     pub(super) sent: SendCounters,
+    /// Video: the datagrams recently sent, to answer NACKs.
+    history: Option<SentHistory>,
     rate: RateMeter,
     /// Packets the client reported lost (NACKed), and those sent again.
     nacks: u64,
@@ -121,6 +122,7 @@ impl Peer {
             codec,
             last_keyframe_request: None,
             sent: SendCounters::default(),
+            history: codec.is_video().then(SentHistory::default),
             rate: RateMeter::default(),
             nacks: 0,
             retransmitted: 0,
@@ -130,9 +132,6 @@ impl Peer {
             remote_jitter: 0,
             info,
         };
-        if codec.is_video() {
-            self.sent.push((out_ssrc, SentHistory::default()));
-        }
         self.down_by_ssrc.insert(out_ssrc, down.info.id);
         self.downs.insert(down.info.id, down);
         self.negotiation_needed = true;
@@ -143,7 +142,6 @@ impl Peer {
             return;
         };
         self.down_by_ssrc.remove(&down.out_ssrc);
-        self.sent.retain(|(ssrc, _)| *ssrc != down.out_ssrc);
         if let Err(e) = self.pc.remove_track(down.sender) {
             tracing::debug!(peer = self.ctx.id, error = %e, "remove_track failed");
         }
@@ -228,23 +226,31 @@ impl Peer {
         h.timestamp = ts;
         h.payload_type = pt;
         rewrite_extensions(h, &down.ext, down.mid.as_ref());
-        let payload_len = packet.payload.len();
-        down.sent.sent(ts, payload_len, now);
-        let msg = TaggedRTCMessage {
-            now,
-            message: RTCMessage::RtpPacket(String::new(), packet),
+        let (Some(secure), Some((to, transport))) = (self.secure.as_mut(), self.media_dest) else {
+            self.count_drop("leg_not_ready");
+            return;
         };
-        match self.pc.handle_write(msg) {
-            Ok(()) => {
-                let media = &self.ctx.metrics.media;
-                media.rtp_packets_forwarded.inc();
-                media.rtp_bytes_forwarded.inc_by(payload_len as u64);
-            }
+        let datagram = packet
+            .marshal()
+            .map_err(|e| e.to_string())
+            .and_then(|plain| secure.encrypt_rtp(&plain).map_err(|e| e.to_string()));
+        let datagram = match datagram {
+            Ok(d) => d.freeze(),
             Err(e) => {
                 tracing::debug!(peer = self.ctx.id, error = %e, "forward refused");
                 self.count_drop("write_failed");
+                return;
             }
+        };
+        let payload_len = packet.payload.len();
+        down.sent.sent(ts, payload_len, now);
+        if let Some(history) = down.history.as_mut() {
+            history.record(seq, now, datagram.clone());
         }
+        self.ctx.plane.send(datagram, to, transport);
+        let media = &self.ctx.metrics.media;
+        media.rtp_packets_forwarded.inc();
+        media.rtp_bytes_forwarded.inc_by(payload_len as u64);
     }
 
     /// Feedback from the client about what we send it (and reports on what it sends us).
@@ -275,33 +281,32 @@ impl Peer {
         }
     }
 
-    /// Sends again, the way media last went, what the client reports lost and is still kept.
+    /// Sends again, on the media path, what the client reports lost and is still kept.
     fn answer_nack(&mut self, nack: &TransportLayerNack, now: Instant) {
         self.ctx.metrics.media.nacks_received.inc();
-        let mut history = self
-            .sent
-            .iter_mut()
-            .find(|(ssrc, _)| *ssrc == nack.media_ssrc)
-            .map(|(_, h)| h);
+        let Some(id) = self.down_by_ssrc.get(&nack.media_ssrc).copied() else {
+            return;
+        };
+        let Some(down) = self.downs.get_mut(&id) else {
+            return;
+        };
         let (mut asked, mut resent) = (0u64, 0u64);
         for seq in nack.nacks.iter().flat_map(|pair| pair.into_iter()) {
             asked += 1;
-            if let (Some(h), Some((to, transport))) = (history.as_mut(), self.media_dest)
+            if let (Some(h), Some((to, transport))) = (down.history.as_mut(), self.media_dest)
                 && let Some(datagram) = h.resend(seq, now)
             {
                 self.ctx.plane.send(datagram, to, transport);
                 resent += 1;
             }
         }
+        down.nacks += asked;
+        down.retransmitted += resent;
         self.ctx
             .metrics
             .media
             .rtp_packets_retransmitted
             .inc_by(resent);
-        if let Some(down) = self.down_for_ssrc(nack.media_ssrc) {
-            down.nacks += asked;
-            down.retransmitted += resent;
-        }
     }
 
     fn down_for_ssrc(&mut self, ssrc: u32) -> Option<&mut DownTrack> {
