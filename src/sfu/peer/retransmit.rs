@@ -13,8 +13,9 @@
 //! that is about 35 packets, 40 KiB per outgoing video track.
 //!
 //! Invariants of [`SentHistory`]:
-//! - entries are in send order, the oldest first, and their sequence numbers increase (modulo
-//!   2^16) as the leg's rewriter numbers them;
+//! - entries are in sequence order (modulo 2^16), each number once: a packet forwarded late
+//!   (reordered on the publisher's path, or a repair of a loss there) is put in its place, so
+//!   that it too can be sent again;
 //! - no entry is older than [`WINDOW`] before the newest one, and there are at most
 //!   [`MAX_PACKETS`];
 //! - one sequence number is sent again at most once per [`RESEND_INTERVAL`].
@@ -48,13 +49,26 @@ pub struct SentHistory {
 impl SentHistory {
     /// Keeps `datagram`, sent at `at` with sequence number `seq`, and forgets what is too old.
     pub fn record(&mut self, seq: u16, at: Instant, datagram: Bytes) {
-        if self
-            .entries
-            .back()
-            .is_some_and(|last| !(1..0x8000).contains(&offset(last.seq, seq)))
+        if let (Some(first), Some(last)) = (self.entries.front(), self.entries.back())
+            && !(1..0x8000).contains(&offset(last.seq, seq))
         {
-            // Not newer than the last one (the stack never reorders a stream, so this is a
-            // repeat): keep the history ordered.
+            // Late: in its place if it falls within what is kept, and only once.
+            let key = offset(first.seq, seq);
+            if key < 0x8000
+                && let Err(i) = self
+                    .entries
+                    .binary_search_by_key(&key, |e| offset(first.seq, e.seq))
+            {
+                self.entries.insert(
+                    i,
+                    Sent {
+                        seq,
+                        at,
+                        resent: None,
+                        datagram,
+                    },
+                );
+            }
             return;
         }
         while self.entries.len() >= MAX_PACKETS
@@ -164,11 +178,17 @@ mod tests {
         for seq in [10u16, 11, 14, 15] {
             h.record(seq, t0, datagram(seq));
         }
-        // A repeat or an older number is not recorded.
+        // A repeat is not recorded again; a number before the first kept is not recorded.
         h.record(11, t0, datagram(99));
+        h.record(9, t0, datagram(9));
         assert_eq!(h.len(), 4);
         assert!(h.resend(12, t0).is_none());
         assert!(h.resend(13, t0).is_none());
+        // A late one within the span takes its place.
+        h.record(13, t0, datagram(13));
+        assert_eq!(h.len(), 5);
+        assert_eq!(h.resend(13, t0).as_deref(), Some(&datagram(13)[..]));
+        assert_eq!(h.resend(15, t0).as_deref(), Some(&datagram(15)[..]));
         assert_eq!(h.resend(14, t0).as_deref(), Some(&datagram(14)[..]));
         assert_eq!(h.resend(11, t0).as_deref(), Some(&datagram(11)[..]));
     }
