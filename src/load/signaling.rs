@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::engine::io::{Io, TransportKind, TurnConfig};
 use super::engine::rtc_leg::{RtcFactory, RtcLeg, passive_tcp_candidates};
-use super::engine::{LegId, ShardHandle};
+use super::engine::{LegId, ShardError, ShardHandle};
 use super::failures::Failures;
 use crate::client::socketio::{ConnectOptions, SioClient};
 use crate::ids::Identity;
@@ -162,6 +162,11 @@ async fn events(
             break;
         };
         if let Err(e) = on_event(&p, &sio, &shard, id, &ev.name, ev.data).await {
+            // The leg was removed (the run is ending, or the leg failed and said so): what the
+            // server still sends it is not a failure of its own.
+            if matches!(e.downcast_ref::<ShardError>(), Some(ShardError::NoLeg)) {
+                break;
+            }
             failures.add(&format!("{}: {e}", ev.name));
         }
     }
