@@ -276,6 +276,7 @@ impl App {
                 tcp_addr: config.media.ice_tcp.then_some(config.media.tcp_addr),
                 public_ips: config.media.public_ips.clone(),
                 reconnect_grace: config.sessions.reconnect_grace,
+                workers: config.media.workers,
             },
             metrics.clone(),
             io.clone(),

@@ -125,6 +125,10 @@ pub struct MediaConfig {
     pub ice_tcp: bool,
     /// Addresses advertised as host candidates. Empty: every non-loopback interface address.
     pub public_ips: Vec<IpAddr>,
+    /// Threads of the media runtime (socket I/O, DTLS-SRTP, forwarding). One keeps every
+    /// packet on one core with no cross-thread wake-up; more scale past one core's worth of
+    /// calls. Default: one per four cores.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,6 +303,7 @@ impl Default for MediaConfig {
             tcp_addr: addr("0.0.0.0:3479"),
             ice_tcp: true,
             public_ips: Vec::new(),
+            workers: crate::sfu::media_runtime::default_workers(),
         }
     }
 }
@@ -413,6 +418,7 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     ("RELAIS_MEDIA_TCP_ADDR", "media.tcp_addr", Kind::Str),
     ("RELAIS_ICE_TCP", "media.ice_tcp", Kind::Bool),
     ("RELAIS_MEDIA_PUBLIC_IPS", "media.public_ips", Kind::List),
+    ("RELAIS_MEDIA_WORKERS", "media.workers", Kind::Int),
     ("RELAIS_CODE_TTL", "sessions.code_ttl", Kind::Str),
     (
         "RELAIS_RECONNECT_GRACE",
@@ -622,6 +628,9 @@ impl Config {
                     format!("`{origin}` is not an origin like https://clinic.example:443"),
                 ));
             }
+        }
+        if !(1..=256).contains(&self.media.workers) {
+            return Err(bad("media.workers", "must be between 1 and 256".into()));
         }
         if self.http.json_body_limit < 1024 {
             return Err(bad("http.json_body_limit", "must be at least 1024".into()));

@@ -31,6 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::PeerId;
 use super::stun;
+use super::types::FastMap;
 use super::udp_batch::{self, RecvBatch, SendBatch};
 use crate::metrics::{Metrics, ReasonLabels};
 
@@ -73,9 +74,9 @@ type Tuple = (Transport, SocketAddr);
 
 #[derive(Default)]
 struct Routes {
-    by_tuple: HashMap<Tuple, Route>,
-    by_ufrag: HashMap<String, Route>,
-    tuples_of: HashMap<PeerId, Vec<Tuple>>,
+    by_tuple: FastMap<Tuple, Route>,
+    by_ufrag: FastMap<String, Route>,
+    tuples_of: FastMap<PeerId, Vec<Tuple>>,
 }
 
 pub struct MediaPlane {
@@ -88,10 +89,17 @@ pub struct MediaPlane {
     outbox: parking_lot::Mutex<Vec<(Bytes, SocketAddr)>>,
     outbox_ready: Notify,
     metrics: Arc<Metrics>,
+    /// The media runtime, where every task that touches the sockets runs.
+    runtime: tokio::runtime::Handle,
 }
 
 impl MediaPlane {
-    pub fn new(socket: UdpSocket, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// `socket` must be registered with `runtime` (see `super::media_runtime`).
+    pub fn new(
+        socket: UdpSocket,
+        metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         Arc::new(Self {
             socket: Arc::new(socket),
             routes: RwLock::new(Routes::default()),
@@ -100,7 +108,16 @@ impl MediaPlane {
             outbox: parking_lot::Mutex::new(Vec::new()),
             outbox_ready: Notify::new(),
             metrics,
+            runtime,
         })
+    }
+
+    /// Runs `task` on the media runtime.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(task);
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

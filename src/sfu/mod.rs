@@ -18,6 +18,7 @@ pub mod codec;
 pub mod feedback;
 pub mod forward;
 pub mod media_plane;
+pub mod media_runtime;
 pub mod peer;
 pub mod room;
 pub mod sdp;
@@ -109,6 +110,8 @@ pub struct Sfu {
     shared: Arc<Shared>,
     media_addr: SocketAddr,
     media_tcp_addr: Option<SocketAddr>,
+    /// The media tasks' threads: dropped (and stopped) with the SFU.
+    _runtime: Arc<media_runtime::MediaRuntime>,
 }
 
 /// Where the media socket is and what it advertises.
@@ -120,10 +123,12 @@ pub struct MediaSettings {
     /// Addresses advertised as host candidates (the socket's port is added).
     pub public_ips: Vec<IpAddr>,
     pub reconnect_grace: Duration,
+    /// Threads of the media runtime ([`media_runtime`]).
+    pub workers: usize,
 }
 
 impl Sfu {
-    /// Binds the media socket and starts reading it.
+    /// Binds the media sockets and starts the media runtime that reads and writes them.
     pub async fn start(
         settings: MediaSettings,
         metrics: Arc<Metrics>,
@@ -131,9 +136,11 @@ impl Sfu {
         sessions: Sessions,
         recordings: Recordings,
     ) -> anyhow::Result<Self> {
-        let socket = tokio::net::UdpSocket::bind(settings.udp_addr)
-            .await
+        let runtime = media_runtime::MediaRuntime::start(settings.workers)
+            .context("media.workers: cannot start the media threads")?;
+        let socket = std::net::UdpSocket::bind(settings.udp_addr)
             .with_context(|| format!("media.udp_addr: cannot bind {}", settings.udp_addr))?;
+        socket.set_nonblocking(true)?;
         crate::udp_buffers::enlarge(&socket, "media");
         let media_addr = socket.local_addr()?;
         let candidates = advertised(&settings.public_ips, media_addr);
@@ -142,11 +149,12 @@ impl Sfu {
             "media.public_ips: no address to advertise (set media.public_ips)"
         );
         let tcp_listener = match settings.tcp_addr {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("media.tcp_addr: cannot listen on {addr}"))?,
-            ),
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("media.tcp_addr: cannot listen on {addr}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
             None => None,
         };
         let tcp_candidates = match &tcp_listener {
@@ -158,11 +166,19 @@ impl Sfu {
             None => None,
         };
         let factory = Arc::new(PeerFactory::new(candidates, tcp_candidates)?);
-        let plane = MediaPlane::new(socket, metrics.clone());
-        tokio::spawn(plane.clone().run());
-        tokio::spawn(plane.clone().run_sender());
+        // Registered with the media runtime's I/O driver (see its invariants).
+        let (socket, tcp_listener) = {
+            let _media = runtime.enter();
+            let listener = tcp_listener
+                .map(tokio::net::TcpListener::from_std)
+                .transpose()?;
+            (tokio::net::UdpSocket::from_std(socket)?, listener)
+        };
+        let plane = MediaPlane::new(socket, metrics.clone(), runtime.handle().clone());
+        plane.spawn(plane.clone().run());
+        plane.spawn(plane.clone().run_sender());
         if let Some(listener) = tcp_listener {
-            tokio::spawn(plane.clone().run_tcp(listener));
+            plane.spawn(plane.clone().run_tcp(listener));
         }
         Ok(Self {
             shared: Arc::new(Shared {
@@ -180,6 +196,7 @@ impl Sfu {
             }),
             media_addr,
             media_tcp_addr,
+            _runtime: Arc::new(runtime),
         })
     }
 

@@ -6,6 +6,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::peer::stats::TrackStatsView;
 use crate::ids::Identity;
 
+/// A map on the media path (keyed by SSRCs, track ids, addresses): foldhash costs a fraction of
+/// SipHash per lookup and is still seeded per process.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A PeerConnection, unique in the process.
 pub type PeerId = u64;
 /// A published track, unique in the process.

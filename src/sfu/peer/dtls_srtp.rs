@@ -29,7 +29,9 @@ use rtc::dtls::config::{
 use rtc::dtls::crypto::Certificate;
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::rtp;
 use rtc::shared::TransportProtocol;
+use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::config::{Config as SrtpConfig, LABEL_EXTRACTOR_DTLS_SRTP};
 use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
@@ -271,9 +273,33 @@ impl DtlsSrtp {
         self.srtp = None;
     }
 
-    pub fn decrypt_rtp(&mut self, datagram: &[u8]) -> Result<BytesMut, SecureError> {
+    /// The RTP packet an SRTP datagram carries (its header is parsed once, in clear).
+    pub fn decrypt_rtp(&mut self, datagram: &[u8]) -> Result<rtp::Packet, SecureError> {
         let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
-        s.remote.decrypt_rtp(datagram).map_err(srtp)
+        let mut rest = datagram;
+        let header = rtp::header::Header::unmarshal(&mut rest).map_err(srtp)?;
+        let header_len = datagram.len() - rest.len();
+        let plain = s
+            .remote
+            .decrypt_rtp_with_header(datagram, &header)
+            .map_err(srtp)?
+            .freeze();
+        let mut end = plain.len();
+        if header.padding {
+            // RFC 3550 §5.1: the last octet counts the padding, itself included.
+            let padding = usize::from(*plain.last().ok_or_else(|| srtp("empty packet"))?);
+            end = end
+                .checked_sub(padding)
+                .filter(|e| *e >= header_len)
+                .ok_or_else(|| srtp("padding longer than the packet"))?;
+        }
+        if header_len > end {
+            return Err(srtp("header longer than the packet"));
+        }
+        Ok(rtp::Packet {
+            header,
+            payload: plain.slice(header_len..end),
+        })
     }
 
     pub fn decrypt_rtcp(&mut self, datagram: &[u8]) -> Result<BytesMut, SecureError> {
@@ -281,9 +307,13 @@ impl DtlsSrtp {
         s.remote.decrypt_rtcp(datagram).map_err(srtp)
     }
 
-    pub fn encrypt_rtp(&mut self, packet: &[u8]) -> Result<BytesMut, SecureError> {
+    /// The SRTP datagram of `packet`.
+    pub fn encrypt_rtp(&mut self, packet: &rtp::Packet) -> Result<BytesMut, SecureError> {
         let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
-        s.local.encrypt_rtp(packet).map_err(srtp)
+        let plain = packet.marshal().map_err(srtp)?;
+        s.local
+            .encrypt_rtp_with_header(&plain, &packet.header)
+            .map_err(srtp)
     }
 
     pub fn encrypt_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, SecureError> {
@@ -309,7 +339,6 @@ pub fn fingerprint(der: &[u8]) -> String {
 mod tests {
     use super::*;
     use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-    use rtc::shared::marshal::Marshal;
 
     fn identity() -> DtlsIdentity {
         let provider = rtc::crypto::default_provider().unwrap();
@@ -357,9 +386,9 @@ mod tests {
         Ok(outcomes)
     }
 
-    fn rtp(seq: u16) -> Vec<u8> {
-        rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
+    fn rtp(seq: u16) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
                 version: 2,
                 payload_type: 96,
                 sequence_number: seq,
@@ -369,9 +398,6 @@ mod tests {
             },
             payload: bytes::Bytes::from_static(&[7; 200]),
         }
-        .marshal()
-        .unwrap()
-        .to_vec()
     }
 
     #[test]
@@ -396,11 +422,23 @@ mod tests {
         assert!(client.is_connected() && server.is_connected());
 
         let sent = client.encrypt_rtp(&rtp(1)).unwrap();
-        assert_ne!(&sent[12..], &rtp(1)[12..], "the payload is encrypted");
-        assert_eq!(&server.decrypt_rtp(&sent).unwrap()[..], &rtp(1)[..]);
+        assert_ne!(&sent[12..212], &[7; 200][..], "the payload is encrypted");
+        assert_eq!(server.decrypt_rtp(&sent).unwrap(), rtp(1));
         assert!(server.decrypt_rtp(&sent).is_err(), "a replay is refused");
         let back = server.encrypt_rtp(&rtp(2)).unwrap();
-        assert_eq!(&client.decrypt_rtp(&back).unwrap()[..], &rtp(2)[..]);
+        assert_eq!(client.decrypt_rtp(&back).unwrap(), rtp(2));
+        // Padding (RFC 3550 §5.1) is taken off the payload.
+        let mut padded = rtp(3);
+        padded.header.padding = true;
+        let sent = client.encrypt_rtp(&padded).unwrap();
+        let got = server.decrypt_rtp(&sent).unwrap();
+        assert_eq!(got.payload, rtp(3).payload);
+        let mut tampered = client.encrypt_rtp(&rtp(4)).unwrap();
+        tampered[20] ^= 1;
+        assert!(
+            server.decrypt_rtp(&tampered).is_err(),
+            "authentication fails"
+        );
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
         let srtcp = server.encrypt_rtcp(&rr).unwrap();
         assert_eq!(&client.decrypt_rtcp(&srtcp).unwrap()[..], &rr[..]);

@@ -32,7 +32,6 @@ pub mod stats;
 mod subscribe;
 mod wire;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +45,7 @@ use tokio::sync::mpsc;
 
 use super::feedback::twcc::TwccRecorder;
 use super::media_plane::{Datagram, MediaPlane, Transport};
-use super::types::{Forwarded, PeerCommand, PeerEvent, PeerId, TrackId};
+use super::types::{FastMap, Forwarded, PeerCommand, PeerEvent, PeerId, TrackId};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
 pub use dtls_srtp::DtlsIdentity;
@@ -128,10 +127,15 @@ pub(super) struct Peer {
     dtls_from: Option<(SocketAddr, Transport)>,
     /// SSRCs the client declared, by mid, from its last description.
     declared_ssrcs: Vec<(u32, String)>,
+    /// The PeerConnection was handed something since its output was last drained: media does
+    /// not go through it, so most wake-ups need not sweep it.
+    pc_touched: bool,
+    /// Its next deadline, read when it was last drained.
+    pc_deadline: Option<Instant>,
     ups: Vec<UpTrack>,
-    up_by_ssrc: HashMap<u32, usize>,
-    downs: HashMap<TrackId, DownTrack>,
-    down_by_ssrc: HashMap<u32, TrackId>,
+    up_by_ssrc: FastMap<u32, usize>,
+    downs: FastMap<TrackId, DownTrack>,
+    down_by_ssrc: FastMap<u32, TrackId>,
     /// Sender SSRC of the RTCP we write about the client's streams.
     rtcp_ssrc: u32,
     /// Arrival of the client's packets, for congestion feedback ([`rtcp_out`]).
@@ -175,18 +179,21 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         early_dtls: Vec::new(),
         dtls_from: None,
         declared_ssrcs: Vec::new(),
+        pc_touched: true,
+        pc_deadline: None,
         closed: false,
         ups: Vec::new(),
-        up_by_ssrc: HashMap::new(),
-        downs: HashMap::new(),
-        down_by_ssrc: HashMap::new(),
+        up_by_ssrc: FastMap::default(),
+        downs: FastMap::default(),
+        down_by_ssrc: FastMap::default(),
         rtcp_ssrc: rand::random::<u32>().max(1),
         twcc: TwccRecorder::default(),
         next_report: now + rtcp_out::REPORT_INTERVAL,
         next_twcc: now,
         lost_scratch: Vec::new(),
     };
-    tokio::spawn(peer.run(cmd_rx, media_rx, inbox_rx));
+    let plane = peer.ctx.plane.clone();
+    plane.spawn(peer.run(cmd_rx, media_rx, inbox_rx));
     Ok(handle)
 }
 
@@ -245,19 +252,25 @@ impl Peer {
     /// most a second away).
     fn next_deadline(&mut self) -> Instant {
         let mut next = self
-            .pc
-            .poll_timeout()
+            .pc_deadline
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         if let Some(t) = self.feedback_deadline() {
             next = next.min(t);
         }
-        if let Some(t) = self.secure.as_ref().and_then(DtlsSrtp::poll_timeout) {
+        // Handshake retransmissions only: a completed association needs no timer.
+        if let Some(t) = self
+            .secure
+            .as_ref()
+            .filter(|s| !s.is_connected())
+            .and_then(DtlsSrtp::poll_timeout)
+        {
             next = next.min(t);
         }
         next
     }
 
     fn on_timer(&mut self, now: Instant) {
+        self.pc_touched = true;
         // Not fatal: when the SDPs make the PeerConnection the DTLS client, its own handshake
         // (whose flights are never sent) gives up with an error here. ICE failure is an event.
         if self.pc.poll_timeout().is_some_and(|t| t <= now)
@@ -275,6 +288,7 @@ impl Peer {
     }
 
     fn on_command(&mut self, cmd: PeerCommand) {
+        self.pc_touched = true;
         match cmd {
             PeerCommand::RemoteOffer { sdp, reply } => {
                 let _ = reply.send(self.remote_offer(&sdp));
@@ -315,12 +329,15 @@ impl Peer {
         }
     }
 
-    /// After each wake-up: the PeerConnection's events, our feedback, and what the
-    /// PeerConnection wants sent.
+    /// After each wake-up: the PeerConnection's events and output when it was handed
+    /// something, then our feedback.
     fn drain(&mut self) {
-        self.take_events();
+        if std::mem::take(&mut self.pc_touched) {
+            self.take_events();
+            self.flush_writes();
+            self.pc_deadline = self.pc.poll_timeout();
+        }
         self.send_feedback(Instant::now());
-        self.flush_writes();
     }
 
     pub(super) fn take_events(&mut self) {

@@ -138,6 +138,7 @@ impl Peer {
             return false;
         }
         self.negotiation_needed = false;
+        self.pc_touched = true;
         let now = Instant::now();
         let offer = match self.pc.create_offer(None) {
             Ok(o) => o,

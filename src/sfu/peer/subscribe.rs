@@ -20,7 +20,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
-use rtc::shared::marshal::Marshal;
 
 use super::Peer;
 use super::retransmit::SentHistory;
@@ -230,11 +229,7 @@ impl Peer {
             self.count_drop("leg_not_ready");
             return;
         };
-        let datagram = packet
-            .marshal()
-            .map_err(|e| e.to_string())
-            .and_then(|plain| secure.encrypt_rtp(&plain).map_err(|e| e.to_string()));
-        let datagram = match datagram {
+        let datagram = match secure.encrypt_rtp(&packet) {
             Ok(d) => d.freeze(),
             Err(e) => {
                 tracing::debug!(peer = self.ctx.id, error = %e, "forward refused");

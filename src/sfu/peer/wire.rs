@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::Unmarshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::dtls_srtp::DtlsOutcome;
@@ -37,6 +36,7 @@ impl Peer {
         };
         let tuple = (dg.from, dg.transport);
         let nominated = crate::sfu::stun::nominates(&dg.data);
+        self.pc_touched = true;
         let transport_protocol = match dg.transport {
             Transport::Udp => TransportProtocol::UDP,
             Transport::Tcp => TransportProtocol::TCP,
@@ -113,12 +113,7 @@ impl Peer {
                 }
             }
         } else {
-            let packet = secure
-                .decrypt_rtp(&dg.data)
-                .map_err(|e| e.to_string())
-                .and_then(|mut plain| {
-                    rtc::rtp::Packet::unmarshal(&mut plain).map_err(|e| e.to_string())
-                });
+            let packet = secure.decrypt_rtp(&dg.data).map_err(|e| e.to_string());
             match packet {
                 Ok(packet) => self.on_rtp(packet, dg.at),
                 Err(e) => {
