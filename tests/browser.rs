@@ -383,6 +383,12 @@ fn consultation_in_chromium_through_the_sfu() {
             num(stats, &["inboundVideoDelta"]) > 0.0,
             "{side}: inbound video bytes grow: {pretty}"
         );
+        // Chrome starts its estimate at 300 kbit/s and probes upwards; the estimate moves only
+        // when the server's transport-wide congestion feedback reports the probes arriving.
+        assert!(
+            num(stats, &["availableOutgoingBitrate"]) > 600_000.0,
+            "{side}: the browser raised its bandwidth estimate on the server's feedback: {pretty}"
+        );
         assert_eq!(
             num(stats, &["selectedRemote", "port"]),
             f64::from(MEDIA_PORT),

@@ -167,6 +167,9 @@ async function mediaStats(page) {
       return {
         inbound,
         inboundVideo,
+        // The browser's send-side bandwidth estimate: it rises above its start (300 kbit/s)
+        // only on the server's congestion feedback (transport-wide cc).
+        availableOutgoingBitrate: pair?.availableOutgoingBitrate ?? null,
         remote: remote ? { address: remote.address ?? remote.ip, port: remote.port, protocol: remote.protocol } : null,
         local: local ? { address: local.address ?? local.ip, port: local.port } : null,
       };
@@ -185,6 +188,7 @@ async function mediaStats(page) {
       inboundBytesAfter: b.inbound,
       inboundBytesDelta: b.inbound - a.inbound,
       inboundVideoDelta: b.inboundVideo - a.inboundVideo,
+      availableOutgoingBitrate: b.availableOutgoingBitrate,
       selectedRemote: b.remote,
       selectedLocal: b.local,
       remoteSdpCandidatePorts: sdpPorts,
