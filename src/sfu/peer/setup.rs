@@ -96,11 +96,12 @@ fn media_engine() -> rtc::shared::error::Result<MediaEngine> {
     for (c, kind) in codecs() {
         m.register_codec(c, kind)?;
     }
+    // Congestion feedback is transport-wide (transport-cc); no REMB is written, so none is
+    // offered.
     for fb in [
         feedback("nack", ""),
         feedback("nack", "pli"),
         feedback("ccm", "fir"),
-        feedback("goog-remb", ""),
         feedback("transport-cc", ""),
     ] {
         m.register_feedback(fb, RtpCodecKind::Video);
