@@ -31,7 +31,7 @@ use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::rtp;
 use rtc::shared::TransportProtocol;
-use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use rtc::srtp::config::{Config as SrtpConfig, LABEL_EXTRACTOR_DTLS_SRTP};
 use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
@@ -104,6 +104,8 @@ pub struct DtlsSrtp {
     provider: Arc<dyn RTCCryptoProvider>,
     started: bool,
     srtp: Option<Srtp>,
+    /// Reused to lay out each outgoing packet before it is encrypted.
+    scratch: Vec<u8>,
 }
 
 impl DtlsSrtp {
@@ -157,6 +159,7 @@ impl DtlsSrtp {
             provider: identity.provider.clone(),
             started: false,
             srtp: None,
+            scratch: Vec::new(),
         })
     }
 
@@ -310,9 +313,10 @@ impl DtlsSrtp {
     /// The SRTP datagram of `packet`.
     pub fn encrypt_rtp(&mut self, packet: &rtp::Packet) -> Result<BytesMut, SecureError> {
         let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
-        let plain = packet.marshal().map_err(srtp)?;
+        self.scratch.resize(packet.marshal_size(), 0);
+        let n = packet.marshal_to(&mut self.scratch).map_err(srtp)?;
         s.local
-            .encrypt_rtp_with_header(&plain, &packet.header)
+            .encrypt_rtp_with_header(&self.scratch[..n], &packet.header)
             .map_err(srtp)
     }
 

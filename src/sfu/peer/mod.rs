@@ -66,6 +66,15 @@ const BATCH: usize = 64;
 /// DTLS records kept while the remote description (and its fingerprint) is not known yet.
 const MAX_EARLY_DTLS: usize = 8;
 
+/// Packet counts of one wake-up, added to the shared counters once ([`Peer::drain`]) rather
+/// than per packet.
+#[derive(Debug, Default)]
+struct PendingCounts {
+    received: u64,
+    forwarded: u64,
+    forwarded_bytes: u64,
+}
+
 /// How to reach a peer's task.
 #[derive(Debug, Clone)]
 pub struct PeerHandle {
@@ -132,6 +141,7 @@ pub(super) struct Peer {
     pc_touched: bool,
     /// Its next deadline, read when it was last drained.
     pc_deadline: Option<Instant>,
+    counts: PendingCounts,
     ups: Vec<UpTrack>,
     up_by_ssrc: FastMap<u32, usize>,
     downs: FastMap<TrackId, DownTrack>,
@@ -181,6 +191,7 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         declared_ssrcs: Vec::new(),
         pc_touched: true,
         pc_deadline: None,
+        counts: PendingCounts::default(),
         closed: false,
         ups: Vec::new(),
         up_by_ssrc: FastMap::default(),
@@ -329,9 +340,18 @@ impl Peer {
         }
     }
 
-    /// After each wake-up: the PeerConnection's events and output when it was handed
-    /// something, then our feedback.
+    /// After each wake-up: the shared packet counters, the PeerConnection's events and output
+    /// when it was handed something, then our feedback.
     fn drain(&mut self) {
+        let counts = std::mem::take(&mut self.counts);
+        let media = &self.ctx.metrics.media;
+        if counts.received > 0 {
+            media.rtp_packets_received.inc_by(counts.received);
+        }
+        if counts.forwarded > 0 {
+            media.rtp_packets_forwarded.inc_by(counts.forwarded);
+            media.rtp_bytes_forwarded.inc_by(counts.forwarded_bytes);
+        }
         if std::mem::take(&mut self.pc_touched) {
             self.take_events();
             self.flush_writes();

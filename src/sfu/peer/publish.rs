@@ -260,7 +260,7 @@ impl Peer {
                 }
             },
         };
-        self.ctx.metrics.media.rtp_packets_received.inc();
+        self.counts.received += 1;
         if !self.saw_media {
             self.saw_media = true;
             let _ = self

@@ -243,9 +243,8 @@ impl Peer {
             history.record(seq, now, datagram.clone());
         }
         self.ctx.plane.send(datagram, to, transport);
-        let media = &self.ctx.metrics.media;
-        media.rtp_packets_forwarded.inc();
-        media.rtp_bytes_forwarded.inc_by(payload_len as u64);
+        self.counts.forwarded += 1;
+        self.counts.forwarded_bytes += payload_len as u64;
     }
 
     /// Feedback from the client about what we send it (and reports on what it sends us).
