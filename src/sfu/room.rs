@@ -379,7 +379,7 @@ impl Room {
                         track: track.id,
                         link: SubscriberLink {
                             peer: handle.id,
-                            media: handle.media.clone(),
+                            outbound: handle.outbound.clone(),
                         },
                     },
                 );
@@ -495,7 +495,7 @@ impl Room {
                 track: track.id,
                 link: SubscriberLink {
                     peer: subscriber.handle.id,
-                    media: subscriber.handle.media.clone(),
+                    outbound: subscriber.handle.outbound.clone(),
                 },
             },
         );

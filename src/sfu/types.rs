@@ -50,19 +50,19 @@ pub struct TrackInfo {
     pub publisher: mpsc::Sender<PeerCommand>,
 }
 
-/// One RTP packet on its way from a publisher's task to a subscriber's task.
-#[derive(Debug)]
-pub struct Forwarded {
-    pub track: TrackId,
-    pub packet: rtc::rtp::Packet,
-    pub keyframe: bool,
-}
-
-/// A subscriber as a publisher's task sees it: where to push packets.
-#[derive(Debug, Clone)]
+/// A subscriber as a publisher's task sees it: where to forward packets.
+#[derive(Clone)]
 pub struct SubscriberLink {
     pub peer: PeerId,
-    pub media: mpsc::Sender<Forwarded>,
+    pub outbound: super::peer::SharedOutbound,
+}
+
+impl std::fmt::Debug for SubscriberLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberLink")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A signaling failure, sent to the client as `webrtc_error {code, message}`.

@@ -31,7 +31,7 @@ use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::rtp;
 use rtc::shared::TransportProtocol;
-use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::marshal::Unmarshal;
 use rtc::srtp::config::{Config as SrtpConfig, LABEL_EXTRACTOR_DTLS_SRTP};
 use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
@@ -41,8 +41,9 @@ use sha2::{Digest, Sha256};
 /// The one association's key in the endpoint (see the module invariants).
 const ASSOCIATION: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9));
 /// SRTP packets a repair may lag behind the newest one and still be accepted (RFC 3711 §3.3.2):
-/// a second of video at 2 Mbit/s, for retransmissions that answer NACKs.
-const SRTP_REPLAY_WINDOW: usize = 256;
+/// half a second of 2 Mbit/s video, for retransmissions that answer NACKs (the window is
+/// shifted for every packet, so its size is paid per packet).
+const SRTP_REPLAY_WINDOW: usize = 128;
 const SRTCP_REPLAY_WINDOW: usize = 128;
 
 /// Which side starts the handshake (from `a=setup`, RFC 5763 §5).
@@ -92,7 +93,8 @@ pub enum DtlsOutcome {
 }
 
 struct Srtp {
-    local: Context,
+    /// Until [`DtlsSrtp::take_local`] hands it to whatever sends.
+    local: Option<Context>,
     remote: Context,
 }
 
@@ -104,8 +106,6 @@ pub struct DtlsSrtp {
     provider: Arc<dyn RTCCryptoProvider>,
     started: bool,
     srtp: Option<Srtp>,
-    /// Reused to lay out each outgoing packet before it is encrypted.
-    scratch: Vec<u8>,
 }
 
 impl DtlsSrtp {
@@ -159,7 +159,6 @@ impl DtlsSrtp {
             provider: identity.provider.clone(),
             started: false,
             srtp: None,
-            scratch: Vec::new(),
         })
     }
 
@@ -247,7 +246,15 @@ impl DtlsSrtp {
             crypto,
         )
         .map_err(srtp)?;
-        Ok(Srtp { local, remote })
+        Ok(Srtp {
+            local: Some(local),
+            remote,
+        })
+    }
+
+    /// The sending direction's SRTP context, once connected: whoever sends media owns it.
+    pub fn take_local(&mut self) -> Option<Context> {
+        self.srtp.as_mut()?.local.take()
     }
 
     /// The next DTLS datagram to send (handshake flights, alerts).
@@ -309,21 +316,6 @@ impl DtlsSrtp {
         let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
         s.remote.decrypt_rtcp(datagram).map_err(srtp)
     }
-
-    /// The SRTP datagram of `packet`.
-    pub fn encrypt_rtp(&mut self, packet: &rtp::Packet) -> Result<BytesMut, SecureError> {
-        let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
-        self.scratch.resize(packet.marshal_size(), 0);
-        let n = packet.marshal_to(&mut self.scratch).map_err(srtp)?;
-        s.local
-            .encrypt_rtp_with_header(&self.scratch[..n], &packet.header)
-            .map_err(srtp)
-    }
-
-    pub fn encrypt_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, SecureError> {
-        let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
-        s.local.encrypt_rtcp(packet).map_err(srtp)
-    }
 }
 
 /// The SDP form of a certificate's SHA-256 fingerprint: lower-case hex pairs joined by colons.
@@ -343,6 +335,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 mod tests {
     use super::*;
     use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+    use rtc::shared::marshal::Marshal;
 
     fn identity() -> DtlsIdentity {
         let provider = rtc::crypto::default_provider().unwrap();
@@ -410,8 +403,12 @@ mod tests {
         let mut client = DtlsSrtp::new(&a, Role::Client, &sdp_fingerprint(&b)).unwrap();
         let mut server = DtlsSrtp::new(&b, Role::Server, &sdp_fingerprint(&a)).unwrap();
         assert!(server.poll_transmit().is_none(), "the server waits");
+        assert!(
+            client.take_local().is_none(),
+            "no keys before the handshake"
+        );
         assert!(matches!(
-            client.encrypt_rtp(&rtp(1)),
+            server.decrypt_rtp(&rtp(1).marshal().unwrap()),
             Err(SecureError::NotConnected)
         ));
         client.start(Instant::now()).unwrap();
@@ -424,27 +421,34 @@ mod tests {
             2
         );
         assert!(client.is_connected() && server.is_connected());
+        let mut client_out = client.take_local().unwrap();
+        let mut server_out = server.take_local().unwrap();
+        assert!(client.take_local().is_none(), "handed out once");
+        let seal = |ctx: &mut Context, p: &rtp::Packet| {
+            ctx.encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
+                .unwrap()
+        };
 
-        let sent = client.encrypt_rtp(&rtp(1)).unwrap();
+        let sent = seal(&mut client_out, &rtp(1));
         assert_ne!(&sent[12..212], &[7; 200][..], "the payload is encrypted");
         assert_eq!(server.decrypt_rtp(&sent).unwrap(), rtp(1));
         assert!(server.decrypt_rtp(&sent).is_err(), "a replay is refused");
-        let back = server.encrypt_rtp(&rtp(2)).unwrap();
+        let back = seal(&mut server_out, &rtp(2));
         assert_eq!(client.decrypt_rtp(&back).unwrap(), rtp(2));
         // Padding (RFC 3550 §5.1) is taken off the payload.
         let mut padded = rtp(3);
         padded.header.padding = true;
-        let sent = client.encrypt_rtp(&padded).unwrap();
+        let sent = seal(&mut client_out, &padded);
         let got = server.decrypt_rtp(&sent).unwrap();
         assert_eq!(got.payload, rtp(3).payload);
-        let mut tampered = client.encrypt_rtp(&rtp(4)).unwrap();
+        let mut tampered = seal(&mut client_out, &rtp(4));
         tampered[20] ^= 1;
         assert!(
             server.decrypt_rtp(&tampered).is_err(),
             "authentication fails"
         );
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
-        let srtcp = server.encrypt_rtcp(&rr).unwrap();
+        let srtcp = server_out.encrypt_rtcp(&rr).unwrap();
         assert_eq!(&client.decrypt_rtcp(&srtcp).unwrap()[..], &rr[..]);
 
         client.close(Instant::now());

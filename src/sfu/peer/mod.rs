@@ -7,12 +7,13 @@
 //! never starts: the association here is the one the SDP's fingerprints describe).
 //!
 //! The task is the only code that touches its `RTCPeerConnection` (sans-IO, `Send` but not
-//! `Sync`). It wakes on: a datagram the media socket routed to it, a command from its room,
-//! an RTP packet a publisher's task forwarded to it, or the next timer (ICE, DTLS, feedback).
+//! `Sync`). It wakes on: a datagram the media socket routed to it, a command from its room, or
+//! the next timer (ICE, DTLS, feedback). What other peers forward to its client does not wake
+//! it: their tasks write it into its [`outbound`] directly.
 //!
 //! Invariants:
-//! - every queue into the task is bounded; media queues drop (and count) when full, so a slow
-//!   subscriber never slows its publisher;
+//! - every queue into the task is bounded, and the socket's outbox drops (and counts) when
+//!   full, so a slow client never slows its publisher;
 //! - DTLS is accepted only from a path ICE validated (a tuple the PeerConnection answered a
 //!   binding request from); media leaves only on the path ICE selected;
 //! - at most one offer of ours is outstanding: renegotiation waits for the answer
@@ -22,6 +23,7 @@
 
 mod dtls_srtp;
 mod negotiation;
+mod outbound;
 mod path;
 mod publish;
 mod retransmit;
@@ -45,19 +47,18 @@ use tokio::sync::mpsc;
 
 use super::feedback::twcc::TwccRecorder;
 use super::media_plane::{Datagram, MediaPlane, Transport};
-use super::types::{FastMap, Forwarded, PeerCommand, PeerEvent, PeerId, TrackId};
+use super::types::{FastMap, PeerCommand, PeerEvent, PeerId, TrackId};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
 pub use dtls_srtp::DtlsIdentity;
 use dtls_srtp::DtlsSrtp;
+pub use outbound::SharedOutbound;
 use publish::UpTrack;
 use setup::PeerFactory;
 use subscribe::DownTrack;
 
 /// Datagrams waiting for a peer before the socket drops new ones.
 const INBOX: usize = 2048;
-/// Forwarded packets waiting for a subscriber before publishers drop new ones.
-const MEDIA_QUEUE: usize = 1024;
 const COMMANDS: usize = 256;
 /// Remote addresses whose local candidate a peer remembers (ICE checks use a handful).
 const MAX_REMOTE_ADDRS: usize = 16;
@@ -80,7 +81,8 @@ struct PendingCounts {
 pub struct PeerHandle {
     pub id: PeerId,
     pub commands: mpsc::Sender<PeerCommand>,
-    pub media: mpsc::Sender<Forwarded>,
+    /// What publishers forward into ([`outbound`]).
+    pub outbound: SharedOutbound,
 }
 
 /// What a peer's task needs besides its connection.
@@ -108,8 +110,8 @@ pub(super) struct Peer {
     /// Our own command queue, weakly: handed to subscribers (keyframe requests) without
     /// keeping the queue open once the room let go of us.
     commands_weak: mpsc::WeakSender<PeerCommand>,
-    /// Kept so the queues never close while the task runs (a closed queue would spin `select!`).
-    _media_tx: mpsc::Sender<Forwarded>,
+    /// What leaves for the client, shared with the publishers it receives from.
+    outbound: SharedOutbound,
     inbox_tx: mpsc::Sender<Datagram>,
     signaling: Signaling,
     /// Offers of ours are allowed (after the first negotiation, or from the start when we
@@ -160,19 +162,18 @@ pub(super) struct Peer {
 pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerHandle> {
     let pc = ctx.factory.build(now)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
-    let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let handle = PeerHandle {
         id: ctx.id,
         commands: cmd_tx,
-        media: media_tx,
+        outbound: outbound::Outbound::shared(ctx.plane.clone()),
     };
     ctx.metrics.media.peer_connections.inc();
     let peer = Peer {
         ctx,
         pc,
         commands_weak: handle.commands.downgrade(),
-        _media_tx: handle.media.clone(),
+        outbound: handle.outbound.clone(),
         inbox_tx,
         signaling: Signaling::Stable,
         can_offer: false,
@@ -204,7 +205,7 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         lost_scratch: Vec::new(),
     };
     let plane = peer.ctx.plane.clone();
-    plane.spawn(peer.run(cmd_rx, media_rx, inbox_rx));
+    plane.spawn(peer.run(cmd_rx, inbox_rx));
     Ok(handle)
 }
 
@@ -212,11 +213,9 @@ impl Peer {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<PeerCommand>,
-        mut media: mpsc::Receiver<Forwarded>,
         mut inbox: mpsc::Receiver<Datagram>,
     ) {
         let mut batch_cmd = Vec::with_capacity(BATCH);
-        let mut batch_media = Vec::with_capacity(BATCH);
         let mut batch_dgram = Vec::with_capacity(BATCH);
         // One timer for the connection's deadlines, moved rather than re-registered each turn.
         let mut deadline = self.next_deadline();
@@ -241,12 +240,6 @@ impl Peer {
                 _ = inbox.recv_many(&mut batch_dgram, BATCH) => {
                     for dg in batch_dgram.drain(..) {
                         self.on_datagram(dg);
-                    }
-                }
-                _ = media.recv_many(&mut batch_media, BATCH) => {
-                    let now = Instant::now();
-                    for f in batch_media.drain(..) {
-                        self.on_forwarded(f, now);
                     }
                 }
                 _ = &mut timer => self.on_timer(Instant::now()),
@@ -407,6 +400,7 @@ impl Peer {
     }
 
     fn shutdown(mut self) {
+        self.outbound.lock().close();
         self.ctx.plane.unregister(self.ctx.id);
         let media = &self.ctx.metrics.media;
         media.tracks.dec_by(self.ups.len() as i64);

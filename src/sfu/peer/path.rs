@@ -36,6 +36,7 @@ impl Peer {
         if self.media_dest != Some(tuple) {
             tracing::debug!(peer = self.ctx.id, transport = ?tuple.1, "media path selected");
             self.media_dest = Some(tuple);
+            self.outbound.lock().set_path(tuple);
             self.path = Some(match tuple.1 {
                 Transport::Udp => "udp",
                 Transport::Tcp => "tcp",

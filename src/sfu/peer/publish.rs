@@ -14,14 +14,13 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
+use super::outbound::Forward;
 use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
 use crate::recording::worker::{RecordTap, TapError};
 use crate::sfu::codec::{Codec, is_keyframe};
 use crate::sfu::feedback::nack::NackTracker;
 use crate::sfu::feedback::reports::{LastSenderReport, ntp_middle};
-use crate::sfu::types::{
-    Forwarded, MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext,
-};
+use crate::sfu::types::{MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext};
 
 /// Keyframe requests to one publisher track are sent at most this often, however many
 /// subscribers ask.
@@ -315,30 +314,37 @@ impl Peer {
         normalize_extensions(&mut packet.header, &up.ext_map);
         let track = up.info.id;
         let last = up.subscribers.len() - 1;
-        let mut dropped = 0;
+        let mut dropped: Vec<&'static str> = Vec::new();
         let mut closed = Vec::new();
+        let mut wants_keyframe = false;
+        // Straight into each subscriber's outbound (one lock at a time, see its invariants).
         for (i, sub) in up.subscribers.iter().enumerate() {
             let packet = if i == last {
                 std::mem::take(&mut packet)
             } else {
                 packet.clone()
             };
-            let f = Forwarded {
-                track,
-                packet,
-                keyframe,
-            };
-            match sub.media.try_send(f) {
-                Ok(()) => {}
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => closed.push(sub.peer),
+            match sub.outbound.lock().forward(track, packet, keyframe, now) {
+                Forward::Sent(payload) => {
+                    self.counts.forwarded += 1;
+                    self.counts.forwarded_bytes += payload as u64;
+                }
+                Forward::Dropped(reason) => dropped.push(reason),
+                Forward::WantsKeyframe => {
+                    dropped.push("awaiting_keyframe");
+                    wants_keyframe = true;
+                }
+                Forward::Closed => closed.push(sub.peer),
             }
         }
         if !closed.is_empty() {
             up.subscribers.retain(|s| !closed.contains(&s.peer));
         }
-        for _ in 0..dropped {
-            self.count_drop("subscriber_queue_full");
+        for reason in dropped {
+            self.count_drop(reason);
+        }
+        if wants_keyframe {
+            self.request_keyframe(track, now);
         }
     }
 

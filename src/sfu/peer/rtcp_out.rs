@@ -110,33 +110,19 @@ impl Peer {
                 ..Default::default()
             }));
         }
-        let wall = SystemTime::now();
-        for d in self.downs.values() {
-            if let Some(sr) = d
-                .sent
-                .report(d.out_ssrc, d.info.codec.clock_rate, now, wall)
-            {
-                packets.push(Box::new(sr));
-            }
+        let reports = self.outbound.lock().sender_reports(now, SystemTime::now());
+        for sr in reports {
+            packets.push(Box::new(sr));
         }
     }
 
     /// Encrypts `packets` as one compound SRTCP datagram and sends it on the media path;
     /// false when it could not.
     pub(super) fn write_rtcp(&mut self, packets: RtcpPackets) -> bool {
-        let Some(secure) = self.secure.as_mut() else {
-            return false;
-        };
-        let datagram = rtc::rtcp::packet::marshal(&packets)
-            .map_err(|e| e.to_string())
-            .and_then(|plain| secure.encrypt_rtcp(&plain).map_err(|e| e.to_string()));
-        match datagram {
-            Ok(d) => {
-                self.send_media(d.freeze());
-                true
-            }
+        match rtc::rtcp::packet::marshal(&packets) {
+            Ok(plain) => self.outbound.lock().send_rtcp(&plain),
             Err(e) => {
-                tracing::debug!(peer = self.ctx.id, error = %e, "RTCP not sent");
+                tracing::debug!(peer = self.ctx.id, error = %e, "RTCP not laid out");
                 false
             }
         }

@@ -1,10 +1,10 @@
-//! What a peer receives from others: one outgoing track per subscribed source, with this
-//! leg's SSRC, sequence numbers, timestamps, payload type and header-extension ids; and the
-//! subscriber's RTCP (PLI/FIR become keyframe requests to the publisher; NACKs are answered
-//! from the datagrams recently sent, see [`super::retransmit`]; receiver reports feed the
-//! statistics).
+//! What a peer receives from others: one outgoing track per subscribed source (negotiated
+//! here; its packets are rewritten and sent by the publishers' tasks, see [`super::outbound`]),
+//! and the subscriber's RTCP (PLI/FIR become keyframe requests to the publisher; NACKs are
+//! answered from the datagrams recently sent, see [`super::retransmit`]; receiver reports feed
+//! the statistics).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rand::Rng;
@@ -14,7 +14,6 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp::header::Extension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -22,41 +21,18 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
-use super::retransmit::SentHistory;
+use super::outbound::{Leg, LegExtensions};
 use super::stats::{RateMeter, TrackStatsView};
 use crate::sfu::codec::Codec;
-use crate::sfu::feedback::reports::SendCounters;
-use crate::sfu::forward::{Decision, DropReason, Incoming, Rewriter};
-use crate::sfu::types::{Forwarded, MediaKind, PeerCommand, TrackId, TrackInfo, internal_ext};
+use crate::sfu::types::{MediaKind, PeerCommand, TrackId, TrackInfo};
 
-/// A waiting subscriber asks its publisher for a keyframe at most this often.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
-const ONE_BYTE_PROFILE: u16 = 0xBEDE;
-const TWO_BYTE_PROFILE: u16 = 0x1000;
-
-/// This leg's ids for the extensions we write.
-#[derive(Debug, Default, Clone, Copy)]
-struct LegExtensions {
-    mid: Option<u8>,
-    audio_level: Option<u8>,
-    video_orientation: Option<u8>,
-}
-
+/// An outgoing track as the subscriber's task keeps it (its forwarding state is in the
+/// [`super::outbound::Outbound`]).
 pub(super) struct DownTrack {
     pub(super) info: TrackInfo,
     sender: RTCRtpSenderId,
     pub(super) out_ssrc: u32,
-    rewriter: Rewriter,
-    /// Negotiated on this leg; `None` until the client answered the offer carrying it.
-    payload_type: Option<u8>,
-    ext: LegExtensions,
-    mid: Option<Bytes>,
     codec: Codec,
-    last_keyframe_request: Option<Instant>,
-    /// What went out, for statistics and Sender Reports.
-    pub(super) sent: SendCounters,
-    /// Video: the datagrams recently sent, to answer NACKs.
-    history: Option<SentHistory>,
     rate: RateMeter,
     /// Packets the client reported lost (NACKed), and those sent again.
     nacks: u64,
@@ -111,17 +87,19 @@ impl Peer {
             }
         };
         let codec = Codec::from_mime(&info.codec.mime_type);
+        self.outbound.lock().add_leg(
+            info.id,
+            Leg::new(
+                out_ssrc,
+                info.codec.clock_rate,
+                codec.is_video(),
+                rng.random(),
+            ),
+        );
         let down = DownTrack {
-            rewriter: Rewriter::new(info.codec.clock_rate, codec.is_video(), rng.random()),
             sender: RTCRtpSenderId::from(transceiver),
             out_ssrc,
-            payload_type: None,
-            ext: LegExtensions::default(),
-            mid: None,
             codec,
-            last_keyframe_request: None,
-            sent: SendCounters::default(),
-            history: codec.is_video().then(SentHistory::default),
             rate: RateMeter::default(),
             nacks: 0,
             retransmitted: 0,
@@ -141,6 +119,7 @@ impl Peer {
             return;
         };
         self.down_by_ssrc.remove(&down.out_ssrc);
+        self.outbound.lock().remove_leg(track);
         if let Err(e) = self.pc.remove_track(down.sender) {
             tracing::debug!(peer = self.ctx.id, error = %e, "remove_track failed");
         }
@@ -178,73 +157,12 @@ impl Peer {
                 .rtp_transceiver(sender.into())
                 .and_then(|t| t.mid().clone())
                 .map(Bytes::from);
-            let down = self.downs.get_mut(&id).expect("listed above");
-            down.payload_type = payload_type;
-            down.ext = ext;
-            down.mid = mid;
-        }
-    }
-
-    pub(super) fn on_forwarded(&mut self, f: Forwarded, now: Instant) {
-        let Some(down) = self.downs.get_mut(&f.track) else {
-            self.count_drop("not_subscribed");
-            return;
-        };
-        let (true, Some(pt)) = (self.connected, down.payload_type) else {
-            self.count_drop("leg_not_ready");
-            return;
-        };
-        let mut packet = f.packet;
-        let h = &mut packet.header;
-        let decision = down.rewriter.decide(&Incoming {
-            ssrc: h.ssrc,
-            seq: h.sequence_number,
-            ts: h.timestamp,
-            keyframe: f.keyframe,
-            at: now,
-        });
-        let (seq, ts) = match decision {
-            Decision::Forward { seq, ts } => (seq, ts),
-            Decision::Drop(reason) => {
-                if reason == DropReason::AwaitingKeyframe
-                    && down.last_keyframe_request.is_none_or(|t| {
-                        now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL
-                    })
-                {
-                    down.last_keyframe_request = Some(now);
-                    let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
-                        track: down.info.id,
-                    });
-                }
-                self.count_drop(reason.label());
-                return;
+            if let Some(leg) = self.outbound.lock().leg_mut(id) {
+                leg.payload_type = payload_type;
+                leg.ext = ext;
+                leg.mid = mid;
             }
-        };
-        h.ssrc = down.out_ssrc;
-        h.sequence_number = seq;
-        h.timestamp = ts;
-        h.payload_type = pt;
-        rewrite_extensions(h, &down.ext, down.mid.as_ref());
-        let (Some(secure), Some((to, transport))) = (self.secure.as_mut(), self.media_dest) else {
-            self.count_drop("leg_not_ready");
-            return;
-        };
-        let datagram = match secure.encrypt_rtp(&packet) {
-            Ok(d) => d.freeze(),
-            Err(e) => {
-                tracing::debug!(peer = self.ctx.id, error = %e, "forward refused");
-                self.count_drop("write_failed");
-                return;
-            }
-        };
-        let payload_len = packet.payload.len();
-        down.sent.sent(ts, payload_len, now);
-        if let Some(history) = down.history.as_mut() {
-            history.record(seq, now, datagram.clone());
         }
-        self.ctx.plane.send(datagram, to, transport);
-        self.counts.forwarded += 1;
-        self.counts.forwarded_bytes += payload_len as u64;
     }
 
     /// Feedback from the client about what we send it (and reports on what it sends us).
@@ -281,21 +199,17 @@ impl Peer {
         let Some(id) = self.down_by_ssrc.get(&nack.media_ssrc).copied() else {
             return;
         };
-        let Some(down) = self.downs.get_mut(&id) else {
-            return;
-        };
-        let (mut asked, mut resent) = (0u64, 0u64);
-        for seq in nack.nacks.iter().flat_map(|pair| pair.into_iter()) {
-            asked += 1;
-            if let (Some(h), Some((to, transport))) = (down.history.as_mut(), self.media_dest)
-                && let Some(datagram) = h.resend(seq, now)
-            {
-                self.ctx.plane.send(datagram, to, transport);
-                resent += 1;
-            }
+        let asked: u64 = nack
+            .nacks
+            .iter()
+            .map(|p| p.into_iter().count() as u64)
+            .sum();
+        let seqs = nack.nacks.iter().flat_map(|pair| pair.into_iter());
+        let resent = self.outbound.lock().resend(id, seqs, now);
+        if let Some(down) = self.downs.get_mut(&id) {
+            down.nacks += asked;
+            down.retransmitted += resent;
         }
-        down.nacks += asked;
-        down.retransmitted += resent;
         self.ctx
             .metrics
             .media
@@ -320,15 +234,17 @@ impl Peer {
 
     pub(super) fn stats(&mut self, now: Instant) -> Vec<TrackStatsView> {
         let mut out = self.up_stats(now);
+        let outbound = self.outbound.lock();
         for d in self.downs.values_mut() {
+            let sent = outbound.leg(d.info.id).map(|l| l.sent).unwrap_or_default();
             out.push(TrackStatsView {
                 track_id: d.info.id,
                 direction: "outbound",
                 kind: d.info.kind.as_str(),
                 codec: d.codec.name().into(),
-                packets: d.sent.packets,
-                bytes: d.sent.octets,
-                bitrate_bps: d.rate.update(now, d.sent.octets) as u64,
+                packets: sent.packets,
+                bytes: sent.octets,
+                bitrate_bps: d.rate.update(now, sent.octets) as u64,
                 packets_lost: d.remote_lost,
                 fraction_lost: d.remote_fraction_lost,
                 jitter_ms: f64::from(d.remote_jitter) * 1000.0
@@ -341,39 +257,4 @@ impl Peer {
         }
         out
     }
-}
-
-/// Rewrites the forwarded extensions (internal ids) to this leg's ids and adds this leg's mid.
-fn rewrite_extensions(h: &mut rtc::rtp::header::Header, leg: &LegExtensions, mid: Option<&Bytes>) {
-    h.extensions.retain_mut(|e| {
-        let id = match e.id {
-            internal_ext::AUDIO_LEVEL => leg.audio_level,
-            internal_ext::VIDEO_ORIENTATION => leg.video_orientation,
-            _ => None,
-        };
-        match id {
-            Some(id) => {
-                e.id = id;
-                true
-            }
-            None => false,
-        }
-    });
-    if let (Some(id), Some(mid)) = (leg.mid, mid) {
-        h.extensions.push(Extension {
-            id,
-            payload: mid.clone(),
-        });
-    }
-    h.extension = !h.extensions.is_empty();
-    h.extensions_padding = 0;
-    let one_byte = h
-        .extensions
-        .iter()
-        .all(|e| (1..=14).contains(&e.id) && (1..=16).contains(&e.payload.len()));
-    h.extension_profile = if one_byte {
-        ONE_BYTE_PROFILE
-    } else {
-        TWO_BYTE_PROFILE
-    };
 }

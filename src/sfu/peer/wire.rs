@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
@@ -133,6 +132,15 @@ impl Peer {
         if self.media_dest.is_none() {
             self.media_dest = self.dtls_from;
         }
+        let local = self.secure.as_mut().and_then(|s| s.take_local());
+        let mut out = self.outbound.lock();
+        if let Some(dest) = self.media_dest {
+            out.set_path(dest);
+        }
+        if let Some(local) = local {
+            out.connect(local);
+        }
+        drop(out);
         let _ = self
             .ctx
             .events
@@ -158,13 +166,6 @@ impl Peer {
             secure.close(Instant::now());
         }
         self.flush_dtls();
-    }
-
-    /// Sends a protected datagram on the selected path.
-    pub(super) fn send_media(&mut self, datagram: Bytes) {
-        if let Some((to, transport)) = self.media_dest {
-            self.ctx.plane.send(datagram, to, transport);
-        }
     }
 
     /// Our candidate address for datagrams from `from`, remembered per remote address.
