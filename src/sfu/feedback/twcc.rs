@@ -9,7 +9,8 @@
 //!
 //! Invariants of [`TwccRecorder`]:
 //! - sequence numbers are unwrapped to a monotonic `i64`; `arrivals[i]` is the arrival of
-//!   `base + i`; nothing before `next` (the first unreported number) is kept;
+//!   `next + i` (`next`: the first unreported number); `arrivals` is empty or ends with an
+//!   arrival (it grows only to hold one), so "something to report" is "not empty";
 //! - at most [`MAX_KEPT`] numbers are kept: a longer span moves `next` forward, and what it
 //!   skips is never reported (the sender treats it as lost feedback, not as loss);
 //! - one feedback packet holds at most [`MAX_STATUS_PER_PACKET`] statuses, and its deltas fit
@@ -99,7 +100,8 @@ impl TwccRecorder {
 
     /// Whether a feedback packet would report anything.
     pub fn has_pending(&self) -> bool {
-        self.arrivals.iter().any(Option::is_some)
+        debug_assert!(self.arrivals.back().is_none_or(Option::is_some));
+        !self.arrivals.is_empty()
     }
 
     /// Feedback for everything recorded since the last call, from `sender_ssrc`.
