@@ -190,10 +190,8 @@ impl MediaPlane {
         }
     }
 
-    fn route(&self, data: &[u8], tuple: Tuple) -> Option<Route> {
-        if let Some(r) = self.routes.read().by_tuple.get(&tuple) {
-            return Some(r.clone());
-        }
+    /// The route of a tuple not seen before, learnt from a STUN USERNAME naming a peer's ufrag.
+    fn learn_route(&self, data: &[u8], tuple: Tuple) -> Option<Route> {
         let ufrag = stun::local_ufrag(data)?;
         let mut routes = self.routes.write();
         let route = routes.by_ufrag.get(ufrag)?.clone();
@@ -207,17 +205,32 @@ impl MediaPlane {
     }
 
     fn deliver(&self, data: BytesMut, from: SocketAddr, transport: Transport, at: Instant) -> bool {
-        let Some(route) = self.route(&data, (transport, from)) else {
-            self.metrics.media.udp_datagrams_unrouted.inc();
-            return false;
-        };
+        let tuple = (transport, from);
         let dg = Datagram {
             from,
             transport,
             data,
             at,
         };
-        match route.inbox.try_send(dg) {
+        // A known tuple (nearly every datagram): handed over under the read lock, no clone.
+        let sent = {
+            let routes = self.routes.read();
+            match routes.by_tuple.get(&tuple) {
+                Some(route) => Ok(route.inbox.try_send(dg)),
+                None => Err(dg),
+            }
+        };
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(dg) => {
+                let Some(route) = self.learn_route(&dg.data, tuple) else {
+                    self.metrics.media.udp_datagrams_unrouted.inc();
+                    return false;
+                };
+                route.inbox.try_send(dg)
+            }
+        };
+        match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.drop_reason("peer_inbox_full");
@@ -260,12 +273,13 @@ impl MediaPlane {
                     return;
                 }
             }
+            // One read: the datagrams of a batch arrived together.
+            let at = Instant::now();
             for r in batch.iter() {
                 if r.truncated {
                     self.drop_reason("oversized_datagram");
                     continue;
                 }
-                let at = Instant::now();
                 self.deliver(BytesMut::from(r.data), r.from, Transport::Udp, at);
             }
         }
