@@ -20,6 +20,24 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 
+use crate::common::{Backend, Options, TestApp, spawn_app_with};
+
+/// A server whose clients reach its media port only through a [`LossyUdpProxy`] on `ip` (a
+/// loopback address of its own), with 5 % loss and 15 % reordering each way.
+pub async fn app_behind_lossy_proxy(ip: &str, seed: u64) -> (TestApp, LossyUdpProxy) {
+    let ip: std::net::IpAddr = ip.parse().expect("an IP address");
+    let app = spawn_app_with(Options::new(Backend::Sqlite).configure(move |c| {
+        c.media.public_ips = vec![ip];
+        c.media.ice_tcp = false;
+        c.turn.enabled = false;
+    }))
+    .await;
+    let media = app.state().sfu.media_addr();
+    let listen = SocketAddr::new(ip, media.port());
+    let proxy = LossyUdpProxy::start(listen, media, Impairment::five_percent(seed)).await;
+    (app, proxy)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Impairment {
     /// Share of datagrams dropped, each direction.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::*;
-use crate::impair::{Impairment, LossyUdpProxy};
+use crate::impair::app_behind_lossy_proxy;
 use crate::probe;
 
 /// One aiortc consultation (doctor publishes, patient joins with the code), running in a
@@ -298,16 +298,7 @@ async fn aiortc_consultation_recorded_per_participant_plays() {
 /// keyframes; the files still pass every check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recording_with_loss_and_reordering_plays() {
-    let app = spawn_app_with(Options::new(Backend::Sqlite).configure(|c| {
-        // Clients reach the media port through the lossy proxy only.
-        c.media.public_ips = vec!["127.0.0.2".parse().unwrap()];
-        c.media.ice_tcp = false;
-        c.turn.enabled = false;
-    }))
-    .await;
-    let media = app.state().sfu.media_addr();
-    let listen = std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), media.port());
-    let proxy = LossyUdpProxy::start(listen, media, Impairment::five_percent(7)).await;
+    let (app, proxy) = app_behind_lossy_proxy("127.0.0.2", 7).await;
     record_aiortc_call(&app, 8.0).await;
     let (forwarded, dropped, delayed) = (
         proxy

@@ -8,7 +8,7 @@ use relais::client::peer::{ClientPeer, Entry};
 use relais::ids::Role;
 
 use crate::common::*;
-use crate::impair::{Impairment, LossyUdpProxy};
+use crate::impair::app_behind_lossy_proxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn doctor_and_patient_exchange_audio_and_video() {
@@ -304,16 +304,7 @@ async fn audio_only_sessions_forward_audio_only() {
 /// reports missing, so almost all of the video arrives (audio is not NACKed, as browsers do).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_video_is_repaired_by_nacks_both_ways() {
-    let app = spawn_app_with(Options::new(Backend::Sqlite).configure(|c| {
-        // Clients reach the media port through the lossy proxy only.
-        c.media.public_ips = vec!["127.0.0.3".parse().unwrap()];
-        c.media.ice_tcp = false;
-        c.turn.enabled = false;
-    }))
-    .await;
-    let media = app.state().sfu.media_addr();
-    let listen = std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), media.port());
-    let proxy = LossyUdpProxy::start(listen, media, Impairment::five_percent(11)).await;
+    let (app, proxy) = app_behind_lossy_proxy("127.0.0.3", 11).await;
     let (_, doctor, mut patients) = consultation(&app, 79, &[11], "audio_video").await;
     let patient = patients.remove(0);
     assert!(
