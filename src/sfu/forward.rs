@@ -47,6 +47,9 @@ impl DropReason {
 #[derive(Debug, Clone, Copy)]
 struct Mapping {
     ssrc: u32,
+    /// The oldest input number this mapping forwards. It starts at the source's first packet
+    /// and follows the stream at most `MAX_LATE` behind the newest one, so that serial
+    /// arithmetic against it stays meaningful however long the source runs.
     first_seq: u16,
     seq_offset: u16,
     ts_offset: u32,
@@ -58,6 +61,10 @@ struct Last {
     ts: u32,
     at: Instant,
 }
+
+/// How far behind the newest packet of a source a late packet may still be forwarded.
+/// Anything older is useless to a receiver (seconds late) and ambiguous in 16-bit space.
+const MAX_LATE: u16 = 0x4000;
 
 /// `a` comes after `b` in RTP sequence space (RFC 3550 serial arithmetic).
 pub fn seq_after(a: u16, b: u16) -> bool {
@@ -114,10 +121,14 @@ impl Rewriter {
                 ts_offset: out_ts.wrapping_sub(p.ts),
             });
         }
-        let m = self.mapping.expect("set above");
+        let m = self.mapping.as_mut().expect("set above");
         if seq_after(m.first_seq, p.seq) {
             return Decision::Drop(DropReason::BeforeStart);
         }
+        if p.seq.wrapping_sub(m.first_seq) > MAX_LATE {
+            m.first_seq = p.seq.wrapping_sub(MAX_LATE);
+        }
+        let m = *m;
         let seq = p.seq.wrapping_add(m.seq_offset);
         let ts = p.ts.wrapping_add(m.ts_offset);
         if self.last.is_none_or(|l| seq_after(seq, l.seq)) {
@@ -238,6 +249,36 @@ mod tests {
         assert_eq!(
             r.decide(&pkt(2, 51, 7, true, t1)),
             Decision::Forward { seq: 1, ts: 900 }
+        );
+    }
+
+    #[test]
+    fn a_long_source_is_never_cut_off() {
+        // 200,000 packets wrap the 16-bit space three times: every one goes out, in order.
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, true, 17);
+        let mut expected = 17u16;
+        for i in 0..200_000u32 {
+            let p = pkt(5, 40_000u16.wrapping_add(i as u16), i * 3000, i == 0, t0);
+            assert_eq!(
+                r.decide(&p),
+                Decision::Forward {
+                    seq: expected,
+                    ts: i * 3000
+                },
+                "packet {i}"
+            );
+            expected = expected.wrapping_add(1);
+        }
+        // A packet a little late is still forwarded; one from far back is not.
+        let newest = 40_000u16.wrapping_add(199_999u32 as u16);
+        assert!(matches!(
+            r.decide(&pkt(5, newest.wrapping_sub(100), 0, false, t0)),
+            Decision::Forward { .. }
+        ));
+        assert_eq!(
+            r.decide(&pkt(5, newest.wrapping_sub(MAX_LATE + 10), 0, false, t0)),
+            Decision::Drop(DropReason::BeforeStart)
         );
     }
 
