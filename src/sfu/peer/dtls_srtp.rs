@@ -38,6 +38,8 @@ use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 use sha2::{Digest, Sha256};
 
+use crate::sfu::types::FastMap;
+
 /// The one association's key in the endpoint (see the module invariants).
 const ASSOCIATION: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9));
 /// SRTP packets a repair may lag behind the newest one and still be accepted (RFC 3711 §3.3.2):
@@ -45,6 +47,11 @@ const ASSOCIATION: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCAL
 /// shifted for every packet, so its size is paid per packet).
 const SRTP_REPLAY_WINDOW: usize = 128;
 const SRTCP_REPLAY_WINDOW: usize = 128;
+/// Distinct SSRCs the remote SRTP (and, separately, SRTCP) context will keep state for. The
+/// context creates that state before it authenticates a packet and never drops it, so without
+/// a bound anyone able to put datagrams on the path could grow it forever; a real client uses
+/// a handful (audio, video, RTX, simulcast layers, a few renegotiations).
+const MAX_REMOTE_SSRCS: usize = 64;
 
 /// Which side starts the handshake (from `a=setup`, RFC 5763 §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,8 @@ pub enum SecureError {
     Srtp(String),
     #[error("no SRTP keys yet")]
     NotConnected,
+    #[error("too many distinct SSRCs from the remote side")]
+    TooManySsrcs,
 }
 
 fn dtls(e: impl std::fmt::Display) -> SecureError {
@@ -96,6 +105,28 @@ struct Srtp {
     /// Until [`DtlsSrtp::take_local`] hands it to whatever sends.
     local: Option<Context>,
     remote: Context,
+    rtp_ssrcs: SsrcAdmission,
+    rtcp_ssrcs: SsrcAdmission,
+}
+
+/// The SSRCs a remote context holds state for, at most [`MAX_REMOTE_SSRCS`].
+#[derive(Default)]
+struct SsrcAdmission {
+    known: FastMap<u32, ()>,
+}
+
+impl SsrcAdmission {
+    /// Whether a packet of `ssrc` may reach the context (which then remembers `ssrc`).
+    fn admit(&mut self, ssrc: u32) -> Result<(), SecureError> {
+        if self.known.contains_key(&ssrc) {
+            return Ok(());
+        }
+        if self.known.len() >= MAX_REMOTE_SSRCS {
+            return Err(SecureError::TooManySsrcs);
+        }
+        self.known.insert(ssrc, ());
+        Ok(())
+    }
 }
 
 /// One PeerConnection's DTLS association and, once it is up, its SRTP contexts.
@@ -249,6 +280,8 @@ impl DtlsSrtp {
         Ok(Srtp {
             local: Some(local),
             remote,
+            rtp_ssrcs: SsrcAdmission::default(),
+            rtcp_ssrcs: SsrcAdmission::default(),
         })
     }
 
@@ -289,6 +322,7 @@ impl DtlsSrtp {
         let mut rest = datagram;
         let header = rtp::header::Header::unmarshal(&mut rest).map_err(srtp)?;
         let header_len = datagram.len() - rest.len();
+        s.rtp_ssrcs.admit(header.ssrc)?;
         let plain = s
             .remote
             .decrypt_rtp_with_header(datagram, &header)
@@ -314,6 +348,12 @@ impl DtlsSrtp {
 
     pub fn decrypt_rtcp(&mut self, datagram: &[u8]) -> Result<BytesMut, SecureError> {
         let s = self.srtp.as_mut().ok_or(SecureError::NotConnected)?;
+        // The sender SSRC of the first packet (RFC 3550 §6.4.1) keys the SRTCP state.
+        let ssrc = datagram
+            .get(4..8)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| srtp("SRTCP packet too short"))?;
+        s.rtcp_ssrcs.admit(ssrc)?;
         s.remote.decrypt_rtcp(datagram).map_err(srtp)
     }
 }
@@ -457,6 +497,62 @@ mod tests {
             server.read(Instant::now(), closing).unwrap(),
             DtlsOutcome::Closed
         );
+    }
+
+    #[test]
+    fn the_remote_side_cannot_grow_ssrc_state_without_bound() {
+        let (a, b) = (identity(), identity());
+        let mut client = DtlsSrtp::new(&a, Role::Client, &sdp_fingerprint(&b)).unwrap();
+        let mut server = DtlsSrtp::new(&b, Role::Server, &sdp_fingerprint(&a)).unwrap();
+        client.start(Instant::now()).unwrap();
+        shuttle(&mut client, &mut server).unwrap();
+        let mut client_out = client.take_local().unwrap();
+        let with_ssrc = |ssrc: u32| {
+            let mut p = rtp(1);
+            p.header.ssrc = ssrc;
+            p
+        };
+        for ssrc in 0..MAX_REMOTE_SSRCS as u32 {
+            let p = with_ssrc(ssrc);
+            let sealed = client_out
+                .encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
+                .unwrap();
+            assert!(server.decrypt_rtp(&sealed).is_ok());
+        }
+        let p = with_ssrc(9999);
+        let sealed = client_out
+            .encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
+            .unwrap();
+        assert!(matches!(
+            server.decrypt_rtp(&sealed),
+            Err(SecureError::TooManySsrcs)
+        ));
+        // The SSRCs already known still pass.
+        let p = rtp(2);
+        let p = rtp::Packet {
+            header: rtp::header::Header {
+                ssrc: 3,
+                ..p.header
+            },
+            ..p
+        };
+        let sealed = client_out
+            .encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
+            .unwrap();
+        assert!(server.decrypt_rtp(&sealed).is_ok());
+        let mut rr = |ssrc: u32| {
+            let mut rr = vec![0x80, 201, 0, 1];
+            rr.extend_from_slice(&ssrc.to_be_bytes());
+            client_out.encrypt_rtcp(&rr).unwrap()
+        };
+        for ssrc in 0..MAX_REMOTE_SSRCS as u32 {
+            assert!(server.decrypt_rtcp(&rr(ssrc)).is_ok());
+        }
+        assert!(matches!(
+            server.decrypt_rtcp(&rr(9999)),
+            Err(SecureError::TooManySsrcs)
+        ));
+        assert!(server.decrypt_rtcp(&[0x80, 201, 0]).is_err(), "too short");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::dtls_srtp::DtlsOutcome;
+use super::dtls_srtp::{DtlsOutcome, SecureError};
 use super::{MAX_EARLY_DTLS, MAX_REMOTE_ADDRS, Peer};
 use crate::sfu::media_plane::{Datagram, Transport};
 use crate::sfu::types::PeerEvent;
@@ -91,36 +91,42 @@ impl Peer {
         self.flush_dtls();
     }
 
+    /// Media and RTCP are read only from a path ICE validated: SRTP authenticates packets, but
+    /// the SRTP state of a new SSRC is made before that, so strangers are turned away first.
     pub(super) fn on_srtp(&mut self, dg: Datagram) {
+        let tuple = (dg.from, dg.transport);
+        if self.media_dest != Some(tuple) && !self.validated.contains(&tuple) {
+            self.count_drop("srtp_unvalidated_path");
+            return;
+        }
         let Some(secure) = self.secure.as_mut().filter(|s| s.is_connected()) else {
             self.count_drop("srtp_before_dtls");
             return;
         };
         // RFC 5761: RTCP packet types 192..=223 in the second byte.
         if matches!(dg.data.get(1), Some(192..=223)) {
-            let packets = secure
-                .decrypt_rtcp(&dg.data)
-                .map_err(|e| e.to_string())
-                .and_then(|mut plain| {
-                    rtc::rtcp::packet::unmarshal(&mut plain).map_err(|e| e.to_string())
-                });
+            let packets = secure.decrypt_rtcp(&dg.data).and_then(|mut plain| {
+                rtc::rtcp::packet::unmarshal(&mut plain)
+                    .map_err(|e| SecureError::Srtp(e.to_string()))
+            });
             match packets {
                 Ok(packets) => self.on_rtcp(&packets, dg.at),
-                Err(e) => {
-                    tracing::trace!(peer = self.ctx.id, error = %e, "SRTCP refused");
-                    self.count_drop("srtcp_refused");
-                }
+                Err(e) => self.refused(&e, "srtcp_refused"),
             }
         } else {
-            let packet = secure.decrypt_rtp(&dg.data).map_err(|e| e.to_string());
-            match packet {
+            match secure.decrypt_rtp(&dg.data) {
                 Ok(packet) => self.on_rtp(packet, dg.at),
-                Err(e) => {
-                    tracing::trace!(peer = self.ctx.id, error = %e, "SRTP refused");
-                    self.count_drop("srtp_refused");
-                }
+                Err(e) => self.refused(&e, "srtp_refused"),
             }
         }
+    }
+
+    fn refused(&self, e: &SecureError, reason: &'static str) {
+        tracing::trace!(peer = self.ctx.id, error = %e, reason, "protected packet refused");
+        self.count_drop(match e {
+            SecureError::TooManySsrcs => "too_many_ssrcs",
+            _ => reason,
+        });
     }
 
     /// The DTLS handshake completed: keys exist, media may flow.
