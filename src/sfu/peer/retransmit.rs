@@ -18,7 +18,11 @@
 //!   that it too can be sent again;
 //! - no entry is older than [`WINDOW`] before the newest one, and there are at most
 //!   [`MAX_PACKETS`];
-//! - one sequence number is sent again at most once per [`RESEND_INTERVAL`].
+//! - one sequence number is sent again at most once per [`RESEND_INTERVAL`], and at most
+//!   [`MAX_RESENDS`] times;
+//! - over time, retransmissions are at most half as many as the packets sent (a budget that
+//!   sending fills and resending drains, with a burst of [`BURST`]): however many NACKs a client
+//!   sends, it cannot make the server send much more than the stream itself.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,23 +36,42 @@ pub const MAX_PACKETS: usize = 256;
 /// A sequence number asked for again sooner than this after it was resent is not resent: the
 /// NACK was sent before the first retransmission could arrive.
 pub const RESEND_INTERVAL: Duration = Duration::from_millis(20);
+/// How many times one packet is sent again, whatever is asked.
+pub const MAX_RESENDS: u8 = 3;
+/// Retransmissions that may go out at once after a quiet spell (a lost keyframe is ~30 packets).
+pub const BURST: u32 = 64;
+/// The budget counts in halves: a sent packet adds one, a retransmission takes two.
+const BUDGET_CAP: u32 = 2 * BURST;
+const RESEND_COST: u32 = 2;
 
 struct Sent {
     seq: u16,
     at: Instant,
     resent: Option<Instant>,
+    resends: u8,
     datagram: Bytes,
 }
 
 /// The datagrams recently sent on one outgoing track.
-#[derive(Default)]
 pub struct SentHistory {
     entries: VecDeque<Sent>,
+    /// Retransmission budget, in halves of a packet (see the module invariants).
+    budget: u32,
+}
+
+impl Default for SentHistory {
+    fn default() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            budget: BUDGET_CAP,
+        }
+    }
 }
 
 impl SentHistory {
     /// Keeps `datagram`, sent at `at` with sequence number `seq`, and forgets what is too old.
     pub fn record(&mut self, seq: u16, at: Instant, datagram: Bytes) {
+        self.budget = (self.budget + 1).min(BUDGET_CAP);
         if let (Some(first), Some(last)) = (self.entries.front(), self.entries.back())
             && !(1..0x8000).contains(&offset(last.seq, seq))
         {
@@ -65,6 +88,7 @@ impl SentHistory {
                         seq,
                         at,
                         resent: None,
+                        resends: 0,
                         datagram,
                     },
                 );
@@ -83,13 +107,17 @@ impl SentHistory {
             seq,
             at,
             resent: None,
+            resends: 0,
             datagram,
         });
     }
 
-    /// The datagram to send again for a NACK of `seq` at `now`, if it is still kept and was not
-    /// resent in the last [`RESEND_INTERVAL`].
+    /// The datagram to send again for a NACK of `seq` at `now`, if it is still kept, was not
+    /// resent in the last [`RESEND_INTERVAL`] nor [`MAX_RESENDS`] times, and the budget allows.
     pub fn resend(&mut self, seq: u16, now: Instant) -> Option<Bytes> {
+        if self.budget < RESEND_COST {
+            return None;
+        }
         let first = self.entries.front()?.seq;
         let key = offset(first, seq);
         let i = self
@@ -98,6 +126,7 @@ impl SentHistory {
             .ok()?;
         let entry = &mut self.entries[i];
         if now.saturating_duration_since(entry.at) > WINDOW
+            || entry.resends >= MAX_RESENDS
             || entry
                 .resent
                 .is_some_and(|t| now.saturating_duration_since(t) < RESEND_INTERVAL)
@@ -105,6 +134,8 @@ impl SentHistory {
             return None;
         }
         entry.resent = Some(now);
+        entry.resends += 1;
+        self.budget -= RESEND_COST;
         Some(entry.datagram.clone())
     }
 
@@ -147,6 +178,34 @@ mod tests {
         // Never sent, or before the first kept.
         assert!(h.resend(4, t0).is_none());
         assert!(h.resend(65000, t0).is_none());
+    }
+
+    #[test]
+    fn resends_are_bounded_per_packet_and_overall() {
+        let t0 = Instant::now();
+        let mut h = SentHistory::default();
+        h.record(1, t0, datagram(1));
+        let times = (0..10)
+            .filter(|i| h.resend(1, t0 + RESEND_INTERVAL * *i).is_some())
+            .count();
+        assert_eq!(times, usize::from(MAX_RESENDS));
+
+        // A client NACKing everything, all the time: after the burst, one resend per two sent.
+        let mut h = SentHistory::default();
+        let mut resent = 0;
+        let mut sent = 0;
+        for i in 0..2_000u32 {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            h.record(i as u16, at, datagram(i as u16));
+            sent += 1;
+            for back in 0..50u16 {
+                if h.resend((i as u16).wrapping_sub(back), at).is_some() {
+                    resent += 1;
+                }
+            }
+        }
+        assert!(resent <= sent / 2 + BURST as usize, "{resent} of {sent}");
+        assert!(resent >= sent / 2, "the budget is used: {resent} of {sent}");
     }
 
     #[test]
