@@ -4,7 +4,7 @@
 //! answered from the datagrams recently sent, see [`super::retransmit`]; receiver reports feed
 //! the statistics).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::Rng;
@@ -26,6 +26,11 @@ use super::stats::{RateMeter, TrackStatsView};
 use crate::sfu::codec::Codec;
 use crate::sfu::types::{MediaKind, PeerCommand, TrackId, TrackInfo};
 
+/// A subscriber's keyframe requests for one track reach its publisher at most this often (the
+/// publisher throttles what it sends its client further): a flood of PLI or FIR cannot fill the
+/// publisher's command queue.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(100);
+
 /// An outgoing track as the subscriber's task keeps it (its forwarding state is in the
 /// [`super::outbound::Outbound`]).
 pub(super) struct DownTrack {
@@ -38,6 +43,7 @@ pub(super) struct DownTrack {
     nacks: u64,
     retransmitted: u64,
     plis: u64,
+    keyframe_requested: Option<Instant>,
     remote_lost: u64,
     remote_fraction_lost: f64,
     remote_jitter: u32,
@@ -104,6 +110,7 @@ impl Peer {
             nacks: 0,
             retransmitted: 0,
             plis: 0,
+            keyframe_requested: None,
             remote_lost: 0,
             remote_fraction_lost: 0.0,
             remote_jitter: 0,
@@ -184,12 +191,20 @@ impl Peer {
             }
         }
         for ssrc in keyframe_for {
-            if let Some(down) = self.down_for_ssrc(ssrc) {
-                down.plis += 1;
-                let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
-                    track: down.info.id,
-                });
+            let Some(down) = self.down_for_ssrc(ssrc) else {
+                continue;
+            };
+            down.plis += 1;
+            if down
+                .keyframe_requested
+                .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+            {
+                continue;
             }
+            down.keyframe_requested = Some(now);
+            let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
+                track: down.info.id,
+            });
         }
     }
 
