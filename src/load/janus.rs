@@ -376,7 +376,11 @@ impl JanusClient {
                     if let Some(err) = e["plugindata"]["data"]["error"].as_str()
                         && e["sender"].as_u64() == Some(handle)
                     {
-                        anyhow::bail!("VideoRoom: {err}");
+                        return Err(VideoRoomError {
+                            code: e["plugindata"]["data"]["error_code"].as_i64().unwrap_or(0),
+                            message: err.to_string(),
+                        }
+                        .into());
                     }
                     if e["sender"].as_u64() == Some(handle) && pred(&e) {
                         return Ok(e);
@@ -391,6 +395,18 @@ impl JanusClient {
         }
     }
 }
+
+/// An error the VideoRoom plugin answered with.
+#[derive(Debug, thiserror::Error)]
+#[error("VideoRoom: {message}")]
+struct VideoRoomError {
+    code: i64,
+    message: String,
+}
+
+/// JANUS_VIDEOROOM_ERROR_NO_SUCH_FEED: also what a subscriber gets while the publisher's
+/// PeerConnection is up on our side but Janus has not yet marked it started.
+const NO_SUCH_FEED: i64 = 428;
 
 struct JanusPeer {
     client: JanusClient,
@@ -530,17 +546,30 @@ async fn subscribe(
 ) -> anyhow::Result<()> {
     let handle = p.client.attach().await?;
     let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
-    p.client
-        .message(
-            handle,
-            json!({"request": "join", "ptype": "subscriber", "room": room, "streams": streams}),
-            None,
-        )
-        .await?;
-    let attached = p
-        .client
-        .wait(handle, |e| e["jsep"]["sdp"].is_string())
-        .await?;
+    let deadline = Instant::now() + ctx.cfg.join_timeout;
+    let attached = loop {
+        p.client
+            .message(
+                handle,
+                json!({"request": "join", "ptype": "subscriber", "room": room, "streams": streams}),
+                None,
+            )
+            .await?;
+        match p
+            .client
+            .wait(handle, |e| e["jsep"]["sdp"].is_string())
+            .await
+        {
+            Err(e)
+                if Instant::now() < deadline
+                    && e.downcast_ref::<VideoRoomError>()
+                        .is_some_and(|v| v.code == NO_SUCH_FEED) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other?,
+        }
+    };
     let offer = attached["jsep"]["sdp"]
         .as_str()
         .unwrap_or_default()
