@@ -128,7 +128,6 @@ impl Rewriter {
         if p.seq.wrapping_sub(m.first_seq) > MAX_LATE {
             m.first_seq = p.seq.wrapping_sub(MAX_LATE);
         }
-        let m = *m;
         let seq = p.seq.wrapping_add(m.seq_offset);
         let ts = p.ts.wrapping_add(m.ts_offset);
         if self.last.is_none_or(|l| seq_after(seq, l.seq)) {

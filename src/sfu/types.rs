@@ -9,6 +9,8 @@ use crate::ids::Identity;
 /// A map on the media path (keyed by SSRCs, track ids, addresses): foldhash costs a fraction of
 /// SipHash per lookup and is still seeded per process.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The set form of [`FastMap`].
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A PeerConnection, unique in the process.
 pub type PeerId = u64;

@@ -38,7 +38,7 @@ use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 use sha2::{Digest, Sha256};
 
-use crate::sfu::types::FastMap;
+use crate::sfu::types::FastSet;
 
 /// The one association's key in the endpoint (see the module invariants).
 const ASSOCIATION: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9));
@@ -112,19 +112,16 @@ struct Srtp {
 /// The SSRCs a remote context holds state for, at most [`MAX_REMOTE_SSRCS`].
 #[derive(Default)]
 struct SsrcAdmission {
-    known: FastMap<u32, ()>,
+    known: FastSet<u32>,
 }
 
 impl SsrcAdmission {
     /// Whether a packet of `ssrc` may reach the context (which then remembers `ssrc`).
     fn admit(&mut self, ssrc: u32) -> Result<(), SecureError> {
-        if self.known.contains_key(&ssrc) {
-            return Ok(());
-        }
-        if self.known.len() >= MAX_REMOTE_SSRCS {
+        if self.known.len() >= MAX_REMOTE_SSRCS && !self.known.contains(&ssrc) {
             return Err(SecureError::TooManySsrcs);
         }
-        self.known.insert(ssrc, ());
+        self.known.insert(ssrc);
         Ok(())
     }
 }
@@ -351,7 +348,8 @@ impl DtlsSrtp {
         // The sender SSRC of the first packet (RFC 3550 §6.4.1) keys the SRTCP state.
         let ssrc = datagram
             .get(4..8)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
             .ok_or_else(|| srtp("SRTCP packet too short"))?;
         s.rtcp_ssrcs.admit(ssrc)?;
         s.remote.decrypt_rtcp(datagram).map_err(srtp)
@@ -424,17 +422,27 @@ mod tests {
     }
 
     fn rtp(seq: u16) -> rtp::Packet {
+        rtp_of(0x1234, seq)
+    }
+
+    fn rtp_of(ssrc: u32, seq: u16) -> rtp::Packet {
         rtp::Packet {
             header: rtp::header::Header {
                 version: 2,
                 payload_type: 96,
                 sequence_number: seq,
                 timestamp: 3000,
-                ssrc: 0x1234,
+                ssrc,
                 ..Default::default()
             },
             payload: bytes::Bytes::from_static(&[7; 200]),
         }
+    }
+
+    /// `p` protected by the sending context `ctx`.
+    fn seal(ctx: &mut Context, p: &rtp::Packet) -> BytesMut {
+        ctx.encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
+            .unwrap()
     }
 
     #[test]
@@ -464,11 +472,6 @@ mod tests {
         let mut client_out = client.take_local().unwrap();
         let mut server_out = server.take_local().unwrap();
         assert!(client.take_local().is_none(), "handed out once");
-        let seal = |ctx: &mut Context, p: &rtp::Packet| {
-            ctx.encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
-                .unwrap()
-        };
-
         let sent = seal(&mut client_out, &rtp(1));
         assert_ne!(&sent[12..212], &[7; 200][..], "the payload is encrypted");
         assert_eq!(server.decrypt_rtp(&sent).unwrap(), rtp(1));
@@ -507,38 +510,17 @@ mod tests {
         client.start(Instant::now()).unwrap();
         shuttle(&mut client, &mut server).unwrap();
         let mut client_out = client.take_local().unwrap();
-        let with_ssrc = |ssrc: u32| {
-            let mut p = rtp(1);
-            p.header.ssrc = ssrc;
-            p
-        };
         for ssrc in 0..MAX_REMOTE_SSRCS as u32 {
-            let p = with_ssrc(ssrc);
-            let sealed = client_out
-                .encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
-                .unwrap();
+            let sealed = seal(&mut client_out, &rtp_of(ssrc, 1));
             assert!(server.decrypt_rtp(&sealed).is_ok());
         }
-        let p = with_ssrc(9999);
-        let sealed = client_out
-            .encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
-            .unwrap();
+        let sealed = seal(&mut client_out, &rtp_of(9999, 1));
         assert!(matches!(
             server.decrypt_rtp(&sealed),
             Err(SecureError::TooManySsrcs)
         ));
         // The SSRCs already known still pass.
-        let p = rtp(2);
-        let p = rtp::Packet {
-            header: rtp::header::Header {
-                ssrc: 3,
-                ..p.header
-            },
-            ..p
-        };
-        let sealed = client_out
-            .encrypt_rtp_with_header(&p.marshal().unwrap(), &p.header)
-            .unwrap();
+        let sealed = seal(&mut client_out, &rtp_of(3, 2));
         assert!(server.decrypt_rtp(&sealed).is_ok());
         let mut rr = |ssrc: u32| {
             let mut rr = vec![0x80, 201, 0, 1];
