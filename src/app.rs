@@ -277,6 +277,7 @@ impl App {
                 public_ips: config.media.public_ips.clone(),
                 reconnect_grace: config.sessions.reconnect_grace,
                 workers: config.media.workers,
+                max_tracks: config.media.max_tracks,
             },
             metrics.clone(),
             io.clone(),

@@ -129,6 +129,10 @@ pub struct MediaConfig {
     /// packet on one core with no cross-thread wake-up; more scale past one core's worth of
     /// calls. Default: one per four cores.
     pub workers: usize,
+    /// Tracks one participant may publish (camera, microphone, screen, …); an offer with more
+    /// is refused with `webrtc_error too_many_tracks`. Every other participant receives each of
+    /// them, so this bounds the m-lines of everyone's PeerConnection too.
+    pub max_tracks: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,6 +308,7 @@ impl Default for MediaConfig {
             ice_tcp: true,
             public_ips: Vec::new(),
             workers: crate::sfu::media_runtime::default_workers(),
+            max_tracks: 8,
         }
     }
 }
@@ -419,6 +424,7 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     ("RELAIS_ICE_TCP", "media.ice_tcp", Kind::Bool),
     ("RELAIS_MEDIA_PUBLIC_IPS", "media.public_ips", Kind::List),
     ("RELAIS_MEDIA_WORKERS", "media.workers", Kind::Int),
+    ("RELAIS_MEDIA_MAX_TRACKS", "media.max_tracks", Kind::Int),
     ("RELAIS_CODE_TTL", "sessions.code_ttl", Kind::Str),
     (
         "RELAIS_RECONNECT_GRACE",
@@ -631,6 +637,9 @@ impl Config {
         }
         if !(1..=256).contains(&self.media.workers) {
             return Err(bad("media.workers", "must be between 1 and 256".into()));
+        }
+        if !(1..=32).contains(&self.media.max_tracks) {
+            return Err(bad("media.max_tracks", "must be between 1 and 32".into()));
         }
         if self.http.json_body_limit < 1024 {
             return Err(bad("http.json_body_limit", "must be at least 1024".into()));

@@ -37,6 +37,32 @@ impl Codec {
     }
 }
 
+/// How well an H264 `fmtp` line fits another (1 to 4): the same packetization mode counts
+/// most (a receiver cannot depacketize another mode), then the same profile (RFC 6184 §8.1,
+/// the first four hex digits of `profile-level-id`; the level may differ).
+pub fn h264_match(fmtp: &str, wanted: &str) -> u8 {
+    fn param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+        fmtp.split(';').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+        })
+    }
+    let mode = |f| param(f, "packetization-mode").unwrap_or("0");
+    let profile = |f| {
+        param(f, "profile-level-id")
+            .and_then(|p| p.get(..4))
+            .map(str::to_ascii_lowercase)
+    };
+    let mut score = 1;
+    if mode(fmtp) == mode(wanted) {
+        score += 2;
+    }
+    if profile(fmtp).is_some() && profile(fmtp) == profile(wanted) {
+        score += 1;
+    }
+    score
+}
+
 /// True when this RTP payload starts a keyframe (audio: always).
 pub fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
     match codec {
@@ -133,6 +159,18 @@ fn h264_keyframe(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h264_variants_are_ranked() {
+        let chrome_main = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f";
+        let baseline_pm1 = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+        let baseline_pm0 = "profile-level-id=42e01f;level-asymmetry-allowed=1";
+        assert_eq!(h264_match(baseline_pm1, baseline_pm1), 4);
+        assert_eq!(h264_match(chrome_main, baseline_pm1), 3);
+        assert_eq!(h264_match(baseline_pm0, baseline_pm1), 2);
+        assert_eq!(h264_match("", "packetization-mode=0"), 3);
+        assert_eq!(h264_match("garbage;;=", baseline_pm1), 1);
+    }
 
     #[test]
     fn vp8() {

@@ -59,6 +59,7 @@ pub(crate) struct Shared {
     sessions: Sessions,
     recordings: Recordings,
     grace: Duration,
+    max_tracks: usize,
     rooms: Mutex<HashMap<SessionId, RoomHandle>>,
     /// The sessions each person is in, to rebind a reconnected socket.
     presence: Mutex<HashMap<Identity, HashSet<SessionId>>>,
@@ -125,6 +126,8 @@ pub struct MediaSettings {
     pub reconnect_grace: Duration,
     /// Threads of the media runtime ([`media_runtime`]).
     pub workers: usize,
+    /// Tracks one participant may publish.
+    pub max_tracks: usize,
 }
 
 impl Sfu {
@@ -189,6 +192,7 @@ impl Sfu {
                 sessions,
                 recordings,
                 grace: settings.reconnect_grace,
+                max_tracks: settings.max_tracks,
                 rooms: Mutex::new(HashMap::new()),
                 presence: Mutex::new(HashMap::new()),
                 next_peer: AtomicU64::new(1),

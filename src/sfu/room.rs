@@ -28,7 +28,7 @@ use super::peer::{self, PeerContext, PeerHandle};
 use super::sdp;
 use super::types::{
     LocalAnswer, PeerCommand, PeerEvent, PeerId, SignalError, SignalResult, SubscriberLink,
-    TrackInfo,
+    TrackId, TrackInfo,
 };
 use crate::ids::{Identity, SessionId};
 use crate::realtime::events::{self, UserRef, outgoing};
@@ -139,6 +139,8 @@ pub(super) struct Room {
     ended: bool,
     /// Set while the consultation is recorded.
     recording: Option<recording::RoomRecording>,
+    /// Per published track, the codecs its subscribers who could not decode it accept.
+    codec_constraints: HashMap<TrackId, Vec<crate::sfu::codec::Codec>>,
 }
 
 pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
@@ -157,6 +159,7 @@ pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
         events_tx,
         ended: false,
         recording: None,
+        codec_constraints: HashMap::new(),
     };
     tokio::spawn(room.run(rx, events_rx, handle.clone()));
     handle
@@ -314,10 +317,12 @@ impl Room {
         sdp::check(&offer).map_err(|p| SignalError::bad_sdp(p.message()))?;
         self.enter(who, sid).await;
         let fingerprint = sdp::fingerprint(&offer).map(str::to_string);
+        // The same PeerConnection offers again (a track added, an ICE restart); one that joined
+        // by code and has not answered yet has no known fingerprint and is taken as the same.
         let same_connection = self.participants[&who]
             .peer
             .as_ref()
-            .is_some_and(|p| p.fingerprint == fingerprint);
+            .is_some_and(|p| p.fingerprint.is_none() || p.fingerprint == fingerprint);
         if !same_connection {
             // A new PeerConnection on the client's side replaces the old one.
             self.drop_peer(who).await;
@@ -398,6 +403,7 @@ impl Room {
 
     async fn answer(&mut self, who: Identity, answer: String) -> SignalResult<()> {
         let handle = self.peer_of(who)?;
+        let fingerprint = sdp::fingerprint(&answer).map(str::to_string);
         let (tx, rx) = oneshot::channel();
         self.send_peer(
             &handle,
@@ -409,6 +415,11 @@ impl Room {
         await_reply(rx).await?;
         if let Some(p) = self.participants.get_mut(&who) {
             p.pending_offer = None;
+            if let Some(peer) = p.peer.as_mut()
+                && peer.fingerprint.is_none()
+            {
+                peer.fingerprint = fingerprint;
+            }
         }
         Ok(())
     }
@@ -452,6 +463,7 @@ impl Room {
             id,
             owner: who,
             allow_video: self.session.session_type.has_video(),
+            max_tracks: self.shared.max_tracks,
             plane: self.shared.plane.clone(),
             factory: self.shared.factory.clone(),
             metrics: self.shared.metrics.clone(),
@@ -686,11 +698,29 @@ impl Room {
                     state.published.retain(|t| !tracks.contains(&t.id));
                 }
                 self.unrecord_tracks(who, &tracks);
+                for track in &tracks {
+                    self.codec_constraints.remove(track);
+                }
                 for other in self.participants.values().filter(|o| o.who != who) {
                     let Some(op) = &other.peer else { continue };
                     for track in &tracks {
                         self.send_peer(&op.handle, PeerCommand::Unsubscribe(*track));
                     }
+                }
+            }
+            PeerEvent::Refused {
+                peer,
+                track,
+                code,
+                message,
+                accepted,
+            } => {
+                let Some(&who) = self.peers.get(&peer) else {
+                    return;
+                };
+                self.emit_error(who, code, &message).await;
+                if code == "codec_unsupported" {
+                    self.constrain_codec(track, accepted);
                 }
             }
             PeerEvent::FirstMedia { .. } => {
@@ -728,6 +758,33 @@ impl Room {
                     self.remove_participant(who, "connection_closed").await;
                 }
             }
+        }
+    }
+
+    /// A subscriber of `track` decodes only `accepted`: the publisher is asked to send a codec
+    /// every subscriber that complained so far decodes (their lists intersected, so that two
+    /// subscribers cannot make it switch back and forth).
+    fn constrain_codec(&mut self, track: TrackId, accepted: Vec<crate::sfu::codec::Codec>) {
+        let codecs = match self.codec_constraints.get(&track) {
+            Some(prior) => prior
+                .iter()
+                .copied()
+                .filter(|c| accepted.contains(c))
+                .collect(),
+            None => accepted,
+        };
+        self.codec_constraints.insert(track, codecs.clone());
+        if codecs.is_empty() {
+            return;
+        }
+        let publisher = self
+            .participants
+            .values()
+            .filter_map(|p| p.peer.as_ref())
+            .find(|p| p.published.iter().any(|t| t.id == track))
+            .map(|p| p.handle.clone());
+        if let Some(handle) = publisher {
+            self.send_peer(&handle, PeerCommand::PreferCodecs { track, codecs });
         }
     }
 

@@ -138,6 +138,12 @@ pub enum PeerCommand {
         track: TrackId,
         peer: PeerId,
     },
+    /// Some subscriber of `track` decodes only these codecs: the client is asked (by a new
+    /// offer) to send the first of its own codecs among them.
+    PreferCodecs {
+        track: TrackId,
+        codecs: Vec<super::codec::Codec>,
+    },
     /// A subscriber waits for a keyframe of one of our published tracks.
     RequestKeyframe {
         track: TrackId,
@@ -173,6 +179,15 @@ pub enum PeerEvent {
     Unpublished {
         peer: PeerId,
         tracks: Vec<TrackId>,
+    },
+    /// A track the client cannot receive as it is (it refused the m-line carrying it, or does
+    /// not decode its codec); `accepted` are the codecs of that kind the client takes.
+    Refused {
+        peer: PeerId,
+        track: TrackId,
+        code: &'static str,
+        message: String,
+        accepted: Vec<super::codec::Codec>,
     },
     /// The first RTP packet from this peer.
     FirstMedia {

@@ -37,11 +37,13 @@ class Participant:
         self.name = name
         self.token = token
         self.user = {"userId": user_id, "userType": user_type}
-        # max-bundle: with aiortc's default (balanced), a second video m-line keeps the
-        # transport of the first instead of the BUNDLE one, and its media is never received.
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        # aiortc's defaults (bundlePolicy balanced), as an application would build it; the
+        # interop matrix (tests/suite/interop.rs) covers the other policies.
+        policy = os.environ.get("BUNDLE_POLICY")
+        config = RTCConfiguration(iceServers=[])
+        if policy:
+            config.bundlePolicy = RTCBundlePolicy(policy)
+        self.pc = RTCPeerConnection(config)
         self.sio = socketio.AsyncClient(reconnection=False)
         self.frames = {"audio": 0, "video": 0}
         self.video_size = None

@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 use super::feedback::twcc::TwccRecorder;
 use super::media_plane::{Datagram, MediaPlane, Transport};
-use super::types::{FastMap, PeerCommand, PeerEvent, PeerId, TrackId};
+use super::types::{FastMap, PeerCommand, PeerEvent, PeerId, TrackId, TrackInfo};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
 pub use dtls_srtp::DtlsIdentity;
@@ -55,7 +55,7 @@ use dtls_srtp::DtlsSrtp;
 pub use outbound::SharedOutbound;
 use publish::UpTrack;
 use setup::PeerFactory;
-use subscribe::DownTrack;
+use subscribe::{DownTrack, IdleSender};
 
 /// Datagrams waiting for a peer before the socket drops new ones.
 const INBOX: usize = 2048;
@@ -91,6 +91,8 @@ pub struct PeerContext {
     pub owner: Identity,
     /// False in audio-only sessions: published video is ignored.
     pub allow_video: bool,
+    /// Most tracks the client may publish.
+    pub max_tracks: usize,
     pub plane: Arc<MediaPlane>,
     pub factory: Arc<PeerFactory>,
     pub metrics: Arc<Metrics>,
@@ -118,6 +120,9 @@ pub(super) struct Peer {
     /// make the first offer).
     can_offer: bool,
     negotiation_needed: bool,
+    /// Our next offer waits until then: a client that just completed a negotiation often
+    /// offers next (tracks it could not add to our offer), and two crossing offers help nobody.
+    offer_not_before: Option<Instant>,
     remote_set: bool,
     pending_candidates: Vec<RTCIceCandidateInit>,
     connected: bool,
@@ -148,6 +153,17 @@ pub(super) struct Peer {
     up_by_ssrc: FastMap<u32, usize>,
     downs: FastMap<TrackId, DownTrack>,
     down_by_ssrc: FastMap<u32, TrackId>,
+    /// Sending halves that carried a track and wait for another ([`subscribe`]).
+    idle: Vec<IdleSender>,
+    /// Tracks kept out of our first offer (one m-line per kind), added once it is answered.
+    deferred: Vec<TrackInfo>,
+    /// The client's last description, as relais reads it.
+    remote_sections: crate::sfu::sdp::sections::Sections,
+    /// The mid our descriptions tag first in their BUNDLE group, when not the stack's choice
+    /// ([`crate::sfu::sdp::plan::bundle_plan`]).
+    bundle_tag: Option<String>,
+    /// From the client's last offer: each mid and whether the client receives on it.
+    client_offered: Vec<(String, bool)>,
     /// Sender SSRC of the RTCP we write about the client's streams.
     rtcp_ssrc: u32,
     /// Arrival of the client's packets, for congestion feedback ([`rtcp_out`]).
@@ -178,6 +194,7 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         signaling: Signaling::Stable,
         can_offer: false,
         negotiation_needed: false,
+        offer_not_before: None,
         remote_set: false,
         pending_candidates: Vec::new(),
         connected: false,
@@ -198,6 +215,11 @@ pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerH
         up_by_ssrc: FastMap::default(),
         downs: FastMap::default(),
         down_by_ssrc: FastMap::default(),
+        idle: Vec::new(),
+        deferred: Vec::new(),
+        remote_sections: Default::default(),
+        client_offered: Vec::new(),
+        bundle_tag: None,
         rtcp_ssrc: rand::random::<u32>().max(1),
         twcc: TwccRecorder::default(),
         next_report: now + rtcp_out::REPORT_INTERVAL,
@@ -261,6 +283,11 @@ impl Peer {
         if let Some(t) = self.feedback_deadline() {
             next = next.min(t);
         }
+        if self.negotiation_needed
+            && let Some(t) = self.offer_not_before
+        {
+            next = next.min(t);
+        }
         // Handshake retransmissions only: a completed association needs no timer.
         if let Some(t) = self
             .secure
@@ -320,6 +347,7 @@ impl Peer {
             PeerCommand::AddSubscriber { track, link } => self.add_subscriber(track, link),
             PeerCommand::RemoveSubscriber { track, peer } => self.remove_subscriber(track, peer),
             PeerCommand::RequestKeyframe { track } => self.request_keyframe(track, Instant::now()),
+            PeerCommand::PreferCodecs { track, codecs } => self.prefer_codecs(track, &codecs),
             PeerCommand::RecordTrack { track, tap } => self.record_track(track, tap),
             PeerCommand::Stats { reply } => {
                 let _ = reply.send((self.path, self.stats(Instant::now())));
@@ -407,6 +435,7 @@ impl Peer {
         media.peer_connections.dec();
         self.ups.clear();
         self.downs.clear();
+        self.idle.clear();
         let _ = self
             .ctx
             .events

@@ -5,8 +5,13 @@
 //! state and never while an offer of ours waits for its answer. A client offer that arrives
 //! while ours is outstanding is refused (`negotiation_in_progress`): the client answers ours
 //! first. A description the stack cannot apply is rolled back, leaving the peer as it was.
+//!
+//! Before the stack sees a client's description relais reads it itself ([`sdp::plan`]): an
+//! offer publishing more than `media.max_tracks` tracks is refused (`too_many_tracks`), our
+//! answer's BUNDLE tag is chosen so that every m-line keeps a live transport, and an answer
+//! whose m-lines do not match our offer, or that rejects all of them, is refused (`bad_sdp`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -15,8 +20,13 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::dtls_srtp::{DtlsSrtp, Role};
 use super::{Peer, Signaling};
+use crate::sfu::sdp::plan::{self, BundlePlan};
+use crate::sfu::sdp::sections::Sections;
 use crate::sfu::sdp::{self, Setup};
 use crate::sfu::types::{LocalAnswer, PeerEvent, SignalError, SignalResult};
+
+/// How long our next offer waits after a completed negotiation (see `Peer::offer_not_before`).
+const OFFER_SETTLE: Duration = Duration::from_millis(150);
 
 /// Candidates kept while no remote description exists.
 const MAX_PENDING_CANDIDATES: usize = 64;
@@ -31,6 +41,22 @@ impl Peer {
             ));
         }
         sdp::check_fingerprint(offer).map_err(|p| SignalError::bad_sdp(p.message()))?;
+        let sections = Sections::parse(offer);
+        let published = plan::published_tracks(&sections);
+        if published > self.ctx.max_tracks {
+            return Err(SignalError::new(
+                "too_many_tracks",
+                format!(
+                    "this offer publishes {published} tracks; relais takes at most {} per \
+                     participant (setting media.max_tracks)",
+                    self.ctx.max_tracks
+                ),
+            ));
+        }
+        let bundle = plan::bundle_plan(&sections);
+        if let BundlePlan::Unservable(why) = &bundle {
+            return Err(SignalError::new("unbundled_transports", why.clone()));
+        }
         let now = Instant::now();
         let desc = RTCSessionDescription::offer(offer.to_string())
             .map_err(|e| SignalError::bad_sdp(format!("unreadable offer: {e}")))?;
@@ -53,10 +79,19 @@ impl Peer {
         self.remote_set = true;
         self.can_offer = true;
         self.signaling = Signaling::Stable;
-        self.after_negotiation(&local)?;
+        self.client_offered = sections
+            .media
+            .iter()
+            .filter_map(|s| Some((s.mid.clone()?, !s.rejected() && s.direction().receives())))
+            .collect();
+        self.after_negotiation(&local, sections)?;
+        if let BundlePlan::Tag(mid) = bundle {
+            self.bundle_tag = Some(mid);
+        }
+        let sent = self.as_sent(local);
         Ok(LocalAnswer {
-            candidates: self.local_candidates(&local),
-            sdp: local,
+            candidates: self.local_candidates(&sent),
+            sdp: sent,
         })
     }
 
@@ -69,6 +104,9 @@ impl Peer {
         }
         sdp::check(answer).map_err(|p| SignalError::bad_sdp(p.message()))?;
         sdp::check_fingerprint(answer).map_err(|p| SignalError::bad_sdp(p.message()))?;
+        let sections = Sections::parse(answer);
+        let ours = Sections::parse(&self.local_sdp()?);
+        plan::check_answer(&ours, &sections).map_err(SignalError::bad_sdp)?;
         let desc = RTCSessionDescription::answer(answer.to_string())
             .map_err(|e| SignalError::bad_sdp(format!("unreadable answer: {e}")))?;
         // On failure the offer stays outstanding: the client may send a corrected answer.
@@ -78,7 +116,7 @@ impl Peer {
         self.remote_set = true;
         self.signaling = Signaling::Stable;
         let local = self.local_sdp()?;
-        self.after_negotiation(&local)
+        self.after_negotiation(&local, sections)
     }
 
     pub(super) fn remote_candidates(
@@ -109,7 +147,8 @@ impl Peer {
         Ok(accepted)
     }
 
-    /// The first offer comes from us: receive slots for the client's own media.
+    /// The first offer comes from us: receive slots for the client's own media, on which the
+    /// first track of each kind it receives rides too ([`super::subscribe`]).
     pub(super) fn start_offer(&mut self, audio: bool, video: bool) {
         let recvonly = || {
             Some(RTCRtpTransceiverInit {
@@ -130,16 +169,17 @@ impl Peer {
     /// Sends an offer when something changed, the peer is stable and may offer. True when the
     /// connection was touched (its output must be drained).
     pub(super) fn maybe_offer(&mut self) -> bool {
+        let now = Instant::now();
         if !self.negotiation_needed
             || !self.can_offer
             || self.signaling != Signaling::Stable
             || self.closed
+            || self.offer_not_before.is_some_and(|t| now < t)
         {
             return false;
         }
         self.negotiation_needed = false;
         self.pc_touched = true;
-        let now = Instant::now();
         let offer = match self.pc.create_offer(None) {
             Ok(o) => o,
             Err(e) => {
@@ -154,6 +194,7 @@ impl Peer {
         let Ok(sdp) = self.local_sdp() else {
             return true;
         };
+        let sdp = self.as_sent(sdp);
         self.register_ufrag(&sdp);
         self.signaling = Signaling::HaveLocalOffer;
         self.ctx.metrics.media.renegotiations.inc();
@@ -167,6 +208,15 @@ impl Peer {
             candidates,
         });
         true
+    }
+
+    /// A description of ours as the client gets it: with the BUNDLE tag chosen for it, in
+    /// every description after the first (RFC 8843 §7.2: the tagged m-line stays the same).
+    fn as_sent(&self, sdp: String) -> String {
+        match &self.bundle_tag {
+            Some(tag) => plan::retag_bundle(&sdp, tag),
+            None => sdp,
+        }
     }
 
     fn local_sdp(&self) -> SignalResult<String> {
@@ -193,7 +243,13 @@ impl Peer {
     /// Our candidates are in every SDP we produce; clients that listen for trickled ones get
     /// them too (after the description), attached to the first m-line.
     fn local_candidates(&self, local_sdp: &str) -> Vec<RTCIceCandidateInit> {
-        let mid = sdp::first_mid(local_sdp).map(str::to_string);
+        let mid = plan::bundle_tag(local_sdp).map(str::to_string);
+        let index = mid.as_deref().and_then(|m| {
+            Sections::parse(local_sdp)
+                .media
+                .iter()
+                .position(|s| s.mid.as_deref() == Some(m))
+        });
         self.ctx
             .factory
             .candidates()
@@ -201,7 +257,7 @@ impl Peer {
             .filter_map(|addr| super::setup::host_candidate(*addr).ok())
             .map(|mut c| {
                 c.sdp_mid = mid.clone();
-                c.sdp_mline_index = Some(0);
+                c.sdp_mline_index = index.and_then(|i| u16::try_from(i).ok()).or(Some(0));
                 c
             })
             .collect()
@@ -210,7 +266,8 @@ impl Peer {
     /// After a completed offer/answer: routes, early candidates, the DTLS association (after
     /// the first one), what the client now sends us and how our outgoing tracks were
     /// negotiated.
-    fn after_negotiation(&mut self, local_sdp: &str) -> SignalResult<()> {
+    fn after_negotiation(&mut self, local_sdp: &str, remote: Sections) -> SignalResult<()> {
+        self.offer_not_before = Some(Instant::now() + OFFER_SETTLE);
         self.register_ufrag(local_sdp);
         for c in std::mem::take(&mut self.pending_candidates) {
             let _ = self.pc.add_remote_candidate(c);
@@ -221,11 +278,17 @@ impl Peer {
             .map(|d| d.sdp.clone())
             .unwrap_or_default();
         self.declared_ssrcs = sdp::ssrc_mids(&remote_sdp);
+        self.remote_sections = remote;
         if self.secure.is_none() {
             self.create_secure(local_sdp, &remote_sdp)?;
         }
         self.refresh_published();
-        self.refresh_subscriptions();
+        let remote = std::mem::take(&mut self.remote_sections);
+        self.check_legs(&remote);
+        self.remote_sections = remote;
+        for track in std::mem::take(&mut self.deferred) {
+            self.subscribe(track);
+        }
         Ok(())
     }
 

@@ -25,6 +25,7 @@ use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 
 use super::retransmit::SentHistory;
+use crate::sfu::codec::Codec;
 use crate::sfu::feedback::reports::SendCounters;
 use crate::sfu::forward::{Decision, DropReason, Incoming, Rewriter};
 use crate::sfu::media_plane::{MediaPlane, Transport};
@@ -50,8 +51,10 @@ pub struct Leg {
     pub out_ssrc: u32,
     pub clock_rate: u32,
     rewriter: Rewriter,
-    /// Negotiated on this leg; `None` until the client answered the offer carrying it.
-    pub payload_type: Option<u8>,
+    /// This leg's payload type for each codec the client accepted on its m-line; empty until
+    /// an offer/answer carrying the leg completed. A packet of a codec the client did not
+    /// accept is not sent (the publisher is asked to change codec, see the room).
+    pub payload_types: Vec<(Codec, u8)>,
     pub ext: LegExtensions,
     pub mid: Option<Bytes>,
     last_keyframe_request: Option<Instant>,
@@ -67,13 +70,21 @@ impl Leg {
             out_ssrc,
             clock_rate,
             rewriter: Rewriter::new(clock_rate, video, initial_seq),
-            payload_type: None,
+            payload_types: Vec::new(),
             ext: LegExtensions::default(),
             mid: None,
             last_keyframe_request: None,
             sent: SendCounters::default(),
             history: video.then(SentHistory::default),
         }
+    }
+
+    /// The payload type this leg negotiated for `codec`.
+    pub fn payload_type(&self, codec: Codec) -> Option<u8> {
+        self.payload_types
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .map(|(_, pt)| *pt)
     }
 }
 
@@ -143,8 +154,8 @@ impl Outbound {
         self.legs.insert(track, leg);
     }
 
-    pub fn remove_leg(&mut self, track: TrackId) {
-        self.legs.remove(&track);
+    pub fn remove_leg(&mut self, track: TrackId) -> Option<Leg> {
+        self.legs.remove(&track)
     }
 
     pub fn leg_mut(&mut self, track: TrackId) -> Option<&mut Leg> {
@@ -155,12 +166,13 @@ impl Outbound {
         self.legs.get(&track)
     }
 
-    /// Rewrites `packet` of `track` for this leg (SSRC, numbering, payload type, extension
-    /// ids), encrypts and queues it.
+    /// Rewrites `packet` of `track` (coded with `codec`) for this leg (SSRC, numbering, payload
+    /// type, extension ids), encrypts and queues it.
     pub fn forward(
         &mut self,
         track: TrackId,
         mut packet: rtc::rtp::Packet,
+        codec: Codec,
         keyframe: bool,
         now: Instant,
     ) -> Forward {
@@ -170,10 +182,15 @@ impl Outbound {
         let Some(leg) = self.legs.get_mut(&track) else {
             return Forward::Dropped("not_subscribed");
         };
-        let (Some(srtp), Some((to, transport)), Some(pt)) =
-            (self.srtp.as_mut(), self.dest, leg.payload_type)
-        else {
+        let (Some(srtp), Some((to, transport))) = (self.srtp.as_mut(), self.dest) else {
             return Forward::Dropped("leg_not_ready");
+        };
+        let Some(pt) = leg.payload_type(codec) else {
+            return Forward::Dropped(if leg.payload_types.is_empty() {
+                "leg_not_ready"
+            } else {
+                "codec_not_accepted"
+            });
         };
         let h = &mut packet.header;
         let decision = leg.rewriter.decide(&Incoming {

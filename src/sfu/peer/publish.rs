@@ -50,9 +50,10 @@ pub(super) struct UpTrack {
     pub(super) last_sr: Option<LastSenderReport>,
     rate: RateMeter,
     plis: u64,
-    codec_mismatch_logged: bool,
     /// Set while this track is recorded: packets are copied to the recorder's queue.
     record: Option<RecordTap>,
+    /// The codec the recording was started with (its file is of that codec).
+    record_codec: Codec,
 }
 
 impl Peer {
@@ -194,8 +195,8 @@ impl Peer {
             last_sr: None,
             rate: RateMeter::default(),
             plis: 0,
-            codec_mismatch_logged: false,
             record: None,
+            record_codec: codec,
         })
     }
 
@@ -284,25 +285,30 @@ impl Peer {
             now,
             up.clock_rate,
         );
-        let codec = up
+        let Some(codec) = up
             .payload_types
             .iter()
             .find(|(pt, _)| *pt == h.payload_type)
-            .map(|(_, c)| *c);
-        if codec != Some(up.codec) {
-            if !up.codec_mismatch_logged {
-                up.codec_mismatch_logged = true;
-                tracing::warn!(
-                    peer = self.ctx.id,
-                    track = up.info.id,
-                    pt = h.payload_type,
-                    "publisher switched codec; packets of the other codec are not forwarded"
-                );
-            }
-            self.count_drop("codec_mismatch");
+            .map(|(_, c)| *c)
+            .filter(|c| *c != Codec::Other)
+        else {
+            self.count_drop("unknown_payload_type");
             return;
+        };
+        if codec != up.codec {
+            // The client changed codec (relais asked it to, so that a subscriber can decode it,
+            // or on its own): subscribers' legs map each codec they accepted.
+            tracing::debug!(
+                peer = self.ctx.id,
+                track = up.info.id,
+                from = up.codec.name(),
+                to = codec.name(),
+                "publisher changed codec"
+            );
+            up.codec = codec;
         }
         if let Some(tap) = &up.record
+            && up.record_codec == codec
             && tap.rtp(up.info.id, &packet, now) == Err(TapError::Closed)
         {
             up.record = None;
@@ -310,7 +316,7 @@ impl Peer {
         if up.subscribers.is_empty() {
             return;
         }
-        let keyframe = is_keyframe(up.codec, &packet.payload);
+        let keyframe = is_keyframe(codec, &packet.payload);
         normalize_extensions(&mut packet.header, &up.ext_map);
         let track = up.info.id;
         let last = up.subscribers.len() - 1;
@@ -324,7 +330,11 @@ impl Peer {
             } else {
                 packet.clone()
             };
-            match sub.outbound.lock().forward(track, packet, keyframe, now) {
+            match sub
+                .outbound
+                .lock()
+                .forward(track, packet, codec, keyframe, now)
+            {
                 Forward::Sent(payload) => {
                     self.counts.forwarded += 1;
                     self.counts.forwarded_bytes += payload as u64;
@@ -386,10 +396,56 @@ impl Peer {
         }
     }
 
+    /// Asks the client to send `track` with the first of its codecs that is in `codecs` (a
+    /// subscriber decodes only those): that codec goes first on the m-line in our next offer,
+    /// and clients send with the first codec the other side lists. Nothing happens when the
+    /// client offered none of them, or already sends the first.
+    pub(super) fn prefer_codecs(&mut self, track: TrackId, codecs: &[Codec]) {
+        let Some(up) = self.ups.iter().find(|u| u.info.id == track) else {
+            return;
+        };
+        if codecs.contains(&up.codec) {
+            return;
+        }
+        let receiver = up.receiver;
+        let Some(mut r) = self.pc.rtp_receiver(receiver) else {
+            return;
+        };
+        let mut list = r.get_parameters().rtp_parameters.codecs.clone();
+        let Some(first) = list
+            .iter()
+            .position(|c| codecs.contains(&Codec::from_mime(&c.rtp_codec.mime_type)))
+        else {
+            tracing::debug!(
+                peer = self.ctx.id,
+                track,
+                "the publisher offered none of the codecs asked"
+            );
+            return;
+        };
+        let chosen = list.remove(first);
+        list.insert(0, chosen);
+        let Some(mut t) = self.pc.rtp_transceiver(receiver.into()) else {
+            return;
+        };
+        match t.set_codec_preferences(list) {
+            Ok(()) => {
+                tracing::debug!(
+                    peer = self.ctx.id,
+                    track,
+                    "asking the publisher to change codec"
+                );
+                self.negotiation_needed = true;
+            }
+            Err(e) => tracing::debug!(peer = self.ctx.id, error = %e, "codec preference refused"),
+        }
+    }
+
     /// Starts (or stops) copying `track`'s packets to a recorder.
     pub(super) fn record_track(&mut self, track: TrackId, tap: Option<RecordTap>) {
         if let Some(up) = self.ups.iter_mut().find(|u| u.info.id == track) {
             up.record = tap;
+            up.record_codec = up.codec;
         }
     }
 

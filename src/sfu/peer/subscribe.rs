@@ -3,6 +3,26 @@
 //! and the subscriber's RTCP (PLI/FIR become keyframe requests to the publisher; NACKs are
 //! answered from the datagrams recently sent, see [`super::retransmit`]; receiver reports feed
 //! the statistics).
+//!
+//! Where a track goes (an m-line's sending half), first found first taken:
+//! 1. a sending half that carried a track before and whose stop the client has seen (an
+//!    offer/answer completed since): same SSRC, numbering continued;
+//! 2. an m-line that sends nothing yet: one the client offered to send and receive on (as a
+//!    peer-to-peer call carries the other side's camera on the m-line that publishes yours, so a
+//!    1:1 call needs one m-line per kind), or a slot of our first offer not yet sent;
+//! 3. before anything was negotiated, nothing else: our first offer has at most one m-line per
+//!    kind, because a client that gathers one transport per kind before BUNDLE is agreed (aiortc's
+//!    default) loses every further m-line of a kind that arrives in that first offer; the rest
+//!    follows in the next offer;
+//! 4. a new `sendonly` m-line.
+//!
+//! Invariants:
+//! - nothing is forwarded on an m-line the client did not accept: a leg gets payload types only
+//!   from a completed negotiation in which the client receives on it ([`Peer::check_legs`]);
+//! - a track the client refused on its own m-line moves to a new one; one refused on an m-line
+//!   of its own, or whose codec the client does not take, is reported to the room;
+//! - an m-line's MID, payload types and extension ids never change once negotiated (a stopped
+//!   sending half keeps its SSRC for the next track).
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +35,19 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::{
+    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+};
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
 use super::outbound::{Leg, LegExtensions};
 use super::stats::{RateMeter, TrackStatsView};
-use crate::sfu::codec::Codec;
-use crate::sfu::types::{MediaKind, PeerCommand, TrackId, TrackInfo};
+use crate::sfu::codec::{Codec, h264_match};
+use crate::sfu::sdp::sections::Sections;
+use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
 
 /// A subscriber's keyframe requests for one track reach its publisher at most this often (the
 /// publisher throttles what it sends its client further): a flood of PLI or FIR cannot fill the
@@ -38,6 +61,8 @@ pub(super) struct DownTrack {
     sender: RTCRtpSenderId,
     pub(super) out_ssrc: u32,
     codec: Codec,
+    /// The m-line was made for this track (not one the client publishes on, nor a slot).
+    dedicated: bool,
     rate: RateMeter,
     /// Packets the client reported lost (NACKed), and those sent again.
     nacks: u64,
@@ -49,63 +74,162 @@ pub(super) struct DownTrack {
     remote_jitter: u32,
 }
 
+/// The sending half of an m-line that carried a track and carries none now. Its SSRC and
+/// numbering ([`Leg`]) go to the next track it carries, so the client sees one stream.
+pub(super) struct IdleSender {
+    sender: RTCRtpSenderId,
+    kind: MediaKind,
+    ssrc: u32,
+    leg: Leg,
+    /// An offer/answer completed since it stopped: the client saw it stop.
+    reusable: bool,
+    /// The client refused to receive on this m-line: never used again.
+    refused: bool,
+}
+
+fn rtc_kind(kind: MediaKind) -> RtpCodecKind {
+    match kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    }
+}
+
+/// The track as the client sees it: its stream is the publisher (`medecin-79`), so a client
+/// groups a participant's audio and video, and tells participants apart.
+fn client_track(info: &TrackInfo, ssrc: u32) -> MediaStreamTrack {
+    let stream = format!("{}-{}", info.owner.role, info.owner.id);
+    MediaStreamTrack::new(
+        stream.clone(),
+        format!("{stream}-{}-{}", info.kind.as_str(), info.id),
+        format!("{} {}", info.owner.role, info.kind.as_str()),
+        rtc_kind(info.kind),
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            // No codec: the m-line keeps every codec negotiated on it (the client may publish
+            // on it with one, and the publisher may change codec later).
+            ..Default::default()
+        }],
+    )
+}
+
 impl Peer {
     pub(super) fn subscribe(&mut self, info: TrackInfo) {
-        if self.downs.contains_key(&info.id) || info.owner == self.ctx.owner {
+        if self.downs.contains_key(&info.id)
+            || info.owner == self.ctx.owner
+            || self.deferred.iter().any(|d| d.id == info.id)
+        {
             return;
         }
-        let mut rng = rand::rng();
-        let out_ssrc = loop {
-            let s: u32 = rng.random();
-            if s != 0 && !self.down_by_ssrc.contains_key(&s) {
-                break s;
+        // 1. A sending half the client saw stop.
+        let candidates: Vec<usize> = (0..self.idle.len())
+            .filter(|&i| {
+                let s = &self.idle[i];
+                s.reusable && !s.refused && s.kind == info.kind
+            })
+            .collect();
+        let reuse = candidates
+            .into_iter()
+            .find(|&i| self.mline_lists(self.idle[i].sender.into(), &info.codec));
+        if let Some(i) = reuse {
+            let idle = self.idle.remove(i);
+            if let Some(mut t) = self.pc.rtp_transceiver(idle.sender.into()) {
+                let d = t.direction();
+                t.set_direction(RTCRtpTransceiverDirection::from_send_recv(
+                    true,
+                    d.has_recv(),
+                ));
             }
-        };
-        let kind = match info.kind {
-            MediaKind::Audio => RtpCodecKind::Audio,
-            MediaKind::Video => RtpCodecKind::Video,
-        };
-        let stream = format!("{}-{}", info.owner.role, info.owner.id);
-        let track = MediaStreamTrack::new(
-            stream.clone(),
-            format!("{stream}-{}-{}", info.kind.as_str(), info.id),
-            format!("{} {}", info.owner.role, info.kind.as_str()),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(out_ssrc),
-                    ..Default::default()
-                },
-                codec: info.codec.clone(),
-                ..Default::default()
-            }],
-        );
-        let init = RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![stream],
-            send_encodings: vec![],
-        };
-        let transceiver = match self.pc.add_transceiver_from_track(track, Some(init)) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(peer = self.ctx.id, track = info.id, error = %e, "cannot send this track");
+            let replaced = self
+                .pc
+                .rtp_sender(idle.sender)
+                .map(|mut s| s.replace_track(client_track(&info, idle.ssrc)));
+            if matches!(replaced, Some(Ok(()))) {
+                self.add_down(info, idle.sender, idle.ssrc, idle.leg, false);
                 return;
             }
-        };
-        let codec = Codec::from_mime(&info.codec.mime_type);
-        self.outbound.lock().add_leg(
-            info.id,
+            tracing::debug!(
+                peer = self.ctx.id,
+                "an idle sending half could not be reused"
+            );
+        }
+        // 2. An m-line that sends nothing yet.
+        let fresh_leg = |info: &TrackInfo, ssrc: u32| {
             Leg::new(
-                out_ssrc,
+                ssrc,
                 info.codec.clock_rate,
-                codec.is_video(),
-                rng.random(),
-            ),
-        );
+                info.kind == MediaKind::Video,
+                rand::random(),
+            )
+        };
+        if self.free_mline(&info).is_some() {
+            let ssrc = self.new_ssrc();
+            match self.pc.add_track(client_track(&info, ssrc)) {
+                Ok(sender) => {
+                    let leg = fresh_leg(&info, ssrc);
+                    self.add_down(info, sender, ssrc, leg, false);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = self.ctx.id, error = %e, "no free m-line after all")
+                }
+            }
+        }
+        // 3. Our first offer carries one m-line per kind at most.
+        if !self.remote_set {
+            self.deferred.push(info);
+            return;
+        }
+        // 4. A new m-line.
+        let ssrc = self.new_ssrc();
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![format!("{}-{}", info.owner.role, info.owner.id)],
+            send_encodings: vec![],
+        };
+        match self
+            .pc
+            .add_transceiver_from_track(client_track(&info, ssrc), Some(init))
+        {
+            Ok(t) => {
+                let leg = fresh_leg(&info, ssrc);
+                self.add_down(info, RTCRtpSenderId::from(t), ssrc, leg, true);
+            }
+            Err(e) => {
+                tracing::warn!(peer = self.ctx.id, track = info.id, error = %e, "cannot send this track");
+            }
+        }
+    }
+
+    fn new_ssrc(&self) -> u32 {
+        let mut rng = rand::rng();
+        loop {
+            let s: u32 = rng.random();
+            if s != 0
+                && !self.down_by_ssrc.contains_key(&s)
+                && !self.idle.iter().any(|i| i.ssrc == s)
+            {
+                break s;
+            }
+        }
+    }
+
+    fn add_down(
+        &mut self,
+        info: TrackInfo,
+        sender: RTCRtpSenderId,
+        out_ssrc: u32,
+        leg: Leg,
+        dedicated: bool,
+    ) {
+        self.outbound.lock().add_leg(info.id, leg);
         let down = DownTrack {
-            sender: RTCRtpSenderId::from(transceiver),
+            sender,
             out_ssrc,
-            codec,
+            codec: Codec::from_mime(&info.codec.mime_type),
+            dedicated,
             rate: RateMeter::default(),
             nacks: 0,
             retransmitted: 0,
@@ -121,55 +245,257 @@ impl Peer {
         self.negotiation_needed = true;
     }
 
+    /// The m-line `add_track` would take for `info` (the first of its kind with no sending
+    /// half), when it suits: not rejected, not one the client said it only sends on, and listing
+    /// the track's codec once negotiated.
+    fn free_mline(&mut self, info: &TrackInfo) -> Option<RTCRtpTransceiverId> {
+        let ids: Vec<RTCRtpTransceiverId> = self.pc.get_transceivers().collect();
+        for tid in ids {
+            let Some(t) = self.pc.rtp_transceiver(tid) else {
+                continue;
+            };
+            if t.sender().is_some() {
+                continue;
+            }
+            let mid = t.mid().clone();
+            if self.mline_kind(tid, mid.as_deref()) != Some(info.kind) {
+                continue;
+            }
+            // The first one of the kind is the one `add_track` takes: suitable or not, no other.
+            // Once negotiated, it suits only if the client offered it receiving: a client that
+            // answered one of our receive-only slots may have no receiver behind it (webrtc-rs
+            // makes none for a transceiver it created `sendonly`), and one that offered it
+            // `sendonly` said it does not want to receive there.
+            let Some(mid) = mid else {
+                return Some(tid);
+            };
+            let offered_receiving = self
+                .client_offered
+                .iter()
+                .any(|(m, receives)| *m == mid && *receives);
+            let rejected = self
+                .remote_sections
+                .by_mid(&mid)
+                .is_some_and(|s| s.rejected());
+            return (offered_receiving && !rejected && self.mline_lists(tid, &info.codec))
+                .then_some(tid);
+        }
+        None
+    }
+
+    /// The kind of an m-line: from the stack while it sends or receives, else from the client's
+    /// description.
+    fn mline_kind(&mut self, tid: RTCRtpTransceiverId, mid: Option<&str>) -> Option<MediaKind> {
+        let from_stack = |k: RtpCodecKind| match k {
+            RtpCodecKind::Audio => Some(MediaKind::Audio),
+            RtpCodecKind::Video => Some(MediaKind::Video),
+            _ => None,
+        };
+        if let Some(r) = self.pc.rtp_receiver(tid.into()) {
+            return from_stack(r.track().kind());
+        }
+        if let Some(s) = self.pc.rtp_sender(tid.into()) {
+            return from_stack(s.track().kind());
+        }
+        match self.remote_sections.by_mid(mid?)?.kind.as_str() {
+            "audio" => Some(MediaKind::Audio),
+            "video" => Some(MediaKind::Video),
+            _ => None,
+        }
+    }
+
+    /// Whether an m-line can carry `codec`: not negotiated yet (our offer will list every codec
+    /// of its kind), or the client's last description lists it.
+    fn mline_lists(&mut self, tid: RTCRtpTransceiverId, codec: &RTCRtpCodec) -> bool {
+        let Some(t) = self.pc.rtp_transceiver(tid) else {
+            return false;
+        };
+        match t
+            .mid()
+            .as_deref()
+            .and_then(|m| self.remote_sections.by_mid(m))
+        {
+            None => true,
+            Some(s) => s.lists(&codec.mime_type),
+        }
+    }
+
     pub(super) fn unsubscribe(&mut self, track: TrackId) {
+        self.deferred.retain(|d| d.id != track);
         let Some(down) = self.downs.remove(&track) else {
             return;
         };
+        self.retire(down, false);
+    }
+
+    /// Stops the sending half of `down`'s m-line; it stays with its SSRC for a later track.
+    fn retire(&mut self, down: DownTrack, refused: bool) {
         self.down_by_ssrc.remove(&down.out_ssrc);
-        self.outbound.lock().remove_leg(track);
-        if let Err(e) = self.pc.remove_track(down.sender) {
-            tracing::debug!(peer = self.ctx.id, error = %e, "remove_track failed");
+        let leg = self.outbound.lock().remove_leg(down.info.id);
+        if let Some(mut t) = self.pc.rtp_transceiver(down.sender.into()) {
+            let d = t.direction();
+            t.set_direction(RTCRtpTransceiverDirection::from_send_recv(
+                false,
+                d.has_recv(),
+            ));
+        }
+        if let Some(leg) = leg {
+            self.idle.push(IdleSender {
+                sender: down.sender,
+                kind: down.info.kind,
+                ssrc: down.out_ssrc,
+                leg,
+                reusable: false,
+                refused,
+            });
         }
         self.negotiation_needed = true;
     }
 
-    /// Reads, for each outgoing track, what this leg negotiated: payload type, extension ids,
-    /// mid.
-    pub(super) fn refresh_subscriptions(&mut self) {
+    /// After each completed offer/answer: each outgoing track's leg learns what the client
+    /// accepted (payload types per codec, extension ids, mid), tracks refused on a client's own
+    /// m-line move to an m-line of their own, and what cannot be sent is reported to the room.
+    /// `remote` is the client's description just applied.
+    pub(super) fn check_legs(&mut self, remote: &Sections) {
+        for idle in &mut self.idle {
+            idle.reusable = true;
+        }
         let ids: Vec<TrackId> = self.downs.keys().copied().collect();
+        let mut moves = Vec::new();
         for id in ids {
             let sender = self.downs[&id].sender;
-            let Some(mut s) = self.pc.rtp_sender(sender) else {
-                continue;
-            };
-            let params = s.get_parameters().rtp_parameters.clone();
-            let mime = self.downs[&id].info.codec.mime_type.to_ascii_lowercase();
-            let payload_type = params
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.to_ascii_lowercase() == mime)
-                .map(|c| c.payload_type);
-            let mut ext = LegExtensions::default();
-            for e in &params.header_extensions {
-                let id = u8::try_from(e.id).ok();
-                match e.uri.as_str() {
-                    SDES_MID_URI => ext.mid = id,
-                    AUDIO_LEVEL_URI => ext.audio_level = id,
-                    VIDEO_ORIENTATION_URI => ext.video_orientation = id,
-                    _ => {}
-                }
-            }
-            let mid = self
+            let Some(mid) = self
                 .pc
                 .rtp_transceiver(sender.into())
                 .and_then(|t| t.mid().clone())
-                .map(Bytes::from);
-            if let Some(leg) = self.outbound.lock().leg_mut(id) {
-                leg.payload_type = payload_type;
-                leg.ext = ext;
-                leg.mid = mid;
+            else {
+                continue; // not offered yet
+            };
+            let Some(section) = remote.by_mid(&mid) else {
+                continue;
+            };
+            if section.rejected() || !section.direction().receives() {
+                if self.downs[&id].dedicated {
+                    let down = self.downs.remove(&id).expect("listed");
+                    let message = format!(
+                        "you did not accept the m-line (mid {mid}) that carries the {} of {} {}:                          answer it recvonly to receive it",
+                        down.info.kind.as_str(),
+                        down.info.owner.role,
+                        down.info.owner.id
+                    );
+                    self.report_refused(&down.info, "track_refused", message);
+                    self.retire(down, true);
+                } else {
+                    moves.push(id);
+                }
+                continue;
+            }
+            self.learn_leg(id, section);
+        }
+        for id in moves {
+            // The client publishes here but does not receive: the track gets its own m-line.
+            if let Some(down) = self.downs.remove(&id) {
+                let info = down.info.clone();
+                self.retire(down, true);
+                self.subscribe(info);
             }
         }
+    }
+
+    /// What the client accepted on `id`'s m-line.
+    fn learn_leg(&mut self, id: TrackId, section: &crate::sfu::sdp::sections::Section) {
+        let down = &self.downs[&id];
+        let sender = down.sender;
+        let wanted = down.info.codec.clone();
+        let Some(mut s) = self.pc.rtp_sender(sender) else {
+            return;
+        };
+        let params = s.get_parameters().rtp_parameters.clone();
+        let mut payload_types: Vec<(Codec, u8)> = Vec::new();
+        // For each codec, the payload type the client listed (for H264 the variant closest to
+        // the publisher's: same packetization mode, then same profile).
+        for c in &params.codecs {
+            let codec = Codec::from_mime(&c.rtp_codec.mime_type);
+            if codec == Codec::Other || !section.lists(&c.rtp_codec.mime_type) {
+                continue;
+            }
+            match payload_types.iter_mut().find(|(k, _)| *k == codec) {
+                None => payload_types.push((codec, c.payload_type)),
+                Some(entry) if codec == Codec::H264 => {
+                    let current = params
+                        .codecs
+                        .iter()
+                        .find(|p| p.payload_type == entry.1)
+                        .map(|p| h264_match(&p.rtp_codec.sdp_fmtp_line, &wanted.sdp_fmtp_line))
+                        .unwrap_or(0);
+                    if h264_match(&c.rtp_codec.sdp_fmtp_line, &wanted.sdp_fmtp_line) > current {
+                        entry.1 = c.payload_type;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let mut ext = LegExtensions::default();
+        for e in &params.header_extensions {
+            let id = u8::try_from(e.id).ok();
+            match e.uri.as_str() {
+                SDES_MID_URI => ext.mid = id,
+                AUDIO_LEVEL_URI => ext.audio_level = id,
+                VIDEO_ORIENTATION_URI => ext.video_orientation = id,
+                _ => {}
+            }
+        }
+        let mid = self
+            .pc
+            .rtp_transceiver(sender.into())
+            .and_then(|t| t.mid().clone())
+            .map(Bytes::from);
+        let codec = self.downs[&id].codec;
+        let unsupported = !payload_types.iter().any(|(c, _)| *c == codec);
+        if let Some(leg) = self.outbound.lock().leg_mut(id) {
+            leg.payload_types = payload_types;
+            leg.ext = ext;
+            leg.mid = mid;
+        }
+        if unsupported {
+            let info = self.downs[&id].info.clone();
+            let message = format!(
+                "{} {} sends {} {}, which your client did not accept on this m-line; relais asks                  them to change codec",
+                info.owner.role,
+                info.owner.id,
+                info.kind.as_str(),
+                codec.name().to_uppercase()
+            );
+            self.report_refused(&info, "codec_unsupported", message);
+        }
+    }
+
+    fn report_refused(&self, info: &TrackInfo, code: &'static str, message: String) {
+        let _ = self.ctx.events.send(PeerEvent::Refused {
+            peer: self.ctx.id,
+            track: info.id,
+            code,
+            message,
+            accepted: self.accepted_codecs(info.kind),
+        });
+    }
+
+    /// The codecs of `kind` this client accepts, from its last description (the room picks a
+    /// codec every subscriber of a track can decode).
+    pub(super) fn accepted_codecs(&self, kind: MediaKind) -> Vec<Codec> {
+        let mut out = Vec::new();
+        for s in &self.remote_sections.media {
+            if s.kind != kind.as_str() || s.rejected() {
+                continue;
+            }
+            for f in &s.formats {
+                let c = Codec::from_mime(&f.mime);
+                if c != Codec::Other && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 
     /// Feedback from the client about what we send it (and reports on what it sends us).

@@ -3,6 +3,9 @@
 //! role and certificate fingerprints, which relais's own DTLS needs), and which SSRC a client
 //! declares for which m-line.
 
+pub mod plan;
+pub mod sections;
+
 /// Largest SDP accepted.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
