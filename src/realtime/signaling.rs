@@ -5,7 +5,8 @@
 //!
 //! Invariant: one socket's signaling is handled in the order it was sent (socketioxide runs
 //! each event in a task of its own, and candidates sent right after an offer must not overtake
-//! it): every event becomes a job on the socket's own bounded queue, run one after the other.
+//! it): every event takes a place on the socket's own bounded queue as its packet is read
+//! ([`Place`]), and the jobs run one after the other in that order.
 //! A client that floods the queue gets `webrtc_error {code: "too_many_requests"}`.
 //!
 //! Several nodes: a session's room lives on the node it was placed on. An event for a session
@@ -45,18 +46,44 @@ pub const INTERNAL_RECORDING_STOP: &str = "internal:recording_stop";
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A socket's signaling queue (kept in its extensions; the worker stops when it is dropped).
+/// It holds places, not jobs: a place is taken while socketioxide reads the packet (in the
+/// order packets arrive, see [`Place`]), and its job is handed over later by the event's task.
 #[derive(Clone)]
-pub(super) struct SignalQueue(tokio::sync::mpsc::Sender<Job>);
+pub(super) struct SignalQueue(tokio::sync::mpsc::Sender<tokio::sync::oneshot::Receiver<Job>>);
 
 impl SignalQueue {
     pub(super) fn start() -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Receiver<Job>>(QUEUE);
         tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                job.await;
+            while let Some(place) = rx.recv().await {
+                // A place whose handler went away without a job is skipped.
+                if let Ok(job) = place.await {
+                    job.await;
+                }
             }
         });
         Self(tx)
+    }
+}
+
+/// Extractor: the event's place in its socket's signaling queue. socketioxide runs extractors
+/// synchronously as it reads each packet, then each handler in a task of its own; taking the
+/// place here, not in the handler, keeps the client's order (an offer's task could otherwise
+/// lose the race to the candidates sent right after it). `None` when the queue is full.
+pub(super) struct Place(Option<tokio::sync::oneshot::Sender<Job>>);
+
+impl<A: Adapter> socketioxide::handler::FromMessageParts<A> for Place {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(
+        s: &Arc<socketioxide::socket::Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let Some(queue) = s.extensions.get::<SignalQueue>() else {
+            return Ok(Self(None));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        Ok(Self(queue.0.try_send(rx).is_ok().then_some(tx)))
     }
 }
 
@@ -159,7 +186,10 @@ where
     let state = state.clone();
     socket.on(
         event,
-        async move |socket: SocketRef<A>, TryData(raw): TryData<Value>, reply: Reply<A>| {
+        async move |socket: SocketRef<A>,
+                    place: Place,
+                    reply: Reply<A>,
+                    TryData(raw): TryData<Value>| {
             let parsed = raw
                 .as_ref()
                 .map_err(payload_error)
@@ -188,10 +218,11 @@ where
                 reply.signal(session_id, r, &job_state.sfu);
             });
             // `reply` moved into the job; a refused job answers through a fresh one.
-            if let Some(queue) = socket.extensions.get::<SignalQueue>()
-                && let Err(e) = queue.0.try_send(job)
-            {
-                drop(e);
+            let refused = match place.0 {
+                Some(place) => place.send(job).is_err(),
+                None => true,
+            };
+            if refused {
                 state.sfu.count_signal_error("too_many_requests");
                 let _ = socket.emit(
                     events::outgoing::WEBRTC_ERROR,
