@@ -23,6 +23,7 @@ use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
+use super::codec::Codec;
 use super::peer::stats::TrackStatsView;
 use super::peer::{self, PeerContext, PeerHandle};
 use super::sdp;
@@ -139,8 +140,17 @@ pub(super) struct Room {
     ended: bool,
     /// Set while the consultation is recorded.
     recording: Option<recording::RoomRecording>,
-    /// Per published track, the codecs its subscribers who could not decode it accept.
-    codec_constraints: HashMap<TrackId, Vec<crate::sfu::codec::Codec>>,
+    /// Per published track whose codec some subscriber could not decode: what they accept.
+    codec_constraints: HashMap<TrackId, CodecConstraint>,
+}
+
+/// The codecs every subscriber of a track that could not decode it accepts.
+struct CodecConstraint {
+    codecs: Vec<Codec>,
+    /// The subscribers' peers that wait for another codec.
+    waiting: Vec<PeerId>,
+    /// The codec they could not decode.
+    sent: Codec,
 }
 
 pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
@@ -514,8 +524,13 @@ impl Room {
     }
 
     fn send_peer(&self, handle: &PeerHandle, cmd: PeerCommand) {
-        if let Err(e) = handle.commands.try_send(cmd) {
-            tracing::warn!(peer = handle.id, error = %e, "peer command queue full or closed");
+        match handle.commands.try_send(cmd) {
+            Ok(()) => {}
+            // A peer that is closing: what it was told no longer matters.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!(peer = handle.id, "peer already closed");
+            }
+            Err(e) => tracing::warn!(peer = handle.id, error = %e, "peer command queue full"),
         }
     }
 
@@ -710,18 +725,26 @@ impl Room {
             }
             PeerEvent::Refused {
                 peer,
-                track,
+                track: _,
                 code,
                 message,
-                accepted,
             } => {
-                let Some(&who) = self.peers.get(&peer) else {
-                    return;
-                };
-                self.emit_error(who, code, &message).await;
-                if code == "codec_unsupported" {
-                    self.constrain_codec(track, accepted);
+                if let Some(&who) = self.peers.get(&peer) {
+                    self.emit_error(who, code, &message).await;
                 }
+            }
+            PeerEvent::CodecUnsupported {
+                peer,
+                track,
+                codec,
+                accepted,
+            } => self.constrain_codec(peer, track, codec, accepted).await,
+            PeerEvent::CodecUnavailable {
+                peer: _,
+                track,
+                asked,
+            } => {
+                self.codec_unavailable(track, &asked).await;
             }
             PeerEvent::FirstMedia { .. } => {
                 if !self.marked_active {
@@ -762,19 +785,32 @@ impl Room {
     }
 
     /// A subscriber of `track` decodes only `accepted`: the publisher is asked to send a codec
-    /// every subscriber that complained so far decodes (their lists intersected, so that two
-    /// subscribers cannot make it switch back and forth).
-    fn constrain_codec(&mut self, track: TrackId, accepted: Vec<crate::sfu::codec::Codec>) {
-        let codecs = match self.codec_constraints.get(&track) {
-            Some(prior) => prior
-                .iter()
-                .copied()
-                .filter(|c| accepted.contains(c))
-                .collect(),
-            None => accepted,
-        };
-        self.codec_constraints.insert(track, codecs.clone());
+    /// every subscriber that could not decode it so far decodes (their lists intersected, so that
+    /// two subscribers cannot make it switch back and forth). Nobody is told anything unless no
+    /// such codec exists or the publisher offered none ([`Self::codec_unavailable`]).
+    async fn constrain_codec(
+        &mut self,
+        subscriber: PeerId,
+        track: TrackId,
+        codec: Codec,
+        accepted: Vec<Codec>,
+    ) {
+        let entry = self
+            .codec_constraints
+            .entry(track)
+            .or_insert_with(|| CodecConstraint {
+                codecs: accepted.clone(),
+                waiting: Vec::new(),
+                sent: codec,
+            });
+        entry.codecs.retain(|c| accepted.contains(c));
+        if !entry.waiting.contains(&subscriber) {
+            entry.waiting.push(subscriber);
+        }
+        entry.sent = codec;
+        let codecs = entry.codecs.clone();
         if codecs.is_empty() {
+            self.codec_unavailable(track, &accepted).await;
             return;
         }
         let publisher = self
@@ -785,6 +821,48 @@ impl Room {
             .map(|p| p.handle.clone());
         if let Some(handle) = publisher {
             self.send_peer(&handle, PeerCommand::PreferCodecs { track, codecs });
+        }
+    }
+
+    /// No codec fits both `track`'s publisher and the subscribers waiting for one: they are told
+    /// what to change (they receive the rest of the call).
+    async fn codec_unavailable(&mut self, track: TrackId, asked: &[Codec]) {
+        let Some(constraint) = self.codec_constraints.get(&track) else {
+            return;
+        };
+        let owner = self
+            .participants
+            .values()
+            .find(|p| {
+                p.peer
+                    .as_ref()
+                    .is_some_and(|s| s.published.iter().any(|t| t.id == track))
+            })
+            .map(|p| p.who);
+        let Some(owner) = owner else { return };
+        let names = |codecs: &[Codec]| {
+            codecs
+                .iter()
+                .map(|c| c.name().to_uppercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let message = format!(
+            "{} {} sends video in {}, which your client does not decode, and offers none of the \
+             codecs you accept ({}): enable {} on your side to see them",
+            owner.role,
+            owner.id,
+            constraint.sent.name().to_uppercase(),
+            names(asked),
+            constraint.sent.name().to_uppercase()
+        );
+        let waiting: Vec<Identity> = constraint
+            .waiting
+            .iter()
+            .filter_map(|p| self.peers.get(p).copied())
+            .collect();
+        for who in waiting {
+            self.emit_error(who, "codec_unsupported", &message).await;
         }
     }
 

@@ -180,14 +180,26 @@ pub enum PeerEvent {
         peer: PeerId,
         tracks: Vec<TrackId>,
     },
-    /// A track the client cannot receive as it is (it refused the m-line carrying it, or does
-    /// not decode its codec); `accepted` are the codecs of that kind the client takes.
+    /// A track the client refused (the m-line carrying it): not sent to it.
     Refused {
         peer: PeerId,
         track: TrackId,
         code: &'static str,
         message: String,
+    },
+    /// The client did not accept `codec`, which `track`'s publisher sends; `accepted` are the
+    /// codecs of that kind it takes (the room asks the publisher to change).
+    CodecUnsupported {
+        peer: PeerId,
+        track: TrackId,
+        codec: super::codec::Codec,
         accepted: Vec<super::codec::Codec>,
+    },
+    /// Asked to send `track` with one of `asked`, the publisher's client offered none of them.
+    CodecUnavailable {
+        peer: PeerId,
+        track: TrackId,
+        asked: Vec<super::codec::Codec>,
     },
     /// The first RTP packet from this peer.
     FirstMedia {

@@ -32,6 +32,8 @@ pub mod rtcp_tap;
 pub mod setup;
 pub mod stats;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::net::SocketAddr;
@@ -47,7 +49,7 @@ use tokio::sync::mpsc;
 
 use super::feedback::twcc::TwccRecorder;
 use super::media_plane::{Datagram, MediaPlane, Transport};
-use super::types::{FastMap, PeerCommand, PeerEvent, PeerId, TrackId, TrackInfo};
+use super::types::{self, FastMap, PeerCommand, PeerEvent, PeerId, TrackId, TrackInfo};
 use crate::ids::Identity;
 use crate::metrics::{Metrics, ReasonLabels};
 pub use dtls_srtp::DtlsIdentity;
@@ -159,6 +161,8 @@ pub(super) struct Peer {
     deferred: Vec<TrackInfo>,
     /// The client's last description, as relais reads it.
     remote_sections: crate::sfu::sdp::sections::Sections,
+    /// Our first offer's receive slots and their kinds.
+    slots: Vec<(rtc::rtp_transceiver::RTCRtpTransceiverId, types::MediaKind)>,
     /// The mid our descriptions tag first in their BUNDLE group, when not the stack's choice
     /// ([`crate::sfu::sdp::plan::bundle_plan`]).
     bundle_tag: Option<String>,
@@ -176,62 +180,76 @@ pub(super) struct Peer {
 
 /// Builds the connection and starts its task.
 pub fn spawn(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<PeerHandle> {
-    let pc = ctx.factory.build(now)?;
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
-    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
-    let handle = PeerHandle {
-        id: ctx.id,
-        commands: cmd_tx,
-        outbound: outbound::Outbound::shared(ctx.plane.clone()),
-    };
-    ctx.metrics.media.peer_connections.inc();
-    let peer = Peer {
-        ctx,
-        pc,
-        commands_weak: handle.commands.downgrade(),
-        outbound: handle.outbound.clone(),
-        inbox_tx,
-        signaling: Signaling::Stable,
-        can_offer: false,
-        negotiation_needed: false,
-        offer_not_before: None,
-        remote_set: false,
-        pending_candidates: Vec::new(),
-        connected: false,
-        saw_media: false,
-        path: None,
-        local_addrs: Vec::new(),
-        validated: Vec::new(),
-        media_dest: None,
-        secure: None,
-        early_dtls: Vec::new(),
-        dtls_from: None,
-        declared_ssrcs: Vec::new(),
-        pc_touched: true,
-        pc_deadline: None,
-        counts: PendingCounts::default(),
-        closed: false,
-        ups: Vec::new(),
-        up_by_ssrc: FastMap::default(),
-        downs: FastMap::default(),
-        down_by_ssrc: FastMap::default(),
-        idle: Vec::new(),
-        deferred: Vec::new(),
-        remote_sections: Default::default(),
-        client_offered: Vec::new(),
-        bundle_tag: None,
-        rtcp_ssrc: rand::random::<u32>().max(1),
-        twcc: TwccRecorder::default(),
-        next_report: now + rtcp_out::REPORT_INTERVAL,
-        next_twcc: now,
-        lost_scratch: Vec::new(),
-    };
+    let (peer, handle, cmd_rx, inbox_rx) = Peer::build(ctx, now)?;
     let plane = peer.ctx.plane.clone();
     plane.spawn(peer.run(cmd_rx, inbox_rx));
     Ok(handle)
 }
 
+type Built = (
+    Peer,
+    PeerHandle,
+    mpsc::Receiver<PeerCommand>,
+    mpsc::Receiver<Datagram>,
+);
+
 impl Peer {
+    /// The connection and the queues its task reads (the task is not started).
+    fn build(ctx: PeerContext, now: Instant) -> rtc::shared::error::Result<Built> {
+        let pc = ctx.factory.build(now)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+        let handle = PeerHandle {
+            id: ctx.id,
+            commands: cmd_tx,
+            outbound: outbound::Outbound::shared(ctx.plane.clone()),
+        };
+        ctx.metrics.media.peer_connections.inc();
+        let peer = Peer {
+            ctx,
+            pc,
+            commands_weak: handle.commands.downgrade(),
+            outbound: handle.outbound.clone(),
+            inbox_tx,
+            signaling: Signaling::Stable,
+            can_offer: false,
+            negotiation_needed: false,
+            offer_not_before: None,
+            remote_set: false,
+            pending_candidates: Vec::new(),
+            connected: false,
+            saw_media: false,
+            path: None,
+            local_addrs: Vec::new(),
+            validated: Vec::new(),
+            media_dest: None,
+            secure: None,
+            early_dtls: Vec::new(),
+            dtls_from: None,
+            declared_ssrcs: Vec::new(),
+            pc_touched: true,
+            pc_deadline: None,
+            counts: PendingCounts::default(),
+            closed: false,
+            ups: Vec::new(),
+            up_by_ssrc: FastMap::default(),
+            downs: FastMap::default(),
+            down_by_ssrc: FastMap::default(),
+            idle: Vec::new(),
+            deferred: Vec::new(),
+            remote_sections: Default::default(),
+            client_offered: Vec::new(),
+            bundle_tag: None,
+            slots: Vec::new(),
+            rtcp_ssrc: rand::random::<u32>().max(1),
+            twcc: TwccRecorder::default(),
+            next_report: now + rtcp_out::REPORT_INTERVAL,
+            next_twcc: now,
+            lost_scratch: Vec::new(),
+        };
+        Ok((peer, handle, cmd_rx, inbox_rx))
+    }
+
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<PeerCommand>,

@@ -23,7 +23,7 @@ use super::{Peer, Signaling};
 use crate::sfu::sdp::plan::{self, BundlePlan};
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::sdp::{self, Setup};
-use crate::sfu::types::{LocalAnswer, PeerEvent, SignalError, SignalResult};
+use crate::sfu::types::{LocalAnswer, MediaKind, PeerEvent, SignalError, SignalResult};
 
 /// How long our next offer waits after a completed negotiation (see `Peer::offer_not_before`).
 const OFFER_SETTLE: Duration = Duration::from_millis(150);
@@ -64,6 +64,7 @@ impl Peer {
             self.rollback_remote(now);
             return Err(SignalError::bad_sdp(format!("offer refused: {e}")));
         }
+        self.apply_codec_wishes();
         let answer = match self.pc.create_answer(None) {
             Ok(a) => a,
             Err(e) => {
@@ -157,9 +158,19 @@ impl Peer {
                 send_encodings: vec![],
             })
         };
-        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
-            if wanted && let Err(e) = self.pc.add_transceiver_from_kind(kind, recvonly()) {
-                tracing::warn!(peer = self.ctx.id, error = %e, "cannot add a receive slot");
+        for (wanted, kind, ours) in [
+            (audio, RtpCodecKind::Audio, MediaKind::Audio),
+            (video, RtpCodecKind::Video, MediaKind::Video),
+        ] {
+            if !wanted {
+                continue;
+            }
+            match self.pc.add_transceiver_from_kind(kind, recvonly()) {
+                // The stack tells a transceiver's kind only once a description named it.
+                Ok(id) => self.slots.push((id, ours)),
+                Err(e) => {
+                    tracing::warn!(peer = self.ctx.id, error = %e, "cannot add a receive slot")
+                }
             }
         }
         self.can_offer = true;
@@ -180,6 +191,7 @@ impl Peer {
         }
         self.negotiation_needed = false;
         self.pc_touched = true;
+        self.apply_codec_wishes();
         let offer = match self.pc.create_offer(None) {
             Ok(o) => o,
             Err(e) => {
@@ -210,9 +222,11 @@ impl Peer {
         true
     }
 
-    /// A description of ours as the client gets it: with the BUNDLE tag chosen for it, in
-    /// every description after the first (RFC 8843 §7.2: the tagged m-line stays the same).
+    /// A description of ours as the client gets it: without simulcast (one encoding per track is
+    /// forwarded), and with the BUNDLE tag chosen for it, in every description after the first
+    /// (RFC 8843 §7.2: the tagged m-line stays the same).
     fn as_sent(&self, sdp: String) -> String {
+        let sdp = plan::without_simulcast(&sdp);
         match &self.bundle_tag {
             Some(tag) => plan::retag_bundle(&sdp, tag),
             None => sdp,
@@ -283,9 +297,8 @@ impl Peer {
             self.create_secure(local_sdp, &remote_sdp)?;
         }
         self.refresh_published();
-        let remote = std::mem::take(&mut self.remote_sections);
+        let remote = self.remote_sections.clone();
         self.check_legs(&remote);
-        self.remote_sections = remote;
         for track in std::mem::take(&mut self.deferred) {
             self.subscribe(track);
         }

@@ -33,7 +33,7 @@ pub(super) struct UpTrack {
     mid: Option<String>,
     /// This leg's id of the `sdes:mid` extension, when negotiated.
     mid_ext: Option<u8>,
-    codec: Codec,
+    pub(super) codec: Codec,
     clock_rate: u32,
     payload_types: Vec<(u8, Codec)>,
     /// Publisher-leg ids of the extensions we forward, and their internal ids.
@@ -54,6 +54,8 @@ pub(super) struct UpTrack {
     record: Option<RecordTap>,
     /// The codec the recording was started with (its file is of that codec).
     record_codec: Codec,
+    /// Codecs a subscriber needs this track in, asked of the client in each description.
+    wanted: Option<Vec<Codec>>,
 }
 
 impl Peer {
@@ -197,6 +199,7 @@ impl Peer {
             plis: 0,
             record: None,
             record_codec: codec,
+            wanted: None,
         })
     }
 
@@ -398,46 +401,64 @@ impl Peer {
 
     /// Asks the client to send `track` with the first of its codecs that is in `codecs` (a
     /// subscriber decodes only those): that codec goes first on the m-line in our next offer,
-    /// and clients send with the first codec the other side lists. Nothing happens when the
-    /// client offered none of them, or already sends the first.
+    /// and clients send with the first codec the other side lists. Nothing happens when it
+    /// already sends one of them; when its client offered none, the room is told.
     pub(super) fn prefer_codecs(&mut self, track: TrackId, codecs: &[Codec]) {
-        let Some(up) = self.ups.iter().find(|u| u.info.id == track) else {
+        let Some(i) = self.ups.iter().position(|u| u.info.id == track) else {
             return;
         };
+        let up = &self.ups[i];
         if codecs.contains(&up.codec) {
             return;
         }
-        let receiver = up.receiver;
-        let Some(mut r) = self.pc.rtp_receiver(receiver) else {
-            return;
-        };
-        let mut list = r.get_parameters().rtp_parameters.codecs.clone();
-        let Some(first) = list
-            .iter()
-            .position(|c| codecs.contains(&Codec::from_mime(&c.rtp_codec.mime_type)))
-        else {
-            tracing::debug!(
-                peer = self.ctx.id,
+        let offered = up
+            .mid
+            .as_deref()
+            .and_then(|m| self.remote_sections.by_mid(m))
+            .is_some_and(|s| {
+                s.formats.iter().any(|f| {
+                    let c = Codec::from_mime(&f.mime);
+                    c != Codec::Other && codecs.contains(&c)
+                })
+            });
+        if !offered {
+            let _ = self.ctx.events.send(PeerEvent::CodecUnavailable {
+                peer: self.ctx.id,
                 track,
-                "the publisher offered none of the codecs asked"
-            );
+                asked: codecs.to_vec(),
+            });
             return;
-        };
-        let chosen = list.remove(first);
-        list.insert(0, chosen);
-        let Some(mut t) = self.pc.rtp_transceiver(receiver.into()) else {
-            return;
-        };
-        match t.set_codec_preferences(list) {
-            Ok(()) => {
-                tracing::debug!(
-                    peer = self.ctx.id,
-                    track,
-                    "asking the publisher to change codec"
-                );
-                self.negotiation_needed = true;
+        }
+        tracing::debug!(
+            peer = self.ctx.id,
+            track,
+            "asking the publisher to change codec"
+        );
+        self.ups[i].wanted = Some(codecs.to_vec());
+        self.negotiation_needed = true;
+    }
+
+    /// Before each description of ours: the m-lines of tracks whose codec some subscriber cannot
+    /// decode list the codecs it can first (the stack resets the order to the client's on every
+    /// description it applies, so this is done each time).
+    pub(super) fn apply_codec_wishes(&mut self) {
+        let wishes: Vec<(RTCRtpReceiverId, Vec<Codec>)> = self
+            .ups
+            .iter()
+            .filter_map(|u| Some((u.receiver, u.wanted.clone()?)))
+            .collect();
+        for (receiver, wanted) in wishes {
+            let Some(mut r) = self.pc.rtp_receiver(receiver) else {
+                continue;
+            };
+            let mut list = r.get_parameters().rtp_parameters.codecs.clone();
+            // Stable: the wanted codecs first, each group in the client's own order.
+            list.sort_by_key(|c| !wanted.contains(&Codec::from_mime(&c.rtp_codec.mime_type)));
+            if let Some(mut t) = self.pc.rtp_transceiver(receiver.into())
+                && let Err(e) = t.set_codec_preferences(list)
+            {
+                tracing::debug!(peer = self.ctx.id, error = %e, "codec preference refused");
             }
-            Err(e) => tracing::debug!(peer = self.ctx.id, error = %e, "codec preference refused"),
         }
     }
 

@@ -63,6 +63,8 @@ pub(super) struct DownTrack {
     codec: Codec,
     /// The m-line was made for this track (not one the client publishes on, nor a slot).
     dedicated: bool,
+    /// The publisher's codec this client was found not to accept (reported once).
+    codec_reported: Option<Codec>,
     rate: RateMeter,
     /// Packets the client reported lost (NACKed), and those sent again.
     nacks: u64,
@@ -230,6 +232,7 @@ impl Peer {
             out_ssrc,
             codec: Codec::from_mime(&info.codec.mime_type),
             dedicated,
+            codec_reported: None,
             rate: RateMeter::default(),
             nacks: 0,
             retransmitted: 0,
@@ -286,6 +289,9 @@ impl Peer {
     /// The kind of an m-line: from the stack while it sends or receives, else from the client's
     /// description.
     fn mline_kind(&mut self, tid: RTCRtpTransceiverId, mid: Option<&str>) -> Option<MediaKind> {
+        if let Some((_, kind)) = self.slots.iter().find(|(id, _)| *id == tid) {
+            return Some(*kind);
+        }
         let from_stack = |k: RtpCodecKind| match k {
             RtpCodecKind::Audio => Some(MediaKind::Audio),
             RtpCodecKind::Video => Some(MediaKind::Video),
@@ -332,6 +338,19 @@ impl Peer {
     fn retire(&mut self, down: DownTrack, refused: bool) {
         self.down_by_ssrc.remove(&down.out_ssrc);
         let leg = self.outbound.lock().remove_leg(down.info.id);
+        // The stopped half keeps its SSRC but not the track's name: the same track on another
+        // m-line (moved there) would otherwise appear twice, and browsers refuse an offer with
+        // a duplicate `a=msid`.
+        if let Some(mut sender) = self.pc.rtp_sender(down.sender) {
+            let idle = MediaStreamTrack::new(
+                "-".into(),
+                format!("idle-{}", down.out_ssrc),
+                "idle".into(),
+                rtc_kind(down.info.kind),
+                Vec::new(),
+            );
+            let _ = sender.replace_track(idle);
+        }
         if let Some(mut t) = self.pc.rtp_transceiver(down.sender.into()) {
             let d = t.direction();
             t.set_direction(RTCRtpTransceiverDirection::from_send_recv(
@@ -390,7 +409,7 @@ impl Peer {
                 }
                 continue;
             }
-            self.learn_leg(id, section);
+            self.learn_leg(id, section, remote);
         }
         for id in moves {
             // The client publishes here but does not receive: the track gets its own m-line.
@@ -403,7 +422,12 @@ impl Peer {
     }
 
     /// What the client accepted on `id`'s m-line.
-    fn learn_leg(&mut self, id: TrackId, section: &crate::sfu::sdp::sections::Section) {
+    fn learn_leg(
+        &mut self,
+        id: TrackId,
+        section: &crate::sfu::sdp::sections::Section,
+        remote: &Sections,
+    ) {
         let down = &self.downs[&id];
         let sender = down.sender;
         let wanted = down.info.codec.clone();
@@ -457,16 +481,16 @@ impl Peer {
             leg.ext = ext;
             leg.mid = mid;
         }
-        if unsupported {
-            let info = self.downs[&id].info.clone();
-            let message = format!(
-                "{} {} sends {} {}, which your client did not accept on this m-line; relais asks                  them to change codec",
-                info.owner.role,
-                info.owner.id,
-                info.kind.as_str(),
-                codec.name().to_uppercase()
-            );
-            self.report_refused(&info, "codec_unsupported", message);
+        if unsupported && self.downs[&id].codec_reported != Some(codec) {
+            let down = self.downs.get_mut(&id).expect("listed");
+            down.codec_reported = Some(codec);
+            let info = down.info.clone();
+            let _ = self.ctx.events.send(PeerEvent::CodecUnsupported {
+                peer: self.ctx.id,
+                track: info.id,
+                codec,
+                accepted: accepted_codecs(remote, info.kind),
+            });
         }
     }
 
@@ -476,26 +500,7 @@ impl Peer {
             track: info.id,
             code,
             message,
-            accepted: self.accepted_codecs(info.kind),
         });
-    }
-
-    /// The codecs of `kind` this client accepts, from its last description (the room picks a
-    /// codec every subscriber of a track can decode).
-    pub(super) fn accepted_codecs(&self, kind: MediaKind) -> Vec<Codec> {
-        let mut out = Vec::new();
-        for s in &self.remote_sections.media {
-            if s.kind != kind.as_str() || s.rejected() {
-                continue;
-            }
-            for f in &s.formats {
-                let c = Codec::from_mime(&f.mime);
-                if c != Codec::Other && !out.contains(&c) {
-                    out.push(c);
-                }
-            }
-        }
-        out
     }
 
     /// Feedback from the client about what we send it (and reports on what it sends us).
@@ -598,4 +603,22 @@ impl Peer {
         }
         out
     }
+}
+
+/// The codecs of `kind` a client accepts, from its description (the room picks a codec every
+/// subscriber of a track can decode).
+fn accepted_codecs(remote: &Sections, kind: MediaKind) -> Vec<Codec> {
+    let mut out = Vec::new();
+    for s in &remote.media {
+        if s.kind != kind.as_str() || s.rejected() {
+            continue;
+        }
+        for f in &s.formats {
+            let c = Codec::from_mime(&f.mime);
+            if c != Codec::Other && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
 }

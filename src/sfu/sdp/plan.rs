@@ -30,6 +30,29 @@ pub enum BundlePlan {
 
 /// Which BUNDLE tag keeps every m-line of `offer` alive (see the module doc).
 pub fn bundle_plan(offer: &Sections) -> BundlePlan {
+    // relais serves every m-line of a PeerConnection on one transport: an m-line the client
+    // keeps out of BUNDLE would get an ICE and DTLS transport of its own that nothing answers.
+    let live: Vec<&Section> = offer
+        .media
+        .iter()
+        .filter(|s| s.is_media() && !s.rejected())
+        .collect();
+    let outside: Vec<String> = live
+        .iter()
+        .filter(|s| {
+            offer
+                .bundle()
+                .is_none_or(|g| !s.mid.as_ref().is_some_and(|m| g.contains(m)))
+        })
+        .map(|s| s.mid.clone().unwrap_or_else(|| "(no mid)".into()))
+        .collect();
+    if live.len() > 1 && !outside.is_empty() {
+        return BundlePlan::Unservable(format!(
+            "m-lines {} are not in a BUNDLE group: relais carries all media of a connection on \
+             one transport; offer a=group:BUNDLE with every m-line (bundlePolicy max-bundle)",
+            outside.join(", ")
+        ));
+    }
     let Some(group) = offer.bundle() else {
         return BundlePlan::AsIs;
     };
@@ -77,6 +100,17 @@ pub fn bundle_plan(offer: &Sections) -> BundlePlan {
                 .into(),
         ),
     }
+}
+
+/// Our answer without simulcast (`a=simulcast`, `a=rid`): relais forwards one encoding per
+/// track, and an offerer whose simulcast is not answered sends a single stream (RFC 8853 §5.3).
+pub fn without_simulcast(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.starts_with("a=simulcast:") && !l.starts_with("a=rid:")
+        })
+        .collect()
 }
 
 /// Rewrites the first `a=group:BUNDLE` line of `sdp` so that `tag` comes first, and gives the
@@ -317,6 +351,35 @@ mod tests {
             ],
         );
         assert_eq!(bundle_plan(&tag_shared), BundlePlan::AsIs);
+    }
+
+    #[test]
+    fn m_lines_outside_bundle_cannot_be_served() {
+        let none = Sections::parse("v=0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 9 x\r\na=mid:1\r\n");
+        match bundle_plan(&none) {
+            BundlePlan::Unservable(why) => assert!(why.contains("m-lines 0, 1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let partial = Sections::parse(
+            "v=0\r\na=group:BUNDLE 0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 9 x\r\na=mid:1\r\n",
+        );
+        match bundle_plan(&partial) {
+            BundlePlan::Unservable(why) => assert!(why.contains("m-lines 1 "), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // One m-line needs no group; a rejected one outside the group is no matter.
+        let single = Sections::parse("v=0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 0 x\r\na=mid:1\r\n");
+        assert_eq!(bundle_plan(&single), BundlePlan::AsIs);
+    }
+
+    #[test]
+    fn simulcast_is_not_answered() {
+        let answer = "v=0\r\nm=video 9 x\r\na=mid:1\r\na=rid:h recv\r\na=rid:l recv\r\n\
+                      a=simulcast:recv h;l\r\na=recvonly\r\n";
+        assert_eq!(
+            without_simulcast(answer),
+            "v=0\r\nm=video 9 x\r\na=mid:1\r\na=recvonly\r\n"
+        );
     }
 
     #[test]

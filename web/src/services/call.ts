@@ -5,7 +5,8 @@
  * Every PeerConnection ends on the server:
  * - `publish` (the doctor): our offer with audio and video → the server's `webrtc_answer`;
  * - `join` (the patient): `request_webrtc_offer` with the code → the server's `webrtc_offer`,
- *   whose `recvonly` sections are the slots for our own media → our answer.
+ *   whose sections the server receives on are the slots for our own media (one per kind; a
+ *   `sendrecv` one already carries someone's track to us) → our answer.
  * Afterwards the server re-offers whenever someone arrives or leaves; we answer. We never
  * offer while an offer of the server waits for our answer (the server would refuse it).
  *
@@ -550,8 +551,9 @@ export class ConsultationCall {
   }
 
   /**
-   * Our media goes into the server's receive slots (its `recvonly` sections), one per kind;
-   * a kind without a slot (video in an audio-only consultation) is not sent.
+   * Our media goes into the server's receive slots (the sections it receives on), one per
+   * kind; a kind without a slot (video in an audio-only consultation) is not sent. A slot that
+   * also carries someone's track to us stays `sendrecv`.
    */
   private async attachToReceiveSlots(pc: RTCPeerConnection, offerSdp: string): Promise<void> {
     const slots = receiveSlots(offerSdp);
@@ -565,7 +567,7 @@ export class ConsultationCall {
       used.add(slot.mid);
       await t.sender.replaceTrack(track);
       t.sender.setStreams?.(this.o.localStream);
-      t.direction = 'sendonly';
+      t.direction = slot.direction === 'sendrecv' ? 'sendrecv' : 'sendonly';
     }
   }
 

@@ -24,6 +24,19 @@ describe('sdp', () => {
     expect([...sendingStreamIds(offer)]).toEqual(['medecin-79']);
   });
 
+  it('a slot that already carries a track to us (sendrecv) is a slot too', () => {
+    const p2p = sdpOf([
+      { kind: 'audio', mid: '0', direction: 'sendrecv', stream: 'medecin-79' },
+      { kind: 'video', mid: '1', direction: 'sendrecv', stream: 'medecin-79' },
+      { kind: 'video', mid: '2', direction: 'sendonly', stream: 'medecin-79' },
+    ]);
+    expect(receiveSlots(p2p).map((s) => [s.mid, s.direction])).toEqual([
+      ['0', 'sendrecv'],
+      ['1', 'sendrecv'],
+    ]);
+    expect([...sendingStreamIds(p2p)]).toEqual(['medecin-79']);
+  });
+
   it('reads candidate lines', () => {
     expect(candidates(offer)[0]).toEqual({ protocol: 'udp', address: '127.0.0.1', port: 3479, type: 'host' });
   });

@@ -49,11 +49,14 @@ export function mediaSections(sdp: string): MediaSection[] {
 }
 
 /**
- * The server's receive slots for the client's own media: sections the remote offer marks
- * `recvonly` (the server receives there).
+ * The server's receive slots for the client's own media: sections of the remote offer on which
+ * the server receives (`recvonly`, or `sendrecv` when it already carries another participant's
+ * track there, as a peer-to-peer call would).
  */
 export function receiveSlots(offerSdp: string): MediaSection[] {
-  return mediaSections(offerSdp).filter((s) => s.port !== 0 && s.direction === 'recvonly');
+  return mediaSections(offerSdp).filter(
+    (s) => s.port !== 0 && (s.direction === 'recvonly' || s.direction === 'sendrecv'),
+  );
 }
 
 /** Stream ids the remote side currently sends us (sendonly/sendrecv sections with msid). */
