@@ -3,6 +3,7 @@
 //! judge the file. Needs Debian's ffmpeg (scripts/prepare/40-ffmpeg.sh).
 
 #[path = "recording_support/media.rs"]
+#[allow(dead_code)]
 mod media;
 #[path = "recording_support/probe.rs"]
 mod probe;

@@ -7,7 +7,10 @@ A ROLE is one side of one matrix cell:
    "conversationId", "code" (patient), "layout": ["audio", "video", "video"...] (tracks in the
    order they are added), "codec": "VP8" | "VP9" | "H264" | null (video codec put first in the
    offers this side makes), "bundlePolicy": null (aiortc's default) | "balanced" | "max-bundle" |
-   "max-compat", "delay": seconds before entering, "seconds": media time after connecting}
+   "max-compat", "delay": seconds before entering, "seconds": media time after connecting,
+   "linger": seconds the call stays up after this side's report (the other side measures),
+   "expectTracks": how many tracks the other side publishes (the measure waits for them, at most
+   SETTLE seconds more)}
 
 A doctor publishes with `webrtc_offer`; a patient sends `request_webrtc_offer` with the code, puts
 its tracks in the slots of the server's offer and offers again for any track left over. Each role
@@ -43,6 +46,8 @@ if os.environ.get("AIORTC_LOG"):
 # Sizes tell the receiver which published track it got: the camera, then a second video.
 VIDEO_SIZES = [(320, 240), (480, 270), (240, 160)]
 FPS = 15
+# How much longer than `seconds` a role waits for tracks that start late.
+SETTLE = 12.0
 # The window at the end of the call in which frames must keep coming.
 TAIL_SECONDS = 2.0
 
@@ -103,6 +108,9 @@ class Role:
         self.sio.on("webrtc_answer", self.on_answer)
         self.sio.on("webrtc_error", self.on_error)
         self.sio.on("webrtc_ice_candidates", self.on_candidates)
+        self.sio.on("participant_left", self.on_left)
+        # The other side leaving ends the measure: its media stops there, not by a fault.
+        self.other_left = None
         self.pc.on("track", self.on_track)
         self.pc.on("connectionstatechange", self.on_state)
 
@@ -157,6 +165,12 @@ class Role:
                     entry["width"], entry["height"] = frame.width, frame.height
 
         asyncio.ensure_future(consume())
+
+    async def on_left(self, data):
+        p = (data or {}).get("participant") or {}
+        if (p.get("userId"), p.get("userType")) != (self.user["userId"], self.user["userType"]):
+            if self.other_left is None:
+                self.other_left = time.monotonic()
 
     async def on_error(self, data):
         self.errors.append({"code": data.get("code"), "message": data.get("message")})
@@ -264,14 +278,33 @@ class Role:
                 {"code": self.spec["code"], "sessionId": self.session, "user": self.user, "action": "join_conference"},
             )
         await asyncio.wait_for(self.connected.wait(), 20)
-        await asyncio.sleep(self.spec.get("seconds", 4))
-        return self.report()
+        # Measured for `seconds` from when the last track received so far started (a publisher
+        # that arrives after us gets its full window), at most SETTLE later.
+        connected = time.monotonic()
+        window = self.spec.get("seconds", 4)
+        expect = self.spec.get("expectTracks", 0)
+        while True:
+            starts = [r["times"][0] for r in self.received if r["times"]]
+            if len(starts) >= expect:
+                due = min(max([connected] + starts) + window, connected + window + SETTLE)
+            else:
+                due = connected + window + SETTLE
+            if time.monotonic() >= due:
+                break
+            if self.other_left is not None:
+                self.notes.append("the other side left before the end of the measure")
+                break
+            await asyncio.sleep(0.1)
+        report = self.report()
+        # The other side may still be measuring: keep the call up a little.
+        await asyncio.sleep(self.spec.get("linger", 0))
+        return report
 
     def report(self):
-        now = time.monotonic()
+        now = self.other_left if self.other_left is not None else time.monotonic()
         received = []
         for r in self.received:
-            times = [t for t in r["times"] if t >= now - TAIL_SECONDS]
+            times = [t for t in r["times"] if now - TAIL_SECONDS <= t <= now]
             gaps = [b - a for a, b in zip(r["times"], r["times"][1:])]
             received.append(
                 {
@@ -287,12 +320,19 @@ class Role:
         transceivers = [
             {"mid": t.mid, "kind": t.kind, "direction": t.currentDirection} for t in self.pc.getTransceivers()
         ]
+        # What this side sends: the first codec negotiated on each m-line it sends on.
+        sent = [
+            {"kind": t.kind, "codec": t._codecs[0].mimeType if t._codecs else None}
+            for t in self.pc.getTransceivers()
+            if t.sender.track is not None and "send" in (t.currentDirection or "")
+        ]
         return {
             "cell": self.cell,
             "side": self.side,
             "ok": True,
             "received": received,
             "transceivers": transceivers,
+            "sent": sent,
             "errors": self.errors,
             "notes": self.notes,
         }
@@ -307,7 +347,9 @@ class Role:
 async def run_role(base, spec):
     role = Role(base, spec)
     try:
-        result = await asyncio.wait_for(role.run(), spec.get("seconds", 4) + spec.get("delay", 0) + 30)
+        result = await asyncio.wait_for(
+            role.run(), spec.get("seconds", 4) + spec.get("delay", 0) + spec.get("linger", 0) + SETTLE + 30
+        )
     except Exception as e:  # noqa: BLE001 - every failure is reported as this role's result
         result = {
             "cell": spec["cell"],
@@ -334,7 +376,7 @@ async def main(job):
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         job = json.load(f)
-    limit = max((r.get("seconds", 4) + r.get("delay", 0) for r in job["roles"]), default=0) + 60
+    limit = max((r.get("seconds", 4) + r.get("delay", 0) + r.get("linger", 0) for r in job["roles"]), default=0) + SETTLE + 60
     try:
         asyncio.run(asyncio.wait_for(main(job), limit))
     except Exception as e:  # noqa: BLE001

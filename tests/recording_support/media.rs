@@ -42,21 +42,51 @@ fn encode(name: &str, args: &[&str]) -> PathBuf {
 
 pub const FPS: u32 = 30;
 
-fn video_source(seconds: u32) -> String {
-    format!("testsrc=size=320x240:rate={FPS}:duration={seconds}")
+/// The camera's size; [`sized`] makes others (a shared screen, to tell tracks apart).
+pub const SIZE: (u32, u32) = (320, 240);
+
+fn video_source(seconds: u32, (w, h): (u32, u32)) -> String {
+    format!("testsrc=size={w}x{h}:rate={FPS}:duration={seconds}")
+}
+
+fn size_tag((w, h): (u32, u32)) -> String {
+    if (w, h) == SIZE {
+        String::new()
+    } else {
+        format!("-{w}x{h}")
+    }
+}
+
+/// Video of `codec` (VP8, VP9 or H264) at `size`.
+pub fn sized(
+    codec: relais::sfu::codec::Codec,
+    seconds: u32,
+    gop: u32,
+    size: (u32, u32),
+) -> Vec<VideoFrame> {
+    use relais::sfu::codec::Codec;
+    match codec {
+        Codec::Vp9 => vp9_at(seconds, gop, size),
+        Codec::H264 => h264_at(seconds, gop, size),
+        _ => vp8_at(seconds, gop, size),
+    }
 }
 
 /// VP8 as a browser sends it: realtime, no alt-ref (no hidden frames), one keyframe per
 /// `gop` frames.
 pub fn vp8(seconds: u32, gop: u32) -> Vec<VideoFrame> {
+    vp8_at(seconds, gop, SIZE)
+}
+
+fn vp8_at(seconds: u32, gop: u32, size: (u32, u32)) -> Vec<VideoFrame> {
     let g = gop.to_string();
     let p = encode(
-        &format!("vp8-{seconds}s-g{gop}.ivf"),
+        &format!("vp8-{seconds}s-g{gop}{}.ivf", size_tag(size)),
         &[
             "-f",
             "lavfi",
             "-i",
-            &video_source(seconds),
+            &video_source(seconds, size),
             "-c:v",
             "libvpx",
             "-deadline",
@@ -81,14 +111,18 @@ pub fn vp8(seconds: u32, gop: u32) -> Vec<VideoFrame> {
 }
 
 pub fn vp9(seconds: u32, gop: u32) -> Vec<VideoFrame> {
+    vp9_at(seconds, gop, SIZE)
+}
+
+fn vp9_at(seconds: u32, gop: u32, size: (u32, u32)) -> Vec<VideoFrame> {
     let g = gop.to_string();
     let p = encode(
-        &format!("vp9-{seconds}s-g{gop}.ivf"),
+        &format!("vp9-{seconds}s-g{gop}{}.ivf", size_tag(size)),
         &[
             "-f",
             "lavfi",
             "-i",
-            &video_source(seconds),
+            &video_source(seconds, size),
             "-c:v",
             "libvpx-vp9",
             "-deadline",
@@ -120,14 +154,18 @@ pub fn vp9(seconds: u32, gop: u32) -> Vec<VideoFrame> {
 /// H264 constrained baseline, no B-frames, SPS/PPS before every IDR, AUDs to split access
 /// units (dropped afterwards, like browsers which send none).
 pub fn h264(seconds: u32, gop: u32) -> Vec<VideoFrame> {
+    h264_at(seconds, gop, SIZE)
+}
+
+fn h264_at(seconds: u32, gop: u32, size: (u32, u32)) -> Vec<VideoFrame> {
     let g = gop.to_string();
     let p = encode(
-        &format!("h264-{seconds}s-g{gop}.h264"),
+        &format!("h264-{seconds}s-g{gop}{}.h264", size_tag(size)),
         &[
             "-f",
             "lavfi",
             "-i",
-            &video_source(seconds),
+            &video_source(seconds, size),
             "-pix_fmt",
             "yuv420p",
             "-c:v",

@@ -2,15 +2,22 @@
 
 mod common;
 mod impair;
+#[path = "../recording_support/media.rs"]
+#[allow(dead_code)]
+mod media;
 #[path = "../recording_support/probe.rs"]
 #[allow(dead_code)]
 mod probe;
+#[path = "../recording_support/rtp.rs"]
+#[allow(dead_code)]
+mod rtp;
 
 mod aiortc;
 mod bad_input;
 mod cli;
 mod cluster;
 mod ice_tcp;
+mod interop;
 mod load_tool;
 mod messaging_rest;
 mod netns;
