@@ -418,6 +418,31 @@ fn consultation_in_chromium_through_the_sfu() {
         "{pretty}"
     );
 
+    // Screen sharing (Chromium's fake display capture): the patient sees the doctor's screen
+    // as a stream of its own beside the camera, playing; stopping removes it from the page.
+    let share = &r["screenShare"];
+    assert!(
+        num(share, &["width"]) >= 640.0,
+        "the screen's picture: {pretty}"
+    );
+    assert!(
+        num(share, &["currentTimeDelta"]) > 0.5,
+        "the screen plays: {pretty}"
+    );
+    assert!(
+        share["label"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Écran partagé"),
+        "{pretty}"
+    );
+    assert!(
+        num(share, &["cameraDuring", "width"]) > 0.0,
+        "the camera stays: {pretty}"
+    );
+    assert_eq!(share["removed"], true, "{pretty}");
+    assert_eq!(share["doctorButtonAfter"], "Partager l'écran", "{pretty}");
+
     // Media cut (UDP blackholed in the namespace): both sides say so, rebuild their
     // PeerConnection, and the videos play again.
     let rc = &r["reconnect"];

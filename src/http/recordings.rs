@@ -33,6 +33,9 @@ pub fn recording_view(r: &RecordingRecord) -> Value {
         "id": r.id,
         "sessionId": r.session_id.0,
         "participant": { "role": r.participant.role, "id": r.participant.id.0 },
+        // The participant's camera and microphone, or another stream of theirs (a shared
+        // screen), as subscribers name it.
+        "stream": r.stream.clone().unwrap_or_else(|| format!("{}-{}", r.participant.role, r.participant.id.0)),
         "consent": {
             "confirmed_by": UserRef::from(r.consent_by),
             "confirmed_at": to_rfc3339(r.consent_at),

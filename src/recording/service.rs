@@ -100,12 +100,14 @@ impl Recordings {
         &self,
         session: SessionId,
         who: Identity,
+        stream: &str,
         consent: Consent,
         codecs: &[Codec],
     ) -> DomainResult<ActiveRecording> {
         let id = uuid::Uuid::new_v4().to_string();
         let (ext, content_type) = container_for(codecs.iter().copied());
-        let file_path = format!("{}/{}-{}-{}.{ext}", session.0, who.role, who.id, id);
+        // `medecin-79-<id>`, `medecin-79.2-<id>` for a second stream (a shared screen).
+        let file_path = format!("{}/{stream}-{id}.{ext}", session.0);
         let started_at = self.now();
         let record = RecordingRecord {
             id: id.clone(),
@@ -121,6 +123,7 @@ impl Recordings {
             file_path: file_path.clone(),
             status: RecordingStatus::Recording,
             end_reason: None,
+            stream: Some(stream.to_string()),
         };
         self.inner.store.insert_recording(&record).await?;
         let m = &self.inner.metrics.recording;

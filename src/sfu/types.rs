@@ -45,6 +45,10 @@ impl MediaKind {
 pub struct TrackInfo {
     pub id: TrackId,
     pub owner: Identity,
+    /// The stream subscribers see it in: `{role}-{id}` for the publisher's first stream
+    /// (camera and microphone), `{role}-{id}.{n}` for its n-th (a shared screen), mirroring how
+    /// the publisher grouped its tracks.
+    pub stream: String,
     pub kind: MediaKind,
     /// The codec the publisher sends (the first one negotiated on its m-line).
     pub codec: RTCRtpCodec,

@@ -61,6 +61,9 @@ pub struct RecordingRecord {
     pub file_path: String,
     pub status: RecordingStatus,
     pub end_reason: Option<String>,
+    /// The participant's stream it holds (`medecin-79`, or `medecin-79.2` for a shared
+    /// screen); `None` in rows from before streams were recorded apart.
+    pub stream: Option<String>,
 }
 
 /// How a recording ended, as stored.
@@ -76,7 +79,7 @@ pub struct RecordingEnd {
 
 const COLUMNS: &str = "id, session_id, participant_role, participant_id, consent_by_role, \
     consent_by_id, consent_at, started_at, ended_at, duration_ms, size_bytes, content_type, \
-    file_path, status, end_reason";
+    file_path, status, end_reason, stream";
 
 fn recording_from_row(row: &AnyRow) -> StoreResult<RecordingRecord> {
     let status: String = row.try_get("status")?;
@@ -94,6 +97,7 @@ fn recording_from_row(row: &AnyRow) -> StoreResult<RecordingRecord> {
         file_path: row.try_get("file_path")?,
         status: RecordingStatus::parse(&status)?,
         end_reason: row.try_get("end_reason")?,
+        stream: row.try_get("stream")?,
     })
 }
 
@@ -103,8 +107,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO recordings (id, session_id, participant_role, participant_id, \
                  consent_by_role, consent_by_id, consent_at, started_at, content_type, file_path, \
-                 status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 status, stream) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(r.id.clone())
         .bind(r.session_id.0)
@@ -117,6 +121,7 @@ impl Store {
         .bind(r.content_type.clone())
         .bind(r.file_path.clone())
         .bind(r.status.as_str())
+        .bind(r.stream.clone())
         .execute(self.writer())
         .await?;
         Ok(())

@@ -289,6 +289,47 @@ try {
     rtpPacketsForwarded: metric('relais_rtp_packets_forwarded_total'),
   };
 
+  step('the doctor shares the screen: the patient sees it beside the camera');
+  const screenSelector = 'video.remote-video[data-stream-id="medecin-79.2"]';
+  await doctor.page.click('#btn-screen');
+  await doctor.page.locator('#btn-screen[aria-pressed="true"]').waitFor();
+  await patient.page.waitForFunction(
+    (sel) => {
+      const v = document.querySelector(sel);
+      return !!v && v.videoWidth > 0 && v.currentTime > 0;
+    },
+    screenSelector,
+    { timeout: STEP_MS },
+  );
+  const screenFirst = await patient.page.evaluate((sel) => {
+    const v = document.querySelector(sel);
+    return {
+      width: v.videoWidth,
+      height: v.videoHeight,
+      t: v.currentTime,
+      label: v.closest('figure')?.querySelector('figcaption')?.textContent ?? null,
+    };
+  }, screenSelector);
+  await patient.page.waitForTimeout(1_500);
+  const screenT2 = await patient.page.evaluate((sel) => document.querySelector(sel).currentTime, screenSelector);
+  const cameraDuring = await patient.page.evaluate(() => {
+    const v = document.querySelector('video.remote-video[data-stream-id="medecin-79"]');
+    return v ? { width: v.videoWidth, t: v.currentTime } : null;
+  });
+  await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-screen-share.png') });
+  step('the doctor stops sharing: the screen leaves the patient\'s page');
+  await doctor.page.click('#btn-screen');
+  await patient.page.waitForFunction((sel) => !document.querySelector(sel), screenSelector, { timeout: STEP_MS });
+  result.screenShare = {
+    width: screenFirst.width,
+    height: screenFirst.height,
+    label: screenFirst.label,
+    currentTimeDelta: screenT2 - screenFirst.t,
+    cameraDuring,
+    removed: true,
+    doctorButtonAfter: await doctor.page.textContent('#btn-screen'),
+  };
+
   step('the patient types; the doctor sees it typing, then the message');
   const text = `Bonjour docteur, je vous vois bien (${Date.now()})`;
   const input = patient.page.locator('.messaging-widget .chat-input');

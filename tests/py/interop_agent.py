@@ -9,6 +9,8 @@ A ROLE is one side of one matrix cell:
    offers this side makes), "bundlePolicy": null (aiortc's default) | "balanced" | "max-bundle" |
    "max-compat", "delay": seconds before entering, "seconds": media time after connecting,
    "linger": seconds the call stays up after this side's report (the other side measures),
+   "share": {"at": s, "until": s} shares a "screen" (a second video in its own stream) from
+   `at` to `until` seconds after connecting,
    "expectTracks": how many tracks the other side publishes (the measure waits for them, at most
    SETTLE seconds more)}
 
@@ -219,6 +221,8 @@ class Role:
                 # Glare: our own offer is out; the server refuses it and answers ours first.
                 self.notes.append("server offer while ours was outstanding")
                 return
+            if os.environ.get("INTEROP_SDP"):
+                print(f"[{self.cell} {self.side}] server offer:\n{data['sdpOffer']}", file=sys.stderr)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdpOffer"], type="offer"))
             await self.flush_candidates()
             if self.side == "patient" and not self.tracks:
@@ -236,6 +240,27 @@ class Role:
                 self.pc.addTrack(track)
             self.unplaced = []
             await self.offer_if_needed()
+
+    async def share_screen(self, share):
+        """Shares a "screen" mid-call: a 480x270 video in a stream of its own (as a browser's
+        getDisplayMedia stream is), from `at` to `until` seconds after connecting."""
+        await asyncio.sleep(share.get("at", 2))
+        async with self.lock:
+            track = PatternTrack(*VIDEO_SIZES[1])
+            sender = self.pc.addTrack(track)
+            # aiortc puts every track in one stream; an application's screen is its own.
+            sender._stream_id = "screen-" + self.cell
+            self.notes.append("screen shared")
+            await self.offer_if_needed()
+        await asyncio.sleep(share.get("until", 6) - share.get("at", 2))
+        async with self.lock:
+            for t in self.pc.getTransceivers():
+                if t.sender.track is track:
+                    t.sender.replaceTrack(None)
+                    t.direction = "recvonly" if "recv" in (t.currentDirection or "") else "inactive"
+            track.stop()
+            self.notes.append("screen share stopped")
+            await self.offer()
 
     async def offer_if_needed(self):
         """What a browser's negotiationneeded does: offer when a track is not negotiated yet (a
@@ -278,6 +303,8 @@ class Role:
                 {"code": self.spec["code"], "sessionId": self.session, "user": self.user, "action": "join_conference"},
             )
         await asyncio.wait_for(self.connected.wait(), 20)
+        if self.spec.get("share"):
+            asyncio.ensure_future(self.share_screen(self.spec["share"]))
         # Measured for `seconds` from when the last track received so far started (a publisher
         # that arrives after us gets its full window), at most SETTLE later.
         connected = time.monotonic()
@@ -313,6 +340,8 @@ class Role:
                     "frames": r["frames"],
                     "tailFrames": len(times),
                     "maxGapMs": round(max(gaps) * 1000) if gaps else None,
+                    # Seconds between this track's last frame and the report.
+                    "sinceLastFrame": round(now - r["times"][-1], 2) if r["times"] else None,
                     "width": r["width"],
                     "height": r["height"],
                 }

@@ -58,3 +58,84 @@ async fn aiortc_doctor_and_patient_decode_each_others_media() {
         assert_eq!(report[side]["errors"], serde_json::json!([]), "{report}");
     }
 }
+
+/// A group of four, every participant aiortc with its defaults (a doctor and three patients
+/// joining by code): each decodes the three others' audio and video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_group_of_four_with_defaults_each_decodes_the_three_others() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc is not installed: run scripts/prepare/30-python-aiortc.sh (.ci/run does)"
+    );
+    let app = spawn_app(Backend::Sqlite).await;
+    let patients = [11, 12, 13];
+    let (session, conv, code) = create_session(&app, 79, &patients, "audio_video").await;
+    let mut people = vec![(Role::Medecin, 79)];
+    people.extend(patients.iter().map(|p| (Role::Patient, *p)));
+    let roles: Vec<serde_json::Value> = people
+        .iter()
+        .enumerate()
+        .map(|(i, (role, id))| {
+            serde_json::json!({
+                "cell": format!("p{i}"), "side": if *role == Role::Medecin { "doctor" } else { "patient" },
+                "token": app.token(*role, *id), "userId": id, "userType": role.as_str(),
+                "sessionId": session, "conversationId": conv, "code": code,
+                "layout": ["audio", "video"], "seconds": 5.0, "linger": 3.0,
+                "expectTracks": 6, "delay": i as f64 * 0.7,
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        serde_json::json!({"base": app.base, "roles": roles}).to_string(),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(root.join("tests/py/interop_agent.py"))
+            .arg(&job)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the agent ends")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        results.len(),
+        4,
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for r in &results {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+        let me = people[r["cell"].as_str().unwrap()[1..].parse::<usize>().unwrap()];
+        for (role, id) in people.iter().filter(|p| **p != me) {
+            let owner = format!("{}-{id}", role.as_str());
+            for (kind, min) in [("audio", 80), ("video", 25)] {
+                let got = r["received"].as_array().unwrap().iter().find(|t| {
+                    t["kind"] == kind
+                        && t["id"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with(&format!("{owner}-"))
+                });
+                let frames = got.and_then(|t| t["frames"].as_u64()).unwrap_or(0);
+                assert!(
+                    frames >= min,
+                    "{me:?} decoded {frames} {kind} frames from {owner}: {r}"
+                );
+            }
+        }
+    }
+}

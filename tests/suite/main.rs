@@ -24,6 +24,7 @@ mod netns;
 mod persistence;
 mod recording_media;
 mod recording_sessions;
+mod screen_share;
 mod socketio;
 mod socketio_js;
 mod tls;

@@ -161,6 +161,9 @@ pub(super) struct Peer {
     deferred: Vec<TrackInfo>,
     /// The client's last description, as relais reads it.
     remote_sections: crate::sfu::sdp::sections::Sections,
+    /// The client's media streams (msid), in the order their tracks were first published: the
+    /// first is the participant's own stream for subscribers, the others `.2`, `.3`…
+    client_streams: Vec<String>,
     /// Our first offer's receive slots and their kinds.
     slots: Vec<(rtc::rtp_transceiver::RTCRtpTransceiverId, types::MediaKind)>,
     /// The mid our descriptions tag first in their BUNDLE group, when not the stack's choice
@@ -241,6 +244,7 @@ impl Peer {
             client_offered: Vec::new(),
             bundle_tag: None,
             slots: Vec::new(),
+            client_streams: Vec::new(),
             rtcp_ssrc: rand::random::<u32>().max(1),
             twcc: TwccRecorder::default(),
             next_report: now + rtcp_out::REPORT_INTERVAL,

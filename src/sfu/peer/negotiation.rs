@@ -223,10 +223,11 @@ impl Peer {
     }
 
     /// A description of ours as the client gets it: without simulcast (one encoding per track is
-    /// forwarded), and with the BUNDLE tag chosen for it, in every description after the first
+    /// forwarded), with `a=msid-semantic` (see [`plan::with_msid_semantic`]), and with the
+    /// BUNDLE tag chosen for it, in every description after the first
     /// (RFC 8843 §7.2: the tagged m-line stays the same).
     fn as_sent(&self, sdp: String) -> String {
-        let sdp = plan::without_simulcast(&sdp);
+        let sdp = plan::with_msid_semantic(&plan::without_simulcast(&sdp));
         match &self.bundle_tag {
             Some(tag) => plan::retag_bundle(&sdp, tag),
             None => sdp,

@@ -170,10 +170,12 @@ impl Peer {
             .next_track_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let publisher = self.commands_weak.upgrade()?;
+        let stream = self.stream_name(mid.as_deref());
         Some(UpTrack {
             info: TrackInfo {
                 id,
                 owner: self.ctx.owner,
+                stream,
                 kind,
                 codec: RTCRtpCodec {
                     rtcp_feedback: Vec::new(),
@@ -201,6 +203,38 @@ impl Peer {
             record_codec: codec,
             wanted: None,
         })
+    }
+
+    /// The stream name subscribers see the track of m-line `mid` in: the publisher's streams
+    /// numbered in the order relais first saw them, a stream with audio (camera and microphone)
+    /// before the others seen at the same time.
+    fn stream_name(&mut self, mid: Option<&str>) -> String {
+        let base = format!("{}-{}", self.ctx.owner.role, self.ctx.owner.id);
+        let sections = &self.remote_sections.media;
+        let mut fresh: Vec<(bool, String)> = Vec::new();
+        for s in sections.iter().filter(|s| s.is_media() && !s.rejected()) {
+            if let Some(id) = &s.stream
+                && !self.client_streams.contains(id)
+                && !fresh.iter().any(|(_, f)| f == id)
+            {
+                let with_audio = sections
+                    .iter()
+                    .any(|x| x.kind == "audio" && x.stream.as_ref() == Some(id));
+                fresh.push((with_audio, id.clone()));
+            }
+        }
+        fresh.sort_by_key(|(with_audio, _)| !with_audio);
+        self.client_streams
+            .extend(fresh.into_iter().map(|(_, id)| id));
+        let index = mid
+            .and_then(|m| self.remote_sections.by_mid(m))
+            .and_then(|s| s.stream.as_ref())
+            .and_then(|id| self.client_streams.iter().position(|c| c == id))
+            .unwrap_or(0);
+        match index {
+            0 => base,
+            n => format!("{base}.{}", n + 1),
+        }
     }
 
     fn rebuild_ssrc_index(&mut self) {

@@ -96,10 +96,11 @@ fn rtc_kind(kind: MediaKind) -> RtpCodecKind {
     }
 }
 
-/// The track as the client sees it: its stream is the publisher (`medecin-79`), so a client
-/// groups a participant's audio and video, and tells participants apart.
+/// The track as the client sees it: its stream is the publisher's (`medecin-79`, or
+/// `medecin-79.2` for a second stream such as a shared screen), so a client groups a
+/// participant's audio and video, tells participants apart, and shows a screen on its own.
 fn client_track(info: &TrackInfo, ssrc: u32) -> MediaStreamTrack {
-    let stream = format!("{}-{}", info.owner.role, info.owner.id);
+    let stream = info.stream.clone();
     MediaStreamTrack::new(
         stream.clone(),
         format!("{stream}-{}-{}", info.kind.as_str(), info.id),
@@ -188,7 +189,7 @@ impl Peer {
         let ssrc = self.new_ssrc();
         let init = RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![format!("{}-{}", info.owner.role, info.owner.id)],
+            streams: vec![info.stream.clone()],
             send_encodings: vec![],
         };
         match self

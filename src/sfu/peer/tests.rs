@@ -144,6 +144,7 @@ impl Harness {
         TrackInfo {
             id,
             owner: Identity::new(Role::Medecin, 79),
+            stream: "medecin-79".into(),
             kind,
             codec: RTCRtpCodec {
                 mime_type: mime.into(),

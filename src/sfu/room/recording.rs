@@ -1,11 +1,13 @@
 //! A room's recording: while the session's doctor has it on, every participant who publishes
-//! is recorded into a file of their own ([`crate::recording::Recordings`]).
+//! is recorded into a file of their own, and each further stream of theirs (a shared screen)
+//! into one more ([`crate::recording::Recordings`]).
 //!
 //! Invariants:
 //! - recording is on from `start` to `stop`, the end of the session or of the room; while on,
-//!   a participant with published tracks has exactly one recorder, fed by every track they
-//!   publish (a replaced connection's tracks continue the same file);
-//! - a participant who leaves has their file finished; one who comes back gets a new one;
+//!   each stream a participant publishes (`TrackInfo::stream`) has exactly one recorder, fed by
+//!   that stream's tracks (a replaced connection's tracks continue the same file);
+//! - a participant who leaves has their files finished; one who comes back gets new ones; a
+//!   further stream whose tracks all stopped (the screen share ended) has its file finished;
 //! - everyone in the session is told when it starts (and each newcomer on entering) and when
 //!   it stops.
 
@@ -27,7 +29,8 @@ use crate::sfu::types::{PeerCommand, TrackId, TrackInfo};
 /// Recording as a room keeps it while it is on.
 pub(in crate::sfu) struct RoomRecording {
     consent: Consent,
-    recorders: HashMap<Identity, Recorded>,
+    /// By participant and stream.
+    recorders: HashMap<(Identity, String), Recorded>,
 }
 
 struct Recorded {
@@ -164,8 +167,8 @@ impl Room {
         }
     }
 
-    /// Records what `who` publishes now (opening their file if needed). No-op when recording
-    /// is off or they publish nothing.
+    /// Records what `who` publishes now (opening a file per stream of theirs if needed). No-op
+    /// when recording is off or they publish nothing.
     pub(super) async fn record_participant(&mut self, who: Identity) {
         let Some(recording) = &self.recording else {
             return;
@@ -177,10 +180,35 @@ impl Room {
             .and_then(|p| p.peer.as_ref())
             .map(|p| p.published.clone())
             .unwrap_or_default();
-        if tracks.is_empty() {
-            return;
+        let mut streams: Vec<String> = Vec::new();
+        for t in &tracks {
+            if !streams.contains(&t.stream) {
+                streams.push(t.stream.clone());
+            }
         }
-        if !recording.recorders.contains_key(&who) {
+        for stream in streams {
+            let of_stream: Vec<TrackInfo> = tracks
+                .iter()
+                .filter(|t| t.stream == stream)
+                .cloned()
+                .collect();
+            self.record_stream(who, &stream, consent, of_stream).await;
+        }
+    }
+
+    async fn record_stream(
+        &mut self,
+        who: Identity,
+        stream: &str,
+        consent: Consent,
+        tracks: Vec<TrackInfo>,
+    ) {
+        let key = (who, stream.to_string());
+        let open = self
+            .recording
+            .as_ref()
+            .is_some_and(|r| r.recorders.contains_key(&key));
+        if !open {
             let codecs: Vec<Codec> = tracks
                 .iter()
                 .map(|t| Codec::from_mime(&t.codec.mime_type))
@@ -188,13 +216,13 @@ impl Room {
             match self
                 .shared
                 .recordings
-                .start(self.session.id, who, consent, &codecs)
+                .start(self.session.id, who, stream, consent, &codecs)
                 .await
             {
                 Ok(active) => {
                     if let Some(r) = &mut self.recording {
                         r.recorders.insert(
-                            who,
+                            key.clone(),
                             Recorded {
                                 active,
                                 sources: Vec::new(),
@@ -211,7 +239,7 @@ impl Room {
         let Some(recorded) = self
             .recording
             .as_mut()
-            .and_then(|r| r.recorders.get_mut(&who))
+            .and_then(|r| r.recorders.get_mut(&key))
         else {
             return;
         };
@@ -246,31 +274,47 @@ impl Room {
         }
     }
 
-    /// Tracks that stopped (unpublished, or their connection went away).
+    /// Tracks that stopped (unpublished, or their connection went away). A further stream of
+    /// `who`'s left with no track (the screen share ended) has its file finished.
     pub(super) fn unrecord_tracks(&mut self, who: Identity, tracks: &[TrackId]) {
-        let Some(recorded) = self
-            .recording
-            .as_mut()
-            .and_then(|r| r.recorders.get_mut(&who))
-        else {
+        let main = format!("{}-{}", who.role, who.id);
+        let Some(recording) = self.recording.as_mut() else {
             return;
         };
-        for id in tracks {
-            if let Some(i) = recorded.sources.iter().position(|(s, _)| s == id) {
-                recorded.sources.swap_remove(i);
-                recorded.active.remove_track(*id);
+        let mut finished = Vec::new();
+        for (key, recorded) in recording.recorders.iter_mut().filter(|(k, _)| k.0 == who) {
+            for id in tracks {
+                if let Some(i) = recorded.sources.iter().position(|(s, _)| s == id) {
+                    recorded.sources.swap_remove(i);
+                    recorded.active.remove_track(*id);
+                }
+            }
+            if recorded.sources.is_empty() && key.1 != main {
+                finished.push(key.clone());
+            }
+        }
+        for key in finished {
+            if let Some(recorded) = recording.recorders.remove(&key) {
+                drop(recorded.stop("stream_ended"));
             }
         }
     }
 
-    /// `who` left: their file is finished (the row closes in the background).
+    /// `who` left: their files are finished (the rows close in the background).
     pub(super) fn stop_recording_participant(&mut self, who: Identity, reason: &'static str) {
-        if let Some(recorded) = self
-            .recording
-            .as_mut()
-            .and_then(|r| r.recorders.remove(&who))
-        {
-            drop(recorded.stop(reason));
+        let Some(recording) = self.recording.as_mut() else {
+            return;
+        };
+        let keys: Vec<(Identity, String)> = recording
+            .recorders
+            .keys()
+            .filter(|k| k.0 == who)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(recorded) = recording.recorders.remove(&key) {
+                drop(recorded.stop(reason));
+            }
         }
     }
 }

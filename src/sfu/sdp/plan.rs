@@ -102,6 +102,21 @@ pub fn bundle_plan(offer: &Sections) -> BundlePlan {
     }
 }
 
+/// `sdp` with `a=msid-semantic:WMS *` at session level (the stack writes it in some
+/// descriptions only). Clients such as aiortc name a received track after its `a=msid` only
+/// when the session lists its stream under that attribute; without it they make a name up, and
+/// the other side's tracks cannot be told apart.
+pub fn with_msid_semantic(sdp: &str) -> String {
+    if sdp.lines().any(|l| l.starts_with("a=msid-semantic")) {
+        return sdp.to_string();
+    }
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    match sdp.find("\nm=") {
+        Some(i) => format!("{}a=msid-semantic:WMS *{eol}{}", &sdp[..=i], &sdp[i + 1..]),
+        None => format!("{sdp}a=msid-semantic:WMS *{eol}"),
+    }
+}
+
 /// Our answer without simulcast (`a=simulcast`, `a=rid`): relais forwards one encoding per
 /// track, and an offerer whose simulcast is not answered sends a single stream (RFC 8853 §5.3).
 pub fn without_simulcast(sdp: &str) -> String {
@@ -370,6 +385,17 @@ mod tests {
         // One m-line needs no group; a rejected one outside the group is no matter.
         let single = Sections::parse("v=0\r\nm=audio 9 x\r\na=mid:0\r\nm=video 0 x\r\na=mid:1\r\n");
         assert_eq!(bundle_plan(&single), BundlePlan::AsIs);
+    }
+
+    #[test]
+    fn msid_semantic_is_always_written() {
+        let sdp = "v=0\r\nt=0 0\r\nm=audio 9 x\r\na=mid:0\r\n";
+        assert_eq!(
+            with_msid_semantic(sdp),
+            "v=0\r\nt=0 0\r\na=msid-semantic:WMS *\r\nm=audio 9 x\r\na=mid:0\r\n"
+        );
+        let has = "v=0\r\na=msid-semantic: WMS\r\nm=audio 9 x\r\n";
+        assert_eq!(with_msid_semantic(has), has);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct Section {
     pub formats: Vec<Format>,
     /// `a=rid` lines (simulcast layers).
     pub rids: usize,
+    /// The media stream the writer puts this m-line's track in (`a=msid:<stream> <track>`, or
+    /// the `msid:` of an `a=ssrc` line); `None` for `-` or none.
+    pub stream: Option<String>,
 }
 
 impl Section {
@@ -146,6 +149,24 @@ impl Sections {
                 "bundle-only" => section.bundle_only = true,
                 "ice-ufrag" => section.ice_ufrag = Some(value.to_string()),
                 "rid" => section.rids += 1,
+                "msid" => {
+                    if let Some(id) = value.split_whitespace().next()
+                        && id != "-"
+                    {
+                        section.stream = Some(id.to_string());
+                    }
+                }
+                "ssrc" if section.stream.is_none() => {
+                    // `a=ssrc:<n> msid:<stream> <track>` (writers that put msid on ssrc lines).
+                    if let Some(id) = value
+                        .split_once(' ')
+                        .and_then(|(_, rest)| rest.strip_prefix("msid:"))
+                        .and_then(|rest| rest.split_whitespace().next())
+                        && id != "-"
+                    {
+                        section.stream = Some(id.to_string());
+                    }
+                }
                 "candidate" => {
                     // foundation component transport priority ip port typ …
                     let f: Vec<&str> = value.split_whitespace().collect();
@@ -214,8 +235,10 @@ mod tests {
             a=ice-ufrag:sess\r\na=sendonly\r\n\
             m=audio 9 UDP/TLS/RTP/SAVPF 109 0\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:109 opus/48000/2\r\n\
             a=fmtp:109 maxplaybackrate=48000;stereo=1\r\na=rtpmap:0 PCMU/8000\r\na=mid:a\r\n\
+            a=msid:cam mic\r\n\
             a=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host\r\n\
             m=video 0 UDP/TLS/RTP/SAVPF 120\r\na=bundle-only\r\na=recvonly\r\na=mid:v\r\n\
+            a=ssrc:5 msid:screen s1\r\n\
             a=rtpmap:120 VP8/90000\r\na=rid:h send\r\na=rid:l send\r\n\
             m=video 0 UDP/TLS/RTP/SAVPF 120\r\na=mid:x\r\na=ice-ufrag:own\r\n";
         let s = Sections::parse(sdp);
@@ -242,6 +265,9 @@ mod tests {
         assert!(s.media[2].rejected());
         assert_eq!(s.media[2].ice_ufrag.as_deref(), Some("own"));
         assert_eq!(s.by_mid("x").map(|x| x.port), Some(0));
+        assert_eq!(a.stream.as_deref(), Some("cam"));
+        assert_eq!(v.stream.as_deref(), Some("screen"), "from the ssrc line");
+        assert_eq!(s.media[2].stream, None);
     }
 
     #[test]

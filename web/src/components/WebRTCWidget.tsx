@@ -4,7 +4,7 @@ import { ApiError, type ConferenceLink } from '../services/api';
 import { loadAuth, socketAuthOf, type AuthState } from '../services/auth';
 import { ConsultationCall, type CallSnapshot } from '../services/call';
 import { useServices } from '../services/context';
-import type { SessionType, UserRef } from '../services/events';
+import { isSecondaryStream, type SessionType, type UserRef } from '../services/events';
 import { describe, mediaErrorCode } from '../services/messages';
 import { RecordingControls, RecordingIndicator } from './Recording';
 import { VideoTile } from './VideoTile';
@@ -46,6 +46,14 @@ function personLabel(u: UserRef | null): string {
   if (!u) return 'Participant';
   return u.userType === 'medecin' ? `Médecin ${u.userId}` : `Patient ${u.userId}`;
 }
+
+/** A remote tile's caption: the person, or the screen they share (a further stream of theirs). */
+function streamLabel(id: string, u: UserRef | null): string {
+  return isSecondaryStream(id) ? `Écran partagé — ${personLabel(u)}` : personLabel(u);
+}
+
+const canShareScreen = (): boolean =>
+  typeof navigator !== 'undefined' && typeof navigator.mediaDevices?.getDisplayMedia === 'function';
 
 function stateText(s: CallSnapshot, isDoctor: boolean): string {
   switch (s.state) {
@@ -103,6 +111,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
   const [copied, setCopied] = useState<'idle' | 'copied' | 'failed'>('idle');
   const [linkSent, setLinkSent] = useState<'idle' | 'sending' | 'sent' | 'failed'>('idle');
   const [attemptKey, setAttemptKey] = useState(0);
+  const [screenError, setScreenError] = useState(false);
   const linkField = useRef<HTMLInputElement | null>(null);
   const sessionRef = useRef<number | null>(null);
   const signalingStatus = useSignalingStatus(services.signaling);
@@ -379,9 +388,9 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       )}
 
       {(phase.kind === 'call' || localStream) && !over && (
-        <div className="video-grid">
+        <div className={`video-grid${(snap?.remoteStreams.length ?? 0) > 1 ? ' multi' : ''}`}>
           {snap?.remoteStreams.map((r) => (
-            <VideoTileRemote key={r.id} id={r.id} stream={r.stream} label={personLabel(r.user)} />
+            <VideoTileRemote key={r.id} id={r.id} stream={r.stream} label={streamLabel(r.id, r.user)} />
           ))}
           {(!snap || snap.remoteStreams.length === 0) && (
             <div className="video-tile remote empty">
@@ -391,9 +400,17 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
             </div>
           )}
           <VideoTile stream={localStream} label="Vous" local className="self" />
+          {snap?.screenStream && (
+            <VideoTile stream={snap.screenStream} label="Votre écran partagé" local className="self screen" />
+          )}
         </div>
       )}
 
+      {screenError && snap && !over && (
+        <p className="call-notice" role="status">
+          Le partage d&apos;écran n&apos;a pas pu démarrer (refusé ou non disponible).
+        </p>
+      )}
       {call && snap && !over && (
         <div className="call-controls">
           <button
@@ -412,6 +429,20 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           >
             {snap.cameraEnabled ? 'Couper la caméra' : 'Activer la caméra'}
           </button>
+          {canShareScreen() && (
+            <button
+              type="button"
+              id="btn-screen"
+              aria-pressed={!!snap.screenStream}
+              onClick={() =>
+                snap.screenStream
+                  ? call.stopScreenShare()
+                  : (setScreenError(false), void call.startScreenShare().catch(() => setScreenError(true)))
+              }
+            >
+              {snap.screenStream ? 'Arrêter le partage' : "Partager l'écran"}
+            </button>
+          )}
           <button type="button" id="btn-hangup" className="danger" onClick={() => void hangUp()}>
             {isDoctor ? 'Terminer la consultation' : 'Raccrocher'}
           </button>
@@ -444,7 +475,9 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
 }
 
 function VideoTileRemote({ id, stream, label }: { id: string; stream: MediaStream; label: string }) {
-  return <VideoTile stream={stream} label={label} streamId={id} className="other" />;
+  return (
+    <VideoTile stream={stream} label={label} streamId={id} className={isSecondaryStream(id) ? 'other screen' : 'other'} />
+  );
 }
 
 

@@ -514,3 +514,97 @@ describe('ConsultationCall: recording', () => {
     call.destroy();
   });
 });
+
+describe('ConsultationCall: sharing the screen', () => {
+  const screenStream = () => new (class {
+    tracks = [new FakeTrack('video', 'screen-track')];
+    id = 'screen';
+    getTracks() {
+      return this.tracks;
+    }
+    getVideoTracks() {
+      return this.tracks;
+    }
+  })() as unknown as MediaStream;
+
+  async function connectedDoctor() {
+    const s = await setup('publish', { getDisplayMedia: async () => screenStream() });
+    s.call.start();
+    await settle();
+    s.socket.fire('webrtc_answer', {
+      sessionId: 193,
+      sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }, { kind: 'video', mid: '1', direction: 'recvonly' }]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle();
+    return s;
+  }
+
+  it('adds a second video track in a stream of its own and offers it; stopping removes it', async () => {
+    const { socket, pcs, call } = await connectedDoctor();
+    expect(socket.sent('webrtc_offer')).toHaveLength(1);
+    await call.startScreenShare();
+    await settle();
+    const offers = socket.sent('webrtc_offer');
+    expect(offers).toHaveLength(2);
+    expect(offers[1].payload.sdpOffer.match(/m=video/g)).toHaveLength(2);
+    const screen = pcs.last.transceivers.find((t) => t.sender.track?.id === 'screen-track');
+    expect((screen?.sender.streams[0] as MediaStream).id).toBe('screen');
+    expect(call.getSnapshot().screenStream).not.toBeNull();
+
+    socket.fire('webrtc_answer', { sessionId: 193, sdpAnswer: 'v=0\r\n', from: { userType: 'server', userId: null } });
+    await settle();
+    call.stopScreenShare();
+    await settle();
+    expect(socket.sent('webrtc_offer')).toHaveLength(3);
+    expect(screen?.sender.track).toBeNull();
+    expect(screen?.direction).toBe('recvonly');
+    expect(call.getSnapshot().screenStream).toBeNull();
+  });
+
+  it("our offer crossing the server's: the server's is answered, ours offered again", async () => {
+    const { socket, pcs, call } = await connectedDoctor();
+    socket.responder = (event: string) =>
+      event === 'webrtc_offer'
+        ? { success: false, error: { code: 'negotiation_in_progress', message: 'answer ours first' } }
+        : { success: true, data: {} };
+    await call.startScreenShare();
+    await settle();
+    expect(pcs.last.signalingState).toBe('have-local-offer');
+    socket.fire('webrtc_offer', {
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_video',
+      sdpOffer: sdpOf([
+        { kind: 'audio', mid: '0', direction: 'sendrecv', stream: 'patient-11' },
+        { kind: 'video', mid: '1', direction: 'sendrecv', stream: 'patient-11' },
+      ]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle();
+    expect(pcs.last.rolledBack).toBe(1);
+    expect(socket.sent('webrtc_answer')).toHaveLength(1);
+    expect(call.getSnapshot().remoteStreams.map((r) => r.id)).toEqual(['patient-11']);
+  });
+
+  it("another participant's screen comes as a stream of its own", async () => {
+    const { socket, call } = await connectedDoctor();
+    socket.fire('webrtc_offer', {
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_video',
+      sdpOffer: sdpOf([
+        { kind: 'audio', mid: '0', direction: 'sendrecv', stream: 'patient-11' },
+        { kind: 'video', mid: '1', direction: 'sendrecv', stream: 'patient-11' },
+        { kind: 'video', mid: '2', direction: 'sendonly', stream: 'patient-11.2' },
+      ]),
+      from: { userType: 'server', userId: null },
+    });
+    await settle();
+    const streams = call.getSnapshot().remoteStreams;
+    expect(streams.map((r) => [r.id, r.user])).toEqual([
+      ['patient-11', patient],
+      ['patient-11.2', patient],
+    ]);
+  });
+});

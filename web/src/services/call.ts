@@ -7,8 +7,10 @@
  * - `join` (the patient): `request_webrtc_offer` with the code → the server's `webrtc_offer`,
  *   whose sections the server receives on are the slots for our own media (one per kind; a
  *   `sendrecv` one already carries someone's track to us) → our answer.
- * Afterwards the server re-offers whenever someone arrives or leaves; we answer. We never
- * offer while an offer of the server waits for our answer (the server would refuse it).
+ * Afterwards the server re-offers whenever someone arrives or leaves; we answer. Our own
+ * changes (sharing the screen, stopping it) are offered by us on `negotiationneeded`; when our
+ * offer crosses one of the server's, the server's wins (it refuses ours with
+ * `negotiation_in_progress`; applying its offer rolls ours back) and we offer again after.
  *
  * Signaling for the PeerConnection is handled one event at a time (a queue), so candidates
  * never overtake the description they belong to. Server candidates that come before a remote
@@ -73,6 +75,8 @@ export interface CallSnapshot {
   endedReason: string | null;
   micEnabled: boolean;
   cameraEnabled: boolean;
+  /** Our shared screen while we share it (sent as a second video track). */
+  screenStream: MediaStream | null;
   /** Set while the consultation is recorded (every participant sees it). */
   recording: RecordingInfo | null;
 }
@@ -112,6 +116,8 @@ export interface CallOptions {
   iceServers?: RTCIceServer[];
   reconnect?: Partial<ReconnectPolicy>;
   log?: (message: string, detail?: unknown) => void;
+  /** Asks for the screen to share (default: `navigator.mediaDevices.getDisplayMedia`). */
+  getDisplayMedia?: () => Promise<MediaStream>;
 }
 
 const DEFAULT_POLICY: ReconnectPolicy = {
@@ -145,6 +151,11 @@ export class ConsultationCall {
   /** Join mode: our request is out, the server's first offer not yet applied. */
   private awaitingJoinOffer = false;
   private localAttached = false;
+  /** The first offer/answer of the current PeerConnection completed: our own changes (a
+   * shared screen) are offered by us from then on. */
+  private negotiatedOnce = false;
+  /** Our shared screen: its stream, and its sender on the current PeerConnection. */
+  private screen: { stream: MediaStream; sender: RTCRtpSender | null } | null = null;
   /**
    * ICE ufrags of server PeerConnections we dropped (each has its own). An offer or answer
    * that still carries one was sent for a connection the server has since replaced (for
@@ -172,6 +183,7 @@ export class ConsultationCall {
       endedReason: null,
       micEnabled: true,
       cameraEnabled: true,
+      screenStream: null,
       recording: null,
     };
   }
@@ -224,6 +236,44 @@ export class ConsultationCall {
   setCameraEnabled(enabled: boolean): void {
     for (const t of this.o.localStream.getVideoTracks()) t.enabled = enabled;
     this.update({ cameraEnabled: enabled });
+  }
+
+  /**
+   * Shares the screen: a second video track, in a stream of its own (the others see it beside
+   * our camera, and it is recorded to a file of its own). The browser's own "stop sharing"
+   * ends it like {@link stopScreenShare}. Rejects when the user refuses.
+   */
+  async startScreenShare(): Promise<void> {
+    if (this.screen || this.isOver()) return;
+    const get =
+      this.o.getDisplayMedia ??
+      (() => navigator.mediaDevices.getDisplayMedia({ video: true, audio: false }));
+    const stream = await get();
+    const track = stream.getVideoTracks()[0];
+    if (!track || this.isOver()) {
+      for (const t of stream.getTracks()) t.stop();
+      return;
+    }
+    track.addEventListener?.('ended', () => this.stopScreenShare());
+    this.screen = { stream, sender: null };
+    this.update({ screenStream: stream });
+    this.attachScreen();
+  }
+
+  /** Stops sharing the screen: its track leaves the call for everyone. */
+  stopScreenShare(): void {
+    const screen = this.screen;
+    if (!screen) return;
+    this.screen = null;
+    for (const t of screen.stream.getTracks()) t.stop();
+    if (screen.sender && this.pc) {
+      try {
+        this.pc.removeTrack(screen.sender);
+      } catch (e) {
+        this.log('removing the screen track failed', e);
+      }
+    }
+    this.update({ screenStream: null });
   }
 
   /**
@@ -310,6 +360,14 @@ export class ConsultationCall {
     this.pendingRemoteCandidates = [];
     this.outgoingCandidates = [];
     this.localAttached = false;
+    this.negotiatedOnce = false;
+    if (this.screen) this.screen.sender = null;
+    // Our own changes after the first negotiation (a shared screen starts or stops): we offer.
+    // Before it, the entry (our first offer, or our answer to the server's) carries them.
+    pc.onnegotiationneeded = () => {
+      if (gen !== this.generation) return;
+      this.enqueue((p, g) => this.offerChanges(p, g));
+    };
     pc.onicecandidate = (ev) => {
       if (gen !== this.generation || !ev.candidate || !ev.candidate.candidate) return;
       const c = ev.candidate;
@@ -360,6 +418,7 @@ export class ConsultationCall {
     }
     if (pc) {
       pc.onicecandidate = null;
+      pc.onnegotiationneeded = null;
       pc.ontrack = null;
       pc.onconnectionstatechange = null;
       try {
@@ -479,6 +538,7 @@ export class ConsultationCall {
 
   private finish(state: 'ended' | 'failed', reason: string | null, error: CallError | null = null): void {
     this.clearTimers();
+    if (state === 'ended') this.stopScreenShare();
     this.closePeerConnection();
     this.generation += 1;
     if (state === 'ended') {
@@ -525,9 +585,12 @@ export class ConsultationCall {
       this.update({ conversationId: p.conversationId });
     }
     this.enqueue(async (pc, gen) => {
-      if (this.o.mode === 'publish' && pc.signalingState === 'have-local-offer') {
-        // Our own offer is out: this one was for a PeerConnection the server already dropped.
-        return;
+      if (pc.signalingState === 'have-local-offer') {
+        // Before our first offer was answered, a server offer can only be for a connection
+        // it already dropped. After, our change crossed the server's: the server's wins
+        // (setRemoteDescription rolls ours back) and negotiationneeded offers ours again.
+        if (!this.negotiatedOnce) return;
+        this.log('our offer crossed the server\'s: taking the server\'s first');
       }
       if (this.o.mode === 'join' && !this.localAttached && !this.awaitingJoinOffer) return;
       await pc.setRemoteDescription({ type: 'offer', sdp: p.sdpOffer });
@@ -547,6 +610,39 @@ export class ConsultationCall {
         sessionId: this.o.sessionId,
         sdpAnswer: pc.localDescription?.sdp ?? answer.sdp ?? '',
       });
+      this.markNegotiated();
+    });
+  }
+
+  /** The first negotiation of this PeerConnection completed: a screen shared before (or
+   * during a reconnection) joins it now. */
+  private markNegotiated(): void {
+    if (this.negotiatedOnce) return;
+    this.negotiatedOnce = true;
+    this.attachScreen();
+  }
+
+  /** Puts the shared screen on the current PeerConnection (negotiationneeded offers it). */
+  private attachScreen(): void {
+    const pc = this.pc;
+    if (!pc || !this.screen || this.screen.sender || !this.negotiatedOnce) return;
+    const track = this.screen.stream.getVideoTracks()[0];
+    if (!track) return;
+    this.screen.sender = pc.addTrack(track, this.screen.stream);
+  }
+
+  /** Offers our own changes (negotiationneeded), once the first negotiation is done. */
+  private async offerChanges(pc: RTCPeerConnection, gen: number): Promise<void> {
+    if (!this.negotiatedOnce || pc.signalingState !== 'stable') return;
+    const offer = await pc.createOffer();
+    if (gen !== this.generation || pc.signalingState !== 'stable') return;
+    await pc.setLocalDescription(offer);
+    if (gen !== this.generation) return;
+    await this.o.signaling.request('webrtc_offer', {
+      sessionId: this.o.sessionId,
+      conversationId: this.snap.conversationId ?? undefined,
+      sdpOffer: pc.localDescription?.sdp ?? offer.sdp ?? '',
+      sessionType: this.o.sessionType ?? 'audio_video',
     });
   }
 
@@ -578,6 +674,7 @@ export class ConsultationCall {
       await pc.setRemoteDescription({ type: 'answer', sdp: p.sdpAnswer });
       await this.applyPendingCandidates(pc);
       this.pruneStreams(p.sdpAnswer);
+      this.markNegotiated();
     });
   }
 

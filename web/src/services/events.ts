@@ -305,13 +305,21 @@ export const SERVER_EVENTS: readonly ServerEvent[] = [
   'session_moved',
 ] as const;
 
-/** `msid` stream id of a participant's media as the SFU forwards it: `"{role}-{id}"`. */
+/**
+ * `msid` stream id of a participant's media as the SFU forwards it: `"{role}-{id}"` for their
+ * camera and microphone, `"{role}-{id}.{n}"` for a further stream of theirs (a shared screen).
+ */
 export function streamIdOf(who: UserRef): string {
   return `${who.userType}-${who.userId}`;
 }
 
 /** Reverse of {@link streamIdOf}; null for anything else. */
 export function userOfStreamId(streamId: string): UserRef | null {
-  const m = /^(patient|medecin)-(\d+)$/.exec(streamId);
+  const m = /^(patient|medecin)-(\d+)(?:\.\d+)?$/.exec(streamId);
   return m ? { userType: m[1] as Role, userId: Number(m[2]) } : null;
+}
+
+/** True for a participant's further stream (`"medecin-79.2"`: a shared screen). */
+export function isSecondaryStream(streamId: string): boolean {
+  return /^(patient|medecin)-\d+\.\d+$/.test(streamId);
 }

@@ -223,12 +223,15 @@ export class FakePeerConnection {
   onicecandidate: ((ev: { candidate: any }) => void) | null = null;
   ontrack: ((ev: { track: FakeTrack; streams: FakeMediaStream[] }) => void) | null = null;
   onconnectionstatechange: (() => void) | null = null;
+  onnegotiationneeded: (() => void) | null = null;
   closed = false;
   readonly transceivers: FakeTransceiver[] = [];
   readonly addedCandidates: RTCIceCandidateInit[] = [];
   readonly remoteStreams = new Map<string, FakeMediaStream>();
   /** Make the next setRemoteDescription fail. */
   failNextRemote = false;
+  /** Offers of ours that a server offer rolled back. */
+  rolledBack = 0;
 
   constructor(readonly config: RTCConfiguration) {}
 
@@ -237,7 +240,21 @@ export class FakePeerConnection {
     t.sender.track = track;
     t.sender.streams = [stream];
     this.transceivers.push(t);
+    this.needsNegotiation();
     return t.sender;
+  }
+
+  removeTrack(sender: FakeTransceiver['sender']) {
+    const t = this.transceivers.find((x) => x.sender === sender);
+    if (!t) throw new Error('InvalidAccessError: not a sender of this connection');
+    t.sender.track = null;
+    t.direction = t.direction === 'sendrecv' ? 'recvonly' : 'inactive';
+    this.needsNegotiation();
+  }
+
+  /** As browsers do, negotiationneeded once the current task is done. */
+  private needsNegotiation() {
+    queueMicrotask(() => this.onnegotiationneeded?.());
   }
 
   getTransceivers() {
@@ -266,6 +283,11 @@ export class FakePeerConnection {
   }
 
   async setRemoteDescription(d: RTCSessionDescriptionInit) {
+    if (d.type === 'offer' && this.signalingState === 'have-local-offer') {
+      // Implicit rollback of our own offer (perfect negotiation, as browsers do now).
+      this.signalingState = 'stable';
+      this.rolledBack += 1;
+    }
     if (this.failNextRemote) {
       this.failNextRemote = false;
       throw new Error('refused');
