@@ -47,6 +47,8 @@ struct Track {
     entry_dims: Option<(u16, u16)>,
     entry_private: Option<Vec<u8>>,
     last_written_ms: Option<i64>,
+    /// The unwrapped RTP timestamp and source generation of the frame written last.
+    last_written_rtp: Option<(i64, u32)>,
     /// Estimated duration of the last written frame.
     last_duration_ms: i64,
     end_ms: i64,
@@ -172,6 +174,7 @@ impl<S: Sink> Recorder<S> {
             entry_dims: None,
             entry_private: None,
             last_written_ms: None,
+            last_written_rtp: None,
             last_duration_ms: if video { 33 } else { 20 },
             end_ms: 0,
         });
@@ -544,8 +547,25 @@ impl<S: Sink> Recorder<S> {
                 self.stats.frames_dropped += 1;
                 return Ok(());
             }
-            // Video keeps every frame (later ones refer to it), a millisecond apart.
-            ms = ms.max(last + 1);
+            // Video keeps every frame (later ones refer to it) in RTP order: a frame older
+            // than one already written (it came late, out of order) is dropped, a decoder
+            // cannot take it after its successors.
+            let previous = self.tracks[ti]
+                .last_written_rtp
+                .filter(|(_, generation)| *generation == f.generation);
+            if let Some((rtp, _)) = previous
+                && f.rtp_ext <= rtp
+            {
+                self.stats.frames_dropped += 1;
+                return Ok(());
+            }
+            // When the timeline moved back under the track (the sender's clock corrected
+            // backwards), frames catch up at half their own spacing rather than pile up a
+            // millisecond apart (a burst to the viewer, colliding timestamps to a muxer).
+            let spacing = previous.map_or(2, |(rtp, _)| {
+                (f.rtp_ext - rtp) * 1000 / i64::from(self.tracks[ti].clock_rate.max(1))
+            });
+            ms = ms.max(last + (spacing / 2).max(1));
         }
         if let Some(cluster) = self.writer.cluster_timestamp() {
             ms = ms.max(cluster);
@@ -583,6 +603,7 @@ impl<S: Sink> Recorder<S> {
             t.last_duration_ms
         };
         t.last_written_ms = Some(ms);
+        t.last_written_rtp = Some((f.rtp_ext, f.generation));
         t.end_ms = ms + t.last_duration_ms;
         if f.generation == t.generation {
             t.clock.lock();
@@ -981,6 +1002,47 @@ mod tests {
         assert_eq!(p.blocks.len(), 60);
         let times: Vec<_> = p.blocks.iter().map(|b| b.1).collect();
         assert!((times[30] - 1000).abs() <= 2, "{times:?}");
+    }
+
+    /// A Sender Report that moves a written video track back in time (its sender's clock
+    /// corrected by more than RESYNC_US) does not pile the next frames a millisecond apart
+    /// (players and muxers see a burst, or timestamps that collide): they catch up at half
+    /// their spacing. A frame older than one written is dropped, not written behind it.
+    #[test]
+    fn a_clock_correction_backwards_keeps_frames_apart() {
+        let mut r = recorder();
+        let v = r.add_track(Codec::Vp8, 90_000, 0).unwrap();
+        let ntp0: u64 = 1000 << 32;
+        let frame_ntp = |i: u32| ntp0 + ((u64::from(i) << 32) / 30);
+        let mut times = Vec::new();
+        for i in 0..120u32 {
+            let at = t0() + Duration::from_micros(u64::from(i) * 33_333);
+            if i % 30 == 1 {
+                // Reports agree with the arrivals until frame 61's, which says the frames were
+                // captured 165 ms earlier than thought.
+                let ntp = if i >= 61 {
+                    frame_ntp(i) - (165u64 << 32) / 1000
+                } else {
+                    frame_ntp(i)
+                };
+                r.push_sender_report(v, 1, ntp, i * 3000);
+            }
+            r.push_rtp(v, &vp8(1, i as u16, i * 3000, i == 0), at)
+                .unwrap();
+            if i == 90 {
+                // Frame 70 again, late: older than what is written.
+                r.push_rtp(v, &vp8(1, 70, 70 * 3000, false), at).unwrap();
+            }
+            r.poll(at).unwrap();
+        }
+        let (_, sink) = r.finish_into_sink().unwrap();
+        let p = parse(sink.get_ref());
+        times.extend(p.blocks.iter().map(|b| b.1));
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] >= 15),
+            "frames at least half their spacing apart: {times:?}"
+        );
+        assert!(times.len() >= 118, "{} frames", times.len());
     }
 
     #[test]
