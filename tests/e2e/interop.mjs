@@ -1,4 +1,4 @@
-// Chromium participants of the interop matrix (tests/suite/interop/): many at once, one headless
+// Chromium participants of the interop matrix (tests/interop/): many at once, one headless
 // Chromium. The browser counterpart of tests/py/interop_agent.py, with the same job format, roles
 // and output lines.
 //

@@ -11,6 +11,22 @@
 //! test's own namespace, where the server listens (the other stacks use that address too).
 //! Without root, or without Chromium, the browser cells are skipped (said in the table); the
 //! aiortc and webrtc-rs cells run anyway, on loopback.
+//!
+//! A test binary of its own: cargo runs binaries one after the other, so the matrix (up to a
+//! dozen Chromium instances at once) never shares the two cores with the rest of the suite,
+//! whose load made audio gaps that were not the server's.
+
+#[path = "../suite/common.rs"]
+mod common;
+#[path = "../recording_support/media.rs"]
+#[allow(dead_code)]
+mod media;
+#[path = "../recording_support/probe.rs"]
+#[allow(dead_code)]
+mod probe;
+#[path = "../recording_support/rtp.rs"]
+#[allow(dead_code)]
+mod rtp;
 
 mod lab;
 mod wrtc;
@@ -526,6 +542,7 @@ async fn interop_matrix_every_client_with_its_defaults() {
         "\n| cell | doctor (publishes) | patient | video codecs sent (doctor / patient) | patient decoded | doctor decoded | result |\n|---|---|---|---|---|---|---|"
     );
     let mut failures = Vec::new();
+    let mut failed_cells = 0;
     for (n, cell) in cells.iter().enumerate() {
         let ids = (1000 + n as i64, 5000 + n as i64);
         let missing = json!({"ok": false, "error": "no result"});
@@ -560,6 +577,7 @@ async fn interop_matrix_every_client_with_its_defaults() {
         let verdict = if to_patient.is_ok() && to_doctor.is_ok() {
             "ok"
         } else {
+            failed_cells += 1;
             "FAIL"
         };
         let show = |r: &Result<String, String>| match r {
@@ -596,20 +614,25 @@ async fn interop_matrix_every_client_with_its_defaults() {
     }
     let _ = writeln!(
         table,
-        "\n{} cells, {} failed. Frames: a = audio frames, v = video frames per track. Browser cells: {}",
+        "\n{} cells, {failed_cells} failed. Frames: a = audio frames, v = video frames per track. Browser cells: {}",
         cells.len(),
-        failures.len(),
         env.browser_skip
             .as_deref()
             .map_or("run".to_string(), |w| format!("skipped ({w})"))
     );
+    if !failures.is_empty() {
+        let _ = writeln!(table, "\nWhat failed, per direction:\n");
+        for f in &failures {
+            let _ = writeln!(table, "- {f}");
+        }
+    }
     println!("{table}");
     let _ = std::fs::create_dir_all(root().join("tests/artifacts"));
     let _ = std::fs::write(root().join("tests/artifacts/interop-matrix.md"), &table);
     drop(env);
     assert!(
         failures.is_empty(),
-        "{} cells failed:\n{}",
+        "{failed_cells} cells failed ({} directions):\n{}",
         failures.len(),
         failures.join("\n")
     );

@@ -38,7 +38,7 @@ class Participant:
         self.token = token
         self.user = {"userId": user_id, "userType": user_type}
         # aiortc's defaults (bundlePolicy balanced), as an application would build it; the
-        # interop matrix (tests/suite/interop.rs) covers the other policies.
+        # interop matrix (tests/interop/main.rs) covers the other policies.
         policy = os.environ.get("BUNDLE_POLICY")
         config = RTCConfiguration(iceServers=[])
         if policy:

@@ -19,7 +19,6 @@ import sys
 import aioice.ice
 import socketio
 from aiortc import (
-    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCIceTransportPolicy,
@@ -50,9 +49,9 @@ def configuration():
                 credential=os.environ.get("ICE_CREDENTIAL"),
             )
         )
+    # aiortc's own defaults (bundlePolicy balanced), as an application builds it.
     return RTCConfiguration(
         iceServers=servers,
-        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         iceTransportPolicy=RTCIceTransportPolicy(os.environ.get("ICE_POLICY", "all")),
     )
 

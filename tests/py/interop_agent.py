@@ -1,4 +1,4 @@
-"""aiortc participants of the interop matrix (tests/suite/interop/): many at once, one asyncio loop.
+"""aiortc participants of the interop matrix (tests/interop/): many at once, one asyncio loop.
 
 Usage: interop_agent.py JOB.json. The job is {"base": origin, "hostIps": [...], "roles": [ROLE]}.
 A ROLE is one side of one matrix cell:

@@ -17,7 +17,6 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod ice_tcp;
-mod interop;
 mod load_tool;
 mod messaging_rest;
 mod netns;
