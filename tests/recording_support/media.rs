@@ -21,10 +21,17 @@ fn cache_dir() -> PathBuf {
     dir
 }
 
-/// Runs ffmpeg into `name` in the cache unless it is there already.
+/// Runs ffmpeg into `name` in the cache unless it is there already. One encoding at a time
+/// in a process (many agents of a test ask for the same file at once on a cold cache), and
+/// a temporary file per process, renamed into place: other test processes see a whole file
+/// or none.
 fn encode(name: &str, args: &[&str]) -> PathBuf {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     require_ffmpeg();
     let out = cache_dir().join(name);
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if out.exists() {
         return out;
     }
