@@ -13,23 +13,32 @@ use axum::http::HeaderValue;
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
-use crate::auth::{FailureLimiter, TokenVerifier};
+use crate::auth::TokenVerifier;
 use crate::clock::{SharedClock, SystemClock};
 use crate::cluster::{Cluster, LocalNode};
 use crate::config::Config;
+use crate::http::conn_limit::{ConnLimits, Limited};
+use crate::limits::{FailureWindows, LogBudget, Rate};
 use crate::messaging::{Messaging, Uploads};
 use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
 use crate::realtime::io::ClusterAdapter;
+use crate::realtime::limits::SocketLimits;
 use crate::realtime::{self, Broadcaster, Io};
 use crate::recording::Recordings;
-use crate::sessions::Sessions;
+use crate::sessions::{CodeLimits, Sessions};
 use crate::sfu::{MediaSettings, Sfu};
 use crate::state::{AppInner, AppState};
 use crate::store::Store;
 use crate::tls::{self, TlsMaterial};
 use crate::turn::core::Limits;
 use crate::turn::policy::PeerPolicy;
+use crate::turn::quota::Quotas;
 use crate::turn::{TurnServer, TurnSettings};
+
+/// Log lines of one kind that clients can cause (refused tokens, 4xx, events over a limit),
+/// per minute; past it they are counted and the count is told in the next line.
+const LOG_LINES_PER_MINUTE: u32 = 20;
 
 /// A built server: sockets bound, database migrated, nothing served yet.
 pub struct App {
@@ -42,6 +51,8 @@ pub struct App {
     http_listener: std::net::TcpListener,
     https: Option<(std::net::TcpListener, TlsMaterial)>,
     router: axum::Router,
+    /// TCP connections on the HTTP and HTTPS listeners in all.
+    max_connections: u32,
 }
 
 /// The Socket.IO layer: socketioxide's types differ with the adapter.
@@ -85,6 +96,27 @@ fn bind_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener
         .with_context(|| format!("{key}: cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// `http.max_connections`, or three quarters of the open-file limit (raised first) when 0:
+/// the rest is kept for media, TURN, the database and files.
+fn max_connections(config: &Config) -> u32 {
+    let limit = match crate::net::fd_limit::raise() {
+        Ok(l) => {
+            if l.now > l.before {
+                tracing::info!(before = l.before, now = l.now, "open-file limit raised");
+            }
+            l.now
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            1024
+        }
+    };
+    if config.http.max_connections > 0 {
+        return config.http.max_connections;
+    }
+    u32::try_from(limit / 4 * 3).unwrap_or(u32::MAX).max(64)
 }
 
 /// Non-loopback addresses of this host's interfaces, IPv4 first.
@@ -149,16 +181,12 @@ impl App {
 
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         config.validate()?;
+        // Patient data: nothing this process creates is readable by other local users.
+        crate::private_files::restrict();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
 
         let verifier = TokenVerifier::from_config(&config.auth, &config.data_dir)?;
-        if verifier.development_mode {
-            tracing::warn!(
-                "development mode: no auth.jwt_secret or auth.jwt_public_key_file configured; \
-                 tokens are signed with a secret generated for this data directory"
-            );
-        }
 
         let store = Store::connect(&config.database_url())
             .await
@@ -244,12 +272,21 @@ impl App {
             metrics.clone(),
             uploads,
             config.messaging.max_message_chars,
+            Rate::new(
+                f64::from(config.limits.messages_per_minute) / 60.0,
+                f64::from(config.limits.messages_burst),
+            ),
         );
         let sessions = Sessions::new(
             store.clone(),
             clock.clone(),
             messaging.clone(),
             config.sessions.code_ttl,
+            CodeLimits {
+                per_person: config.limits.code_failures_per_person,
+                per_address: config.limits.code_failures_per_address,
+                global: config.limits.code_failures_per_minute,
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("sessions: {e}"))?;
@@ -302,7 +339,14 @@ impl App {
         };
         let config = Arc::new(config);
         let state = AppState::new(AppInner {
-            auth_limiter: FailureLimiter::new(config.http.auth_failures_per_minute, clock.clone()),
+            auth_limiter: FailureWindows::per_minute(
+                config.http.auth_failures_per_minute,
+                clock.clone(),
+            ),
+            trusted_proxies: TrustedProxies::parse(&config.http.trusted_proxies)
+                .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?,
+            socket_limits: SocketLimits::new(&config.limits, clock.clone()),
+            log_budget: LogBudget::new(LOG_LINES_PER_MINUTE, 60_000, clock.clone()),
             config: config.clone(),
             store,
             verifier,
@@ -331,9 +375,33 @@ impl App {
             }
         }
 
-        let router = io_layer
-            .apply(crate::http::router(state.clone()))
-            .layer(crate::http::cors(cors_origins));
+        let router = crate::http::guard::hardening(
+            io_layer
+                .apply(crate::http::router(state.clone()))
+                .layer(crate::http::cors(cors_origins)),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::guard::client_addr,
+        ));
+        let max_connections = max_connections(&state.config);
+        for dir in [
+            &state.config.data_dir,
+            &state.config.media_dir,
+            &state.config.https.certs_dir,
+        ] {
+            match crate::private_files::close_dir(dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    dir = %dir.display(),
+                    entries = n,
+                    "closed to other users (0700 directories, 0600 files)"
+                ),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot close to other users")
+                }
+            }
+        }
 
         Ok(Self {
             http_addr,
@@ -343,6 +411,7 @@ impl App {
             state,
             http_listener,
             https,
+            max_connections,
             router,
         })
     }
@@ -372,22 +441,53 @@ impl App {
             cluster.start(self.state.clone(), self.local_node()).await?;
         }
         let handle = axum_server::Handle::new();
-        let make = || {
-            self.router
-                .clone()
-                .into_make_service_with_connect_info::<SocketAddr>()
+        let http_config = &self.state.config.http;
+        let limits = Arc::new(ConnLimits::new(
+            http_config.connections_per_address,
+            self.max_connections,
+            http_config.header_timeout,
+            self.state.trusted_proxies.clone(),
+            self.state.metrics.clone(),
+            self.state.clock.clone(),
+        ));
+        let configure = |builder: &mut hyper_util::server::conn::auto::Builder<_>| {
+            // A connection that sends no request head within the timeout, or stays idle that
+            // long between requests, is closed; heads larger than the cap get 431.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(http_config.header_timeout)
+                .max_buf_size(http_config.max_header_bytes);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(http_config.header_timeout)
+                .keep_alive_timeout(http_config.header_timeout)
+                .max_header_list_size(http_config.max_header_bytes as u32);
         };
+        let router = self.router.clone();
+        let mut http_server = axum_server::from_tcp(self.http_listener)
+            .map(|a| Limited::new(a, limits.clone()))
+            .handle(handle.clone());
+        configure(http_server.http_builder());
         let http = tokio::spawn(
-            axum_server::from_tcp(self.http_listener)
-                .handle(handle.clone())
-                .serve(make()),
+            http_server.serve(
+                router
+                    .clone()
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            ),
         );
         let https = self.https.map(|(listener, material)| {
             let tls = axum_server::tls_rustls::RustlsConfig::from_config(material.server_config);
+            let mut server = axum_server::from_tcp_rustls(listener, tls)
+                .map(|a| Limited::new(a, limits.clone()))
+                .handle(handle.clone());
+            configure(server.http_builder());
             tokio::spawn(
-                axum_server::from_tcp_rustls(listener, tls)
-                    .handle(handle.clone())
-                    .serve(make()),
+                server.serve(
+                    crate::http::guard::strict_transport(router)
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
             )
         });
         tracing::info!(
@@ -401,6 +501,13 @@ impl App {
             public_base_url = %self.public_base_url,
             "relais listening"
         );
+        for line in self.state.config.exposure(self.http_addr, self.https_addr) {
+            if self.state.config.development_mode() {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
 
         let retention = self.state.recordings.spawn_retention();
         shutdown.await;
@@ -503,9 +610,19 @@ async fn start_turn(
                 .to_string(),
             credential_ttl: config.turn.credential_ttl,
             limits: Limits {
-                max_allocations: config.turn.max_allocations,
-                max_allocations_per_user: config.turn.max_allocations_per_user,
+                quotas: Quotas {
+                    max_allocations: config.turn.max_allocations,
+                    max_allocations_per_user: config.turn.max_allocations_per_user,
+                    max_allocations_per_address: config.turn.max_allocations_per_address,
+                    reserved_for_sessions: config.turn.reserved_for_sessions,
+                },
                 bytes_per_sec: u64::from(config.turn.max_kbps_per_allocation) * 1000 / 8,
+            },
+            in_session: {
+                let sfu = sfu.clone();
+                Arc::new(move |user: &str| {
+                    crate::ids::Identity::parse_key(user).is_some_and(|who| sfu.in_a_session(who))
+                })
             },
             policy: PeerPolicy::new(
                 sfu.host_candidates().to_vec(),

@@ -59,6 +59,7 @@ pub struct Config {
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
     pub cluster: ClusterConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -73,8 +74,30 @@ pub struct HttpConfig {
     /// How long in-flight requests may take to finish at shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Authentication failures allowed per client address per minute before 429.
+    /// Invalid tokens allowed per client address per minute; past it, invalid tokens from
+    /// there get 429 (a valid token is always accepted, whoever failed before it).
     pub auth_failures_per_minute: u32,
+    /// Proxies (addresses or blocks, `10.0.0.0/8`) whose `Forwarded`/`X-Forwarded-For` name
+    /// the client. Empty: the TCP peer is the client, and those headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Time a connection has to send a request's headers, and to start its next request when
+    /// kept alive: a connection silent for longer is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest silence inside a request body (an upload) before the request fails.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; beyond: 431.
+    pub max_header_bytes: usize,
+    /// TCP connections one client address may hold open on the HTTP and HTTPS ports (trusted
+    /// proxies excepted); more are closed at once.
+    pub connections_per_address: u32,
+    /// TCP connections on the HTTP and HTTPS ports in all. 0: derived from the open-file limit
+    /// (three quarters of it, the rest kept for media, TURN, the database and files).
+    pub max_connections: u32,
+    /// Bearer token `/metrics` asks of clients that are not on this machine. Unset: only
+    /// local clients (loopback) may read `/metrics`.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,12 +122,28 @@ pub struct AuthConfig {
     pub jwt_public_key_file: Option<PathBuf>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
-    /// Clock skew tolerated on `exp`/`nbf`.
+    /// Clock skew tolerated when checking a token's `exp` (expired up to this long ago is
+    /// still accepted) and `nbf` (valid from up to this long ahead). Keep it short: it extends
+    /// every token's life.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Development mode only (no `jwt_secret`, no public key): who may get a token from
+    /// `POST /api/dev/token`. `local`: clients on this machine (loopback) only; `network`:
+    /// anyone who reaches the server (a lab, never a clinic); `off`: nobody (use the `token`
+    /// command).
+    pub dev_sign_in: DevSignIn,
     /// People who may use the administration endpoints (`GET /api/messaging/nodes`), as
     /// `role:id` (`medecin:1`). Empty: nobody.
     pub admins: Vec<String>,
+}
+
+/// Who may sign in through the development token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevSignIn {
+    Local,
+    Network,
+    Off,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +209,11 @@ pub struct TurnConfig {
     pub max_allocations_per_user: u32,
     /// Allocations the server holds at once (508 beyond).
     pub max_allocations: u32,
+    /// Allocations one client address (IPv6: one /64) may hold at once (486 beyond).
+    pub max_allocations_per_address: u32,
+    /// Of `max_allocations`, how many only participants of a live consultation on this node
+    /// may take: a client that is in no call cannot use the last ones up.
+    pub reserved_for_sessions: u32,
     /// Relayed bandwidth per allocation, both directions together, in kbit/s.
     pub max_kbps_per_allocation: u32,
     /// Peers allowed besides relais's own media addresses (other relais nodes). The server
@@ -211,6 +255,34 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
 }
 
+/// What one client may cost the others (see [`crate::limits`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Socket.IO connections one person may hold at once (tabs, devices).
+    pub sockets_per_user: u32,
+    /// Socket.IO connections from one client address at once (a clinic behind one NAT holds
+    /// many: keep it well above its staff).
+    pub sockets_per_address: u32,
+    /// Client events per second one socket may send (every event, messaging and signaling),
+    /// and how many it may send at once.
+    pub socket_events_per_second: u32,
+    pub socket_events_burst: u32,
+    /// The same for all the sockets of one person together.
+    pub user_events_per_second: u32,
+    pub user_events_burst: u32,
+    /// Messages one person may send per minute (REST and Socket.IO), and at once.
+    pub messages_per_minute: u32,
+    pub messages_burst: u32,
+    /// Wrong join codes per person per minute; past it, 429 for that person only.
+    pub code_failures_per_person: u32,
+    /// Wrong join codes per client address (IPv6: per /64) per minute.
+    pub code_failures_per_address: u32,
+    /// Wrong join codes per minute on the whole server. Past it, only people with no wrong
+    /// code of their own this minute have a code checked.
+    pub code_failures_per_minute: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -248,6 +320,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             recording: RecordingConfig::default(),
             cluster: ClusterConfig::default(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -261,6 +334,13 @@ impl Default for HttpConfig {
             json_body_limit: 256 * 1024,
             shutdown_grace: Duration::from_secs(10),
             auth_failures_per_minute: 30,
+            trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            connections_per_address: 256,
+            max_connections: 0,
+            metrics_token: None,
         }
     }
 }
@@ -286,6 +366,7 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(30),
+            dev_sign_in: DevSignIn::Local,
             admins: Vec::new(),
         }
     }
@@ -336,6 +417,8 @@ impl Default for TurnConfig {
             credential_ttl: Duration::from_secs(12 * 3600),
             max_allocations_per_user: 20,
             max_allocations: 2000,
+            max_allocations_per_address: 100,
+            reserved_for_sessions: 200,
             max_kbps_per_allocation: 10_000,
             extra_peer_ips: Vec::new(),
         }
@@ -360,6 +443,24 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_secs(2),
             node_ttl: Duration::from_secs(6),
             request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            sockets_per_user: 20,
+            sockets_per_address: 500,
+            socket_events_per_second: 30,
+            socket_events_burst: 120,
+            user_events_per_second: 60,
+            user_events_burst: 240,
+            messages_per_minute: 120,
+            messages_burst: 20,
+            code_failures_per_person: 10,
+            code_failures_per_address: 20,
+            code_failures_per_minute: 300,
         }
     }
 }
@@ -400,6 +501,8 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
         "http.auth_failures_per_minute",
         Kind::Int,
     ),
+    ("RELAIS_TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
+    ("RELAIS_METRICS_TOKEN", "http.metrics_token", Kind::Str),
     ("RELAIS_HTTPS_ENABLED", "https.enabled", Kind::Bool),
     ("RELAIS_HTTPS_ADDR", "https.addr", Kind::Str),
     ("RELAIS_TLS_CERT_FILE", "https.cert_file", Kind::Str),
@@ -413,6 +516,7 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
         Kind::Str,
     ),
     ("RELAIS_JWT_ISSUER", "auth.issuer", Kind::Str),
+    ("RELAIS_DEV_SIGN_IN", "auth.dev_sign_in", Kind::Str),
     ("RELAIS_JWT_AUDIENCE", "auth.audience", Kind::Str),
     (
         "RELAIS_ATTACHMENT_MAX_BYTES",
@@ -682,6 +786,77 @@ impl Config {
                 "must be at least 64".into(),
             ));
         }
+        if let Err(e) = crate::net::TrustedProxies::parse(&self.http.trusted_proxies) {
+            return Err(bad("http.trusted_proxies", e));
+        }
+        if self.http.header_timeout < Duration::from_secs(1) {
+            return Err(bad("http.header_timeout", "must be at least 1s".into()));
+        }
+        if self.http.body_timeout < Duration::from_secs(1) {
+            return Err(bad("http.body_timeout", "must be at least 1s".into()));
+        }
+        if !(8192..=1 << 20).contains(&self.http.max_header_bytes) {
+            return Err(bad(
+                "http.max_header_bytes",
+                "must be between 8192 and 1048576".into(),
+            ));
+        }
+        if self.http.connections_per_address == 0 {
+            return Err(bad(
+                "http.connections_per_address",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(token) = &self.http.metrics_token
+            && token.len() < 16
+        {
+            return Err(bad(
+                "http.metrics_token",
+                "must be at least 16 characters long".into(),
+            ));
+        }
+        if self.turn.reserved_for_sessions >= self.turn.max_allocations {
+            return Err(bad(
+                "turn.reserved_for_sessions",
+                "must be smaller than turn.max_allocations".into(),
+            ));
+        }
+        if self.turn.max_allocations_per_address == 0 {
+            return Err(bad(
+                "turn.max_allocations_per_address",
+                "must be at least 1".into(),
+            ));
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.sockets_per_user", l.sockets_per_user),
+            ("limits.sockets_per_address", l.sockets_per_address),
+            (
+                "limits.socket_events_per_second",
+                l.socket_events_per_second,
+            ),
+            ("limits.socket_events_burst", l.socket_events_burst),
+            ("limits.user_events_per_second", l.user_events_per_second),
+            ("limits.user_events_burst", l.user_events_burst),
+            ("limits.messages_per_minute", l.messages_per_minute),
+            ("limits.messages_burst", l.messages_burst),
+            (
+                "limits.code_failures_per_person",
+                l.code_failures_per_person,
+            ),
+            (
+                "limits.code_failures_per_address",
+                l.code_failures_per_address,
+            ),
+            (
+                "limits.code_failures_per_minute",
+                l.code_failures_per_minute,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
         for admin in &self.auth.admins {
             if parse_identity(admin).is_none() {
                 return Err(bad(
@@ -691,6 +866,77 @@ impl Config {
             }
         }
         self.validate_cluster()
+    }
+
+    /// Development mode: tokens are signed with a secret generated for the data directory.
+    pub fn development_mode(&self) -> bool {
+        self.auth.jwt_secret.is_none() && self.auth.jwt_public_key_file.is_none()
+    }
+
+    /// Who can reach what, in plain words, for the start-up log (`http`/`https`: where the
+    /// listeners are bound).
+    pub fn exposure(&self, http: SocketAddr, https: Option<SocketAddr>) -> Vec<String> {
+        let mut listeners = format!("http://{http}");
+        if let Some(h) = https {
+            listeners.push_str(&format!(" and https://{h}"));
+        }
+        let everyone = if http.ip().is_loopback() && https.is_none_or(|h| h.ip().is_loopback()) {
+            "clients on this machine"
+        } else {
+            "anyone who reaches"
+        };
+        let mut lines = Vec::new();
+        if self.development_mode() {
+            let sign_in = match self.auth.dev_sign_in {
+                DevSignIn::Local => "only clients on this machine (127.0.0.1, ::1) can get a \
+                     sign-in token (POST /api/dev/token, auth.dev_sign_in = \"local\"); others \
+                     see the sign-in page but cannot sign in"
+                    .to_string(),
+                DevSignIn::Network => format!(
+                    "{everyone} {listeners} can get a token for ANY doctor or patient \
+                     (auth.dev_sign_in = \"network\"): a lab set-up, never a clinic"
+                ),
+                DevSignIn::Off => "nobody can get a token from the server \
+                     (auth.dev_sign_in = \"off\"); mint them with `relais token`"
+                    .to_string(),
+            };
+            lines.push(format!(
+                "development mode (no auth.jwt_secret): tokens are signed with a secret of the \
+                 data directory; {sign_in}. Set auth.jwt_secret before real patients use it"
+            ));
+        } else {
+            lines.push(format!(
+                "{everyone} {listeners} reaches the web client and the API; every API call \
+                 needs a token signed by auth.{}",
+                if self.auth.jwt_secret.is_some() {
+                    "jwt_secret"
+                } else {
+                    "jwt_public_key_file"
+                }
+            ));
+        }
+        lines.push(match &self.http.metrics_token {
+            Some(_) => {
+                "/metrics: clients on this machine, and others with http.metrics_token".to_string()
+            }
+            None => "/metrics: clients on this machine only (set http.metrics_token for a \
+                 remote scraper)"
+                .to_string(),
+        });
+        if self.http.trusted_proxies.is_empty() {
+            lines.push(
+                "client addresses are the TCP peers (no http.trusted_proxies: Forwarded and \
+                 X-Forwarded-For are ignored)"
+                    .to_string(),
+            );
+        } else {
+            lines.push(format!(
+                "client addresses come from Forwarded/X-Forwarded-For when the peer is one of \
+                 http.trusted_proxies ({})",
+                self.http.trusted_proxies.join(", ")
+            ));
+        }
+        lines
     }
 
     /// Several nodes: Redis for the directory and events, PostgreSQL for shared state.

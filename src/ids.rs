@@ -105,7 +105,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(role: Role, id: i64) -> Self {
+    pub const fn new(role: Role, id: i64) -> Self {
         Self {
             role,
             id: UserId(id),
@@ -115,6 +115,17 @@ impl Identity {
     /// The Socket.IO room every socket of this person joins.
     pub fn room(&self) -> String {
         format!("user:{}:{}", self.role, self.id)
+    }
+
+    /// `medecin-79`: the user part of the person's TURN credentials.
+    pub fn key(&self) -> String {
+        format!("{}-{}", self.role, self.id)
+    }
+
+    /// The person named by [`key`](Self::key).
+    pub fn parse_key(key: &str) -> Option<Self> {
+        let (role, id) = key.split_once('-')?;
+        Some(Self::new(role.parse().ok()?, id.parse().ok()?))
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`realtime`]: Socket.IO handshake, events and broadcasts;
 //! - [`cluster`]: several nodes on PostgreSQL and Redis (directory, placement, routing,
 //!   node loss); off without `redis_url`;
+//! - [`limits`]: what one client may cost the others (failure windows, token buckets,
+//!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
 //! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
 //!
 //! Invariants that hold across modules:
@@ -27,9 +29,12 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod load;
 pub mod messaging;
 pub mod metrics;
+pub mod net;
+pub mod private_files;
 pub mod realtime;
 pub mod recording;
 pub mod sessions;

@@ -13,9 +13,32 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    /// One of the methods the API serves, or `other` (clients choose the method string: an
+    /// open set would grow `/metrics` without bound).
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
+}
+
+/// A request method as a label: the known ones, else `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// Which limit: `socketio_event`, `socket_connection`, `http_connection`, `message`,
+    /// `join_code`.
+    pub limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +75,7 @@ pub struct Metrics {
     pub socketio_connections: Gauge,
     pub messages_stored: Counter,
     pub auth_failures: Family<TransportLabels, Counter>,
+    pub limited: Family<LimitLabels, Counter>,
     pub db_pool_connections: Family<PoolLabels, Gauge>,
     pub media: MediaMetrics,
     pub turn: TurnMetrics,
@@ -254,6 +278,12 @@ impl Metrics {
             "Refused authentications by transport",
             auth_failures.clone(),
         );
+        let limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limited",
+            "Connections, events and attempts refused by a per-client limit, by limit",
+            limited.clone(),
+        );
         let db_pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -273,11 +303,17 @@ impl Metrics {
             socketio_connections,
             messages_stored,
             auth_failures,
+            limited,
             db_pool_connections,
             media,
             turn,
             recording,
         }
+    }
+
+    /// One refusal by the limit `limit`.
+    pub fn count_limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// The exposition text.

@@ -3,13 +3,16 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::auth::{FailureLimiter, TokenVerifier};
+use crate::auth::TokenVerifier;
 use crate::clock::SharedClock;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::limits::{AddrKey, FailureWindows, LogBudget};
 use crate::messaging::Messaging;
 use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
 use crate::realtime::Io;
+use crate::realtime::limits::SocketLimits;
 use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::sfu::Sfu;
@@ -23,7 +26,14 @@ pub struct AppInner {
     pub config: Arc<Config>,
     pub store: Store,
     pub verifier: TokenVerifier,
-    pub auth_limiter: FailureLimiter,
+    /// Invalid tokens per client address (a valid token is never refused for them).
+    pub auth_limiter: FailureWindows<AddrKey>,
+    /// Whose forwarding headers name the client (`http.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
+    /// Socket.IO connections and events per person, socket and address.
+    pub socket_limits: SocketLimits,
+    /// Log lines clients can cause, at a bounded rate.
+    pub log_budget: LogBudget,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub messaging: Messaging,

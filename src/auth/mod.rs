@@ -1,5 +1,5 @@
-//! Authentication: JWT verification into an [`Identity`], development secrets, token minting and
-//! the per-address limit on failed attempts.
+//! Authentication: JWT verification into an [`Identity`], development secrets, token minting.
+//! (Failed attempts are counted per address by the transports, with [`crate::limits`].)
 //!
 //! Invariants:
 //! - the algorithm is pinned by configuration (HS256 with a secret, or RS256 with a PEM public
@@ -10,7 +10,6 @@
 //! - tokens never reach a log line: errors carry only the reason.
 
 mod dev_secret;
-mod rate_limit;
 
 use std::path::Path;
 
@@ -21,7 +20,12 @@ use crate::config::AuthConfig;
 use crate::ids::{Identity, Role};
 
 pub use dev_secret::load_or_create_dev_secret;
-pub use rate_limit::FailureLimiter;
+
+/// Equality of two secrets in time independent of where they differ (their lengths are not
+/// secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// Why a token was refused. The text is safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

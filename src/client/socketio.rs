@@ -68,6 +68,8 @@ pub struct ConnectOptions {
     /// Extra root certificate (PEM) to trust for `https` URLs, e.g. relais's self-signed one.
     pub root_cert_pem: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
+    /// Extra headers of the WebSocket upgrade request (`X-Forwarded-For` behind a proxy).
+    pub headers: Vec<(String, String)>,
 }
 
 fn ws_url(base: &str) -> Result<String, SioError> {
@@ -114,8 +116,21 @@ impl SioClient {
     ) -> Result<Self, SioError> {
         let timeout = opts.timeout.unwrap_or(Duration::from_secs(10));
         let url = ws_url(base)?;
-        let connect =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector(&opts)?);
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+        for (k, v) in &opts.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| SioError::Protocol(format!("header {k}: {e}")))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|e| SioError::Protocol(format!("header {k}: {e}")))?;
+            request.headers_mut().append(name, value);
+        }
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            true,
+            connector(&opts)?,
+        );
         let (ws, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| SioError::Timeout("websocket".into()))??;

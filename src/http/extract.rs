@@ -7,8 +7,10 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::auth::Principal;
+use crate::limits::AddrKey;
 use crate::messaging::ErrorKind;
 use crate::metrics::TransportLabels;
+use crate::net::ClientAddr;
 use crate::state::AppState;
 
 /// A JSON body; malformed JSON, wrong types, wrong content type and oversize get API errors.
@@ -26,24 +28,37 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// The client's address, when the server knows it (it always does when serving sockets).
+/// The client's address, when the server knows it (it always does when serving sockets):
+/// resolved through the trusted proxies ([`crate::net::ClientAddr`]), else the TCP peer.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl ClientIp {
+    pub fn of(parts: &Parts) -> Self {
+        Self(client_ip(&parts.extensions))
+    }
+}
+
+/// The client address recorded in a request's extensions.
+pub fn client_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<ClientAddr>().map(|c| c.0).or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(Self::of(parts))
     }
 }
 
-/// The authenticated caller (`Authorization: Bearer …`).
+/// The authenticated caller (`Authorization: Bearer …`). A valid token is always accepted; an
+/// invalid one counts against the client's address, and past `http.auth_failures_per_minute`
+/// the answer is 429 instead of 401.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
@@ -51,19 +66,6 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(ip) = ip
-            && state.auth_limiter.is_blocked(ip)
-        {
-            return Err(ApiError::new(
-                ErrorKind::TooManyRequests,
-                "too_many_auth_failures",
-                "too many failed authentication attempts, retry in a minute",
-            ));
-        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -73,23 +75,35 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .unwrap_or("");
-        match state.verifier.verify(token) {
-            Ok(principal) => Ok(Caller(principal)),
-            Err(e) => {
-                state
-                    .metrics
-                    .auth_failures
-                    .get_or_create(&TransportLabels { transport: "http" })
-                    .inc();
-                if let Some(ip) = ip {
-                    state.auth_limiter.record_failure(ip);
-                }
-                Err(ApiError::new(
-                    ErrorKind::Unauthorized,
-                    "unauthorized",
-                    e.to_string(),
-                ))
-            }
+        let e = match state.verifier.verify(token) {
+            Ok(principal) => return Ok(Caller(principal)),
+            Err(e) => e,
+        };
+        state
+            .metrics
+            .auth_failures
+            .get_or_create(&TransportLabels { transport: "http" })
+            .inc();
+        let key = ClientIp::of(parts).0.map(AddrKey::of);
+        let over = key.is_some_and(|k| {
+            let before = state.auth_limiter.is_over(&k);
+            state.auth_limiter.record(k);
+            before
+        });
+        if let Some(suppressed) = state.log_budget.admit("http_auth_failure") {
+            tracing::info!(reason = %e, client = ?key.map(|k| k.to_string()), suppressed, "http authentication refused");
         }
+        if over {
+            return Err(ApiError::new(
+                ErrorKind::TooManyRequests,
+                "too_many_auth_failures",
+                "too many failed authentication attempts from this address, retry in a minute",
+            ));
+        }
+        Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            "unauthorized",
+            e.to_string(),
+        ))
     }
 }

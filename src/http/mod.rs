@@ -8,10 +8,12 @@
 //! - request logs carry the route template, never a raw path or query.
 
 pub mod attachments;
+pub mod conn_limit;
 pub mod conversations;
 mod envelope;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod messages;
 pub mod nodes;
 mod openapi;
@@ -89,13 +91,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(web::client)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.http.json_body_limit))
+        // A body (an upload) silent for this long fails the request.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.http.body_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::track,
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
         ))
         .with_state(state)
 }

@@ -43,9 +43,35 @@ fn not_ready() -> Response {
         .into_response()
 }
 
-/// Prometheus exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "metrics text")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus exposition: to clients on this machine, and to others that present
+/// `http.metrics_token` as a bearer token.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "metrics text"),
+              (status = 401, description = "not local, and no or a wrong `http.metrics_token`")))]
+pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let token_ok = state
+        .config
+        .http
+        .metrics_token
+        .as_deref()
+        .is_some_and(|want| {
+            let given = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("");
+            crate::auth::constant_time_eq(given.as_bytes(), want.as_bytes())
+        });
+    if !token_ok && !super::guard::is_local(&state, &parts) {
+        return super::error::ApiError::new(
+            crate::messaging::ErrorKind::Unauthorized,
+            "unauthorized",
+            "/metrics answers this machine, or a client with http.metrics_token",
+        )
+        .into_response();
+    }
     // Counted at scrape time: exact, whatever order connects and disconnects ran in.
     state
         .metrics
@@ -89,7 +115,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_string();
+    let method = crate::metrics::method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
@@ -98,7 +124,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
             status,
         })
@@ -112,7 +138,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .observe(elapsed.as_secs_f64());
     let ms = elapsed.as_millis() as u64;
     if status >= 400 {
-        tracing::info!(%method, %route, status, ms, "http");
+        // Clients choose to fail: at most a few such lines a minute, with the count left out.
+        let kind = if status >= 500 {
+            "http_5xx"
+        } else {
+            "http_4xx"
+        };
+        if let Some(suppressed) = state.log_budget.admit(kind) {
+            tracing::info!(%method, %route, status, ms, suppressed, "http");
+        }
     } else {
         tracing::debug!(%method, %route, status, ms, "http");
     }

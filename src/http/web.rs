@@ -3,7 +3,8 @@
 //! In development mode only, a token endpoint for the client's sign-in page.
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,6 +14,7 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
+use crate::config::DevSignIn;
 use crate::ids::{Identity, Role};
 use crate::messaging::ErrorKind;
 use crate::state::AppState;
@@ -59,37 +61,61 @@ pub struct DevTokenBody {
     pub name: Option<String>,
 }
 
-/// Whether development sign-in is available: 200 `{developmentMode: true}` in development
-/// mode, 404 otherwise (so the sign-in page can ask without an error in the console).
+/// Whether this request may get a development token (`auth.dev_sign_in`): `local` admits
+/// clients on the server's own machine only ([`super::guard::is_local`]).
+fn dev_sign_in_allowed(state: &AppState, request: &Parts) -> bool {
+    match state.config.auth.dev_sign_in {
+        DevSignIn::Off => false,
+        DevSignIn::Network => true,
+        DevSignIn::Local => super::guard::is_local(state, request),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "not_found", "no such endpoint")
+}
+
+/// Whether development sign-in is available: 200 `{developmentMode: true, signInHere}` in
+/// development mode (`signInHere`: whether this client may get a token), 404 otherwise (so
+/// the sign-in page can ask without an error in the console).
 #[utoipa::path(get, path = "/api/dev/token", tag = "development",
     responses((status = 200, description = "development mode"), (status = 404, description = "not in development mode")))]
-pub async fn dev_mode(State(state): State<AppState>) -> ApiResult<Response> {
-    if !state.verifier.development_mode {
-        return Err(ApiError::new(
-            ErrorKind::NotFound,
-            "not_found",
-            "no such endpoint",
-        ));
+pub async fn dev_mode(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    if !state.verifier.development_mode || state.config.auth.dev_sign_in == DevSignIn::Off {
+        return Err(not_found());
     }
-    Ok(Json(json!({ "success": true, "data": { "developmentMode": true } })).into_response())
+    let (parts, _) = request.into_parts();
+    let here = dev_sign_in_allowed(&state, &parts);
+    Ok(
+        Json(json!({ "success": true, "data": { "developmentMode": true, "signInHere": here } }))
+            .into_response(),
+    )
 }
 
 /// Development mode only (no configured JWT secret): a token for any role and id, for the
-/// client's sign-in page. With a real secret configured this endpoint does not exist (404).
+/// client's sign-in page — to clients on the server's machine only, unless
+/// `auth.dev_sign_in = "network"`. With a real secret configured (or `auth.dev_sign_in =
+/// "off"`) this endpoint does not exist (404).
 #[utoipa::path(post, path = "/api/dev/token", tag = "development",
     request_body = DevTokenBody,
-    responses((status = 200, description = "a token"), (status = 404, description = "not in development mode")))]
-pub async fn dev_token(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<DevTokenBody>,
-) -> ApiResult<Response> {
-    if !state.verifier.development_mode {
+    responses((status = 200, description = "a token"),
+              (status = 403, description = "not from this machine (`dev_sign_in_local_only`)"),
+              (status = 404, description = "not in development mode")))]
+pub async fn dev_token(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    if !state.verifier.development_mode || state.config.auth.dev_sign_in == DevSignIn::Off {
+        return Err(not_found());
+    }
+    let (parts, body) = request.into_parts();
+    if !dev_sign_in_allowed(&state, &parts) {
         return Err(ApiError::new(
-            ErrorKind::NotFound,
-            "not_found",
-            "no such endpoint",
+            ErrorKind::Forbidden,
+            "dev_sign_in_local_only",
+            "development sign-in answers clients on the server's own machine only \
+             (auth.dev_sign_in = \"local\"); configure auth.jwt_secret for real sign-in",
         ));
     }
+    let ApiJson(body) =
+        ApiJson::<DevTokenBody>::from_request(Request::from_parts(parts, body), &state).await?;
     if body.id <= 0 {
         return Err(ApiError::new(
             ErrorKind::BadRequest,

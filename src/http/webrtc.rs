@@ -239,8 +239,9 @@ pub async fn stats(
     ))
 }
 
-/// Check a join code (the seed's validation object). Wrong codes are limited per address and
-/// per session (429 past the limit).
+/// Check a join code (the seed's validation object), for a session or among the caller's
+/// own. A code is valid only for the people of its session's conversation; wrong codes are
+/// limited per person, per address and overall (429 past the limit, for those who failed).
 #[utoipa::path(post, path = "/api/messaging/webrtc/validate-code", tag = "webrtc",
     request_body = ValidateCodeBody,
     responses((status = 200, description = "`isValid` and, when valid, the session"),
@@ -254,7 +255,12 @@ pub async fn validate_code(
 ) -> ApiResult<Response> {
     let check = state
         .sessions
-        .check_code(ip, &body.code, body.session_id.map(SessionId))
+        .check_code(
+            caller.identity,
+            ip,
+            &body.code,
+            body.session_id.map(SessionId),
+        )
         .await?;
     let valid = check.verdict == CodeVerdict::Valid;
     let mut data = json!({
@@ -276,7 +282,7 @@ pub async fn validate_code(
 /// time-limited credentials, or no server when TURN is off.
 fn ice_servers_for(state: &AppState, who: Identity) -> Value {
     match &state.turn {
-        Some(turn) => json!(turn.ice_servers(&format!("{}-{}", who.role, who.id))),
+        Some(turn) => json!(turn.ice_servers(&who.key())),
         None => json!({ "iceServers": [], "ttl": 0, "expiresAt": null }),
     }
 }

@@ -9,6 +9,7 @@
 
 mod error;
 mod membership;
+mod read_markers;
 pub mod uploads;
 pub mod views;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use crate::auth::Principal;
 use crate::clock::SharedClock;
 use crate::ids::{ConversationId, Identity, MessageId, Role};
+use crate::limits::{Buckets, Rate};
 use crate::metrics::Metrics;
 use crate::realtime::Broadcaster;
 use crate::store::{
@@ -25,6 +27,13 @@ use crate::store::{
 };
 
 pub use error::{DomainError, DomainResult, ErrorKind};
+
+fn message_not_found() -> DomainError {
+    DomainError::not_found(
+        "message_not_found",
+        "message not found in this conversation",
+    )
+}
 pub use uploads::Uploads;
 
 /// Most people in one conversation.
@@ -59,6 +68,9 @@ struct Inner {
     uploads: Uploads,
     max_message_chars: usize,
     membership: membership::Membership,
+    /// Messages per person (REST and Socket.IO together).
+    sends: Buckets<Identity>,
+    read_markers: read_markers::ReadMarkers,
 }
 
 impl Messaging {
@@ -69,9 +81,12 @@ impl Messaging {
         metrics: Arc<Metrics>,
         uploads: Uploads,
         max_message_chars: usize,
+        send_rate: Rate,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                sends: Buckets::new(send_rate, clock.clone()),
+                read_markers: read_markers::ReadMarkers::default(),
                 store,
                 clock,
                 broadcaster,
@@ -87,8 +102,9 @@ impl Messaging {
         &self.inner.uploads
     }
 
-    /// Creates a conversation with the caller and `others`. At least one doctor takes part;
-    /// a private conversation between two people exists once (asking again returns it, `false`).
+    /// Creates a conversation with the caller and `others`. At least one doctor takes part; a
+    /// patient adds doctors only; a private conversation between two people exists once
+    /// (asking again returns it, `false`).
     pub async fn create_conversation(
         &self,
         caller: Identity,
@@ -124,6 +140,18 @@ impl Messaging {
             return Err(DomainError::bad_request(
                 "doctor_required",
                 "every conversation includes at least one doctor (medecin)",
+            ));
+        }
+        if caller.role == Role::Patient
+            && others
+                .iter()
+                .any(|o| *o != caller && o.role != Role::Medecin)
+        {
+            // A patient writes to doctors; bringing another patient into a conversation (and
+            // so into their health data) is a doctor's decision.
+            return Err(DomainError::forbidden(
+                "patients_add_doctors_only",
+                "a patient starts conversations with doctors only; a doctor adds other patients",
             ));
         }
         let now = self.inner.clock.now_ms();
@@ -225,6 +253,17 @@ impl Messaging {
         let who = caller.identity;
         self.validate(&msg)?;
         self.ensure_participant(who, id).await?;
+        if let Err(retry_after_ms) = self.inner.sends.take(&who) {
+            self.inner.metrics.count_limited("message");
+            return Err(DomainError::new(
+                ErrorKind::TooManyRequests,
+                "rate_limited",
+                format!(
+                    "too many messages: the next is accepted in {} ms",
+                    retry_after_ms.clamp(1, 60_000)
+                ),
+            ));
+        }
         if let Some(attachment_id) = &msg.attachment_id {
             self.check_attachment(who, id, attachment_id, msg.type_message)
                 .await?;
@@ -335,7 +374,10 @@ impl Messaging {
         Ok(())
     }
 
-    /// Moves the caller's read marker and tells the conversation.
+    /// Moves the caller's read marker and tells the conversation. Coalesced
+    /// ([`read_markers`]): one write at a time per person and conversation, of the highest
+    /// marker asked; a marker that waits behind a write is acknowledged at once and checked
+    /// when it is written (one that names no message of the conversation is then dropped).
     pub async fn mark_read(
         &self,
         caller: Identity,
@@ -343,18 +385,52 @@ impl Messaging {
         message: MessageId,
     ) -> DomainResult<()> {
         self.ensure_participant(caller, id).await?;
+        match self.inner.read_markers.decide(caller, id, message) {
+            read_markers::Decision::Queued => Ok(()),
+            read_markers::Decision::Stale => {
+                if self.inner.store.message_in(id, message).await? {
+                    Ok(())
+                } else {
+                    Err(message_not_found())
+                }
+            }
+            read_markers::Decision::Write => {
+                let first = self.write_read_marker(caller, id, message).await;
+                let mut next =
+                    self.inner
+                        .read_markers
+                        .written(caller, id, message, matches!(first, Ok(true)));
+                while let Some(m) = next {
+                    let r = self.write_read_marker(caller, id, m).await;
+                    next = self
+                        .inner
+                        .read_markers
+                        .written(caller, id, m, matches!(r, Ok(true)));
+                }
+                match first? {
+                    true => Ok(()),
+                    false => Err(message_not_found()),
+                }
+            }
+        }
+    }
+
+    /// Writes one marker and announces it. `false`: no such message in the conversation.
+    async fn write_read_marker(
+        &self,
+        caller: Identity,
+        id: ConversationId,
+        message: MessageId,
+    ) -> DomainResult<bool> {
         if !self.inner.store.mark_read(id, caller, message).await? {
-            return Err(DomainError::not_found(
-                "message_not_found",
-                "message not found in this conversation",
-            ));
+            return Ok(false);
         }
         let at = self.inner.clock.now_ms();
         self.inner
             .broadcaster
             .message_read(id, message, caller, at)
             .await;
-        Ok(())
+        Ok(true)
     }
 
     /// Stores an uploaded file for a conversation the caller belongs to.

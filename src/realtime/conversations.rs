@@ -22,6 +22,18 @@ fn user_of<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, DomainError>
     })
 }
 
+/// The socket's and its person's event buckets ([`super::limits`]): an event past them is
+/// answered `rate_limited` and costs nothing else.
+fn admit<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &AppState,
+    event: &'static str,
+) -> Result<(), DomainError> {
+    let user = user_of(socket)?;
+    super::limits::admit_event(state, socket.id, user.principal.identity, event)
+        .map_err(super::limits::rate_limited)
+}
+
 pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
     let s = state.clone();
     socket.on(
@@ -29,15 +41,22 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
         async move |socket: SocketRef<A>,
                     TryData(p): TryData<events::JoinConversation>,
                     reply: Reply<A>| {
-            let r = join(&socket, &s, p.map_err(invalid_payload)).await;
+            let r = match admit(&socket, &s, incoming::JOIN_CONVERSATION) {
+                Ok(()) => join(&socket, &s, p.map_err(invalid_payload)).await,
+                Err(e) => Err(e),
+            };
             reply.result(incoming::JOIN_CONVERSATION, r);
         },
     );
+    let s = state.clone();
     socket.on(
         incoming::LEAVE_CONVERSATION,
         async move |socket: SocketRef<A>,
                     TryData(p): TryData<events::LeaveConversation>,
                     reply: Reply<A>| {
+            if let Err(e) = admit(&socket, &s, incoming::LEAVE_CONVERSATION) {
+                return reply.err(incoming::LEAVE_CONVERSATION, e);
+            }
             match p {
                 Ok(p) => {
                     socket.leave(conversation_room(ConversationId(p.conversation_id)));
@@ -51,7 +70,10 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
     socket.on(
         incoming::TYPING,
         async move |socket: SocketRef<A>, TryData(p): TryData<events::Typing>, reply: Reply<A>| {
-            let r = typing(&socket, &s, p.map_err(invalid_payload)).await;
+            let r = match admit(&socket, &s, incoming::TYPING) {
+                Ok(()) => typing(&socket, &s, p.map_err(invalid_payload)).await,
+                Err(e) => Err(e),
+            };
             reply.result(incoming::TYPING, r);
         },
     );
@@ -61,7 +83,10 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
         async move |socket: SocketRef<A>,
                     TryData(p): TryData<events::MessageRead>,
                     reply: Reply<A>| {
-            let r = message_read(&socket, &s, p.map_err(invalid_payload)).await;
+            let r = match admit(&socket, &s, incoming::MESSAGE_READ) {
+                Ok(()) => message_read(&socket, &s, p.map_err(invalid_payload)).await,
+                Err(e) => Err(e),
+            };
             reply.result(incoming::MESSAGE_READ, r);
         },
     );
@@ -71,7 +96,10 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
         async move |socket: SocketRef<A>,
                     TryData(p): TryData<events::SendMessage>,
                     reply: Reply<A>| {
-            let r = send(&socket, &s, p.map_err(invalid_payload)).await;
+            let r = match admit(&socket, &s, incoming::SEND_MESSAGE) {
+                Ok(()) => send(&socket, &s, p.map_err(invalid_payload)).await,
+                Err(e) => Err(e),
+            };
             reply.result(incoming::SEND_MESSAGE, r);
         },
     );

@@ -1,14 +1,13 @@
 //! The Socket.IO handshake: `auth: {token, userType, userId, role}` checked against the token.
 
-use std::net::SocketAddr;
-
-use axum::extract::ConnectInfo;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
+use super::limits::Refused;
 use crate::auth::Principal;
 use crate::ids::Role;
+use crate::limits::AddrKey;
 use crate::metrics::TransportLabels;
 use crate::state::AppState;
 
@@ -27,6 +26,10 @@ pub enum Refusal {
     Token(#[from] crate::auth::AuthError),
     #[error("authentication failed: {0} does not match the token")]
     Mismatch(&'static str),
+    #[error("too many connections of yours: close another tab or device first")]
+    TooManyOfYours,
+    #[error("too many connections from this address")]
+    TooManyFromAddress,
 }
 
 fn token_from<A: Adapter>(auth: Option<&Value>, socket: &SocketRef<A>) -> String {
@@ -78,22 +81,16 @@ fn check_claims(auth: Option<&Value>, principal: &Principal) -> Result<(), Refus
     Ok(())
 }
 
-/// Verifies the handshake; on success the socket carries its [`SocketUser`] extension.
+/// Verifies the handshake; on success the socket carries its [`SocketUser`] extension and its
+/// places ([`SocketPlaces`]). A valid token is accepted whatever others failed from the same
+/// address; an invalid one past `http.auth_failures_per_minute` is told to retry later.
 pub(super) fn authenticate<A: Adapter>(
     socket: &SocketRef<A>,
     auth: Option<Value>,
     state: &AppState,
 ) -> Result<SocketUser, Refusal> {
-    let ip = socket
-        .req_parts()
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(ip) = ip
-        && state.auth_limiter.is_blocked(ip)
-    {
-        return Err(Refusal::RateLimited);
-    }
+    let ip = crate::http::extract::client_ip(&socket.req_parts().extensions);
+    let key = ip.map(AddrKey::of);
     let result = state
         .verifier
         .verify(&token_from(auth.as_ref(), socket))
@@ -104,8 +101,21 @@ pub(super) fn authenticate<A: Adapter>(
         });
     match result {
         Ok(principal) => {
+            let places = state
+                .socket_limits
+                .connect(principal.identity, key)
+                .map_err(|r| match r {
+                    Refused::UserSockets => Refusal::TooManyOfYours,
+                    _ => Refusal::TooManyFromAddress,
+                })
+                .inspect_err(|r| {
+                    if let Some(suppressed) = state.log_budget.admit("socket_cap") {
+                        tracing::info!(reason = %r, suppressed, "socket.io connection refused");
+                    }
+                })?;
             let user = SocketUser { principal };
             socket.extensions.insert(user.clone());
+            socket.extensions.insert(places);
             Ok(user)
         }
         Err(refusal) => {
@@ -116,11 +126,15 @@ pub(super) fn authenticate<A: Adapter>(
                     transport: "socketio",
                 })
                 .inc();
-            if let Some(ip) = ip {
-                state.auth_limiter.record_failure(ip);
+            let over = key.is_some_and(|k| {
+                let before = state.auth_limiter.is_over(&k);
+                state.auth_limiter.record(k);
+                before
+            });
+            if let Some(suppressed) = state.log_budget.admit("socket_auth_failure") {
+                tracing::info!(reason = %refusal, suppressed, "socket.io connection refused");
             }
-            tracing::info!(reason = %refusal, "socket.io connection refused");
-            Err(refusal)
+            Err(if over { Refusal::RateLimited } else { refusal })
         }
     }
 }

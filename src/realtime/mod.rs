@@ -12,6 +12,7 @@ mod conversations;
 pub mod events;
 mod handshake;
 pub mod io;
+pub mod limits;
 mod reply;
 pub mod signaling;
 
@@ -132,6 +133,10 @@ where
                 socket.on_disconnect(move |s: SocketRef<A>| {
                     let state = state.clone();
                     async move {
+                        // The person's and the address's places go back now, not when the
+                        // last reference to the socket goes.
+                        s.extensions.remove::<limits::SocketPlaces>();
+                        state.socket_limits.disconnected(s.id);
                         state.sfu.socket_disconnected(who, s.id);
                         if let Some(cluster) = &state.cluster {
                             cluster.socket_disconnected(who, s.id, signaling::routed_nodes(&s));

@@ -16,11 +16,9 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::ConnectInfo;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, TryData};
@@ -124,11 +122,7 @@ fn user<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, SignalError> {
 }
 
 fn client_ip<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
-    socket
-        .req_parts()
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    crate::http::extract::client_ip(&socket.req_parts().extensions)
 }
 
 /// Who sent a signaling event, wherever their socket is (this node or another that routed
@@ -195,6 +189,20 @@ where
                 .map_err(payload_error)
                 .and_then(|v| T::deserialize(v).map_err(payload_error));
             let session_id = parsed.as_ref().ok().map(Sessioned::session_id);
+            // The socket's and its person's event buckets first: a refused event costs no
+            // queue place and reaches no room.
+            if let Ok(u) = user(&socket)
+                && let Err(retry_after_ms) =
+                    super::limits::admit_event(&state, socket.id, u.principal.identity, event)
+            {
+                let e = super::limits::rate_limited(retry_after_ms);
+                reply.signal::<()>(
+                    session_id,
+                    Err(SignalError::new(e.code, e.message)),
+                    &state.sfu,
+                );
+                return;
+            }
             let (handle, job_state, job_socket) = (handle.clone(), state.clone(), socket.clone());
             let job: Job = Box::pin(async move {
                 let r = async {

@@ -33,6 +33,11 @@ pub fn hash(key: &[u8], code: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Two code hashes compared in time independent of where they differ.
+pub fn same_hash(a: &str, b: &str) -> bool {
+    crate::auth::constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
 /// A new random key, hex-encoded, for the server-wide secret.
 pub fn new_key() -> String {
     let mut bytes = [0u8; 32];

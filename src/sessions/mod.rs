@@ -3,28 +3,44 @@
 //!
 //! Invariants:
 //! - only doctors create sessions, always for a conversation they take part in;
-//! - a join code is checked against its session, its expiry and the session's state, and
-//!   wrong guesses are limited per client address and per session;
+//! - a join code admits only the people it was made for: the members of the session's
+//!   conversation (its patient, its doctors); anyone else is answered as for a wrong code,
+//!   and a code is never looked for in sessions the caller has no part in;
+//! - wrong codes are limited per person, per client address (IPv6 per /64) and on the whole
+//!   server, but a person with no wrong code of their own this minute always has theirs
+//!   checked: limits stop guessers, never the invited ([`CodeLimits`]);
 //! - `statut` only moves forward: initiating → active → ended.
 
 pub mod codes;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use crate::auth::FailureLimiter;
 use crate::clock::{Millis, SharedClock};
 use crate::ids::{ConversationId, Identity, Role, SessionId};
+use crate::limits::{AddrKey, FailureWindows};
 use crate::messaging::{DomainError, DomainResult, ErrorKind, Messaging};
 use crate::store::{NewSession, SessionRecord, SessionStatus, SessionType, Store};
 
-/// Wrong codes allowed per client address, and per session, per minute.
-const GUESSES_PER_MINUTE: u32 = 20;
-const WINDOW_MS: Millis = 60_000;
+/// Wrong codes allowed per minute, per person, per client address and on the whole server
+/// (`limits.code_failures_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct CodeLimits {
+    pub per_person: u32,
+    pub per_address: u32,
+    pub global: u32,
+}
+
+impl Default for CodeLimits {
+    fn default() -> Self {
+        Self {
+            per_person: 10,
+            per_address: 20,
+            global: 300,
+        }
+    }
+}
 
 /// How a session creation names its conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +114,9 @@ struct Inner {
     messaging: Messaging,
     code_key: Vec<u8>,
     code_ttl: Duration,
-    guesses_by_ip: FailureLimiter,
-    guesses_by_session: Mutex<HashMap<SessionId, (Millis, u32)>>,
+    wrong_by_person: FailureWindows<Identity>,
+    wrong_by_address: FailureWindows<AddrKey>,
+    wrong_overall: FailureWindows<()>,
 }
 
 impl Sessions {
@@ -108,6 +125,7 @@ impl Sessions {
         clock: SharedClock,
         messaging: Messaging,
         code_ttl: Duration,
+        limits: CodeLimits,
     ) -> DomainResult<Self> {
         let key = store.server_secret("join_code_key", codes::new_key).await?;
         let code_key = hex::decode(key.trim()).map_err(|_| {
@@ -115,13 +133,14 @@ impl Sessions {
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                guesses_by_ip: FailureLimiter::new(GUESSES_PER_MINUTE, clock.clone()),
+                wrong_by_person: FailureWindows::per_minute(limits.per_person, clock.clone()),
+                wrong_by_address: FailureWindows::per_minute(limits.per_address, clock.clone()),
+                wrong_overall: FailureWindows::per_minute(limits.global, clock.clone()),
                 store,
                 clock,
                 messaging,
                 code_key,
                 code_ttl,
-                guesses_by_session: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -285,77 +304,97 @@ impl Sessions {
         )
     }
 
-    fn session_locked(&self, id: SessionId) -> bool {
-        let now = self.now();
-        matches!(self.inner.guesses_by_session.lock().get(&id),
-            Some((start, n)) if now - start < WINDOW_MS && *n >= GUESSES_PER_MINUTE)
+    /// A person with no wrong code this minute is always checked; one with wrong codes is
+    /// stopped when they, their address or the whole server used up the minute's allowance.
+    fn refuse_guesser(&self, caller: Identity, address: Option<AddrKey>) -> bool {
+        let i = &self.inner;
+        i.wrong_by_person.failures(&caller) > 0
+            && (i.wrong_by_person.is_over(&caller)
+                || address.is_some_and(|a| i.wrong_by_address.is_over(&a))
+                || i.wrong_overall.is_over(&()))
     }
 
-    fn record_wrong_guess(&self, ip: Option<IpAddr>, session: Option<SessionId>) {
-        if let Some(ip) = ip {
-            self.inner.guesses_by_ip.record_failure(ip);
+    fn record_wrong_code(&self, caller: Identity, address: Option<AddrKey>) -> CodeVerdict {
+        let i = &self.inner;
+        i.wrong_by_person.record(caller);
+        if let Some(a) = address {
+            i.wrong_by_address.record(a);
         }
-        if let Some(id) = session {
-            let now = self.now();
-            let mut map = self.inner.guesses_by_session.lock();
-            if map.len() > 10_000 {
-                map.retain(|_, (start, _)| now - *start < WINDOW_MS);
-            }
-            let entry = map.entry(id).or_insert((now, 0));
-            if now - entry.0 >= WINDOW_MS {
-                *entry = (now, 0);
-            }
-            entry.1 += 1;
-        }
+        i.wrong_overall.record(());
+        CodeVerdict::Invalid
     }
 
-    /// Checks a join code, optionally for a given session. Wrong codes count against the
-    /// caller's address and the session; past the limit the answer is 429.
+    /// Whom a session's code admits: its doctor and the members of its conversation.
+    async fn invited(&self, caller: Identity, session: &SessionRecord) -> DomainResult<bool> {
+        Ok(session.created_by == caller
+            || self
+                .inner
+                .messaging
+                .ensure_participant(caller, session.conversation_id)
+                .await
+                .is_ok())
+    }
+
+    /// Checks `caller`'s join code, for a given session or among the live sessions of the
+    /// caller's conversations. Someone the session's code is not for gets `Invalid` whatever
+    /// the code (the code is not even compared), like a wrong code. Past the limits
+    /// ([`CodeLimits`]) the answer is 429.
     pub async fn check_code(
         &self,
+        caller: Identity,
         ip: Option<IpAddr>,
         input: &str,
         session_id: Option<SessionId>,
     ) -> DomainResult<CodeCheck> {
-        if ip.is_some_and(|ip| self.inner.guesses_by_ip.is_blocked(ip))
-            || session_id.is_some_and(|id| self.session_locked(id))
-        {
+        let address = ip.map(AddrKey::of);
+        if self.refuse_guesser(caller, address) {
             return Err(Self::too_many_guesses());
         }
+        let invalid = |code: String| CodeCheck {
+            code,
+            verdict: CodeVerdict::Invalid,
+            session: None,
+        };
         let Some(code) = codes::normalize(input) else {
-            self.record_wrong_guess(ip, session_id);
-            return Ok(CodeCheck {
-                code: input.chars().take(16).collect(),
-                verdict: CodeVerdict::Invalid,
-                session: None,
-            });
+            self.record_wrong_code(caller, address);
+            return Ok(invalid(input.chars().take(16).collect()));
         };
         let hash = codes::hash(&self.inner.code_key, &code);
-        let found = self.inner.store.live_session_by_code(&hash).await?;
-        let session = match (found, session_id) {
-            (Some(s), Some(id)) if s.id != id => None,
-            (found, _) => found,
-        };
-        let Some(session) = session else {
-            // An ended session keeps its hash: say "ended" rather than "invalid" when the
-            // code is that of the session asked about.
-            if let Some(id) = session_id
-                && let Some(s) = self.inner.store.session(id).await?
-                && s.statut == SessionStatus::Ended
-                && s.code_hash == hash
-            {
-                return Ok(CodeCheck {
-                    code,
-                    verdict: CodeVerdict::Ended,
-                    session: Some(s),
-                });
+        let session = match session_id {
+            Some(id) => {
+                let found = self.inner.store.session(id).await?;
+                let session = match found {
+                    Some(s) if self.invited(caller, &s).await? => s,
+                    _ => {
+                        self.record_wrong_code(caller, address);
+                        return Ok(invalid(code));
+                    }
+                };
+                if !codes::same_hash(&session.code_hash, &hash) {
+                    self.record_wrong_code(caller, address);
+                    return Ok(invalid(code));
+                }
+                if session.statut == SessionStatus::Ended {
+                    return Ok(CodeCheck {
+                        code,
+                        verdict: CodeVerdict::Ended,
+                        session: Some(session),
+                    });
+                }
+                session
             }
-            self.record_wrong_guess(ip, session_id);
-            return Ok(CodeCheck {
-                code,
-                verdict: CodeVerdict::Invalid,
-                session: None,
-            });
+            None => match self
+                .inner
+                .store
+                .live_session_by_code_for(&hash, caller)
+                .await?
+            {
+                Some(s) => s,
+                None => {
+                    self.record_wrong_code(caller, address);
+                    return Ok(invalid(code));
+                }
+            },
         };
         let verdict = if session.code_expires_at <= self.now() {
             CodeVerdict::Expired
@@ -378,7 +417,7 @@ impl Sessions {
         session_id: SessionId,
         code: &str,
     ) -> DomainResult<SessionRecord> {
-        let check = self.check_code(ip, code, Some(session_id)).await?;
+        let check = self.check_code(caller, ip, code, Some(session_id)).await?;
         match (check.verdict, check.session) {
             (CodeVerdict::Valid, Some(session)) => {
                 self.participant_joined(session.id, caller).await?;
@@ -397,7 +436,8 @@ impl Sessions {
             _ => Err(DomainError::new(
                 ErrorKind::Forbidden,
                 "invalid_code",
-                "this consultation code is not valid",
+                "this consultation code is not valid (a code admits the people of the \
+                 consultation's conversation; ask the doctor to add you)",
             )),
         }
     }

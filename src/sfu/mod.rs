@@ -289,6 +289,13 @@ impl Sfu {
         session: SessionId,
         sdp: String,
     ) -> SignalResult<()> {
+        // Someone with no part in the session hears what REST says: no such consultation
+        // (whether it exists, is live or over is not theirs to know).
+        self.shared
+            .sessions
+            .get_for(who, session)
+            .await
+            .map_err(|e| SignalError::new(e.code, e.message))?;
         let room = self.room(session).await?;
         self.ask(&room, |reply| RoomCommand::Publish {
             who,
@@ -297,6 +304,15 @@ impl Sfu {
             reply,
         })
         .await?
+    }
+
+    /// Whether `who` takes part in a consultation whose room is on this node.
+    pub fn in_a_session(&self, who: Identity) -> bool {
+        self.shared
+            .presence
+            .lock()
+            .get(&who)
+            .is_some_and(|s| !s.is_empty())
     }
 
     /// `request_webrtc_offer` with a code: admission, then the server's offer.

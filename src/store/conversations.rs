@@ -287,10 +287,10 @@ impl Store {
 
     /// Moves `who`'s read marker forward to `message` (never backward). False when the message
     /// is not in that conversation.
-    pub async fn mark_read(
+    /// Whether `message` is one of `conversation`'s (a read on the reader pool).
+    pub async fn message_in(
         &self,
         conversation: ConversationId,
-        who: Identity,
         message: MessageId,
     ) -> StoreResult<bool> {
         let exists: Option<i64> =
@@ -299,7 +299,16 @@ impl Store {
                 .bind(conversation.0)
                 .fetch_optional(self.reader())
                 .await?;
-        if exists.is_none() {
+        Ok(exists.is_some())
+    }
+
+    pub async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        who: Identity,
+        message: MessageId,
+    ) -> StoreResult<bool> {
+        if !self.message_in(conversation, message).await? {
             return Ok(false);
         }
         sqlx::query(

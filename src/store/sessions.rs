@@ -197,15 +197,22 @@ impl Store {
     }
 
     /// The session that is not over and holds this code hash.
-    pub async fn live_session_by_code(
+    /// The live session with this code hash among those of `member`'s conversations: a code
+    /// is never looked for in sessions the caller has no part in.
+    pub async fn live_session_by_code_for(
         &self,
         code_hash: &str,
+        member: Identity,
     ) -> StoreResult<Option<SessionRecord>> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM webrtc_sessions WHERE code_hash = $1 AND statut <> 'ended'"
+            "SELECT {COLUMNS} FROM webrtc_sessions WHERE code_hash = $1 AND statut <> 'ended' \
+             AND conversation_id IN (SELECT conversation_id FROM conversation_participants \
+             WHERE role = $2 AND user_id = $3)"
         ));
         let row = sqlx::query(sql)
             .bind(code_hash.to_string())
+            .bind(member.role.as_str())
+            .bind(member.id.0)
             .fetch_optional(self.writer())
             .await?;
         row.map(|r| session_from_row(&r)).transpose()

@@ -8,7 +8,8 @@
 //! - an allocation is changed only by requests from its own 5-tuple carrying the username
 //!   that created it (441 otherwise);
 //! - permissions and channels are installed only towards peers [`PeerPolicy`] allows (403);
-//! - allocations never exceed `max_allocations` (508) nor `max_allocations_per_user` (486);
+//! - allocations never exceed the quotas ([`super::quota`]): in all and kept for people in a
+//!   consultation (508), per user and per client address (486);
 //! - malformed messages are dropped and counted, never answered (no reflection);
 //! - [`Core::release`] is the one way an allocation goes away; it keeps counts and gauge right.
 
@@ -47,19 +48,22 @@ use rtc::turn::proto::reqtrans::RequestedTransport;
 use super::allocation::{Allocation, BindError, ClientSink, FiveTuple, Relayed};
 use super::credentials::{CredentialError, Credentials};
 use super::policy::PeerPolicy;
+use super::quota::{Held, QuotaRefusal, Quotas};
 use super::wire;
 use crate::metrics::{Metrics, TurnRequestLabels};
 
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Quotas.
+/// Quotas and the relayed bandwidth per allocation.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub max_allocations: u32,
-    pub max_allocations_per_user: u32,
+    pub quotas: Quotas,
     pub bytes_per_sec: u64,
 }
+
+/// Whether a TURN user (`{role}-{id}`) is in a live consultation on this node.
+pub type InSession = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The relayed addresses handed out: one per family the server relays on.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +75,7 @@ pub struct RelayIps {
 #[derive(Default)]
 struct Registry {
     allocations: HashMap<FiveTuple, Arc<Allocation>>,
-    per_user: HashMap<String, u32>,
+    held: Held,
 }
 
 pub struct Core {
@@ -81,6 +85,7 @@ pub struct Core {
     relay_ips: RelayIps,
     policy: PeerPolicy,
     limits: Limits,
+    in_session: InSession,
     registry: RwLock<Registry>,
     pub metrics: Arc<Metrics>,
 }
@@ -145,6 +150,7 @@ impl Core {
         relay_ips: RelayIps,
         policy: PeerPolicy,
         limits: Limits,
+        in_session: InSession,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let crypto = rtc::crypto::default_provider()
@@ -156,6 +162,7 @@ impl Core {
             relay_ips,
             policy,
             limits,
+            in_session,
             registry: RwLock::new(Registry::default()),
             metrics,
         })
@@ -182,12 +189,7 @@ impl Core {
                 _ => return,
             }
             let a = reg.allocations.remove(tuple).expect("present");
-            if let Some(n) = reg.per_user.get_mut(&a.user) {
-                *n -= 1;
-                if *n == 0 {
-                    reg.per_user.remove(&a.user);
-                }
-            }
+            reg.held.release(&a.user, a.tuple.client.ip());
             a
         };
         self.metrics.turn.allocations.dec();
@@ -448,7 +450,7 @@ impl Core {
         };
         let lifetime = requested_lifetime(m);
 
-        self.reserve(&auth.user)?;
+        self.reserve(&auth.user, tuple.client.ip())?;
         let bind: SocketAddr = if family_v6 {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
@@ -458,7 +460,7 @@ impl Core {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "TURN: cannot bind a relayed socket");
-                self.unreserve(&auth.user);
+                self.unreserve(&auth.user, tuple.client.ip());
                 return Err(refuse(CODE_INSUFFICIENT_CAPACITY, "Insufficient Capacity"));
             }
         };
@@ -492,29 +494,26 @@ impl Core {
         Ok(allocated(&allocation, lifetime, tuple.client))
     }
 
-    /// Counts an allocation for `user` against the quotas before it exists.
-    fn reserve(&self, user: &str) -> Result<(), Refusal> {
-        let mut reg = self.registry.write();
-        let total: u32 = reg.per_user.values().sum();
-        if total >= self.limits.max_allocations {
-            return Err(refuse(CODE_INSUFFICIENT_CAPACITY, "Insufficient Capacity"));
-        }
-        let n = reg.per_user.entry(user.to_string()).or_default();
-        if *n >= self.limits.max_allocations_per_user {
-            return Err(refuse(CODE_ALLOC_QUOTA_REACHED, "Allocation Quota Reached"));
-        }
-        *n += 1;
-        Ok(())
+    /// Counts an allocation for `user` from `client` against the quotas before it exists.
+    fn reserve(&self, user: &str, client: IpAddr) -> Result<(), Refusal> {
+        let in_session = (self.in_session)(user);
+        let r = self
+            .registry
+            .write()
+            .held
+            .reserve(&self.limits.quotas, user, client, in_session);
+        r.map_err(|q| match q {
+            QuotaRefusal::Full | QuotaRefusal::KeptForSessions => {
+                refuse(CODE_INSUFFICIENT_CAPACITY, "Insufficient Capacity")
+            }
+            QuotaRefusal::User | QuotaRefusal::Address => {
+                refuse(CODE_ALLOC_QUOTA_REACHED, "Allocation Quota Reached")
+            }
+        })
     }
 
-    fn unreserve(&self, user: &str) {
-        let mut reg = self.registry.write();
-        if let Some(n) = reg.per_user.get_mut(user) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                reg.per_user.remove(user);
-            }
-        }
+    fn unreserve(&self, user: &str, client: IpAddr) {
+        self.registry.write().held.release(user, client);
     }
 
     fn refresh(

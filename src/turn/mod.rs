@@ -2,7 +2,8 @@
 //! whose firewalls drop UDP or allow only outbound TCP 443.
 //!
 //! - [`credentials`]: time-limited REST credentials (`expiry:user`, HMAC-SHA1) and nonces;
-//! - [`core`]: authentication, Allocate/Refresh/CreatePermission/ChannelBind, quotas;
+//! - [`core`]: authentication, Allocate/Refresh/CreatePermission/ChannelBind;
+//! - [`quota`]: allocations per user, per client address, in all, and kept for consultations;
 //! - [`allocation`]: one relayed socket with its permissions, channels and bandwidth budget;
 //! - [`policy`]: the peers the relay may reach (relais's own media addresses only, by default);
 //! - [`listeners`]: the UDP socket and the TCP/TLS listeners;
@@ -16,6 +17,7 @@ pub mod core;
 pub mod credentials;
 pub mod listeners;
 pub mod policy;
+pub mod quota;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +30,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
-use self::core::{Core, Limits, RelayIps};
+use self::core::{Core, InSession, Limits, RelayIps};
 use self::credentials::Credentials;
 use self::policy::PeerPolicy;
 use crate::metrics::Metrics;
@@ -49,6 +51,8 @@ pub struct TurnSettings {
     pub credential_ttl: Duration,
     pub limits: Limits,
     pub policy: PeerPolicy,
+    /// Whether a user is in a live consultation here (the capacity kept for them).
+    pub in_session: InSession,
 }
 
 /// One `RTCIceServer` entry, as browsers take it.
@@ -109,6 +113,7 @@ impl TurnServer {
             relay_ips,
             settings.policy.clone(),
             settings.limits,
+            settings.in_session.clone(),
             metrics,
         )?);
         let udp = tokio::net::UdpSocket::bind(settings.udp_addr)

@@ -42,6 +42,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
     run(Command::new("ip").args(args))
 }
 
+/// What the test's namespace presents to read `/metrics` (it is not the server's machine).
+const METRICS_TOKEN: &str = "netns-metrics-token";
+
 /// Why namespace tests cannot run here, if they cannot.
 fn unavailable() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
@@ -322,6 +325,7 @@ impl Lab {
             "turn.udp_addr=0.0.0.0:0".into(),
             "turn.tcp_addr=0.0.0.0:0".into(),
             format!("auth.jwt_secret={SECRET}"),
+            format!("http.metrics_token={METRICS_TOKEN}"),
         ]
         .into_iter()
         .chain(extra.iter().cloned())
@@ -519,8 +523,12 @@ impl Consultation {
         ]
     }
 
+    /// `/metrics` from the test's namespace: not this machine, so with the token.
     async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base_for_doctor))
+        reqwest::Client::new()
+            .get(format!("{}/metrics", self.base_for_doctor))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
             .await
             .unwrap()
             .text()

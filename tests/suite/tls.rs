@@ -62,6 +62,7 @@ async fn https_with_generated_certificate() {
         ConnectOptions {
             root_cert_pem: Some(pem.clone()),
             timeout: None,
+            ..Default::default()
         },
     )
     .await

@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { DevSignInUnavailable, devSignIn, probeDevMode, type AuthState } from '../services/auth';
+import { DevSignInLocalOnly, DevSignInUnavailable, devSignIn, probeDevMode, type AuthState } from '../services/auth';
 import { useServices } from '../services/context';
 import type { Role } from '../services/events';
 
@@ -16,7 +16,7 @@ export interface SignInPageProps {
  */
 export function SignInPage({ onSignedIn, defaultRole = 'medecin', intro }: SignInPageProps) {
   const services = useServices();
-  const [mode, setMode] = useState<'probing' | 'dev' | 'unavailable' | 'unreachable'>('probing');
+  const [mode, setMode] = useState<'probing' | 'dev' | 'local-only' | 'unavailable' | 'unreachable'>('probing');
   const [role, setRole] = useState<Role>(defaultRole);
   const [id, setId] = useState(defaultRole === 'medecin' ? '79' : '11');
   const [name, setName] = useState('');
@@ -26,7 +26,7 @@ export function SignInPage({ onSignedIn, defaultRole = 'medecin', intro }: SignI
   useEffect(() => {
     let alive = true;
     probeDevMode(services.api(null))
-      .then((dev) => alive && setMode(dev ? 'dev' : 'unavailable'))
+      .then((m) => alive && setMode(m))
       .catch(() => alive && setMode('unreachable'));
     return () => {
       alive = false;
@@ -46,6 +46,7 @@ export function SignInPage({ onSignedIn, defaultRole = 'medecin', intro }: SignI
       onSignedIn(await devSignIn(role, n, name.trim() || undefined, services.api(null)));
     } catch (err) {
       if (err instanceof DevSignInUnavailable) setMode('unavailable');
+      else if (err instanceof DevSignInLocalOnly) setMode('local-only');
       else setError(`Connexion impossible : ${(err as Error).message}`);
     } finally {
       setBusy(false);
@@ -66,6 +67,12 @@ export function SignInPage({ onSignedIn, defaultRole = 'medecin', intro }: SignI
         <p className="signin-unavailable" role="alert">
           La connexion est gérée par le système de votre établissement de santé. Ouvrez cette page depuis
           votre espace patient ou professionnel.
+        </p>
+      )}
+      {mode === 'local-only' && (
+        <p className="signin-unavailable" role="alert">
+          Ce serveur est en mode développement : la connexion n'est possible que depuis la machine qui l'héberge
+          (http://localhost). Pour l'ouvrir à votre établissement, configurez son système de connexion (JWT).
         </p>
       )}
       {mode === 'dev' && (

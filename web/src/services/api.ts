@@ -273,8 +273,8 @@ export class Api {
   // ---- development sign-in ------------------------------------------------------------------
 
   /** Whether development sign-in exists (a 404 ApiError means a real secret is configured). */
-  devMode(): Promise<{ developmentMode: boolean }> {
-    return this.call<{ developmentMode: boolean }>('GET', '/api/dev/token');
+  devMode(): Promise<{ developmentMode: boolean; signInHere?: boolean }> {
+    return this.call<{ developmentMode: boolean; signInHere?: boolean }>('GET', '/api/dev/token');
   }
 
   /** Development mode only; a 404 (ApiError status 404) means a real secret is configured. */

@@ -1,7 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { fakeToken } from '../test/fakes';
 import { Api } from './api';
-import { clearAuth, decodeToken, devSignIn, DevSignInUnavailable, loadAuth, probeDevMode, socketAuthOf } from './auth';
+import {
+  clearAuth,
+  decodeToken,
+  devSignIn,
+  DevSignInLocalOnly,
+  DevSignInUnavailable,
+  loadAuth,
+  probeDevMode,
+  socketAuthOf,
+} from './auth';
 
 function api(status: number, body: unknown, calls: { url: string; init?: RequestInit }[] = []) {
   return new Api({
@@ -47,8 +56,22 @@ describe('auth', () => {
   it('a configured secret (404) means the clinic signs people in', async () => {
     const a = api(404, { success: false, error: { code: 'not_found', message: 'no such endpoint' } });
     await expect(devSignIn('medecin', 79, undefined, a)).rejects.toBeInstanceOf(DevSignInUnavailable);
-    await expect(probeDevMode(a)).resolves.toBe(false);
-    await expect(probeDevMode(api(200, { success: true, data: { developmentMode: true } }))).resolves.toBe(true);
+    await expect(probeDevMode(a)).resolves.toBe('unavailable');
+    await expect(probeDevMode(api(200, { success: true, data: { developmentMode: true } }))).resolves.toBe('dev');
+    await expect(
+      probeDevMode(api(200, { success: true, data: { developmentMode: true, signInHere: true } })),
+    ).resolves.toBe('dev');
+  });
+
+  it('development sign-in from another machine is refused with a clear reason', async () => {
+    await expect(
+      probeDevMode(api(200, { success: true, data: { developmentMode: true, signInHere: false } })),
+    ).resolves.toBe('local-only');
+    const refused = api(403, {
+      success: false,
+      error: { code: 'dev_sign_in_local_only', message: 'development sign-in answers clients on the server machine only' },
+    });
+    await expect(devSignIn('patient', 11, undefined, refused)).rejects.toBeInstanceOf(DevSignInLocalOnly);
   });
 
   it('an expired stored token is dropped; the seed localStorage keys are read', () => {

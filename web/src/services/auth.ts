@@ -119,15 +119,26 @@ export class DevSignInUnavailable extends Error {
   }
 }
 
+/** Thrown when development sign-in answers the server's own machine only. */
+export class DevSignInLocalOnly extends Error {
+  constructor() {
+    super('la connexion de développement ne fonctionne que sur la machine du serveur');
+    this.name = 'DevSignInLocalOnly';
+  }
+}
+
 /**
- * Whether the server runs in development mode, without minting anything: `GET
- * /api/dev/token` answers 200 in development mode and 404 otherwise.
+ * What development sign-in offers, without minting anything: `GET /api/dev/token` answers 200
+ * in development mode (`signInHere: false` when this browser is not on the server's machine)
+ * and 404 otherwise.
  */
-export async function probeDevMode(api: Api = new Api()): Promise<boolean> {
+export async function probeDevMode(api: Api = new Api()): Promise<'dev' | 'local-only' | 'unavailable'> {
   try {
-    return (await api.devMode()).developmentMode === true;
+    const d = await api.devMode();
+    if (d.developmentMode !== true) return 'unavailable';
+    return d.signInHere === false ? 'local-only' : 'dev';
   } catch (e) {
-    if (e instanceof ApiError && e.status === 404) return false;
+    if (e instanceof ApiError && e.status === 404) return 'unavailable';
     throw e;
   }
 }
@@ -149,6 +160,7 @@ export async function devSignIn(
     return state;
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) throw new DevSignInUnavailable();
+    if (e instanceof ApiError && e.code === 'dev_sign_in_local_only') throw new DevSignInLocalOnly();
     throw e;
   }
 }
