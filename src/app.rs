@@ -50,6 +50,8 @@ pub struct App {
     pub state: AppState,
     http_listener: std::net::TcpListener,
     https: Option<(std::net::TcpListener, TlsMaterial)>,
+    /// The certificate of HTTPS and TURN over TLS, renewed while running when generated.
+    tls: Option<TlsMaterial>,
     router: axum::Router,
     /// TCP connections on the HTTP and HTTPS listeners in all.
     max_connections: u32,
@@ -411,6 +413,7 @@ impl App {
             state,
             http_listener,
             https,
+            tls: tls_material,
             max_connections,
             router,
         })
@@ -510,6 +513,7 @@ impl App {
         }
 
         let retention = self.state.recordings.spawn_retention();
+        let renewal = self.tls.as_ref().and_then(TlsMaterial::spawn_renewal);
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         if let Some(cluster) = &self.state.cluster {
@@ -526,7 +530,7 @@ impl App {
         let grace = self.state.config.http.shutdown_grace;
         handle.graceful_shutdown(Some(grace));
         self.state.sfu.shutdown().await;
-        if let Some(task) = retention {
+        for task in [retention, renewal].into_iter().flatten() {
             task.abort();
         }
         // Every recording's file finished and its row closed before the database goes.

@@ -1,4 +1,4 @@
-//! The `relais` command: `serve` (default), `migrate`, `token`.
+//! The `relais` command: `serve` (default), `migrate`, `token`, `ready`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +96,15 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Health check: exit 0 when the server on this machine answers `/readyz` (its database
+    /// answers), 1 otherwise. For container and service-manager health checks.
+    Ready {
+        /// The URL to ask; default `/readyz` on `http.addr` (loopback when it is 0.0.0.0).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn overrides(cli: &Cli) -> Result<Vec<Override>, relais::config::ConfigError> {
@@ -170,6 +179,11 @@ fn main() -> ExitCode {
                     verifier.mint(Identity::new(role, id), name.as_deref(), ttl)?
                 );
                 Ok(())
+            }
+            Command::Ready { url, timeout } => {
+                let url =
+                    url.unwrap_or_else(|| relais::http::ops::local_ready_url(config.http.addr));
+                relais::http::ops::probe_ready(&url, timeout).await
             }
         }
     });

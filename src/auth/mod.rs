@@ -280,6 +280,36 @@ mod tests {
         assert_eq!(p.name.as_deref(), Some("Dr. Martin"));
     }
 
+    /// jsonwebtoken before 10.3 skipped the `nbf` check when the claim was a string instead of
+    /// a number (Cargo.toml keeps the floor at 10.3): a token "not valid before" a future
+    /// time, written as a string, must be refused, and so must an `exp` in the past written
+    /// as a string.
+    #[test]
+    fn time_claims_given_as_strings_are_checked_or_refused() {
+        let s = b"0123456789abcdef0123456789abcdef";
+        let v = verifier(AuthConfig::default());
+        let later = (jsonwebtoken::get_current_timestamp() + 3_600).to_string();
+        let t = sign(
+            json!({"role": "medecin", "sub": "7", "exp": exp(), "nbf": later}),
+            s,
+            Algorithm::HS256,
+        );
+        assert!(v.verify(&t).is_err(), "nbf in the future, as a string");
+        let earlier = (jsonwebtoken::get_current_timestamp() - 3_600).to_string();
+        let t = sign(
+            json!({"role": "medecin", "sub": "7", "exp": earlier}),
+            s,
+            Algorithm::HS256,
+        );
+        assert!(v.verify(&t).is_err(), "exp in the past, as a string");
+        let t = sign(
+            json!({"role": "medecin", "sub": "7", "exp": exp(), "nbf": jsonwebtoken::get_current_timestamp() + 3_600}),
+            s,
+            Algorithm::HS256,
+        );
+        assert!(v.verify(&t).is_err(), "nbf in the future, as a number");
+    }
+
     #[test]
     fn claims_variants() {
         let s = b"0123456789abcdef0123456789abcdef";

@@ -90,7 +90,8 @@ fn connector(opts: &ConnectOptions) -> Result<Option<tokio_tungstenite::Connecto
         return Ok(None);
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| SioError::Tls(e.to_string()))?;
         roots.add(cert).map_err(|e| SioError::Tls(e.to_string()))?;
     }

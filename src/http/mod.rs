@@ -17,7 +17,7 @@ pub mod guard;
 pub mod messages;
 pub mod nodes;
 mod openapi;
-mod ops;
+pub mod ops;
 pub mod recordings;
 pub mod web;
 pub mod webrtc;

@@ -35,6 +35,39 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Where a health check on this machine finds `/readyz` of a server listening on `addr`
+/// (`http.addr`): an unspecified address (`0.0.0.0`, `::`) is reached on loopback.
+pub fn local_ready_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!(
+        "http://{}/readyz",
+        std::net::SocketAddr::new(ip, addr.port())
+    )
+}
+
+/// The `relais ready` health check: `Ok` when `url` answers 200 within `timeout`.
+pub async fn probe_ready(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()?;
+    let response = client.get(url).send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
 fn not_ready() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -151,4 +184,25 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         tracing::debug!(%method, %route, status, ms, "http");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_ready_url;
+
+    #[test]
+    fn the_health_check_reaches_an_unspecified_listener_on_loopback() {
+        assert_eq!(
+            local_ready_url("0.0.0.0:3000".parse().unwrap()),
+            "http://127.0.0.1:3000/readyz"
+        );
+        assert_eq!(
+            local_ready_url("[::]:3000".parse().unwrap()),
+            "http://[::1]:3000/readyz"
+        );
+        assert_eq!(
+            local_ready_url("10.0.0.5:8080".parse().unwrap()),
+            "http://10.0.0.5:8080/readyz"
+        );
+    }
 }

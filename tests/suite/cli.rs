@@ -199,3 +199,34 @@ async fn rs256_with_a_public_key() {
         .unwrap();
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
 }
+
+/// The container health check (`HEALTHCHECK ... relais ready`): 0 while the server answers
+/// `/readyz`, non-zero when nothing answers on `http.addr`.
+#[test]
+fn the_ready_command_says_whether_the_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &[]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let ready = |addr: &str| {
+        relais()
+            .args(["ready", "--http-addr", addr, "--timeout", "3s"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = ready(&addr);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let out = ready(&addr);
+    assert!(!out.status.success(), "nothing listens on {addr} any more");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("readyz"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -101,7 +101,8 @@ impl TurnClient {
     ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(cert_pem).unwrap();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
