@@ -232,7 +232,17 @@ fn start_server(ns: &Netns, dir: &Path, web_dir: &Path) -> Result<Server, String
 }
 
 /// Runs the playwright script inside the namespace; returns its JSON result and its stderr.
-fn run_script(ns: &Netns, artifacts: &Path, scratch: &Path) -> Result<(Value, String), String> {
+/// When the script asks (it writes `restart/kill` mid-call), `restart` kills relais with SIGKILL
+/// and starts it again with the same command; then the script finds `restart/restarted`.
+fn run_script(
+    ns: &Netns,
+    artifacts: &Path,
+    scratch: &Path,
+    restart: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<(Value, String), String> {
+    let control = scratch.join("restart");
+    std::fs::create_dir_all(&control).map_err(|e| e.to_string())?;
+    let mut restarted = false;
     let e2e = root().join("tests/e2e");
     let out_path = scratch.join("e2e.stdout");
     let err_path = scratch.join("e2e.stderr");
@@ -250,6 +260,7 @@ fn run_script(ns: &Netns, artifacts: &Path, scratch: &Path) -> Result<(Value, St
         .env("E2E_TIMEOUT_MS", "180000")
         // The namespace is ours: the script may cut the media path to prove reconnection.
         .env("CUT_MEDIA", "1")
+        .env("RESTART_DIR", &control)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -264,7 +275,15 @@ fn run_script(ns: &Netns, artifacts: &Path, scratch: &Path) -> Result<(Value, St
             stop(&mut child, Duration::from_secs(5));
             break None;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        if !restarted && control.join("kill").exists() {
+            restarted = true;
+            if let Err(e) = restart() {
+                stop(&mut child, Duration::from_secs(5));
+                return Err(format!("relais did not start again after SIGKILL: {e}"));
+            }
+            std::fs::write(control.join("restarted"), b"").map_err(|e| e.to_string())?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     };
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
@@ -331,9 +350,19 @@ fn consultation_in_chromium_through_the_sfu() {
     let ns = Netns::create(format!("relais-e2e-{}", std::process::id()))
         .unwrap_or_else(|e| panic!("cannot create the network namespace: {e}"));
     let mut server = start_server(&ns, scratch.path(), &web_dir).unwrap_or_else(|e| panic!("{e}"));
-    let outcome = run_script(&ns, &artifacts, scratch.path());
+    let mut first_log = Vec::new();
+    let outcome = run_script(&ns, &artifacts, scratch.path(), &mut || {
+        // kill -9, then the very same command, as systemd's Restart= would.
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+        server.drain();
+        first_log = std::mem::take(&mut server.lines);
+        server = start_server(&ns, scratch.path(), &web_dir)?;
+        Ok(())
+    });
     server.drain();
-    let _ = std::fs::write(artifacts.join("server.log"), server.lines.join("\n"));
+    first_log.extend(std::mem::take(&mut server.lines));
+    let _ = std::fs::write(artifacts.join("server.log"), first_log.join("\n"));
     drop(server);
     drop(ns);
 
@@ -461,6 +490,43 @@ fn consultation_in_chromium_through_the_sfu() {
     assert!(
         num(rc, &["patientStats", "inboundBytesDelta"]) > 10_000.0,
         "{pretty}"
+    );
+
+    // relais killed with SIGKILL mid-call and started again by the same command: both pages
+    // come back by themselves, on new PeerConnections that decode video; the message sent
+    // just before the kill is stored; the chat works again.
+    let rs = &r["restart"];
+    for side in ["doctor", "patient"] {
+        assert!(
+            num(rs, &["videoBackMs", side]) > 0.0,
+            "{side}: video decoded again after the restart: {pretty}"
+        );
+        assert!(
+            num(rs, &["peerConnections", &format!("{side}After")])
+                > num(rs, &["peerConnections", &format!("{side}Before")]),
+            "{side}: a new PeerConnection after the restart: {pretty}"
+        );
+        assert!(
+            num(rs, &[&format!("{side}Video"), "currentTimeDelta"]) > 0.5,
+            "{side}: video plays after the restart: {pretty}"
+        );
+        assert!(
+            num(rs, &[&format!("{side}Stats"), "inboundVideoDelta"]) > 0.0,
+            "{side}: video bytes arrive after the restart: {pretty}"
+        );
+    }
+    assert_eq!(rs["stored"]["status"], 200, "{pretty}");
+    assert_eq!(
+        rs["stored"]["lastWords"], true,
+        "the message acknowledged before the kill is stored: {pretty}"
+    );
+    assert_eq!(rs["chatAfter"], true, "{pretty}");
+    println!(
+        "restart: relais listening again {} ms after the kill; video back at the doctor {} ms, \
+         at the patient {} ms after the kill",
+        num(rs, &["serverListeningAfterMs"]),
+        num(rs, &["videoBackMs", "doctor"]),
+        num(rs, &["videoBackMs", "patient"])
     );
 
     assert_eq!(r["typingSeen"], true, "{pretty}");

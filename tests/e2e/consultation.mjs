@@ -5,9 +5,11 @@
 //
 // Environment: HTTP_BASE (http://127.0.0.1:3000), HTTPS_BASE (https://127.0.0.1:3443),
 // MEDIA_PORT (the server's media UDP port), ARTIFACTS (directory for screenshots and logs),
-// CHROMIUM (default /usr/bin/chromium), E2E_TIMEOUT_MS (default 150000).
+// CHROMIUM (default /usr/bin/chromium), E2E_TIMEOUT_MS (default 150000), RESTART_DIR (when set:
+// the script writes RESTART_DIR/kill mid-call, the test kills relais with SIGKILL and starts it
+// again with the same command, then writes RESTART_DIR/restarted).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -21,6 +23,7 @@ const STEP_MS = 30_000;
 // In a namespace of the test's own (tests/browser.rs sets it): cut the media path for a while.
 const CUT_MEDIA = process.env.CUT_MEDIA === '1';
 const CUT_MS = Number(process.env.CUT_MS ?? '14000');
+const RESTART_DIR = process.env.RESTART_DIR ?? '';
 
 mkdirSync(ARTIFACTS, { recursive: true });
 const consoleLog = [];
@@ -134,6 +137,33 @@ async function remoteVideoPlays(page) {
   await page.waitForTimeout(1_500);
   const t2 = await page.evaluate(() => document.querySelector('video.remote-video').currentTime);
   return { ...first, currentTimeDelta: t2 - first.t };
+}
+
+const pcCount = (page) => page.evaluate(() => (window.__pcs ?? []).length);
+
+/** Video frames decoded by the page's PeerConnections created after the first `since`. */
+function framesDecodedSince(page, since) {
+  return page.evaluate(async (since) => {
+    let frames = 0;
+    for (const pc of (window.__pcs ?? []).slice(since)) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded ?? 0;
+      });
+    }
+    return frames;
+  }, since);
+}
+
+/** Milliseconds from `from` until a PeerConnection made after the first `since` decodes video. */
+async function videoBackAfter(page, since, from) {
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline) {
+    if ((await framesDecodedSince(page, since)) > 0) return Date.now() - from;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`no video decoded on a new connection ${Date.now() - from} ms after the kill`);
 }
 
 /** Inbound RTP bytes, the selected candidate pair's remote port, the server SDP's ports. */
@@ -355,7 +385,6 @@ try {
 
   if (CUT_MEDIA) {
     step('media path cut: both sides reconnect');
-    const pcCount = (page) => page.evaluate(() => (window.__pcs ?? []).length);
     const before = { doctor: await pcCount(doctor.page), patient: await pcCount(patient.page) };
     cutMedia();
     const cutAt = Date.now();
@@ -388,6 +417,61 @@ try {
     };
     result.reconnect.patientStats = await mediaStats(patient.page);
     await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-reconnected.png') });
+  }
+
+  if (RESTART_DIR) {
+    step('relais killed (SIGKILL) mid-call and started again: both sides come back by themselves');
+    const since = { doctor: await pcCount(doctor.page), patient: await pcCount(patient.page) };
+    // A message the server acknowledged just before it died must survive it.
+    const lastWords = `Juste avant la coupure (${Date.now()})`;
+    await input.fill(lastWords);
+    await input.press('Enter');
+    await doctor.page.locator('.chat .chat-message.theirs', { hasText: lastWords }).waitFor();
+    writeFileSync(join(RESTART_DIR, 'kill'), '');
+    const killAt = Date.now();
+    const waitUntil = Date.now() + 60_000;
+    while (!existsSync(join(RESTART_DIR, 'restarted'))) {
+      if (Date.now() > waitUntil) throw new Error('relais was not started again within 60 s');
+      await patient.page.waitForTimeout(100);
+    }
+    result.restart = { serverListeningAfterMs: Date.now() - killAt };
+    const [doctorBack, patientBack] = await Promise.all([
+      videoBackAfter(doctor.page, since.doctor, killAt),
+      videoBackAfter(patient.page, since.patient, killAt),
+    ]);
+    result.restart.videoBackMs = { doctor: doctorBack, patient: patientBack };
+    await Promise.all(
+      [doctor.page, patient.page].map((p) =>
+        p.locator('.call-state[data-state="connected"]').waitFor({ timeout: 60_000 }),
+      ),
+    );
+    result.restart.patientVideo = await remoteVideoPlays(patient.page);
+    result.restart.doctorVideo = await remoteVideoPlays(doctor.page);
+    result.restart.patientStats = await mediaStats(patient.page);
+    result.restart.doctorStats = await mediaStats(doctor.page);
+    result.restart.peerConnections = {
+      doctorBefore: since.doctor,
+      doctorAfter: await pcCount(doctor.page),
+      patientBefore: since.patient,
+      patientAfter: await pcCount(patient.page),
+    };
+    // The message is still stored, and the chat works again.
+    result.restart.stored = await doctor.page.evaluate(
+      async ([id, text]) => {
+        const auth = JSON.parse(sessionStorage.getItem('relais.auth') ?? '{}');
+        const r = await fetch(`/api/messaging/conversations/${id}/messages`, {
+          headers: { Authorization: `Bearer ${auth.token}` },
+        });
+        return { status: r.status, lastWords: (await r.text()).includes(text) };
+      },
+      [result.conversationId, lastWords],
+    );
+    const after = `Après le redémarrage (${Date.now()})`;
+    await input.fill(after);
+    await input.press('Enter');
+    await doctor.page.locator('.chat .chat-message.theirs', { hasText: after }).waitFor({ timeout: 60_000 });
+    result.restart.chatAfter = true;
+    await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-after-restart.png') });
   }
 
   step('mute and camera off');
