@@ -14,6 +14,7 @@ mod handshake;
 pub mod io;
 pub mod limits;
 mod reply;
+mod resume;
 pub mod signaling;
 
 use socketioxide::SocketIo;
@@ -115,6 +116,7 @@ where
                     if let Some(cluster) = &state.cluster {
                         cluster.socket_connected(who, socket.id);
                     }
+                    resume::announce(&state, &socket, who).await;
                 }
             }
         }

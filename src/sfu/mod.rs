@@ -307,6 +307,15 @@ impl Sfu {
     }
 
     /// Whether `who` takes part in a consultation whose room is on this node.
+    /// Whether `who` is a participant of `session`'s room on this node.
+    pub fn is_in(&self, who: Identity, session: SessionId) -> bool {
+        self.shared
+            .presence
+            .lock()
+            .get(&who)
+            .is_some_and(|s| s.contains(&session))
+    }
+
     pub fn in_a_session(&self, who: Identity) -> bool {
         self.shared
             .presence

@@ -196,7 +196,6 @@ impl Store {
         row.map(|r| session_from_row(&r)).transpose()
     }
 
-    /// The session that is not over and holds this code hash.
     /// The live session with this code hash among those of `member`'s conversations: a code
     /// is never looked for in sessions the caller has no part in.
     pub async fn live_session_by_code_for(
@@ -311,6 +310,23 @@ impl Store {
                     left_at: r.try_get("left_at")?,
                 })
             })
+            .collect()
+    }
+
+    /// Sessions not ended that `who` joined and did not leave.
+    pub async fn open_participations(&self, who: Identity) -> StoreResult<Vec<SessionId>> {
+        let rows = sqlx::query(
+            "SELECT p.session_id FROM webrtc_session_participants p \
+             JOIN webrtc_sessions s ON s.id = p.session_id \
+             WHERE p.role = $1 AND p.user_id = $2 AND p.left_at IS NULL AND s.statut <> 'ended' \
+             ORDER BY p.session_id",
+        )
+        .bind(who.role.as_str())
+        .bind(who.id.0)
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(SessionId(r.try_get("session_id")?)))
             .collect()
     }
 

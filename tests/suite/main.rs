@@ -23,6 +23,7 @@ mod netns;
 mod persistence;
 mod recording_media;
 mod recording_sessions;
+mod restart;
 mod safe_defaults;
 mod screen_share;
 mod socketio;

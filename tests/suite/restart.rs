@@ -1,0 +1,201 @@
+//! A single node killed with SIGKILL mid-call and started again by the same command: the
+//! session and its code are still valid, the sockets that come back are told to reconnect
+//! their media (`session_moved`, reason `node_restarted`), the call resumes, and a message the
+//! server acknowledged before it died is still there.
+
+use std::time::Duration;
+
+use relais::client::api::ApiClient;
+use relais::client::peer::{ClientPeer, Entry, PeerConfig};
+use relais::client::socketio::SioClient;
+use relais::ids::{Identity, Role};
+use serde_json::json;
+
+use crate::common::*;
+
+fn token(dir: &std::path::Path, role: &str, id: i64) -> String {
+    let out = relais_command()
+        .current_dir(dir)
+        .args([
+            "token",
+            "--role",
+            role,
+            "--id",
+            &id.to_string(),
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn peer(base: &str, token: &str, who: Identity, session: i64, entry: Entry) -> PeerConfig {
+    let mut cfg = PeerConfig::new(base, token, who, session, entry);
+    cfg.keyframe_interval = Duration::from_millis(500);
+    cfg.video_bitrate_bps = 300_000;
+    cfg
+}
+
+async fn call(
+    base: &str,
+    doctor: &str,
+    patient: &str,
+    session: i64,
+    conv: i64,
+    code: &str,
+) -> (ClientPeer, ClientPeer) {
+    let mut cfg = peer(
+        base,
+        doctor,
+        Identity::new(Role::Medecin, 79),
+        session,
+        Entry::Publish,
+    );
+    cfg.conversation_id = conv;
+    let mut d = ClientPeer::start(cfg).await.unwrap();
+    d.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("doctor connects");
+    let mut p = ClientPeer::start(peer(
+        base,
+        patient,
+        Identity::new(Role::Patient, 11),
+        session,
+        Entry::Code(code.to_string()),
+    ))
+    .await
+    .unwrap();
+    p.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("patient connects");
+    let flowing = eventually(Duration::from_secs(15), || {
+        d.received.streams_with(30) == (1, 1) && p.received.streams_with(30) == (1, 1)
+    })
+    .await;
+    assert!(flowing, "media flows both ways");
+    (d, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_call_resumes_it_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = serve(dir.path(), &[]);
+    let doctor = token(dir.path(), "medecin", 79);
+    let patient = token(dir.path(), "patient", 11);
+    let http = reqwest::Client::new();
+    let api = ApiClient::new(http.clone(), &first.base, &doctor);
+    let conv = api
+        .create_conversation("private", &[("patient", 11)])
+        .await
+        .unwrap();
+    let (status, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/messaging/webrtc/sessions?generate_conference_link=true",
+            Some(
+                &json!({"conversation_id": conv, "session_type": "audio_video",
+                         "initiator": {"userType": "medecin", "userId": 79}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{v}");
+    let session = v["data"]["session"]["id"].as_i64().unwrap();
+    let code = v["data"]["conferenceLink"]["joinCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (d, p) = call(&first.base, &doctor, &patient, session, conv, &code).await;
+    let acked = api.send_text(conv, "juste avant la panne").await.unwrap();
+
+    // kill -9: no goodbye, no participant marked as gone, the rooms vanish with the process.
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    d.vanish().await;
+    p.vanish().await;
+    let second = serve(dir.path(), &[]);
+
+    // The patient's socket comes back first: told to reconnect the media of the interrupted
+    // session; the code still admits them, and the session's room exists again.
+    let mut sock = SioClient::connect(&second.base, json!({"token": patient}))
+        .await
+        .unwrap();
+    let moved = sock
+        .wait_for("session_moved", Duration::from_secs(5))
+        .await
+        .expect("a returning socket hears that its call must reconnect");
+    assert_eq!(moved["sessionId"], session, "{moved}");
+    assert_eq!(moved["reason"], "node_restarted", "{moved}");
+    sock.close().await;
+    let mut p = ClientPeer::start(peer(
+        &second.base,
+        &patient,
+        Identity::new(Role::Patient, 11),
+        session,
+        Entry::Code(code.clone()),
+    ))
+    .await
+    .unwrap();
+    p.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("the code still admits the patient");
+    // Then the doctor's: the room is there, without them: told too.
+    let mut sock = SioClient::connect(&second.base, json!({"token": doctor}))
+        .await
+        .unwrap();
+    let moved = sock
+        .wait_for("session_moved", Duration::from_secs(5))
+        .await
+        .expect("the doctor is told as well, though the room exists again");
+    assert_eq!(moved["sessionId"], session, "{moved}");
+    sock.close().await;
+    let mut cfg = peer(
+        &second.base,
+        &doctor,
+        Identity::new(Role::Medecin, 79),
+        session,
+        Entry::Publish,
+    );
+    cfg.conversation_id = conv;
+    let mut d = ClientPeer::start(cfg).await.unwrap();
+    d.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("the doctor publishes again");
+    let flowing = eventually(Duration::from_secs(15), || {
+        d.received.streams_with(30) == (1, 1) && p.received.streams_with(30) == (1, 1)
+    })
+    .await;
+    assert!(flowing, "media flows both ways again");
+
+    // A socket that connects while the call runs here hears nothing of the kind.
+    let mut tab = SioClient::connect(&second.base, json!({"token": doctor}))
+        .await
+        .unwrap();
+    assert!(
+        tab.wait_for("session_moved", Duration::from_millis(1_500))
+            .await
+            .is_err(),
+        "a call running here is left alone"
+    );
+
+    // The message acknowledged before the kill is stored.
+    let api = ApiClient::new(http, &second.base, &doctor);
+    let (status, v) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/messaging/conversations/{conv}/messages"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(v.to_string().contains(&acked["id"].to_string()), "{v}");
+    assert!(v.to_string().contains("juste avant la panne"));
+}
