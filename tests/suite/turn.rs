@@ -453,6 +453,73 @@ async fn allocation_floods_hit_the_per_user_quota() {
     assert_eq!(turn(&app).allocation_count(), 4);
 }
 
+/// One client taking the whole TURN capacity left the next doctor with 508: the last
+/// `turn.reserved_for_sessions` places go only to people in a live consultation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_allocations_are_kept_for_people_in_a_consultation() {
+    let app = spawn_app_with(Options::new(Backend::Sqlite).configure(|c| {
+        c.turn.max_allocations = 6;
+        c.turn.reserved_for_sessions = 2;
+        c.turn.max_allocations_per_user = 20;
+    }))
+    .await;
+    let server = turn(&app).udp_addr();
+    // A patient in no call floods: four places, then 508.
+    let (u, p) = credentials(&app, 11).await;
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let mut c = TurnClient::udp(server, &u, &p).await;
+        let a = c.allocate().await;
+        if i < 4 {
+            assert!(a.is_success(), "allocation {i}: {:?}", a.code());
+        } else {
+            assert_eq!(
+                a.code(),
+                Some(508),
+                "allocation {i}: kept for consultations"
+            );
+        }
+        held.push(c);
+    }
+    // A doctor in a live consultation still gets the places kept for them.
+    let (session, conv, _code) = create_session(&app, 79, &[12], "audio_only").await;
+    let mut cfg = peer_config(&app, Role::Medecin, 79, session, Entry::Publish);
+    cfg.conversation_id = conv;
+    cfg.video = false;
+    let doctor = ClientPeer::start(cfg).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || app
+            .state()
+            .sfu
+            .in_a_session(relais::ids::Identity::new(Role::Medecin, 79)))
+        .await
+    );
+    let data = ice_servers(&app, Role::Medecin, 79).await;
+    let s = &data["iceServers"][0];
+    let (du, dp) = (
+        s["username"].as_str().unwrap().to_string(),
+        s["credential"].as_str().unwrap().to_string(),
+    );
+    for i in 0..2 {
+        let mut c = TurnClient::udp(server, &du, &dp).await;
+        let a = c.allocate().await;
+        assert!(
+            a.is_success(),
+            "the doctor's allocation {i}: {:?}",
+            a.code()
+        );
+        held.push(c);
+    }
+    let mut c = TurnClient::udp(server, &du, &dp).await;
+    assert_eq!(
+        c.allocate().await.code(),
+        Some(508),
+        "now the server is full"
+    );
+    assert_eq!(turn(&app).allocation_count(), 6);
+    doctor.close().await;
+}
+
 #[tokio::test]
 async fn relayed_bandwidth_is_capped_per_allocation() {
     let app = spawn_app_with(Options::new(Backend::Sqlite).configure(|c| {
