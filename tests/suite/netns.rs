@@ -306,6 +306,16 @@ impl Lab {
 
     /// Starts relais in `srv` with `extra` settings; media advertised on both links.
     fn serve(&self, dir: &std::path::Path, extra: &[String]) -> ServerProcess {
+        self.serve_signed(dir, extra, Some(SECRET))
+    }
+
+    /// The same with `secret` as the JWT secret, or in development mode (`None`).
+    fn serve_signed(
+        &self,
+        dir: &std::path::Path,
+        extra: &[String],
+        secret: Option<&str>,
+    ) -> ServerProcess {
         let mut cmd = self.srv.command(env!("CARGO_BIN_EXE_relais"));
         cmd.env_remove("RUST_LOG").env_remove("DATABASE_URL");
         for (k, _) in std::env::vars() {
@@ -324,10 +334,10 @@ impl Lab {
             ),
             "turn.udp_addr=0.0.0.0:0".into(),
             "turn.tcp_addr=0.0.0.0:0".into(),
-            format!("auth.jwt_secret={SECRET}"),
             format!("http.metrics_token={METRICS_TOKEN}"),
         ]
         .into_iter()
+        .chain(secret.map(|s| format!("auth.jwt_secret={s}")))
         .chain(extra.iter().cloned())
         .flat_map(|kv| ["--set".to_string(), kv])
         .collect();
@@ -878,4 +888,62 @@ async fn server_behind_nat_1to1_with_the_example_configuration() {
     drop(cli);
     drop(gw);
     drop(srv);
+}
+
+/// Safe by default, seen from the network (the test's namespace reaches the server over a
+/// veth, not loopback): development sign-in answers only the server's own machine, and one
+/// client address holds at most `http.connections_per_address` connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_the_network_gets_no_dev_token_and_few_connections() {
+    require_netns!();
+    let lab = Lab::build(6, Clinic::Direct).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve_signed(dir.path(), &["http.connections_per_address=4".into()], None);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let base = format!("http://{}:{port}", lab.srv_doctor_side());
+    let http = reqwest::Client::builder()
+        .local_address(lab.doctor_ip().parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/api/dev/token"))
+        .header("connection", "close")
+        .json(&json!({"role": "medecin", "id": 79}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "dev_sign_in_local_only", "{v}");
+    drop(http);
+    // The sign-in connection closed (Connection: close) and its place given back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Six connections from this address at once: four are served, two are closed unanswered
+    // (which two depends on the order the server accepts them in).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = format!("{}:{port}", lab.srv_doctor_side()).parse().unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("{}:0", lab.doctor_ip()).parse().unwrap())
+            .unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        conns.push(s);
+    }
+    let (mut served, mut closed) = (0, 0);
+    for s in &mut conns {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200") => served += 1,
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            other => panic!("neither served nor closed: {other:?}"),
+        }
+    }
+    assert_eq!((served, closed), (4, 2), "http.connections_per_address = 4");
+    drop(server);
 }
