@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use relais::codec::Codec;
 use relais::recording::{Recorder, RecorderConfig};
-use relais::sfu::codec::Codec;
 use rtc::rtp::Packet;
 use rtc::rtp::header::Header;
 

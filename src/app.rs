@@ -121,30 +121,13 @@ fn max_connections(config: &Config) -> u32 {
     u32::try_from(limit / 4 * 3).unwrap_or(u32::MAX).max(64)
 }
 
-/// Non-loopback addresses of this host's interfaces, IPv4 first.
-pub fn interface_ips() -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| i.ip())
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        .filter(|ip| match ip {
-            // Link-local IPv6 needs a scope id that candidates cannot carry.
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
-            IpAddr::V4(_) => true,
-        })
-        .collect();
-    ips.sort_by_key(|ip| ip.is_ipv6());
-    ips
-}
-
 fn default_base_url(config: &Config, http: SocketAddr, https: Option<SocketAddr>) -> url::Url {
     let ip = config
         .media
         .public_ips
         .first()
         .copied()
-        .or_else(|| interface_ips().first().copied())
+        .or_else(|| crate::net::interface_ips().first().copied())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let host = match ip {
         IpAddr::V6(v6) => format!("[{v6}]"),

@@ -298,6 +298,11 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// `media.workers` by default: one per four cores, at least one.
+fn default_media_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1))
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("valid literal address")
 }
@@ -388,7 +393,7 @@ impl Default for MediaConfig {
             tcp_addr: addr("0.0.0.0:3479"),
             ice_tcp: true,
             public_ips: Vec::new(),
-            workers: crate::sfu::media_runtime::default_workers(),
+            workers: default_media_workers(),
             max_tracks: 8,
         }
     }

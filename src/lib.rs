@@ -15,6 +15,13 @@
 //!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
 //! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
 //!
+//! Layering ([`LAYERS`], checked by `tests/suite/layers.rs`): a module uses only modules listed
+//! before it. Plumbing first (ids, time, codecs, network, limits, metrics, configuration), then
+//! infrastructure (auth, store), the domain and media (messaging, sessions, recording, sfu,
+//! turn), the adapters (cluster, Socket.IO, REST) and the composition (app); the load tool and
+//! the test client last. The imports that still go upwards are listed in that test and may
+//! only go away.
+//!
 //! Invariants that hold across modules:
 //! - identity is the pair (role, id); every REST call and socket event checks the caller may
 //!   touch the object before reading or writing it;
@@ -26,6 +33,7 @@ pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod http;
 pub mod ids;
@@ -45,3 +53,39 @@ pub mod telemetry;
 pub mod tls;
 pub mod turn;
 pub mod udp_buffers;
+
+/// The crate's top-level modules, lowest first: a module may use only the modules before it
+/// (`crate::…` paths; `tests/suite/layers.rs` reads `src/` and fails on any other import).
+pub const LAYERS: &[&str] = &[
+    // plumbing
+    "ids",
+    "clock",
+    "codec",
+    "net",
+    "udp_buffers",
+    "private_files",
+    "limits",
+    "metrics",
+    "config",
+    "telemetry",
+    "tls",
+    // infrastructure
+    "auth",
+    "store",
+    // domain and media
+    "messaging",
+    "sessions",
+    "recording",
+    "sfu",
+    "turn",
+    // adapters
+    "cluster",
+    "state",
+    "realtime",
+    "http",
+    // composition
+    "app",
+    // the test client and the load tool
+    "client",
+    "load",
+];

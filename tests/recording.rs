@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use relais::sfu::codec::Codec;
+use relais::codec::Codec;
 use rtp::{Call, Network, VideoPlan};
 
 const SECONDS: u32 = 6;

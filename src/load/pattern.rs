@@ -304,7 +304,7 @@ impl TrackSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::codec::{Codec, is_keyframe};
+    use crate::codec::{Codec, is_keyframe};
 
     fn pattern(codec: VideoCodec) -> Pattern {
         Pattern {

@@ -212,8 +212,8 @@ mod tests {
     use rtc::rtp::header::Header;
 
     use super::*;
+    use crate::codec::Codec;
     use crate::recording::{Recorder, RecorderConfig};
-    use crate::sfu::codec::Codec;
 
     fn opus(seq: u16, ts: u32) -> Packet {
         Packet {

@@ -74,7 +74,7 @@ pub use mkv::Sink;
 pub use recorder::Recorder;
 pub use service::{ActiveRecording, Closing, Consent, Recordings};
 
-use crate::sfu::codec::Codec;
+use crate::codec::Codec;
 
 /// Tracks one recorder accepts (a participant sends audio, camera, maybe a screen).
 pub const MAX_TRACKS: usize = 8;

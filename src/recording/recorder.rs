@@ -11,7 +11,7 @@ use super::jitter::{JitterBuffer, Released};
 use super::mkv::{self, DocType, EntryKind, MkvWriter, Sink, TrackEntry};
 use super::sync::{SenderClock, SourceClock};
 use super::{AddTrackError, MAX_TRACKS, RecorderConfig, RecorderStats, RecordingSummary, TrackId};
-use crate::sfu::codec::Codec;
+use crate::codec::Codec;
 
 struct PendingFrame {
     /// Unwrapped RTP timestamp, mapped to time when written (reports may still move it).

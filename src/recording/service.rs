@@ -24,12 +24,12 @@ use tokio::sync::{Notify, oneshot};
 use super::worker::{self, RecordTap, Source, TrackSpec, WorkerCounters, WorkerHandle};
 use super::{RecorderConfig, container_for, inspect};
 use crate::clock::{Millis, SharedClock};
+use crate::codec::Codec;
 use crate::config::RecordingConfig;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{Metrics, ReasonLabels, StatusLabels};
 use crate::sessions::Sessions;
-use crate::sfu::codec::Codec;
 use crate::store::{RecordingEnd, RecordingRecord, RecordingStatus, Store, StoreResult};
 
 const DAY_MS: Millis = 86_400_000;

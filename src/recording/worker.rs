@@ -26,7 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use super::{Recorder, RecorderConfig, RecorderStats, RecordingSummary, TrackId};
-use crate::sfu::codec::Codec;
+use crate::codec::Codec;
 
 /// How long the thread sleeps on a quiet queue before it lets time pass in the recorder.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);

@@ -22,11 +22,6 @@ use std::thread::JoinHandle;
 use tokio::runtime::{Builder, EnterGuard, Handle};
 use tokio::sync::oneshot;
 
-/// A sensible worker count: one per four cores, at least one.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1))
-}
-
 pub struct MediaRuntime {
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,

@@ -14,7 +14,6 @@
 //! when full); a session's room exists only while someone is in it; ending a session closes
 //! all of it.
 
-pub mod codec;
 pub mod feedback;
 pub mod forward;
 pub mod media_plane;
@@ -532,7 +531,7 @@ fn advertised(public_ips: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
     } else if !bound.ip().is_unspecified() {
         vec![bound.ip()]
     } else {
-        crate::app::interface_ips()
+        crate::net::interface_ips()
     };
     ips.into_iter()
         .map(|ip| SocketAddr::new(ip, bound.port()))

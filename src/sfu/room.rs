@@ -23,7 +23,6 @@ use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
-use super::codec::Codec;
 use super::peer::stats::TrackStatsView;
 use super::peer::{self, PeerContext, PeerHandle};
 use super::sdp;
@@ -31,6 +30,7 @@ use super::types::{
     LocalAnswer, PeerCommand, PeerEvent, PeerId, SignalError, SignalResult, SubscriberLink,
     TrackId, TrackInfo,
 };
+use crate::codec::Codec;
 use crate::ids::{Identity, SessionId};
 use crate::realtime::events::{self, UserRef, outgoing};
 use crate::store::SessionRecord;

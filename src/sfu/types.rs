@@ -146,7 +146,7 @@ pub enum PeerCommand {
     /// offer) to send the first of its own codecs among them.
     PreferCodecs {
         track: TrackId,
-        codecs: Vec<super::codec::Codec>,
+        codecs: Vec<crate::codec::Codec>,
     },
     /// A subscriber waits for a keyframe of one of our published tracks.
     RequestKeyframe {
@@ -196,14 +196,14 @@ pub enum PeerEvent {
     CodecUnsupported {
         peer: PeerId,
         track: TrackId,
-        codec: super::codec::Codec,
-        accepted: Vec<super::codec::Codec>,
+        codec: crate::codec::Codec,
+        accepted: Vec<crate::codec::Codec>,
     },
     /// Asked to send `track` with one of `asked`, the publisher's client offered none of them.
     CodecUnavailable {
         peer: PeerId,
         track: TrackId,
-        asked: Vec<super::codec::Codec>,
+        asked: Vec<crate::codec::Codec>,
     },
     /// The first RTP packet from this peer.
     FirstMedia {

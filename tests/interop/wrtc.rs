@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use relais::client::socketio::SioClient;
-use relais::sfu::codec::Codec;
+use relais::codec::Codec;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCBundlePolicy;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;

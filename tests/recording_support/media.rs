@@ -66,12 +66,12 @@ fn size_tag((w, h): (u32, u32)) -> String {
 
 /// Video of `codec` (VP8, VP9 or H264) at `size`.
 pub fn sized(
-    codec: relais::sfu::codec::Codec,
+    codec: relais::codec::Codec,
     seconds: u32,
     gop: u32,
     size: (u32, u32),
 ) -> Vec<VideoFrame> {
-    use relais::sfu::codec::Codec;
+    use relais::codec::Codec;
     match codec {
         Codec::Vp9 => vp9_at(seconds, gop, size),
         Codec::H264 => h264_at(seconds, gop, size),

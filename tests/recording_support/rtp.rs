@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use relais::codec::Codec;
 use relais::recording::{Recorder, RecordingSummary};
-use relais::sfu::codec::Codec;
 use rtc::rtp::Packet;
 use rtc::rtp::header::Header;
 

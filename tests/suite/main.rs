@@ -17,6 +17,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod ice_tcp;
+mod layers;
 mod load_tool;
 mod messaging_rest;
 mod netns;

@@ -336,7 +336,7 @@ mod tests {
     use super::super::Depacketizer;
     use super::super::testutil::{pkt, run};
     use super::*;
-    use crate::sfu::codec::Codec;
+    use crate::codec::Codec;
 
     /// x264's SPS for 320x180 baseline (cropped from 192 lines).
     pub const SPS_320X180: &[u8] = &[

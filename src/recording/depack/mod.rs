@@ -15,7 +15,7 @@ pub mod vp8;
 pub mod vp9;
 
 use super::jitter::BufferedPacket;
-use crate::sfu::codec::Codec;
+use crate::codec::Codec;
 
 /// An assembled frame, borrowed from the depacketizer until the next call.
 #[derive(Debug)]

@@ -87,7 +87,7 @@ impl PayloadFormat for Vp8 {
 mod tests {
     use super::super::testutil::{pkt, run};
     use super::super::{Depacketizer, Output};
-    use crate::sfu::codec::Codec;
+    use crate::codec::Codec;
 
     fn keyframe_bytes() -> Vec<u8> {
         // Tag with key bit 0, start code, 320x240, then body.

@@ -267,7 +267,7 @@ pub(crate) mod tests {
     use super::super::Depacketizer;
     use super::super::testutil::{pkt, run};
     use super::*;
-    use crate::sfu::codec::Codec;
+    use crate::codec::Codec;
 
     /// A profile-0 keyframe header for `w`x`h`, then filler.
     pub fn keyframe(w: u16, h: u16) -> Vec<u8> {

@@ -25,7 +25,7 @@ use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 
 use super::retransmit::SentHistory;
-use crate::sfu::codec::Codec;
+use crate::codec::Codec;
 use crate::sfu::feedback::reports::SendCounters;
 use crate::sfu::forward::{Decision, DropReason, Incoming, Rewriter};
 use crate::sfu::media_plane::{MediaPlane, Transport};

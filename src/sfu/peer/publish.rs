@@ -16,8 +16,8 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_OR
 use super::Peer;
 use super::outbound::Forward;
 use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
+use crate::codec::{Codec, is_keyframe};
 use crate::recording::worker::{RecordTap, TapError};
-use crate::sfu::codec::{Codec, is_keyframe};
 use crate::sfu::feedback::nack::NackTracker;
 use crate::sfu::feedback::reports::{LastSenderReport, ntp_middle};
 use crate::sfu::types::{MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext};

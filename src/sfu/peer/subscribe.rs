@@ -45,7 +45,7 @@ use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
 use super::Peer;
 use super::outbound::{Leg, LegExtensions};
 use super::stats::{RateMeter, TrackStatsView};
-use crate::sfu::codec::{Codec, h264_match};
+use crate::codec::{Codec, h264_match};
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
 

@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 
 use super::setup::PeerFactory;
 use super::{Peer, PeerContext};
+use crate::codec::Codec;
 use crate::ids::{Identity, Role};
 use crate::metrics::Metrics;
-use crate::sfu::codec::Codec;
 use crate::sfu::media_plane::MediaPlane;
 use crate::sfu::sdp::sections::{Direction, Sections};
 use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};

@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 
 use super::Room;
 use crate::clock::{Millis, to_rfc3339};
+use crate::codec::Codec;
 use crate::ids::Identity;
 use crate::messaging::{DomainError, DomainResult};
 use crate::realtime::events::{self, outgoing};
 use crate::recording::worker::TrackSpec;
 use crate::recording::{ActiveRecording, Closing, Consent};
-use crate::sfu::codec::Codec;
 use crate::sfu::types::{PeerCommand, TrackId, TrackInfo};
 
 /// Recording as a room keeps it while it is on.
