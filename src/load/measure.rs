@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::engine::{Leg, LegStats, ShardHandle};
 use super::probe::{Probe, ServerSample, process_cpu_ns};
 use super::progress::ProgressBar;
-use super::report::{MediaReport, TimelinePoint};
+use super::report::{MediaReport, RejoinFigures, TimelinePoint};
 use super::stats::{Histogram, Samples};
 
 /// Raw figures of one window.
@@ -237,6 +237,13 @@ impl Measured {
             tool_send_drops: self.send_drops,
             failures: Vec::new(),
             server_unreachable_samples: self.unreachable,
+            rejoin: RejoinFigures::new(
+                self.after.rejoins,
+                self.after.participants_rejoined,
+                self.after.rejoin_attempts,
+                self.after.outages_open,
+                &self.after.media_back_ms,
+            ),
             timeline: self.timeline,
         }
     }

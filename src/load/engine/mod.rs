@@ -80,6 +80,16 @@ pub struct LegStats {
     pub join_ms: Vec<f64>,
     /// Connected → first media packet received, ms.
     pub first_packet_ms: Vec<f64>,
+    /// Connections rebuilt after a loss (see [`crate::load::rejoin`]).
+    pub rejoin_attempts: u64,
+    /// Outages that ended with media back.
+    pub rejoins: u64,
+    /// Legs that came back at least once.
+    pub participants_rejoined: u64,
+    /// Legs whose media is lost and not back (yet).
+    pub outages_open: u64,
+    /// Loss → first media packet after the rejoin, ms, one per ended outage.
+    pub media_back_ms: Vec<f64>,
 }
 
 impl LegStats {
@@ -92,6 +102,11 @@ impl LegStats {
         self.recv.add(&o.recv);
         self.join_ms.extend_from_slice(&o.join_ms);
         self.first_packet_ms.extend_from_slice(&o.first_packet_ms);
+        self.rejoin_attempts += o.rejoin_attempts;
+        self.rejoins += o.rejoins;
+        self.participants_rejoined += o.participants_rejoined;
+        self.outages_open += o.outages_open;
+        self.media_back_ms.extend_from_slice(&o.media_back_ms);
     }
 }
 
