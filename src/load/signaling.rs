@@ -89,6 +89,7 @@ pub async fn join(
         stop,
         join_timeout,
         rejoin: None,
+        ended: false,
     };
     let task = tokio::spawn(task.run(sio));
     let joined = Joined {
@@ -220,6 +221,8 @@ struct Task {
     stop: watch::Receiver<bool>,
     join_timeout: Duration,
     rejoin: Option<Rejoin>,
+    /// The server said the session ended: nothing to rejoin.
+    ended: bool,
 }
 
 impl Task {
@@ -235,6 +238,9 @@ impl Task {
             };
             if self.stopping() {
                 return;
+            }
+            if self.ended {
+                break;
             }
             if self.rejoin.is_none() {
                 // Once per outage; the attempts' own errors are in the give-up message.
@@ -370,6 +376,7 @@ impl Task {
                     signaling_up: false,
                 };
             };
+            self.ended |= ev.name == "session_ended";
             if let Err(e) = on_event(&self.p, sio, &self.shard, self.id, &ev.name, ev.data).await {
                 // The leg was removed (the run is ending, or the leg failed and said so): what the
                 // server still sends it is not a failure of its own.

@@ -13,7 +13,7 @@
 //!   (a closure run on the leg, answered on a oneshot, bounded in time);
 //! - a leg's timer entry is re-armed after every touch; stale heap entries are skipped;
 //! - a leg's socket readiness future is re-armed after each drain, and when its I/O
-//!   generation changes (a TCP connection attached later);
+//!   generation changes (a TCP connection attached later, a leg rebuilt after a loss);
 //! - nothing here blocks: sends that would block are dropped and counted.
 
 pub mod io;
