@@ -25,7 +25,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{AbortHandle, BoxFuture, abortable};
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
@@ -209,6 +209,8 @@ struct Slot<L> {
     scheduled: Option<Instant>,
     /// I/O generation of the armed readiness future (`None`: not armed).
     armed: Option<u64>,
+    /// Cancels the armed future: a replaced socket's future holds that socket open.
+    disarm: Option<AbortHandle>,
 }
 
 struct Shard<L> {
@@ -273,6 +275,7 @@ impl<L: Leg> Shard<L> {
                     leg,
                     scheduled: None,
                     armed: None,
+                    disarm: None,
                 }));
                 self.touched(id);
                 let _ = reply.send(id);
@@ -286,6 +289,9 @@ impl<L: Leg> Shard<L> {
             Command::Remove(id) => {
                 if let Some(mut slot) = self.legs.get_mut(id).and_then(Option::take) {
                     slot.leg.close(Instant::now(), &mut self.ctx);
+                    if let Some(h) = slot.disarm.take() {
+                        h.abort();
+                    }
                 }
             }
             Command::Snapshot(reply) => {
@@ -310,6 +316,7 @@ impl<L: Leg> Shard<L> {
             return; // a future of a replaced socket
         }
         slot.armed = None;
+        slot.disarm = None;
         slot.leg.on_readable(Instant::now(), &mut self.ctx);
         self.touched(id);
     }
@@ -364,11 +371,90 @@ impl<L: Leg> Shard<L> {
         if slot.armed != Some(generation)
             && let Some(fut) = slot.leg.readiness()
         {
+            if let Some(old) = slot.disarm.take() {
+                old.abort();
+            }
+            let (fut, disarm) = abortable(fut);
             slot.armed = Some(generation);
+            slot.disarm = Some(disarm);
             self.ready.push(Box::pin(async move {
-                fut.await;
+                // An aborted future (its socket was replaced) reports a generation that
+                // no longer matches: `on_ready` ignores it.
+                let _ = fut.await;
                 (id, generation)
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A leg whose "socket" is `socket`; its readiness never resolves and holds the socket.
+    struct FakeLeg {
+        socket: Arc<()>,
+        generation: u64,
+    }
+
+    impl Leg for FakeLeg {
+        fn on_readable(&mut self, _: Instant, _: &mut ShardCtx) {}
+        fn on_timeout(&mut self, _: Instant, _: &mut ShardCtx) {}
+        fn next_deadline(&mut self) -> Option<Instant> {
+            None
+        }
+        fn readiness(&self) -> Option<BoxFuture<'static, ()>> {
+            let s = self.socket.clone();
+            Some(Box::pin(async move {
+                std::future::pending::<()>().await;
+                drop(s);
+            }))
+        }
+        fn io_generation(&self) -> u64 {
+            self.generation
+        }
+        fn add_stats(&self, _: &mut LegStats) {}
+        fn close(&mut self, _: Instant, _: &mut ShardCtx) {}
+    }
+
+    async fn released(socket: &Arc<()>) -> bool {
+        for _ in 0..100 {
+            if Arc::strong_count(socket) == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_removed_socket_is_not_held_by_its_readiness() {
+        let shard = spawn::<FakeLeg>();
+        let first = Arc::new(());
+        let id = shard
+            .add(FakeLeg {
+                socket: first.clone(),
+                generation: 0,
+            })
+            .await
+            .unwrap();
+        // The leg and its armed readiness hold it.
+        assert_eq!(Arc::strong_count(&first), 3);
+        // The leg is rebuilt on a new socket: the old one's future lets it go.
+        let second = Arc::new(());
+        let s = second.clone();
+        shard
+            .call(id, move |l, _, _| {
+                l.socket = s;
+                l.generation += 1;
+            })
+            .await
+            .unwrap();
+        assert!(released(&first).await);
+        assert_eq!(Arc::strong_count(&second), 3);
+        shard.remove(id).await;
+        assert!(released(&second).await);
     }
 }
