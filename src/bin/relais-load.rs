@@ -88,6 +88,10 @@ struct MediaArgs {
     bind: std::net::IpAddr,
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     join_timeout: Duration,
+    /// After losing its signaling or its media (e.g. the server restarted), how long a
+    /// participant keeps trying to rejoin, every 500 ms (0s: it does not).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    rejoin_within: Duration,
     #[arg(long, default_value_t = 500_000)]
     first_id: i64,
     /// The server's process id: adds its CPU per forwarded packet and RSS per PeerConnection.
@@ -356,6 +360,7 @@ async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result
         }),
         bind: a.bind,
         join_timeout: a.join_timeout,
+        rejoin_within: a.rejoin_within,
         progress: !a.quiet,
         record: a.record,
     };

@@ -1,13 +1,18 @@
 //! The measured window, the same for every target: after the warm-up, one sample per second
 //! of the server (its counters and process) and of the shards (peers' counters, latency since
 //! the previous sample), then the figures over the window.
+//!
+//! The server may restart during the window (a rejoin test): its counters then start again
+//! from zero. Server figures are sums of sample-to-sample differences in which a counter that
+//! went down counts from zero (see [`counter_delta`]), never a negative difference of the
+//! first and last samples.
 
 use std::time::{Duration, Instant};
 
 use super::engine::{Leg, LegStats, ShardHandle};
 use super::probe::{Probe, ServerSample, process_cpu_ns};
 use super::progress::ProgressBar;
-use super::report::{MediaReport, TimelinePoint};
+use super::report::{MediaReport, RejoinFigures, TimelinePoint};
 use super::stats::{Histogram, Samples};
 
 /// Raw figures of one window.
@@ -24,6 +29,39 @@ pub struct Measured {
     pub unreachable: u64,
     /// Server counters at the very start (before any session), for NACK/PLI totals.
     pub initial: Option<ServerSample>,
+    /// The server's counters summed over the window's samples.
+    pub server: CounterTotals,
+}
+
+/// How much a server counter grew from `prev` to `cur`; one that went down was reset (the
+/// server restarted) and counted `cur` since. (A restarted counter that overtook the old value
+/// within one sample interval is undercounted: samples are a second apart, restarts are not
+/// that busy.)
+pub fn counter_delta(prev: f64, cur: f64) -> f64 {
+    if cur >= prev { cur - prev } else { cur }
+}
+
+/// Server counters summed between consecutive reachable samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CounterTotals {
+    /// `None` until two reachable samples both had the counter (a server that does not
+    /// count what it forwards, or could not be read).
+    pub forwarded: Option<f64>,
+    pub dropped: f64,
+}
+
+impl CounterTotals {
+    /// Adds what happened between two samples (nothing when either could not be read: the
+    /// next reachable pair carries on from its own values).
+    pub fn add(&mut self, prev: &ServerSample, cur: &ServerSample) {
+        if !(prev.reachable && cur.reachable) {
+            return;
+        }
+        if let (Some(a), Some(b)) = (prev.forwarded, cur.forwarded) {
+            self.forwarded = Some(self.forwarded.unwrap_or(0.0) + counter_delta(a, b));
+        }
+        self.dropped += counter_delta(prev.dropped, cur.dropped);
+    }
 }
 
 async fn snapshot<L: Leg>(shards: &[ShardHandle<L>]) -> (LegStats, Histogram, u64) {
@@ -79,6 +117,9 @@ pub async fn measure<L: Leg>(
     let mut latency = Histogram::default();
     let mut timeline = Vec::new();
     let mut unreachable = u64::from(!start.reachable);
+    let mut server_totals = CounterTotals::default();
+    // The last sample the server answered (the next difference is taken from it).
+    let mut last_read = start;
     let mut last = (t0, start, before.clone());
     let mut send_drops = 0;
     while t0.elapsed() < duration {
@@ -91,9 +132,13 @@ pub async fn measure<L: Leg>(
         let dt = last.0.elapsed().as_secs_f64().max(1e-3);
         let received_pps = (stats.recv.packets - last.2.recv.packets) as f64 / dt;
         let forwarded_pps = match (server.forwarded, last.1.forwarded) {
-            (Some(a), Some(b)) if server.reachable && last.1.reachable => (a - b) / dt,
+            (Some(a), Some(b)) if server.reachable && last.1.reachable => counter_delta(b, a) / dt,
             _ => received_pps,
         };
+        if server.reachable {
+            server_totals.add(&last_read, &server);
+            last_read = server;
+        }
         let point = TimelinePoint {
             t_s: t0.elapsed().as_secs_f64(),
             forwarded_pps,
@@ -146,6 +191,7 @@ pub async fn measure<L: Leg>(
         send_drops,
         unreachable,
         initial: None,
+        server: server_totals,
     }
 }
 
@@ -172,10 +218,7 @@ impl Measured {
         let expected = self.after.recv.expected - self.before.recv.expected;
         let unique = self.after.recv.unique - self.before.recv.unique;
         let lost = expected.saturating_sub(unique);
-        let forwarded = match (self.start.forwarded, self.end.forwarded) {
-            (Some(a), Some(b)) if self.start.reachable && self.end.reachable => b - a,
-            _ => received as f64,
-        };
+        let forwarded = self.server.forwarded.unwrap_or(received as f64);
         let cpu_ns = match (self.start.cpu_ns, self.end.cpu_ns) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64),
             _ => None,
@@ -214,10 +257,11 @@ impl Measured {
             } else {
                 self.after.recv.jitter_us_sum / self.after.recv.streams as f64 / 1000.0
             },
-            nacks: self.end.nacks - initial.nacks,
-            plis: self.end.plis - initial.plis,
+            // After a restart: what the new process counted.
+            nacks: counter_delta(initial.nacks, self.end.nacks),
+            plis: counter_delta(initial.plis, self.end.plis),
             plis_received_by_peers: self.after.plis_received,
-            server_dropped: self.end.dropped - self.start.dropped,
+            server_dropped: self.server.dropped,
             server_cpu_us_per_forwarded_packet: cpu_ns
                 .filter(|_| forwarded > 0.0)
                 .map(|ns| ns / 1000.0 / forwarded),
@@ -237,7 +281,56 @@ impl Measured {
             tool_send_drops: self.send_drops,
             failures: Vec::new(),
             server_unreachable_samples: self.unreachable,
+            rejoin: RejoinFigures::new(
+                self.after.rejoins,
+                self.after.participants_rejoined,
+                self.after.rejoin_attempts,
+                self.after.outages_open,
+                &self.after.media_back_ms,
+            ),
             timeline: self.timeline,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(reachable: bool, forwarded: f64, dropped: f64) -> ServerSample {
+        ServerSample {
+            reachable,
+            forwarded: reachable.then_some(forwarded),
+            dropped,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counters_survive_a_server_restart() {
+        assert_eq!(counter_delta(100.0, 150.0), 50.0);
+        // Restarted: the new process counted 30 since.
+        assert_eq!(counter_delta(150.0, 30.0), 30.0);
+        let samples = [
+            sample(true, 1000.0, 2.0),
+            sample(true, 1500.0, 3.0),
+            sample(false, 0.0, 0.0),  // killed
+            sample(true, 200.0, 0.0), // started again
+            sample(true, 700.0, 1.0),
+        ];
+        let mut totals = CounterTotals::default();
+        let mut last = samples[0];
+        for s in &samples[1..] {
+            if s.reachable {
+                totals.add(&last, s);
+                last = *s;
+            }
+        }
+        assert_eq!(totals.forwarded, Some(500.0 + 200.0 + 500.0));
+        assert_eq!(totals.dropped, 1.0 + 0.0 + 1.0);
+        // A server never read twice: no forwarded figure (the peers' count stands in).
+        let mut none = CounterTotals::default();
+        none.add(&samples[1], &samples[2]);
+        assert_eq!(none.forwarded, None);
     }
 }

@@ -52,6 +52,9 @@ pub struct MediaLoad {
     pub bind: std::net::IpAddr,
     /// Longest a participant may take to connect.
     pub join_timeout: Duration,
+    /// After losing its signaling or its media (the server restarted), how long a
+    /// participant keeps trying to rejoin (zero: it does not).
+    pub rejoin_within: Duration,
     pub progress: bool,
     /// The doctor records each consultation once everyone has joined (with consent).
     pub record: bool,
@@ -314,6 +317,7 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
             turn,
             bind: cfg.bind,
             tag_base: ((s * cfg.participants + k) as u32) << 4,
+            rejoin_within: cfg.rejoin_within,
         };
         let shard = ctx.shards[(s * cfg.participants + k) % ctx.shards.len()].clone();
         match signaling::join(

@@ -17,6 +17,7 @@ pub mod pattern;
 pub mod probe;
 pub mod progress;
 pub mod recv;
+pub mod rejoin;
 pub mod relay;
 pub mod report;
 pub mod signaling;

@@ -57,7 +57,55 @@ pub struct MediaReport {
     /// Everything that went wrong, by message, with counts.
     pub failures: Vec<(String, u64)>,
     pub server_unreachable_samples: u64,
+    /// Rejoins after a loss (the server restarted): see [`RejoinFigures`].
+    pub rejoin: RejoinFigures,
     pub timeline: Vec<TimelinePoint>,
+}
+
+/// What participants lost and got back during the run (all zero in a run without a loss).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RejoinFigures {
+    /// Outages that ended with media back.
+    pub rejoins: u64,
+    /// Participants that came back at least once.
+    pub participants_rejoined: u64,
+    /// Connections rebuilt (a rejoin may take several).
+    pub attempts: u64,
+    /// Participants whose media was lost and not back at the end of the run.
+    pub unrecovered: u64,
+    /// Time to media back (loss → first media packet received after the rejoin), ms:
+    /// median and max over outages (one per participant and restart).
+    pub media_back_ms_p50: Option<f64>,
+    pub media_back_ms_max: Option<f64>,
+}
+
+impl RejoinFigures {
+    /// From per-outage times to media back, ms.
+    pub fn new(
+        rejoins: u64,
+        participants_rejoined: u64,
+        attempts: u64,
+        unrecovered: u64,
+        media_back_ms: &[f64],
+    ) -> Self {
+        let mut sorted = media_back_ms.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        // The lower median (a time that was measured, not a mean of two).
+        let p50 = (!sorted.is_empty()).then(|| sorted[(sorted.len() - 1) / 2]);
+        Self {
+            rejoins,
+            participants_rejoined,
+            attempts,
+            unrecovered,
+            media_back_ms_p50: p50,
+            media_back_ms_max: sorted.last().copied(),
+        }
+    }
+
+    /// Whether anything was lost (the report then shows these figures).
+    pub fn any(&self) -> bool {
+        self.attempts > 0 || self.unrecovered > 0 || self.rejoins > 0
+    }
 }
 
 /// Several targets measured in one invocation, and how relais compares.
@@ -179,6 +227,28 @@ pub fn table(runs: &[MediaReport]) -> String {
             Box::new(|r| opt(r.tool_cpu_cores, "", 2)),
         ),
     ];
+    let mut rows = rows;
+    if runs.iter().any(|r| r.rejoin.any()) {
+        rows.push((
+            "rejoined (attempts / lost)",
+            Box::new(|r| {
+                format!(
+                    "{} ({} / {})",
+                    r.rejoin.participants_rejoined, r.rejoin.attempts, r.rejoin.unrecovered
+                )
+            }),
+        ));
+        rows.push((
+            "media back p50 / max ms",
+            Box::new(|r| {
+                format!(
+                    "{} / {}",
+                    opt(r.rejoin.media_back_ms_p50, "", 0),
+                    opt(r.rejoin.media_back_ms_max, "", 0)
+                )
+            }),
+        ));
+    }
     let mut out = String::new();
     let _ = write!(out, "{:<28}", "measure");
     for r in runs {
@@ -369,6 +439,7 @@ mod tests {
             tool_send_drops: 0,
             failures: vec![("x".into(), 2)],
             server_unreachable_samples: 0,
+            rejoin: RejoinFigures::default(),
             timeline: vec![
                 TimelinePoint {
                     t_s: 1.0,
@@ -406,5 +477,31 @@ mod tests {
         let svg = svg(&c.runs);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 9);
+        // No loss, no rejoin rows.
+        assert!(!t.contains("media back"));
+    }
+
+    #[test]
+    fn rejoins_are_shown_when_any_happened() {
+        let f = RejoinFigures::new(4, 4, 5, 0, &[2100.0, 1800.0, 2500.0, 1900.0]);
+        assert_eq!(f.media_back_ms_p50, Some(1900.0));
+        assert_eq!(f.media_back_ms_max, Some(2500.0));
+        assert!(f.any());
+        let mut r = sample("relais", 6.0);
+        r.rejoin = f;
+        let t = table(&[r.clone()]);
+        assert!(
+            t.contains("rejoined (attempts / lost)") && t.contains("4 (5 / 0)"),
+            "{t}"
+        );
+        assert!(t.contains("1900 / 2500"), "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["rejoin"]["rejoins"], 4);
+        assert_eq!(json["rejoin"]["media_back_ms_max"], 2500.0);
+        // Lost and never back: shown, with no time to media back.
+        let lost = RejoinFigures::new(0, 0, 3, 2, &[]);
+        assert!(lost.any());
+        assert_eq!(lost.media_back_ms_p50, None);
+        assert!(!RejoinFigures::default().any());
     }
 }

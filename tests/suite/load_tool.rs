@@ -1,14 +1,15 @@
 //! `relais-load media` as an operator runs it: against a real server process (a short smoke
 //! run whose JSON report must hold the key figures, the bare-relay baseline included), and
 //! against servers that are down, refuse, or die mid-run: the tool must say what failed, exit
-//! non-zero and never hang.
+//! non-zero and never hang; and against a server killed mid-call and started again with the
+//! same command: the peers rejoin by themselves and their media comes back.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::serve;
+use crate::common::{relais_command, serve, serve_with};
 
 /// Runs the tool to completion, killed if it outlives `limit` (that is a failure: it hung).
 fn run_tool(args: &[&str], secret: &str, limit: Duration) -> Output {
@@ -196,4 +197,115 @@ fn media_against_a_server_dying_mid_run_exits_non_zero() {
     assert!(!out.status.success());
     let t = text(&out);
     assert!(t.contains("stopped answering"), "{t}");
+}
+
+/// A loopback port free now (bound, then released), for a server that must get the same one
+/// again when it restarts.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+#[test]
+fn media_peers_rejoin_after_the_server_is_killed_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fixed ports and the same data directory: the restart is the very same command, as
+    // systemd would run it again.
+    let settings = [
+        format!("http.addr=127.0.0.1:{}", free_port(false)),
+        format!("https.addr=127.0.0.1:{}", free_port(false)),
+        format!("media.udp_addr=127.0.0.1:{}", free_port(true)),
+        format!("media.tcp_addr=127.0.0.1:{}", free_port(false)),
+        "media.public_ips=127.0.0.1".to_string(),
+        "turn.enabled=false".to_string(),
+    ];
+    let args: Vec<String> = settings
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.clone()])
+        .collect();
+    let start = {
+        let dir = dir.path().to_path_buf();
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            serve_with(relais_command(), &dir, &args)
+        }
+    };
+    let server = start();
+    let base = server.base.clone();
+    let secret = std::fs::read_to_string(dir.path().join("data/jwt-secret.dev")).unwrap();
+    let json = dir.path().join("report.json");
+    // Kill -9 once the peers are connected, then the same command again.
+    let restarter = std::thread::spawn(move || {
+        let mut server = server;
+        std::thread::sleep(Duration::from_secs(8));
+        server.child.kill().unwrap(); // SIGKILL, to the pid we started
+        server.child.wait().unwrap();
+        let killed = Instant::now();
+        let again = start();
+        (killed.elapsed(), again)
+    });
+    let out = run_tool(
+        &[
+            "--url",
+            &base,
+            "--json",
+            json.to_str().unwrap(),
+            "media",
+            "--sessions",
+            "2",
+            "--participants",
+            "2",
+            "--warmup",
+            "2s",
+            "--duration",
+            "22s",
+            "--join-timeout",
+            "10s",
+            "--rejoin-within",
+            "30s",
+            "--quiet",
+        ],
+        secret.trim(),
+        Duration::from_secs(120),
+    );
+    let (restart_took, _server) = restarter.join().unwrap();
+    let t = text(&out);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let relais = &report["runs"][0];
+    let rejoin = &relais["rejoin"];
+    assert_eq!(rejoin["participants_rejoined"], 4, "{rejoin}\n{t}");
+    assert_eq!(rejoin["unrecovered"], 0, "{rejoin}\n{t}");
+    assert_eq!(relais["peers_connected"], 4, "{t}");
+    // Media really came back: the last seconds of the window (well after the restart) carry
+    // every participant's media again.
+    let timeline = relais["timeline"].as_array().unwrap();
+    let tail: Vec<f64> = timeline[timeline.len().saturating_sub(3)..]
+        .iter()
+        .map(|p| p["received_pps"].as_f64().unwrap())
+        .collect();
+    assert!(
+        tail.len() == 3 && tail.iter().all(|pps| *pps > 100.0),
+        "{tail:?}\n{t}"
+    );
+    assert_eq!(relais["corrupt"], 0);
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "server restarted in {restart_took:?}; time to media back: median {} ms, max {} ms \
+         ({} rejoins, {} attempts)",
+        rejoin["media_back_ms_p50"],
+        rejoin["media_back_ms_max"],
+        rejoin["rejoins"],
+        rejoin["attempts"]
+    );
 }

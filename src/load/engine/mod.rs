@@ -13,7 +13,7 @@
 //!   (a closure run on the leg, answered on a oneshot, bounded in time);
 //! - a leg's timer entry is re-armed after every touch; stale heap entries are skipped;
 //! - a leg's socket readiness future is re-armed after each drain, and when its I/O
-//!   generation changes (a TCP connection attached later);
+//!   generation changes (a TCP connection attached later, a leg rebuilt after a loss);
 //! - nothing here blocks: sends that would block are dropped and counted.
 
 pub mod io;
@@ -25,7 +25,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{AbortHandle, BoxFuture, abortable};
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,6 +80,16 @@ pub struct LegStats {
     pub join_ms: Vec<f64>,
     /// Connected → first media packet received, ms.
     pub first_packet_ms: Vec<f64>,
+    /// Connections rebuilt after a loss (see [`crate::load::rejoin`]).
+    pub rejoin_attempts: u64,
+    /// Outages that ended with media back.
+    pub rejoins: u64,
+    /// Legs that came back at least once.
+    pub participants_rejoined: u64,
+    /// Legs whose media is lost and not back (yet).
+    pub outages_open: u64,
+    /// Loss → first media packet after the rejoin, ms, one per ended outage.
+    pub media_back_ms: Vec<f64>,
 }
 
 impl LegStats {
@@ -92,6 +102,11 @@ impl LegStats {
         self.recv.add(&o.recv);
         self.join_ms.extend_from_slice(&o.join_ms);
         self.first_packet_ms.extend_from_slice(&o.first_packet_ms);
+        self.rejoin_attempts += o.rejoin_attempts;
+        self.rejoins += o.rejoins;
+        self.participants_rejoined += o.participants_rejoined;
+        self.outages_open += o.outages_open;
+        self.media_back_ms.extend_from_slice(&o.media_back_ms);
     }
 }
 
@@ -194,6 +209,8 @@ struct Slot<L> {
     scheduled: Option<Instant>,
     /// I/O generation of the armed readiness future (`None`: not armed).
     armed: Option<u64>,
+    /// Cancels the armed future: a replaced socket's future holds that socket open.
+    disarm: Option<AbortHandle>,
 }
 
 struct Shard<L> {
@@ -258,6 +275,7 @@ impl<L: Leg> Shard<L> {
                     leg,
                     scheduled: None,
                     armed: None,
+                    disarm: None,
                 }));
                 self.touched(id);
                 let _ = reply.send(id);
@@ -271,6 +289,9 @@ impl<L: Leg> Shard<L> {
             Command::Remove(id) => {
                 if let Some(mut slot) = self.legs.get_mut(id).and_then(Option::take) {
                     slot.leg.close(Instant::now(), &mut self.ctx);
+                    if let Some(h) = slot.disarm.take() {
+                        h.abort();
+                    }
                 }
             }
             Command::Snapshot(reply) => {
@@ -295,6 +316,7 @@ impl<L: Leg> Shard<L> {
             return; // a future of a replaced socket
         }
         slot.armed = None;
+        slot.disarm = None;
         slot.leg.on_readable(Instant::now(), &mut self.ctx);
         self.touched(id);
     }
@@ -349,11 +371,90 @@ impl<L: Leg> Shard<L> {
         if slot.armed != Some(generation)
             && let Some(fut) = slot.leg.readiness()
         {
+            if let Some(old) = slot.disarm.take() {
+                old.abort();
+            }
+            let (fut, disarm) = abortable(fut);
             slot.armed = Some(generation);
+            slot.disarm = Some(disarm);
             self.ready.push(Box::pin(async move {
-                fut.await;
+                // An aborted future (its socket was replaced) reports a generation that
+                // no longer matches: `on_ready` ignores it.
+                let _ = fut.await;
                 (id, generation)
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A leg whose "socket" is `socket`; its readiness never resolves and holds the socket.
+    struct FakeLeg {
+        socket: Arc<()>,
+        generation: u64,
+    }
+
+    impl Leg for FakeLeg {
+        fn on_readable(&mut self, _: Instant, _: &mut ShardCtx) {}
+        fn on_timeout(&mut self, _: Instant, _: &mut ShardCtx) {}
+        fn next_deadline(&mut self) -> Option<Instant> {
+            None
+        }
+        fn readiness(&self) -> Option<BoxFuture<'static, ()>> {
+            let s = self.socket.clone();
+            Some(Box::pin(async move {
+                std::future::pending::<()>().await;
+                drop(s);
+            }))
+        }
+        fn io_generation(&self) -> u64 {
+            self.generation
+        }
+        fn add_stats(&self, _: &mut LegStats) {}
+        fn close(&mut self, _: Instant, _: &mut ShardCtx) {}
+    }
+
+    async fn released(socket: &Arc<()>) -> bool {
+        for _ in 0..100 {
+            if Arc::strong_count(socket) == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_removed_socket_is_not_held_by_its_readiness() {
+        let shard = spawn::<FakeLeg>();
+        let first = Arc::new(());
+        let id = shard
+            .add(FakeLeg {
+                socket: first.clone(),
+                generation: 0,
+            })
+            .await
+            .unwrap();
+        // The leg and its armed readiness hold it.
+        assert_eq!(Arc::strong_count(&first), 3);
+        // The leg is rebuilt on a new socket: the old one's future lets it go.
+        let second = Arc::new(());
+        let s = second.clone();
+        shard
+            .call(id, move |l, _, _| {
+                l.socket = s;
+                l.generation += 1;
+            })
+            .await
+            .unwrap();
+        assert!(released(&first).await);
+        assert_eq!(Arc::strong_count(&second), 3);
+        shard.remove(id).await;
+        assert!(released(&second).await);
     }
 }

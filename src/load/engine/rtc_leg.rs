@@ -45,6 +45,7 @@ use super::io::{Io, TransportKind};
 use super::{Leg, LegStats, ShardCtx};
 use crate::load::pattern::{OutPacket, Pattern, TrackSender};
 use crate::load::recv::LegRecv;
+use crate::load::rejoin::Outages;
 
 const OPUS_PT: u8 = 111;
 
@@ -174,16 +175,7 @@ impl RtcFactory {
         send: bool,
     ) -> anyhow::Result<RtcLeg> {
         let now = Instant::now();
-        let mut pc = self.build_pc(transport, now)?;
-        match &io {
-            Io::Udp { local, .. } => {
-                pc.add_local_candidate(host_candidate("udp", *local, false)?)?
-            }
-            Io::Tcp { local, .. } => {
-                pc.add_local_candidate(host_candidate("tcp", *local, true)?)?
-            }
-            Io::Turn { .. } => {}
-        }
+        let pc = self.pc_for(&io, transport, now)?;
         let phase: f64 = rand::random();
         let mut tracks = Vec::new();
         for (video, wanted) in [(false, self.pattern.audio), (true, self.pattern.video)] {
@@ -206,6 +198,9 @@ impl RtcFactory {
             recv: LegRecv::default(),
             started,
             connected_at: None,
+            first_connected: None,
+            outage: Outages::default(),
+            transport,
             failed: None,
             closed: false,
             io_generation: 0,
@@ -213,6 +208,28 @@ impl RtcFactory {
             permitted: Vec::new(),
             out: Vec::new(),
         })
+    }
+}
+
+impl RtcFactory {
+    /// A new PeerConnection whose local candidate is `io`'s (added later for TURN).
+    fn pc_for(
+        &self,
+        io: &Io,
+        transport: TransportKind,
+        now: Instant,
+    ) -> anyhow::Result<RTCPeerConnection> {
+        let mut pc = self.build_pc(transport, now)?;
+        match io {
+            Io::Udp { local, .. } => {
+                pc.add_local_candidate(host_candidate("udp", *local, false)?)?
+            }
+            Io::Tcp { local, .. } => {
+                pc.add_local_candidate(host_candidate("tcp", *local, true)?)?
+            }
+            Io::Turn { .. } => {}
+        }
+        Ok(pc)
     }
 }
 
@@ -255,7 +272,12 @@ pub struct RtcLeg {
     tracks: Vec<LocalTrack>,
     recv: LegRecv,
     started: Instant,
+    /// Connected now (reset when the connection is rebuilt).
     connected_at: Option<Instant>,
+    /// The first connection (join figures stay those of the first join).
+    first_connected: Option<Instant>,
+    outage: Outages,
+    transport: TransportKind,
     failed: Option<String>,
     closed: bool,
     io_generation: u64,
@@ -272,6 +294,52 @@ impl RtcLeg {
 
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+
+    /// The connection failed after it had been up once (the media is gone, not a failed join).
+    pub fn media_lost(&self) -> bool {
+        self.failed.is_some() && self.first_connected.is_some()
+    }
+
+    /// The participant's signaling connection was lost at `now`.
+    pub fn signaling_lost(&mut self, now: Instant) {
+        self.outage.lost(now);
+    }
+
+    /// Replaces the PeerConnection and its socket in place, after a loss: same leg (its
+    /// figures continue), same tracks (their counters continue where they stopped), nothing
+    /// negotiated yet; the signaling task then enters the session again.
+    pub fn rebuild(
+        &mut self,
+        factory: &RtcFactory,
+        io: Io,
+        now: Instant,
+        ctx: &mut ShardCtx,
+    ) -> anyhow::Result<()> {
+        let pc = factory.pc_for(&io, self.transport, now)?;
+        // The old connection says goodbye if its path is still there.
+        let _ = self.pc.close();
+        while let Some(out) = self.pc.poll_write() {
+            if !self.io.send(now, &out.message, out.transport.peer_addr) {
+                ctx.send_drops += 1;
+            }
+        }
+        self.io.close(now);
+        self.pc = pc;
+        self.io = io;
+        // The shard arms the new socket's readiness; the old one's future is ignored.
+        self.io_generation += 1;
+        self.permitted.clear();
+        self.connected_at = None;
+        self.failed = None;
+        for t in &mut self.tracks {
+            t.sender_id = None;
+            t.pt = None;
+            // A receiver that comes back needs a keyframe to show anything.
+            t.sender.request_keyframe();
+        }
+        self.outage.rebuilt();
+        Ok(())
     }
 
     pub fn is_tcp_connected(&self) -> bool {
@@ -484,6 +552,7 @@ impl RtcLeg {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => match s {
                     RTCPeerConnectionState::Connected if self.connected_at.is_none() => {
                         self.connected_at = Some(now);
+                        self.first_connected.get_or_insert(now);
                         // Media starts now, each track at its own phase.
                         for t in &mut self.tracks {
                             t.sender.next = t.sender.next.max(now);
@@ -492,6 +561,9 @@ impl RtcLeg {
                     RTCPeerConnectionState::Failed => {
                         self.failed
                             .get_or_insert_with(|| "connection failed".into());
+                        if self.first_connected.is_some() {
+                            self.outage.lost(now);
+                        }
                     }
                     _ => {}
                 },
@@ -499,13 +571,19 @@ impl RtcLeg {
                     RTCIceConnectionState::Failed,
                 ) => {
                     self.failed.get_or_insert_with(|| "ICE failed".into());
+                    if self.first_connected.is_some() {
+                        self.outage.lost(now);
+                    }
                 }
                 _ => {}
             }
         }
         while let Some(msg) = self.pc.poll_read() {
             match msg.message {
-                RTCMessage::RtpPacket(_, p) => self.recv.on_payload(&p.payload, &mut ctx.latency),
+                RTCMessage::RtpPacket(_, p) => {
+                    self.outage.media(now);
+                    self.recv.on_payload(&p.payload, &mut ctx.latency)
+                }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in &packets {
                         let any = p.as_any();
@@ -617,8 +695,18 @@ impl Leg for RtcLeg {
         s.plis_received += self.plis;
         s.sent_packets += self.tracks.iter().map(|t| t.sender.packets).sum::<u64>();
         s.recv.add_leg(&self.recv);
-        if let Some(c) = self.connected_at {
-            s.connected += 1;
+        s.connected += u64::from(self.connected_at.is_some());
+        s.rejoin_attempts += self.outage.attempts;
+        s.rejoins += self.outage.rejoins;
+        s.participants_rejoined += u64::from(self.outage.rejoins > 0);
+        s.outages_open += u64::from(self.outage.since().is_some());
+        s.media_back_ms.extend(
+            self.outage
+                .media_back
+                .iter()
+                .map(|d| d.as_secs_f64() * 1000.0),
+        );
+        if let Some(c) = self.first_connected {
             s.join_ms
                 .push(c.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
             if let Some(first) = self.recv.first_packet_us {
