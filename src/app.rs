@@ -253,7 +253,7 @@ impl App {
         let messaging = Messaging::new(
             store.clone(),
             clock.clone(),
-            Broadcaster::new(io.clone()),
+            Arc::new(Broadcaster::new(io.clone())),
             metrics.clone(),
             uploads,
             config.messaging.max_message_chars,

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 
-use crate::load::stats::Samples;
+use super::stats::Samples;
 
 pub const MAGIC: &[u8; 4] = b"RLS1";
 const HEADER: usize = 4 + 4 + 4 + 8;

@@ -1,8 +1,6 @@
 //! Request extractors that answer bad input with the API's error envelope.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::error::ApiError;
@@ -10,7 +8,7 @@ use crate::auth::Principal;
 use crate::limits::AddrKey;
 use crate::messaging::ErrorKind;
 use crate::metrics::TransportLabels;
-use crate::net::ClientAddr;
+use crate::net::client_ip;
 use crate::state::AppState;
 
 /// A JSON body; malformed JSON, wrong types, wrong content type and oversize get API errors.
@@ -37,15 +35,6 @@ impl ClientIp {
     pub fn of(parts: &Parts) -> Self {
         Self(client_ip(&parts.extensions))
     }
-}
-
-/// The client address recorded in a request's extensions.
-pub fn client_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    extensions.get::<ClientAddr>().map(|c| c.0).or_else(|| {
-        extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {

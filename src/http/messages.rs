@@ -5,51 +5,14 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::envelope::{created, ok};
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::ids::{ConversationId, MessageId};
-use crate::messaging::views::MessageView;
-use crate::messaging::{DomainError, SendMessage};
+use crate::messaging::views::{MessageView, SendMessageBody};
 use crate::state::AppState;
-use crate::store::MessageType;
-
-fn default_type() -> MessageType {
-    MessageType::Text
-}
-
-/// The seed's send body, plus an optional client message id and attachment.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct SendMessageBody {
-    #[serde(default)]
-    pub contenu: String,
-    #[serde(default = "default_type")]
-    #[schema(value_type = String, example = "texte")]
-    pub type_message: MessageType,
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
-    /// Makes a retried send idempotent (also accepted as the `Idempotency-Key` header).
-    #[serde(default, alias = "clientMessageId")]
-    pub client_message_id: Option<String>,
-    /// From `POST …/attachments`, for `image`, `file` and `audio` messages.
-    #[serde(default, alias = "attachmentId")]
-    pub attachment_id: Option<String>,
-}
-
-impl SendMessageBody {
-    pub fn into_domain(self) -> Result<SendMessage, DomainError> {
-        Ok(SendMessage {
-            contenu: self.contenu,
-            type_message: self.type_message,
-            metadata: self.metadata,
-            client_message_id: self.client_message_id,
-            attachment_id: self.attachment_id,
-        })
-    }
-}
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 pub struct HistoryQuery {

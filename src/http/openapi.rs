@@ -19,7 +19,7 @@ use super::{attachments, conversations, messages, nodes, ops, recordings, web, w
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
-        messages::SendMessageBody,
+        crate::messaging::views::SendMessageBody,
         webrtc::CreateSessionBody, webrtc::ValidateCodeBody, crate::turn::IceServers,
         recordings::StartRecordingBody,
         crate::turn::IceServer,

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use super::attachments::{content_disposition, serve_file};
@@ -15,9 +15,8 @@ use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, Caller};
 use crate::clock::to_rfc3339;
 use crate::ids::SessionId;
-use crate::realtime::events::UserRef;
+use crate::realtime::views::{recording_view, started_view, stopped_view};
 use crate::state::AppState;
-use crate::store::RecordingRecord;
 
 /// `POST …/recording`: the consent flag is required and must be true.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -25,30 +24,6 @@ pub struct StartRecordingBody {
     /// The doctor confirms every participant agreed to be recorded.
     #[serde(default)]
     pub consent: Option<bool>,
-}
-
-/// A recording as the API shows it.
-pub fn recording_view(r: &RecordingRecord) -> Value {
-    json!({
-        "id": r.id,
-        "sessionId": r.session_id.0,
-        "participant": { "role": r.participant.role, "id": r.participant.id.0 },
-        // The participant's camera and microphone, or another stream of theirs (a shared
-        // screen), as subscribers name it.
-        "stream": r.stream.clone().unwrap_or_else(|| format!("{}-{}", r.participant.role, r.participant.id.0)),
-        "consent": {
-            "confirmed_by": UserRef::from(r.consent_by),
-            "confirmed_at": to_rfc3339(r.consent_at),
-        },
-        "status": r.status,
-        "started_at": to_rfc3339(r.started_at),
-        "ended_at": r.ended_at.map(to_rfc3339),
-        "duration_ms": r.duration_ms,
-        "size_bytes": r.size_bytes,
-        "content_type": r.content_type,
-        "end_reason": r.end_reason,
-        "url": format!("/api/messaging/webrtc/recordings/{}", r.id),
-    })
 }
 
 /// Start recording a live consultation (its doctor only): every participant who publishes
@@ -123,26 +98,6 @@ fn remote_error(e: crate::sfu::SignalError) -> crate::messaging::DomainError {
     DomainError::new(kind, e.code, e.message)
 }
 
-/// The answer to a recording start (here or on the owner node).
-pub fn started_view(
-    id: i64,
-    started: &crate::sfu::room::recording::RecordingStarted,
-) -> serde_json::Value {
-    json!({
-            "recording": {
-                "sessionId": id,
-                "active": true,
-                "started_at": to_rfc3339(started.started_at),
-                "started_by": UserRef::from(started.started_by),
-                "consent": {
-                    "confirmed_by": UserRef::from(started.started_by),
-                    "confirmed_at": to_rfc3339(started.started_at),
-                },
-                "recordings": started.recordings,
-            }
-    })
-}
-
 /// Stop recording (its doctor only): files are finished before the answer, which lists them.
 #[utoipa::path(delete, path = "/api/messaging/webrtc/sessions/{id}/recording", tag = "recording",
     params(("id" = i64, Path)),
@@ -165,14 +120,6 @@ pub async fn stop(
         .stop_recording(caller.identity, SessionId(id))
         .await?;
     Ok(webrtc(StatusCode::OK, stopped_view(id, &closed)))
-}
-
-/// The answer to a recording stop (here or on the owner node).
-pub fn stopped_view(id: i64, closed: &[crate::store::RecordingRecord]) -> serde_json::Value {
-    json!({
-        "recording": { "sessionId": id, "active": false },
-        "recordings": closed.iter().map(recording_view).collect::<Vec<_>>(),
-    })
 }
 
 /// A consultation's recordings, oldest first (its doctor only).

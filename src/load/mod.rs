@@ -21,7 +21,8 @@ pub mod rejoin;
 pub mod relay;
 pub mod report;
 pub mod signaling;
-pub mod stats;
+/// Latency statistics, shared with the test client.
+pub use crate::client::stats;
 
 use std::path::Path;
 use std::time::Duration;

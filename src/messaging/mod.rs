@@ -9,9 +9,12 @@
 
 mod error;
 mod membership;
+mod notify;
 mod read_markers;
 pub mod uploads;
 pub mod views;
+
+pub use notify::MessagingNotify;
 
 use std::sync::Arc;
 
@@ -20,7 +23,6 @@ use crate::clock::SharedClock;
 use crate::ids::{ConversationId, Identity, MessageId, Role};
 use crate::limits::{Buckets, Rate};
 use crate::metrics::Metrics;
-use crate::realtime::Broadcaster;
 use crate::store::{
     Attachment, Conversation, ConversationKind, ConversationSummary, Message, MessageType,
     NewMessage, Page, Store,
@@ -63,7 +65,7 @@ pub struct Messaging {
 struct Inner {
     store: Store,
     clock: SharedClock,
-    broadcaster: Broadcaster,
+    notify: Arc<dyn MessagingNotify>,
     metrics: Arc<Metrics>,
     uploads: Uploads,
     max_message_chars: usize,
@@ -77,7 +79,7 @@ impl Messaging {
     pub fn new(
         store: Store,
         clock: SharedClock,
-        broadcaster: Broadcaster,
+        notify: Arc<dyn MessagingNotify>,
         metrics: Arc<Metrics>,
         uploads: Uploads,
         max_message_chars: usize,
@@ -89,7 +91,7 @@ impl Messaging {
                 read_markers: read_markers::ReadMarkers::default(),
                 store,
                 clock,
-                broadcaster,
+                notify,
                 metrics,
                 uploads,
                 max_message_chars,
@@ -282,7 +284,7 @@ impl Messaging {
         let (message, created) = self.inner.store.insert_message(&new).await?;
         if created {
             self.inner.metrics.messages_stored.inc();
-            self.inner.broadcaster.new_message(&message).await;
+            self.inner.notify.new_message(&message).await;
         }
         Ok((message, created))
     }
@@ -427,7 +429,7 @@ impl Messaging {
         }
         let at = self.inner.clock.now_ms();
         self.inner
-            .broadcaster
+            .notify
             .message_read(id, message, caller, at)
             .await;
         Ok(true)

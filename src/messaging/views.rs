@@ -1,11 +1,12 @@
 //! Wire shapes of messaging objects, as the seed document spells them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::{DomainError, SendMessage};
 use crate::clock::to_rfc3339;
 use crate::ids::{Identity, Role};
-use crate::store::{Attachment, Conversation, ConversationSummary, Message};
+use crate::store::{Attachment, Conversation, ConversationSummary, Message, MessageType};
 
 /// `{id, type}` of a person, as the seed writes participants.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -162,5 +163,40 @@ impl From<&ConversationSummary> for ConversationSummaryView {
             unread_count: s.unread_count,
             last_read_message_id: s.last_read_message_id.0,
         }
+    }
+}
+
+fn default_type() -> MessageType {
+    MessageType::Text
+}
+
+/// The seed's send body, plus an optional client message id and attachment.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SendMessageBody {
+    #[serde(default)]
+    pub contenu: String,
+    #[serde(default = "default_type")]
+    #[schema(value_type = String, example = "texte")]
+    pub type_message: MessageType,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Makes a retried send idempotent (also accepted as the `Idempotency-Key` header).
+    #[serde(default, alias = "clientMessageId")]
+    pub client_message_id: Option<String>,
+    /// From `POST …/attachments`, for `image`, `file` and `audio` messages.
+    #[serde(default, alias = "attachmentId")]
+    pub attachment_id: Option<String>,
+}
+
+impl SendMessageBody {
+    pub fn into_domain(self) -> Result<SendMessage, DomainError> {
+        Ok(SendMessage {
+            contenu: self.contenu,
+            type_message: self.type_message,
+            metadata: self.metadata,
+            client_message_id: self.client_message_id,
+            attachment_id: self.attachment_id,
+        })
     }
 }

@@ -192,6 +192,16 @@ fn parse_node(s: &str) -> Option<IpAddr> {
         .and_then(|r| r.parse().ok())
 }
 
+/// The client address of a request (HTTP or a Socket.IO handshake): the one the client-address
+/// middleware recorded ([`ClientAddr`]), else the TCP peer.
+pub fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions.get::<ClientAddr>().map(|c| c.0).or_else(|| {
+        extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,5 +8,5 @@ pub mod client_addr;
 pub mod fd_limit;
 pub mod interfaces;
 
-pub use client_addr::{Cidr, ClientAddr, TrustedProxies};
+pub use client_addr::{Cidr, ClientAddr, TrustedProxies, client_ip};
 pub use interfaces::interface_ips;

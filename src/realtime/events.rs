@@ -141,7 +141,7 @@ pub struct SendMessage {
     )]
     pub conversation_id: i64,
     #[serde(flatten)]
-    pub body: crate::http::messages::SendMessageBody,
+    pub body: crate::messaging::views::SendMessageBody,
 }
 
 /// Acknowledgement of a client event: `{success, data}` or `{success, error}`.

@@ -89,7 +89,7 @@ pub(super) fn authenticate<A: Adapter>(
     auth: Option<Value>,
     state: &AppState,
 ) -> Result<SocketUser, Refusal> {
-    let ip = crate::http::extract::client_ip(&socket.req_parts().extensions);
+    let ip = crate::net::client_ip(&socket.req_parts().extensions);
     let key = ip.map(AddrKey::of);
     let result = state
         .verifier

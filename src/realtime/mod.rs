@@ -16,6 +16,7 @@ pub mod limits;
 mod reply;
 mod resume;
 pub mod signaling;
+pub mod views;
 
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -23,6 +24,7 @@ use socketioxide::extract::SocketRef;
 
 use crate::clock::{Millis, to_rfc3339};
 use crate::ids::{ConversationId, Identity, MessageId};
+use crate::messaging::MessagingNotify;
 use crate::messaging::views::MessageView;
 use crate::state::AppState;
 use crate::store::Message;
@@ -50,8 +52,12 @@ impl Broadcaster {
     pub fn io(&self) -> &Io {
         &self.io
     }
+}
 
-    pub async fn new_message(&self, message: &Message) {
+/// Messaging's events reach the conversation's room, on every node.
+#[async_trait::async_trait]
+impl MessagingNotify for Broadcaster {
+    async fn new_message(&self, message: &Message) {
         let view = MessageView::from(message);
         let room = conversation_room(message.conversation_id);
         if let Err(e) = self
@@ -63,7 +69,7 @@ impl Broadcaster {
         }
     }
 
-    pub async fn message_read(
+    async fn message_read(
         &self,
         conversation: ConversationId,
         message: MessageId,

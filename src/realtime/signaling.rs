@@ -122,7 +122,7 @@ fn user<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, SignalError> {
 }
 
 fn client_ip<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
-    crate::http::extract::client_ip(&socket.req_parts().extensions)
+    crate::net::client_ip(&socket.req_parts().extensions)
 }
 
 /// Who sent a signaling event, wherever their socket is (this node or another that routed
@@ -340,7 +340,7 @@ async fn stop_recording(s: AppState, c: Caller, p: events::SessionRef) -> Outcom
                 "sessionId": p.session_id,
                 "recordings": closed
                     .iter()
-                    .map(crate::http::recordings::recording_view)
+                    .map(super::views::recording_view)
                     .collect::<Vec<_>>(),
             })
         })
@@ -352,7 +352,7 @@ async fn rest_recording_start(s: AppState, c: Caller, p: events::StartRecording)
         .start_recording(c.who, SessionId(p.session_id), p.consent)
         .await
         .map_err(|e| SignalError::new(e.code, e.message))
-        .map(|r| crate::http::recordings::started_view(p.session_id, &r))
+        .map(|r| super::views::started_view(p.session_id, &r))
 }
 
 async fn rest_recording_stop(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
@@ -360,7 +360,7 @@ async fn rest_recording_stop(s: AppState, c: Caller, p: events::SessionRef) -> O
         .stop_recording(c.who, SessionId(p.session_id))
         .await
         .map_err(|e| SignalError::new(e.code, e.message))
-        .map(|closed| crate::http::recordings::stopped_view(p.session_id, &closed))
+        .map(|closed| super::views::stopped_view(p.session_id, &closed))
 }
 
 /// Media statistics of a session whose room is here (asked by another node for REST).
