@@ -302,7 +302,7 @@ impl App {
                 max_tracks: config.media.max_tracks,
             },
             metrics.clone(),
-            io.clone(),
+            Arc::new(io.clone()),
             sessions.clone(),
             recordings.clone(),
         )

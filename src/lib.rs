@@ -53,6 +53,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod turn;
 pub mod udp_buffers;
+pub mod wire;
 
 /// The crate's top-level modules, lowest first: a module may use only the modules before it
 /// (`crate::…` paths; `tests/suite/layers.rs` reads `src/` and fails on any other import).
@@ -74,6 +75,7 @@ pub const LAYERS: &[&str] = &[
     "store",
     // domain and media
     "messaging",
+    "wire",
     "sessions",
     "recording",
     "sfu",

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use super::directory::{NodeInfo, Snapshot};
 use super::{Cluster, NodeId, placement};
 use crate::ids::SessionId;
-use crate::realtime::events::{self, outgoing};
 use crate::state::AppState;
+use crate::wire::{self as events, outgoing};
 
 /// Looks at the sessions at least this often even when no node disappeared (a safety net
 /// for sessions a previous look could not move).

@@ -11,9 +11,9 @@ use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, Caller};
 use crate::ids::{ConversationId, Identity, MessageId, Role};
 use crate::messaging::views::{ConversationSummaryView, ConversationView};
-use crate::realtime::events::flexible_id;
 use crate::state::AppState;
 use crate::store::ConversationKind;
+use crate::wire::flexible_id;
 
 /// A participant as clients write one: `{"role": "patient", "id": 123}`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -14,10 +14,10 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ClientIp};
 use crate::clock::to_rfc3339;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, ErrorKind};
-use crate::realtime::events::UserRef;
 use crate::sessions::{CodeVerdict, ConversationRef};
 use crate::state::AppState;
 use crate::store::{SessionRecord, SessionType};
+use crate::wire::UserRef;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateSessionBody {

@@ -250,3 +250,39 @@ impl RemoteSocket {
         self.bus.send_to(&self.node, msg);
     }
 }
+
+/// The SFU's way to its participants' sockets, here or on other nodes.
+#[async_trait::async_trait]
+impl crate::sfu::SignalingPort for Io {
+    fn join(&self, sid: Sid, room: String) {
+        if let Some(socket) = self.get_socket(sid) {
+            socket.join(room);
+        }
+    }
+
+    fn leave(&self, sid: Sid, room: String) {
+        if let Some(socket) = self.get_socket(sid) {
+            socket.leave(room);
+        }
+    }
+
+    fn emit_to(&self, sid: Sid, event: &'static str, payload: &Value) -> Result<(), String> {
+        // A socket is not a room of its own in socketioxide: reach it directly.
+        match self.get_socket(sid) {
+            Some(socket) => socket.emit(event, payload).map_err(|e| e.to_string()),
+            None => Err("socket gone".into()),
+        }
+    }
+
+    async fn emit_room(
+        &self,
+        room: String,
+        event: &'static str,
+        payload: &Value,
+    ) -> Result<(), String> {
+        self.to(room)
+            .emit(event, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -9,7 +9,6 @@
 //!   with a `messaging_error` event when it failed.
 
 mod conversations;
-pub mod events;
 mod handshake;
 pub mod io;
 pub mod limits;
@@ -30,6 +29,8 @@ use crate::state::AppState;
 use crate::store::Message;
 use events::outgoing;
 
+/// The wire format, under the name the handlers have always used.
+pub use crate::wire as events;
 pub use handshake::SocketUser;
 pub use io::Io;
 

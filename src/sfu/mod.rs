@@ -21,6 +21,7 @@ pub mod media_runtime;
 pub mod peer;
 pub mod room;
 pub mod sdp;
+pub mod signaling_port;
 pub mod stun;
 pub mod types;
 pub mod udp_batch;
@@ -39,13 +40,13 @@ use tokio::sync::oneshot;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{KindLabels, Metrics};
-use crate::realtime::Io;
 use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::store::SessionStatus;
 use media_plane::MediaPlane;
 use peer::setup::PeerFactory;
 use room::{ParticipantStats, RoomCommand, RoomHandle};
+pub use signaling_port::SignalingPort;
 pub use types::{PeerId, SignalError, SignalResult, TrackId};
 
 /// What every room shares.
@@ -54,7 +55,7 @@ pub(crate) struct Shared {
     factory: Arc<PeerFactory>,
     metrics: Arc<Metrics>,
     /// Sockets here, and (several nodes) sockets of other nodes that signal to rooms here.
-    io: Io,
+    io: Arc<dyn SignalingPort>,
     sessions: Sessions,
     recordings: Recordings,
     grace: Duration,
@@ -134,7 +135,7 @@ impl Sfu {
     pub async fn start(
         settings: MediaSettings,
         metrics: Arc<Metrics>,
-        io: Io,
+        io: Arc<dyn SignalingPort>,
         sessions: Sessions,
         recordings: Recordings,
     ) -> anyhow::Result<Self> {

@@ -32,8 +32,8 @@ use super::types::{
 };
 use crate::codec::Codec;
 use crate::ids::{Identity, SessionId};
-use crate::realtime::events::{self, UserRef, outgoing};
 use crate::store::SessionRecord;
+use crate::wire::{self as events, UserRef, outgoing};
 
 const COMMANDS: usize = 256;
 /// The reason a room closes when its session moved to another node (several nodes).
@@ -293,9 +293,7 @@ impl Room {
         let rebound = p.sid != Some(sid);
         p.sid = Some(sid);
         p.grace_deadline = None;
-        if let Some(socket) = self.shared.io.get_socket(sid) {
-            socket.join(self.session_room());
-        }
+        self.shared.io.join(sid, self.session_room());
         if rebound && self.recording_on() {
             self.tell_recording(sid).await;
         }
@@ -570,10 +568,8 @@ impl Room {
             return;
         };
         self.shared.presence_remove(who, self.session.id);
-        if let Some(sid) = p.sid
-            && let Some(socket) = self.shared.io.get_socket(sid)
-        {
-            socket.leave(self.session_room());
+        if let Some(sid) = p.sid {
+            self.shared.io.leave(sid, self.session_room());
         }
         if let Err(e) = self
             .shared
@@ -618,10 +614,8 @@ impl Room {
             self.drop_peer(who).await;
             if let Some(p) = self.participants.remove(&who) {
                 self.shared.presence_remove(who, self.session.id);
-                if let Some(sid) = p.sid
-                    && let Some(socket) = self.shared.io.get_socket(sid)
-                {
-                    socket.leave(self.session_room());
+                if let Some(sid) = p.sid {
+                    self.shared.io.leave(sid, self.session_room());
                 }
             }
         }
@@ -652,9 +646,7 @@ impl Room {
         p.sid = Some(sid);
         p.grace_deadline = None;
         let pending = p.pending_offer.clone();
-        if let Some(socket) = self.shared.io.get_socket(sid) {
-            socket.join(self.session_room());
-        }
+        self.shared.io.join(sid, self.session_room());
         if self.recording_on() {
             self.tell_recording(sid).await;
         }
@@ -928,23 +920,22 @@ impl Room {
 
     async fn emit_to<T: Serialize + ?Sized>(&self, sid: Sid, event: &'static str, payload: &T) {
         tracing::trace!(session = %self.session.id, %sid, event, "signal out");
-        // A socket is not a room of its own in socketioxide: reach it directly.
-        match self.shared.io.get_socket(sid) {
-            Some(socket) => {
-                if let Err(e) = socket.emit(event, payload) {
-                    tracing::debug!(error = %e, event, "emit failed");
-                }
-            }
-            None => tracing::debug!(event, "socket gone; signal dropped"),
+        let Some(payload) = to_wire(event, payload) else {
+            return;
+        };
+        if let Err(e) = self.shared.io.emit_to(sid, event, &payload) {
+            tracing::debug!(error = %e, event, "signal dropped");
         }
     }
 
     async fn emit_session<T: Serialize + ?Sized>(&self, event: &'static str, payload: &T) {
+        let Some(payload) = to_wire(event, payload) else {
+            return;
+        };
         if let Err(e) = self
             .shared
             .io
-            .to(self.session_room())
-            .emit(event, payload)
+            .emit_room(self.session_room(), event, &payload)
             .await
         {
             tracing::debug!(error = %e, event, "emit failed");
@@ -999,5 +990,16 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A wire payload as JSON; `None` (logged) for one that cannot be (a bug, not input).
+fn to_wire<T: Serialize + ?Sized>(event: &'static str, payload: &T) -> Option<serde_json::Value> {
+    match serde_json::to_value(payload) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, event, "payload not serializable");
+            None
+        }
     }
 }

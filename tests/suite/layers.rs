@@ -8,10 +8,6 @@ use std::path::Path;
 
 /// Upward imports that remain (from, to): each one is work to do, none may be added.
 const STILL_UPWARDS: &[(&str, &str)] = &[
-    // The transport inside the core: the SFU emits through `realtime`; it should notify
-    // clients through a port implemented by the Socket.IO glue, as messaging does
-    // (`messaging::MessagingNotify`).
-    ("sfu", "realtime"),
     // Cross-node routing replays Socket.IO events with the whole AppState.
     ("cluster", "realtime"),
     ("cluster", "state"),

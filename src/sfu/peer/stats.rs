@@ -153,7 +153,7 @@ pub struct TrackStatsView {
     pub plis: u64,
     /// For outbound tracks: the participant whose track it is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<crate::realtime::events::UserRef>,
+    pub source: Option<crate::wire::UserRef>,
 }
 
 #[cfg(test)]

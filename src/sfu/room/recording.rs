@@ -21,10 +21,10 @@ use crate::clock::{Millis, to_rfc3339};
 use crate::codec::Codec;
 use crate::ids::Identity;
 use crate::messaging::{DomainError, DomainResult};
-use crate::realtime::events::{self, outgoing};
 use crate::recording::worker::TrackSpec;
 use crate::recording::{ActiveRecording, Closing, Consent};
 use crate::sfu::types::{PeerCommand, TrackId, TrackInfo};
+use crate::wire::{self as events, outgoing};
 
 /// Recording as a room keeps it while it is on.
 pub(in crate::sfu) struct RoomRecording {
