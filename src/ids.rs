@@ -134,3 +134,53 @@ impl fmt::Display for Identity {
         write!(f, "{}:{}", self.role, self.id)
     }
 }
+
+/// A signaling socket, as the core knows it: the Socket.IO session id (16 url-safe base64
+/// characters), without the transport's type. `realtime` converts at the boundary.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId([u8; 16]);
+
+impl SocketId {
+    /// No socket: reaches nobody (16 zeros, which Socket.IO never hands out).
+    pub const NONE: SocketId = SocketId([b'0'; 16]);
+
+    /// `s` when it is 16 url-safe base64 characters.
+    pub fn parse(s: &str) -> Option<Self> {
+        let bytes: [u8; 16] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+            .then_some(Self(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII ever enters (see `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SocketId({})", self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod socket_id_tests {
+    use super::SocketId;
+
+    #[test]
+    fn only_socket_io_session_ids_parse() {
+        let id = SocketId::parse("AbCdEf0123456-_z").unwrap();
+        assert_eq!(id.to_string(), "AbCdEf0123456-_z");
+        assert!(SocketId::parse("short").is_none());
+        assert!(SocketId::parse("AbCdEf0123456-_/").is_none());
+        assert!(SocketId::parse("AbCdEf0123456-_zz").is_none());
+    }
+}

@@ -75,7 +75,7 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
         let started = Instant::now();
         // Rooms here that talked to sockets of the lost node: those sockets are gone.
         for (sid, who) in cluster.bus().forget_node(&dead) {
-            state.sfu.socket_disconnected(who, sid);
+            state.sfu.socket_disconnected(who, sid.into());
         }
         let mut moved = 0usize;
         for session in sessions {

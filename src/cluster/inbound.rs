@@ -114,11 +114,11 @@ async fn handle(state: &AppState, envelope: Envelope, limit: &Arc<Semaphore>) {
         BusMessage::SocketBack { who, sid } => {
             if state.sfu.is_present(who) {
                 bus.register_remote(sid, from, who);
-                state.sfu.socket_connected(who, sid);
+                state.sfu.socket_connected(who, sid.into());
             }
         }
         BusMessage::SocketGone { who, sid } => {
-            state.sfu.socket_disconnected(who, sid);
+            state.sfu.socket_disconnected(who, sid.into());
             bus.forget_remote(sid);
         }
         BusMessage::EndRoom { session } => {

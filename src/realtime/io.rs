@@ -25,6 +25,7 @@ use socketioxide::socket::Sid;
 use crate::cluster::NodeId;
 use crate::cluster::bus::{Bus, BusMessage};
 use crate::cluster::driver::ManagedDriver;
+use crate::ids::SocketId;
 
 /// socketioxide's Redis adapter over relais's reconnecting driver.
 pub type ClusterAdapter = socketioxide_redis::CustomRedisAdapter<Emitter, ManagedDriver>;
@@ -251,24 +252,40 @@ impl RemoteSocket {
     }
 }
 
+/// The core's name for a Socket.IO session id.
+impl From<Sid> for SocketId {
+    fn from(sid: Sid) -> Self {
+        // A Sid is always 16 url-safe base64 characters, which is what SocketId holds.
+        SocketId::parse(sid.as_str()).unwrap_or_else(|| {
+            tracing::error!(%sid, "a Socket.IO session id that is not one");
+            SocketId::NONE
+        })
+    }
+}
+
+/// Socket.IO's name for a socket the core names.
+pub fn sid_of(id: SocketId) -> Option<Sid> {
+    id.as_str().parse().ok()
+}
+
 /// The SFU's way to its participants' sockets, here or on other nodes.
 #[async_trait::async_trait]
 impl crate::sfu::SignalingPort for Io {
-    fn join(&self, sid: Sid, room: String) {
-        if let Some(socket) = self.get_socket(sid) {
+    fn join(&self, id: SocketId, room: String) {
+        if let Some(socket) = sid_of(id).and_then(|sid| self.get_socket(sid)) {
             socket.join(room);
         }
     }
 
-    fn leave(&self, sid: Sid, room: String) {
-        if let Some(socket) = self.get_socket(sid) {
+    fn leave(&self, id: SocketId, room: String) {
+        if let Some(socket) = sid_of(id).and_then(|sid| self.get_socket(sid)) {
             socket.leave(room);
         }
     }
 
-    fn emit_to(&self, sid: Sid, event: &'static str, payload: &Value) -> Result<(), String> {
+    fn emit_to(&self, id: SocketId, event: &'static str, payload: &Value) -> Result<(), String> {
         // A socket is not a room of its own in socketioxide: reach it directly.
-        match self.get_socket(sid) {
+        match sid_of(id).and_then(|sid| self.get_socket(sid)) {
             Some(socket) => socket.emit(event, payload).map_err(|e| e.to_string()),
             None => Err("socket gone".into()),
         }

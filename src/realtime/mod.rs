@@ -119,7 +119,7 @@ where
                 // node or on the nodes that own their sessions.
                 if let Some(user) = socket.extensions.get::<SocketUser>() {
                     let who = user.principal.identity;
-                    state.sfu.socket_connected(who, socket.id);
+                    state.sfu.socket_connected(who, socket.id.into());
                     if let Some(cluster) = &state.cluster {
                         cluster.socket_connected(who, socket.id);
                     }
@@ -146,7 +146,7 @@ where
                         // last reference to the socket goes.
                         s.extensions.remove::<limits::SocketPlaces>();
                         state.socket_limits.disconnected(s.id);
-                        state.sfu.socket_disconnected(who, s.id);
+                        state.sfu.socket_disconnected(who, s.id.into());
                         if let Some(cluster) = &state.cluster {
                             cluster.socket_disconnected(who, s.id, signaling::routed_nodes(&s));
                         }

@@ -272,14 +272,25 @@ fn done(session_id: i64) -> Value {
 
 async fn offer(s: AppState, c: Caller, p: events::ClientOffer) -> Outcome {
     s.sfu
-        .publish(c.who, c.socket()?, SessionId(p.session_id), p.sdp_offer)
+        .publish(
+            c.who,
+            c.socket()?.into(),
+            SessionId(p.session_id),
+            p.sdp_offer,
+        )
         .await
         .map(|()| done(p.session_id))
 }
 
 async fn request_offer(s: AppState, c: Caller, p: events::RequestOffer) -> Outcome {
     s.sfu
-        .join(c.who, c.ip, c.socket()?, SessionId(p.session_id), &p.code)
+        .join(
+            c.who,
+            c.ip,
+            c.socket()?.into(),
+            SessionId(p.session_id),
+            &p.code,
+        )
         .await
         .map(|()| done(p.session_id))
 }

@@ -34,10 +34,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parking_lot::Mutex;
-use socketioxide::socket::Sid;
+
 use tokio::sync::oneshot;
 
-use crate::ids::{Identity, SessionId};
+use crate::ids::{Identity, SessionId, SocketId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{KindLabels, Metrics};
 use crate::recording::Recordings;
@@ -285,7 +285,7 @@ impl Sfu {
     pub async fn publish(
         &self,
         who: Identity,
-        sid: Sid,
+        sid: SocketId,
         session: SessionId,
         sdp: String,
     ) -> SignalResult<()> {
@@ -329,7 +329,7 @@ impl Sfu {
         &self,
         who: Identity,
         ip: Option<IpAddr>,
-        sid: Sid,
+        sid: SocketId,
         session: SessionId,
         code: &str,
     ) -> SignalResult<()> {
@@ -494,14 +494,14 @@ impl Sfu {
     }
 
     /// A socket of `who` connected: rooms waiting for them get it back.
-    pub fn socket_connected(&self, who: Identity, sid: Sid) {
+    pub fn socket_connected(&self, who: Identity, sid: SocketId) {
         for room in self.rooms_of(who) {
             let _ = room.tx.try_send(RoomCommand::SocketBack { who, sid });
         }
     }
 
     /// A socket of `who` went away: their rooms start the grace period.
-    pub fn socket_disconnected(&self, who: Identity, sid: Sid) {
+    pub fn socket_disconnected(&self, who: Identity, sid: SocketId) {
         for room in self.rooms_of(who) {
             let _ = room.tx.try_send(RoomCommand::SocketGone { sid });
         }

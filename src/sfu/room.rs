@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use socketioxide::socket::Sid;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
@@ -31,7 +31,7 @@ use super::types::{
     TrackId, TrackInfo,
 };
 use crate::codec::Codec;
-use crate::ids::{Identity, SessionId};
+use crate::ids::{Identity, SessionId, SocketId};
 use crate::store::SessionRecord;
 use crate::wire::{self as events, UserRef, outgoing};
 
@@ -47,14 +47,14 @@ pub enum RoomCommand {
     /// `webrtc_offer`: the participant publishes (or renegotiates).
     Publish {
         who: Identity,
-        sid: Sid,
+        sid: SocketId,
         sdp: String,
         reply: oneshot::Sender<SignalResult<()>>,
     },
     /// `request_webrtc_offer` (already admitted with the code): the server offers.
     Join {
         who: Identity,
-        sid: Sid,
+        sid: SocketId,
         reply: oneshot::Sender<SignalResult<()>>,
     },
     Answer {
@@ -76,11 +76,11 @@ pub enum RoomCommand {
         reply: oneshot::Sender<()>,
     },
     SocketGone {
-        sid: Sid,
+        sid: SocketId,
     },
     SocketBack {
         who: Identity,
-        sid: Sid,
+        sid: SocketId,
     },
     Stats {
         reply: oneshot::Sender<Vec<ParticipantStats>>,
@@ -123,7 +123,7 @@ struct PeerState {
 
 struct Participant {
     who: Identity,
-    sid: Option<Sid>,
+    sid: Option<SocketId>,
     peer: Option<PeerState>,
     /// An offer of ours not yet answered, re-sent when the socket comes back.
     pending_offer: Option<String>,
@@ -281,7 +281,7 @@ impl Room {
     }
 
     /// Adds (or refreshes) a participant bound to `sid`.
-    async fn enter(&mut self, who: Identity, sid: Sid) {
+    async fn enter(&mut self, who: Identity, sid: SocketId) {
         let is_new = !self.participants.contains_key(&who);
         let p = self.participants.entry(who).or_insert_with(|| Participant {
             who,
@@ -318,7 +318,7 @@ impl Room {
         }
     }
 
-    async fn publish(&mut self, who: Identity, sid: Sid, offer: String) -> SignalResult<()> {
+    async fn publish(&mut self, who: Identity, sid: SocketId, offer: String) -> SignalResult<()> {
         if who != self.session.created_by && !self.participants.contains_key(&who) {
             return Err(not_in_session());
         }
@@ -369,7 +369,7 @@ impl Room {
         Ok(())
     }
 
-    async fn join(&mut self, who: Identity, sid: Sid) -> SignalResult<()> {
+    async fn join(&mut self, who: Identity, sid: SocketId) -> SignalResult<()> {
         self.enter(who, sid).await;
         // A join is a new PeerConnection on the client's side.
         self.drop_peer(who).await;
@@ -635,7 +635,7 @@ impl Room {
         }
     }
 
-    async fn socket_back(&mut self, who: Identity, sid: Sid) {
+    async fn socket_back(&mut self, who: Identity, sid: SocketId) {
         let Some(p) = self.participants.get_mut(&who) else {
             return;
         };
@@ -918,7 +918,12 @@ impl Room {
         self.emit_to(sid, outgoing::WEBRTC_ERROR, &payload).await;
     }
 
-    async fn emit_to<T: Serialize + ?Sized>(&self, sid: Sid, event: &'static str, payload: &T) {
+    async fn emit_to<T: Serialize + ?Sized>(
+        &self,
+        sid: SocketId,
+        event: &'static str,
+        payload: &T,
+    ) {
         tracing::trace!(session = %self.session.id, %sid, event, "signal out");
         let Some(payload) = to_wire(event, payload) else {
             return;

@@ -7,16 +7,17 @@
 //! once here.
 
 use serde_json::Value;
-use socketioxide::socket::Sid;
+
+use crate::ids::SocketId;
 
 #[async_trait::async_trait]
 pub trait SignalingPort: Send + Sync + 'static {
     /// Puts the socket in `room` (its session's): what is emitted to the room reaches it.
-    fn join(&self, sid: Sid, room: String);
+    fn join(&self, sid: SocketId, room: String);
     /// Takes the socket out of `room`.
-    fn leave(&self, sid: Sid, room: String);
+    fn leave(&self, sid: SocketId, room: String);
     /// Emits to one socket; `Err` when it is gone or the emit failed.
-    fn emit_to(&self, sid: Sid, event: &'static str, payload: &Value) -> Result<(), String>;
+    fn emit_to(&self, sid: SocketId, event: &'static str, payload: &Value) -> Result<(), String>;
     /// Emits to every socket in `room`, on every node.
     async fn emit_room(
         &self,

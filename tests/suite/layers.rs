@@ -148,3 +148,27 @@ fn every_module_uses_only_the_layers_below_it() {
         paid.join("\n")
     );
 }
+
+/// The domain and media modules know no transport: no Socket.IO, no HTTP framework. They
+/// reach clients through their ports (`messaging::MessagingNotify`, `sfu::SignalingPort`).
+#[test]
+fn the_core_knows_no_transport() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offenders = Vec::new();
+    for module in ["messaging", "sessions", "recording", "sfu", "turn", "store"] {
+        let mut files = Vec::new();
+        walk(&src.join(module), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for transport in ["socketioxide", "axum", "tower_http", "hyper"] {
+                if text.contains(&format!("{transport}::")) {
+                    offenders.push(format!(
+                        "{} uses {transport}",
+                        file.strip_prefix(&src).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}

@@ -13,13 +13,12 @@
 
 use std::collections::HashMap;
 
-use socketioxide::socket::Sid;
 use tokio::sync::mpsc;
 
 use super::Room;
 use crate::clock::{Millis, to_rfc3339};
 use crate::codec::Codec;
-use crate::ids::Identity;
+use crate::ids::{Identity, SocketId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::recording::worker::TrackSpec;
 use crate::recording::{ActiveRecording, Closing, Consent};
@@ -160,7 +159,7 @@ impl Room {
     }
 
     /// Tells one socket (a newcomer, a reconnection) that the consultation is recorded.
-    pub(super) async fn tell_recording(&self, sid: Sid) {
+    pub(super) async fn tell_recording(&self, sid: SocketId) {
         if let Some(payload) = self.recording_started_event() {
             self.emit_to(sid, outgoing::RECORDING_STARTED, &payload)
                 .await;
