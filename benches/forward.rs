@@ -4,6 +4,7 @@
 //! be handed to SRTP. A 1:1 consultation's video: 4 packets per frame at 30 fps.
 //!
 //! `cargo bench --bench forward`
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

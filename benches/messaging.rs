@@ -4,6 +4,7 @@
 //! participants' Socket.IO connections received `new_message`.
 //!
 //! `cargo bench --bench messaging`
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 

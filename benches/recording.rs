@@ -3,6 +3,7 @@
 //! keyframe every 2 s) and Opus at 50 packets/s, 10 s of media per iteration.
 //!
 //! `cargo bench --bench recording`
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};

@@ -3,6 +3,7 @@
 //! default crypto provider, for the two profiles browsers negotiate.
 //!
 //! `cargo bench --bench srtp`
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 use std::hint::black_box;
 

@@ -305,8 +305,7 @@ impl App {
             Arc::new(io.clone()),
             sessions.clone(),
             recordings.clone(),
-        )
-        .await?;
+        )?;
         let turn = if config.turn.enabled {
             Some(Arc::new(
                 start_turn(

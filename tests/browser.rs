@@ -13,6 +13,7 @@
 //!
 //! Everything is bounded in time; the namespace is deleted and every process started in it is
 //! stopped, by PID, whatever happens.
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

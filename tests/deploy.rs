@@ -13,6 +13,7 @@
 //!
 //! A test binary of its own: cargo runs test binaries one at a time, so this build does not
 //! compete with the media tests for the CPU.
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! The recording core end to end: real VP8/VP9/H264 and Opus from ffmpeg, packetized into
 //! RTP as browsers do, through a simulated network, into a `Recorder`; ffprobe and ffmpeg
 //! judge the file. Needs Debian's ffmpeg (scripts/prepare/40-ffmpeg.sh).
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 #[path = "recording_support/media.rs"]
 #[allow(dead_code)]

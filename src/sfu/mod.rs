@@ -132,7 +132,7 @@ pub struct MediaSettings {
 
 impl Sfu {
     /// Binds the media sockets and starts the media runtime that reads and writes them.
-    pub async fn start(
+    pub fn start(
         settings: MediaSettings,
         metrics: Arc<Metrics>,
         io: Arc<dyn SignalingPort>,

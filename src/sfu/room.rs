@@ -265,7 +265,7 @@ impl Room {
                     }
                 }
             }
-            RoomCommand::SocketBack { who, sid } => self.socket_back(who, sid).await,
+            RoomCommand::SocketBack { who, sid } => self.socket_back(who, sid),
             RoomCommand::Stats { reply } => {
                 let _ = reply.send(self.stats().await);
             }
@@ -295,7 +295,7 @@ impl Room {
         p.grace_deadline = None;
         self.shared.io.join(sid, self.session_room());
         if rebound && self.recording_on() {
-            self.tell_recording(sid).await;
+            self.tell_recording(sid);
         }
         if is_new {
             self.shared.presence_add(who, self.session.id);
@@ -333,7 +333,7 @@ impl Room {
             .is_some_and(|p| p.fingerprint.is_none() || p.fingerprint == fingerprint);
         if !same_connection {
             // A new PeerConnection on the client's side replaces the old one.
-            self.drop_peer(who).await;
+            self.drop_peer(who);
         }
         let fresh = self.participants[&who].peer.is_none();
         if fresh {
@@ -357,12 +357,12 @@ impl Room {
             Ok(a) => a,
             Err(e) => {
                 if fresh {
-                    self.drop_peer(who).await;
+                    self.drop_peer(who);
                 }
                 return Err(e);
             }
         };
-        self.send_answer(who, answer).await;
+        self.send_answer(who, answer);
         if fresh {
             self.subscribe_to_others(who);
         }
@@ -372,7 +372,7 @@ impl Room {
     async fn join(&mut self, who: Identity, sid: SocketId) -> SignalResult<()> {
         self.enter(who, sid).await;
         // A join is a new PeerConnection on the client's side.
-        self.drop_peer(who).await;
+        self.drop_peer(who);
         self.new_peer(who, None)?;
         let handle = self.participants[&who]
             .peer
@@ -533,7 +533,7 @@ impl Room {
     }
 
     /// Closes `who`'s PeerConnection and withdraws everything it published or received.
-    async fn drop_peer(&mut self, who: Identity) {
+    fn drop_peer(&mut self, who: Identity) {
         let Some(state) = self.participants.get_mut(&who).and_then(|p| p.peer.take()) else {
             return;
         };
@@ -562,7 +562,7 @@ impl Room {
     }
 
     async fn remove_participant(&mut self, who: Identity, reason: &'static str) {
-        self.drop_peer(who).await;
+        self.drop_peer(who);
         self.stop_recording_participant(who, "participant_left");
         let Some(p) = self.participants.remove(&who) else {
             return;
@@ -611,7 +611,7 @@ impl Room {
         }
         let everyone: Vec<Identity> = self.participants.keys().copied().collect();
         for who in everyone {
-            self.drop_peer(who).await;
+            self.drop_peer(who);
             if let Some(p) = self.participants.remove(&who) {
                 self.shared.presence_remove(who, self.session.id);
                 if let Some(sid) = p.sid {
@@ -635,7 +635,7 @@ impl Room {
         }
     }
 
-    async fn socket_back(&mut self, who: Identity, sid: SocketId) {
+    fn socket_back(&mut self, who: Identity, sid: SocketId) {
         let Some(p) = self.participants.get_mut(&who) else {
             return;
         };
@@ -648,10 +648,10 @@ impl Room {
         let pending = p.pending_offer.clone();
         self.shared.io.join(sid, self.session_room());
         if self.recording_on() {
-            self.tell_recording(sid).await;
+            self.tell_recording(sid);
         }
         if let Some(sdp) = pending {
-            self.emit_offer(who, sdp).await;
+            self.emit_offer(who, sdp);
         }
     }
 
@@ -664,13 +664,13 @@ impl Room {
                 if let Some(p) = self.participants.get_mut(&who) {
                     p.pending_offer = Some(sdp.clone());
                 }
-                self.emit_offer(who, sdp).await;
+                self.emit_offer(who, sdp);
             }
             PeerEvent::LocalCandidates { peer, candidates } => {
                 let Some(&who) = self.peers.get(&peer) else {
                     return;
                 };
-                self.emit_candidates(who, candidates).await;
+                self.emit_candidates(who, candidates);
             }
             PeerEvent::Published { peer, tracks } => {
                 let Some(&who) = self.peers.get(&peer) else {
@@ -722,7 +722,7 @@ impl Room {
                 message,
             } => {
                 if let Some(&who) = self.peers.get(&peer) {
-                    self.emit_error(who, code, &message).await;
+                    self.emit_error(who, code, &message);
                 }
             }
             PeerEvent::CodecUnsupported {
@@ -730,13 +730,13 @@ impl Room {
                 track,
                 codec,
                 accepted,
-            } => self.constrain_codec(peer, track, codec, accepted).await,
+            } => self.constrain_codec(peer, track, codec, accepted),
             PeerEvent::CodecUnavailable {
                 peer: _,
                 track,
                 asked,
             } => {
-                self.codec_unavailable(track, &asked).await;
+                self.codec_unavailable(track, &asked);
             }
             PeerEvent::FirstMedia { .. } => {
                 if !self.marked_active {
@@ -762,8 +762,7 @@ impl Room {
                 let Some(&who) = self.peers.get(&peer) else {
                     return;
                 };
-                self.emit_error(who, reason, "the media connection failed")
-                    .await;
+                self.emit_error(who, reason, "the media connection failed");
                 self.remove_participant(who, reason).await;
             }
             PeerEvent::Closed { peer } => {
@@ -780,7 +779,7 @@ impl Room {
     /// every subscriber that could not decode it so far decodes (their lists intersected, so that
     /// two subscribers cannot make it switch back and forth). Nobody is told anything unless no
     /// such codec exists or the publisher offered none ([`Self::codec_unavailable`]).
-    async fn constrain_codec(
+    fn constrain_codec(
         &mut self,
         subscriber: PeerId,
         track: TrackId,
@@ -802,7 +801,7 @@ impl Room {
         entry.sent = codec;
         let codecs = entry.codecs.clone();
         if codecs.is_empty() {
-            self.codec_unavailable(track, &accepted).await;
+            self.codec_unavailable(track, &accepted);
             return;
         }
         let publisher = self
@@ -818,7 +817,7 @@ impl Room {
 
     /// No codec fits both `track`'s publisher and the subscribers waiting for one: they are told
     /// what to change (they receive the rest of the call).
-    async fn codec_unavailable(&mut self, track: TrackId, asked: &[Codec]) {
+    fn codec_unavailable(&mut self, track: TrackId, asked: &[Codec]) {
         let Some(constraint) = self.codec_constraints.get(&track) else {
             return;
         };
@@ -854,11 +853,11 @@ impl Room {
             .filter_map(|p| self.peers.get(p).copied())
             .collect();
         for who in waiting {
-            self.emit_error(who, "codec_unsupported", &message).await;
+            self.emit_error(who, "codec_unsupported", &message);
         }
     }
 
-    async fn send_answer(&self, who: Identity, answer: LocalAnswer) {
+    fn send_answer(&self, who: Identity, answer: LocalAnswer) {
         let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
             return;
         };
@@ -867,11 +866,11 @@ impl Room {
             sdp_answer: answer.sdp,
             from: events::ServerRef::default(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_ANSWER, &payload).await;
-        self.emit_candidates(who, answer.candidates).await;
+        self.emit_to(sid, outgoing::WEBRTC_ANSWER, &payload);
+        self.emit_candidates(who, answer.candidates);
     }
 
-    async fn emit_offer(&self, who: Identity, sdp: String) {
+    fn emit_offer(&self, who: Identity, sdp: String) {
         let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
             return;
         };
@@ -882,10 +881,10 @@ impl Room {
             session_type: self.session.session_type,
             from: events::ServerRef::default(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_OFFER, &payload).await;
+        self.emit_to(sid, outgoing::WEBRTC_OFFER, &payload);
     }
 
-    async fn emit_candidates(
+    fn emit_candidates(
         &self,
         who: Identity,
         candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
@@ -901,11 +900,10 @@ impl Room {
             candidates,
             from: events::ServerRef::default(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_ICE_CANDIDATES, &payload)
-            .await;
+        self.emit_to(sid, outgoing::WEBRTC_ICE_CANDIDATES, &payload);
     }
 
-    async fn emit_error(&self, who: Identity, code: &'static str, message: &str) {
+    fn emit_error(&self, who: Identity, code: &'static str, message: &str) {
         let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
             return;
         };
@@ -915,15 +913,10 @@ impl Room {
             code,
             message: message.to_string(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_ERROR, &payload).await;
+        self.emit_to(sid, outgoing::WEBRTC_ERROR, &payload);
     }
 
-    async fn emit_to<T: Serialize + ?Sized>(
-        &self,
-        sid: SocketId,
-        event: &'static str,
-        payload: &T,
-    ) {
+    fn emit_to<T: Serialize + ?Sized>(&self, sid: SocketId, event: &'static str, payload: &T) {
         tracing::trace!(session = %self.session.id, %sid, event, "signal out");
         let Some(payload) = to_wire(event, payload) else {
             return;

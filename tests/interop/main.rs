@@ -15,6 +15,7 @@
 //! A test binary of its own: cargo runs binaries one after the other, so the matrix (up to a
 //! dozen Chromium instances at once) never shares the two cores with the rest of the suite,
 //! whose load made audio gaps that were not the server's.
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 #[path = "../suite/common.rs"]
 mod common;

@@ -1,4 +1,5 @@
 //! Integration tests against the real server on loopback.
+#![allow(clippy::unwrap_used)] // tests and benchmarks: a failed unwrap is a failed test
 
 mod common;
 mod impair;

@@ -159,10 +159,9 @@ impl Room {
     }
 
     /// Tells one socket (a newcomer, a reconnection) that the consultation is recorded.
-    pub(super) async fn tell_recording(&self, sid: SocketId) {
+    pub(super) fn tell_recording(&self, sid: SocketId) {
         if let Some(payload) = self.recording_started_event() {
-            self.emit_to(sid, outgoing::RECORDING_STARTED, &payload)
-                .await;
+            self.emit_to(sid, outgoing::RECORDING_STARTED, &payload);
         }
     }
 
