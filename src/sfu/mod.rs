@@ -69,7 +69,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn next_peer_id(&self) -> PeerId {
-        self.next_peer.fetch_add(1, Ordering::Relaxed)
+        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
     }
 
     fn forget_room(&self, handle: &RoomHandle) {

@@ -526,9 +526,9 @@ impl Room {
             Ok(()) => {}
             // A peer that is closing: what it was told no longer matters.
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::debug!(peer = handle.id, "peer already closed");
+                tracing::debug!(peer = %handle.id, "peer already closed");
             }
-            Err(e) => tracing::warn!(peer = handle.id, error = %e, "peer command queue full"),
+            Err(e) => tracing::warn!(peer = %handle.id, error = %e, "peer command queue full"),
         }
     }
 

@@ -329,12 +329,12 @@ impl Peer {
         if self.pc.poll_timeout().is_some_and(|t| t <= now)
             && let Err(e) = self.pc.handle_timeout(now)
         {
-            tracing::trace!(peer = self.ctx.id, error = %e, "PeerConnection timer");
+            tracing::trace!(peer = %self.ctx.id, error = %e, "PeerConnection timer");
         }
         if let Some(secure) = self.secure.as_mut()
             && let Err(e) = secure.handle_timeout(now)
         {
-            tracing::debug!(peer = self.ctx.id, error = %e, "DTLS handshake gave up");
+            tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS handshake gave up");
             self.fail("dtls_failed");
         }
         self.flush_dtls();
@@ -462,6 +462,6 @@ impl Peer {
             .ctx
             .events
             .send(PeerEvent::Closed { peer: self.ctx.id });
-        tracing::debug!(peer = self.ctx.id, "peer closed");
+        tracing::debug!(peer = %self.ctx.id, "peer closed");
     }
 }

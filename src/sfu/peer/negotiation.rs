@@ -138,7 +138,7 @@ impl Peer {
             match self.pc.add_remote_candidate(c) {
                 Ok(()) => accepted += 1,
                 Err(e) => {
-                    tracing::debug!(peer = self.ctx.id, error = %e, "remote candidate refused")
+                    tracing::debug!(peer = %self.ctx.id, error = %e, "remote candidate refused")
                 }
             }
         }
@@ -169,7 +169,7 @@ impl Peer {
                 // The stack tells a transceiver's kind only once a description named it.
                 Ok(id) => self.slots.push((id, ours)),
                 Err(e) => {
-                    tracing::warn!(peer = self.ctx.id, error = %e, "cannot add a receive slot")
+                    tracing::warn!(peer = %self.ctx.id, error = %e, "cannot add a receive slot")
                 }
             }
         }
@@ -195,12 +195,12 @@ impl Peer {
         let offer = match self.pc.create_offer(None) {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(peer = self.ctx.id, error = %e, "cannot create an offer");
+                tracing::warn!(peer = %self.ctx.id, error = %e, "cannot create an offer");
                 return true;
             }
         };
         if let Err(e) = self.pc.set_local_description(now, offer) {
-            tracing::warn!(peer = self.ctx.id, error = %e, "cannot apply our offer");
+            tracing::warn!(peer = %self.ctx.id, error = %e, "cannot apply our offer");
             return true;
         }
         let Ok(sdp) = self.local_sdp() else {

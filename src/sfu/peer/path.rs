@@ -34,7 +34,7 @@ impl Peer {
 
     fn select_path(&mut self, tuple: (SocketAddr, Transport)) {
         if self.media_dest != Some(tuple) {
-            tracing::debug!(peer = self.ctx.id, transport = ?tuple.1, "media path selected");
+            tracing::debug!(peer = %self.ctx.id, transport = ?tuple.1, "media path selected");
             self.media_dest = Some(tuple);
             self.outbound.lock().set_path(tuple);
             self.path = Some(match tuple.1 {
@@ -53,7 +53,7 @@ impl Peer {
         if let Some(secure) = self.secure.as_mut()
             && let Err(e) = secure.start(std::time::Instant::now())
         {
-            tracing::debug!(peer = self.ctx.id, error = %e, "DTLS could not start");
+            tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS could not start");
             self.fail("dtls_failed");
         }
         self.flush_dtls();

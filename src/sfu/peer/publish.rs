@@ -165,10 +165,11 @@ impl Peer {
                 u8::try_from(e.id).ok().map(|id| (id, internal))
             })
             .collect();
-        let id: TrackId = self
-            .ctx
-            .next_track_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = TrackId(
+            self.ctx
+                .next_track_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         let publisher = self.commands_weak.upgrade()?;
         let stream = self.stream_name(mid.as_deref());
         Some(UpTrack {
@@ -336,8 +337,8 @@ impl Peer {
             // The client changed codec (relais asked it to, so that a subscriber can decode it,
             // or on its own): subscribers' legs map each codec they accepted.
             tracing::debug!(
-                peer = self.ctx.id,
-                track = up.info.id,
+                peer = %self.ctx.id,
+                track = %up.info.id,
                 from = up.codec.name(),
                 to = codec.name(),
                 "publisher changed codec"
@@ -346,7 +347,7 @@ impl Peer {
         }
         if let Some(tap) = &up.record
             && up.record_codec == codec
-            && tap.rtp(up.info.id, &packet, now) == Err(TapError::Closed)
+            && tap.rtp(up.info.id.0, &packet, now) == Err(TapError::Closed)
         {
             up.record = None;
         }
@@ -464,8 +465,8 @@ impl Peer {
             return;
         }
         tracing::debug!(
-            peer = self.ctx.id,
-            track,
+            peer = %self.ctx.id,
+            %track,
             "asking the publisher to change codec"
         );
         self.ups[i].wanted = Some(codecs.to_vec());
@@ -491,7 +492,7 @@ impl Peer {
             if let Some(mut t) = self.pc.rtp_transceiver(receiver.into())
                 && let Err(e) = t.set_codec_preferences(list)
             {
-                tracing::debug!(peer = self.ctx.id, error = %e, "codec preference refused");
+                tracing::debug!(peer = %self.ctx.id, error = %e, "codec preference refused");
             }
         }
     }
@@ -516,7 +517,7 @@ impl Peer {
             at: now,
         });
         if let Some(tap) = &up.record
-            && tap.sender_report(up.info.id, sr.ssrc, sr.ntp_time, sr.rtp_time)
+            && tap.sender_report(up.info.id.0, sr.ssrc, sr.ntp_time, sr.rtp_time)
                 == Err(TapError::Closed)
         {
             up.record = None;
@@ -530,7 +531,7 @@ impl Peer {
                 let expected = u.stats.expected();
                 let lost = u.stats.lost();
                 TrackStatsView {
-                    track_id: u.info.id,
+                    track_id: u.info.id.0,
                     direction: "inbound",
                     kind: u.info.kind.as_str(),
                     codec: u.codec.name().into(),

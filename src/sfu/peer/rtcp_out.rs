@@ -122,7 +122,7 @@ impl Peer {
         match rtc::rtcp::packet::marshal(&packets) {
             Ok(plain) => self.outbound.lock().send_rtcp(&plain),
             Err(e) => {
-                tracing::debug!(peer = self.ctx.id, error = %e, "RTCP not laid out");
+                tracing::debug!(peer = %self.ctx.id, error = %e, "RTCP not laid out");
                 false
             }
         }

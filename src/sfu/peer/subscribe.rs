@@ -154,7 +154,7 @@ impl Peer {
                 return;
             }
             tracing::debug!(
-                peer = self.ctx.id,
+                peer = %self.ctx.id,
                 "an idle sending half could not be reused"
             );
         }
@@ -176,7 +176,7 @@ impl Peer {
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(peer = self.ctx.id, error = %e, "no free m-line after all")
+                    tracing::debug!(peer = %self.ctx.id, error = %e, "no free m-line after all")
                 }
             }
         }
@@ -201,7 +201,7 @@ impl Peer {
                 self.add_down(info, RTCRtpSenderId::from(t), ssrc, leg, true);
             }
             Err(e) => {
-                tracing::warn!(peer = self.ctx.id, track = info.id, error = %e, "cannot send this track");
+                tracing::warn!(peer = %self.ctx.id, track = %info.id, error = %e, "cannot send this track");
             }
         }
     }
@@ -585,7 +585,7 @@ impl Peer {
         for d in self.downs.values_mut() {
             let sent = outbound.leg(d.info.id).map(|l| l.sent).unwrap_or_default();
             out.push(TrackStatsView {
-                track_id: d.info.id,
+                track_id: d.info.id.0,
                 direction: "outbound",
                 kind: d.info.kind.as_str(),
                 codec: d.codec.name().into(),

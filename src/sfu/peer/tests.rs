@@ -22,7 +22,7 @@ use crate::ids::{Identity, Role};
 use crate::metrics::Metrics;
 use crate::sfu::media_plane::MediaPlane;
 use crate::sfu::sdp::sections::{Direction, Sections};
-use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
+use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, PeerId, TrackId, TrackInfo};
 
 const FINGERPRINT: &str = "sha-256 \
     3B:53:0A:2A:5C:80:2E:6F:3E:06:0F:AD:2C:8B:57:0C:54:A6:4C:72:6F:21:E1:E9:D6:FE:92:37:44:8E:11:C2";
@@ -119,7 +119,7 @@ impl Harness {
         let factory = Arc::new(PeerFactory::new(vec![addr], Vec::new()).unwrap());
         let (events_tx, events) = mpsc::unbounded_channel();
         let ctx = PeerContext {
-            id: 1,
+            id: PeerId(1),
             owner,
             allow_video: true,
             max_tracks: 8,
@@ -138,11 +138,11 @@ impl Harness {
         }
     }
 
-    fn track(&mut self, id: TrackId, kind: MediaKind, mime: &str, fmtp: &str) -> TrackInfo {
+    fn track(&mut self, id: u64, kind: MediaKind, mime: &str, fmtp: &str) -> TrackInfo {
         let (tx, rx) = mpsc::channel(8);
         self._publishers.push(rx);
         TrackInfo {
-            id,
+            id: TrackId(id),
             owner: Identity::new(Role::Medecin, 79),
             stream: "medecin-79".into(),
             kind,
@@ -181,11 +181,11 @@ impl Harness {
             .expect("the offer reaches the room")
     }
 
-    fn payload_types(&self, track: TrackId) -> Vec<(Codec, u8)> {
+    fn payload_types(&self, track: u64) -> Vec<(Codec, u8)> {
         self.peer
             .outbound
             .lock()
-            .leg(track)
+            .leg(TrackId(track))
             .map(|l| l.payload_types.clone())
             .unwrap_or_default()
     }
@@ -405,13 +405,13 @@ async fn first_offer_has_one_m_line_per_kind_carrying_the_others_tracks() {
     // A third track (someone's screen) waits for the next offer.
     let screen = h.track(3, MediaKind::Video, "video/VP8", "");
     h.peer.subscribe(screen);
-    assert!(h.peer.deferred.iter().any(|t| t.id == 3));
+    assert!(h.peer.deferred.iter().any(|t| t.id == TrackId(3)));
     h.peer
         .remote_answer(&client_answer(&offer))
         .expect("answer taken");
     assert!(h.peer.deferred.is_empty());
     assert!(
-        h.peer.downs.contains_key(&3),
+        h.peer.downs.contains_key(&TrackId(3)),
         "added once the first answer came"
     );
     // Nothing is forwarded before the answer carrying a leg; afterwards it is mapped.
@@ -469,7 +469,7 @@ async fn a_rejected_m_line_is_never_forwarded_into() {
         .remote_answer(&answer)
         .expect("a partial answer is an answer");
     assert!(
-        !h.peer.downs.contains_key(&3),
+        !h.peer.downs.contains_key(&TrackId(3)),
         "the refused track is dropped"
     );
     assert!(h.payload_types(3).is_empty());
@@ -481,7 +481,7 @@ async fn a_rejected_m_line_is_never_forwarded_into() {
             _ => None,
         })
         .collect();
-    assert_eq!(refused, vec![(3, "track_refused")]);
+    assert_eq!(refused, vec![(TrackId(3), "track_refused")]);
     // The camera goes on.
     assert!(h.payload_types(2).contains(&(Codec::Vp8, 96)));
 }
@@ -511,16 +511,16 @@ async fn a_dropped_codec_is_reported_and_not_sent() {
         })
         .collect();
     assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].0, 2);
+    assert_eq!(reports[0].0, TrackId(2));
     assert_eq!(reports[0].1, Codec::Vp8);
     assert!(reports[0].2.contains(&Codec::H264), "{reports:?}");
     // And a VP8 packet would not go out on this leg.
     let packet = rtc::rtp::Packet::default();
-    let forwarded = h
-        .peer
-        .outbound
-        .lock()
-        .forward(2, packet, Codec::Vp8, true, Instant::now());
+    let forwarded =
+        h.peer
+            .outbound
+            .lock()
+            .forward(TrackId(2), packet, Codec::Vp8, true, Instant::now());
     assert!(
         !matches!(forwarded, super::outbound::Forward::Sent(_)),
         "{forwarded:?}"

@@ -51,7 +51,7 @@ impl Peer {
             message: dg.data,
         };
         if let Err(e) = self.pc.handle_read(msg) {
-            tracing::debug!(peer = self.ctx.id, error = %e, "datagram refused");
+            tracing::debug!(peer = %self.ctx.id, error = %e, "datagram refused");
         }
         self.flush_writes();
         self.take_events();
@@ -75,16 +75,16 @@ impl Peer {
         match secure.read(dg.at, dg.data) {
             Ok(DtlsOutcome::Connected) => self.on_secure_connected(),
             Ok(DtlsOutcome::Closed) => {
-                tracing::debug!(peer = self.ctx.id, "the client closed its connection");
+                tracing::debug!(peer = %self.ctx.id, "the client closed its connection");
                 self.closed = true;
             }
             Ok(DtlsOutcome::Progress) => {}
             // Once connected, a bad record is only dropped; a failed handshake is the end.
             Err(e) if was_connected => {
-                tracing::debug!(peer = self.ctx.id, error = %e, "DTLS record refused");
+                tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS record refused");
             }
             Err(e) => {
-                tracing::debug!(peer = self.ctx.id, error = %e, "DTLS handshake failed");
+                tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS handshake failed");
                 self.fail("dtls_failed");
             }
         }
@@ -122,7 +122,7 @@ impl Peer {
     }
 
     fn refused(&self, e: &SecureError, reason: &'static str) {
-        tracing::trace!(peer = self.ctx.id, error = %e, reason, "protected packet refused");
+        tracing::trace!(peer = %self.ctx.id, error = %e, reason, "protected packet refused");
         self.count_drop(match e {
             SecureError::TooManySsrcs => "too_many_ssrcs",
             _ => reason,

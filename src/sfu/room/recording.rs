@@ -249,7 +249,7 @@ impl Room {
             let weak_publisher = weak.clone();
             let id = track.id;
             recorded.active.add_track(TrackSpec {
-                source: id,
+                source: id.0,
                 codec: Codec::from_mime(&track.codec.mime_type),
                 clock_rate: track.codec.clock_rate,
                 channels: track.codec.channels,
@@ -266,7 +266,7 @@ impl Room {
                 track: id,
                 tap: Some(recorded.active.tap()),
             }) {
-                tracing::warn!(track = id, error = %e, "cannot start recording a track");
+                tracing::warn!(track = %id, error = %e, "cannot start recording a track");
             }
             recorded.sources.push((id, weak_publisher));
         }
@@ -284,7 +284,7 @@ impl Room {
             for id in tracks {
                 if let Some(i) = recorded.sources.iter().position(|(s, _)| s == id) {
                     recorded.sources.swap_remove(i);
-                    recorded.active.remove_track(*id);
+                    recorded.active.remove_track(id.0);
                 }
             }
             if recorded.sources.is_empty() && key.1 != main {
