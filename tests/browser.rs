@@ -30,91 +30,12 @@ const SERVER_START: Duration = Duration::from_secs(30);
 const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+#[path = "support/netns.rs"]
+mod netns_support;
+use netns_support::Netns;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The effective uid, from /proc (no libc dependency for one number).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn run_quiet(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A network namespace with only `lo` up; deleted on drop after stopping what runs in it.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(name: String) -> Result<Self, String> {
-        // A namespace left by an earlier, killed run with the same name (pid reuse).
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run_quiet(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Self { name };
-        run_quiet(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
-        Ok(ns)
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    /// PIDs of the processes in the namespace: all of them were started by this test.
-    fn pids(&self) -> Vec<u32> {
-        Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Stragglers (a chromium whose node was killed): TERM, then KILL, each by PID.
-        for signal in ["-TERM", "-KILL"] {
-            let pids = self.pids();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = Command::new("kill")
-                    .args([signal, &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
 }
 
 /// Stops a child we started: SIGTERM, a bounded wait, then SIGKILL.
@@ -318,7 +239,7 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 
 #[test]
 fn consultation_in_chromium_through_the_sfu() {
-    if effective_uid() != Some(0) {
+    if !netns_support::is_root() {
         println!(
             "skipped: the browser end-to-end test needs root to create a network namespace \
              (run `scripts/test.sh` as root, as CI does)"

@@ -30,6 +30,8 @@ mod probe;
 mod rtp;
 
 mod lab;
+#[path = "../support/netns.rs"]
+mod netns_support;
 mod wrtc;
 
 use std::collections::HashMap;

@@ -22,6 +22,8 @@ mod layers;
 mod load_tool;
 mod messaging_rest;
 mod netns;
+#[path = "../support/netns.rs"]
+mod netns_support;
 mod persistence;
 mod recording_media;
 mod recording_sessions;

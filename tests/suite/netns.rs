@@ -23,32 +23,14 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run(Command::new("ip").args(args))
-}
+use crate::netns_support::{Netns as Ns, ip, is_root, run};
 
 /// What the test's namespace presents to read `/metrics` (it is not the server's machine).
 const METRICS_TOKEN: &str = "netns-metrics-token";
 
 /// Why namespace tests cannot run here, if they cannot.
 fn unavailable() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+    if !is_root() {
         return Some("not root: network namespaces need CAP_NET_ADMIN".into());
     }
     for tool in ["ip", "nft"] {
@@ -75,109 +57,13 @@ macro_rules! require_netns {
     };
 }
 
-/// A network namespace, deleted on drop after the processes in it are stopped.
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn create(name: String) -> Result<Self, String> {
-        // Left over by an earlier, killed run with the same pid.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &name])?;
-        let ns = Self { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<(), String> {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    fn tokio_command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c.kill_on_drop(true);
-        c
-    }
-
-    /// Loads an nftables ruleset into this namespace.
-    fn nft(&self, ruleset: &str) -> Result<(), String> {
-        use std::io::Write;
-        let mut child = self
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr)))
-        }
-    }
-
-    /// Drops everything the namespace sends except TCP to these ports (and loopback).
-    fn only_tcp_out_to(&self, ports: &[&str]) -> Result<(), String> {
-        self.nft(&format!(
-            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
-             oifname \"lo\" accept\n  tcp dport {{ {} }} accept\n }}\n}}\n",
-            ports.join(", ")
-        ))
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        for signal in ["-TERM", "-KILL"] {
-            let pids = self.pids();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = Command::new("kill")
-                    .args([signal, &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// Drops everything `ns` sends except TCP to these ports (and loopback).
+fn only_tcp_out_to(ns: &Ns, ports: &[&str]) -> Result<(), String> {
+    ns.nft(&format!(
+        "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
+         oifname \"lo\" accept\n  tcp dport {{ {} }} accept\n }}\n}}\n",
+        ports.join(", ")
+    ))
 }
 
 /// How the clinic reaches the server.
@@ -645,7 +531,7 @@ async fn https_only_clinic_connects_through_turn_tls_on_443() {
     let server = lab.serve(dir.path(), &["turn.tls_addr=0.0.0.0:443".into()]);
     let http_port = server.base.rsplit(':').next().unwrap().to_string();
     // Nothing out but TCP to 443 (and to the web app's port, for signaling).
-    lab.cli.only_tcp_out_to(&["443", &http_port]).unwrap();
+    only_tcp_out_to(&lab.cli, &["443", &http_port]).unwrap();
     let c = Consultation::create(&lab, &server, &[11]).await;
     let doctor = c.doctor(&lab).await;
     let mut env = c.turn_url(11, |u| u.starts_with("turns:")).await;
@@ -679,7 +565,7 @@ async fn https_only_clinic_connects_over_ice_tcp_on_443() {
     let dir = tempfile::tempdir().unwrap();
     let server = lab.serve(dir.path(), &["media.tcp_addr=0.0.0.0:443".into()]);
     let http_port = server.base.rsplit(':').next().unwrap().to_string();
-    lab.cli.only_tcp_out_to(&["443", &http_port]).unwrap();
+    only_tcp_out_to(&lab.cli, &["443", &http_port]).unwrap();
     let c = Consultation::create(&lab, &server, &[11]).await;
     let doctor = c.doctor(&lab).await;
     let (report, at_doctor) = tokio::join!(
