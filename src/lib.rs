@@ -47,6 +47,7 @@ pub mod realtime;
 pub mod recording;
 pub mod sessions;
 pub mod sfu;
+pub mod sio;
 pub mod state;
 pub mod store;
 pub mod telemetry;
@@ -82,6 +83,7 @@ pub const LAYERS: &[&str] = &[
     "turn",
     // adapters
     "cluster",
+    "sio",
     "state",
     "realtime",
     "http",

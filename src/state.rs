@@ -11,11 +11,10 @@ use crate::limits::{AddrKey, FailureWindows, LogBudget};
 use crate::messaging::Messaging;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
-use crate::realtime::Io;
-use crate::realtime::limits::SocketLimits;
 use crate::recording::Recordings;
 use crate::sessions::Sessions;
 use crate::sfu::Sfu;
+use crate::sio::{Io, SocketLimits};
 use crate::store::Store;
 use crate::turn::TurnServer;
 

@@ -4,11 +4,11 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
-use super::limits::Refused;
 use crate::auth::Principal;
 use crate::ids::Role;
 use crate::limits::AddrKey;
 use crate::metrics::TransportLabels;
+use crate::sio::limits::Refused;
 use crate::state::AppState;
 
 /// Who a connected socket speaks for; set by the handshake, read by every handler.

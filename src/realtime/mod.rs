@@ -10,8 +10,7 @@
 
 mod conversations;
 mod handshake;
-pub mod io;
-pub mod limits;
+mod limits;
 mod reply;
 mod resume;
 pub mod signaling;
@@ -29,10 +28,10 @@ use crate::state::AppState;
 use crate::store::Message;
 use events::outgoing;
 
+pub use crate::sio::{Io, io};
 /// The wire format, under the name the handlers have always used.
 pub use crate::wire as events;
 pub use handshake::SocketUser;
-pub use io::Io;
 
 /// The Socket.IO room of a conversation.
 pub fn conversation_room(id: ConversationId) -> String {
@@ -144,7 +143,7 @@ where
                     async move {
                         // The person's and the address's places go back now, not when the
                         // last reference to the socket goes.
-                        s.extensions.remove::<limits::SocketPlaces>();
+                        s.extensions.remove::<crate::sio::limits::SocketPlaces>();
                         state.socket_limits.disconnected(s.id);
                         state.sfu.socket_disconnected(who, s.id.into());
                         if let Some(cluster) = &state.cluster {

@@ -1,6 +1,6 @@
 //! The port through which the SFU reaches the participants' signaling sockets, whatever
 //! carries them (Socket.IO on this node, or a socket of another node that signals to a room
-//! here). `realtime::Io` implements it; the SFU never sees the transport.
+//! here). `sio::Io` implements it; the SFU never sees the transport.
 //!
 //! Invariants: every call is fire-and-forget for the room (a socket that is gone makes an
 //! `Err` the room logs and goes on); payloads are the wire types of `crate::wire`, serialized

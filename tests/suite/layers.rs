@@ -11,7 +11,6 @@ const STILL_UPWARDS: &[(&str, &str)] = &[
     // Cross-node routing replays Socket.IO events with the whole AppState.
     ("cluster", "realtime"),
     ("cluster", "state"),
-    ("state", "realtime"),
 ];
 
 /// The top-level modules a source text names through `crate::` (also inside `crate::{…}`).
