@@ -8,12 +8,22 @@
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`);
 //! - [`messaging`]: the messaging service both transports call, and its wire views;
 //! - [`http`]: the REST router, errors and extractors;
-//! - [`realtime`]: Socket.IO handshake, events and broadcasts;
+//! - [`wire`]: Socket.IO event names and payloads, spelled once;
+//! - [`realtime`]: the Socket.IO handlers (handshake, messaging and signaling events);
+//!   [`sio`]: the glue under them (emitting to rooms and sockets here and on other nodes,
+//!   socket limits);
+//! - [`sessions`], [`sfu`], [`recording`], [`turn`]: consultations, the media plane, recording,
+//!   the embedded TURN server; [`codec`]: what the SFU and the recorder know of payloads;
 //! - [`cluster`]: several nodes on PostgreSQL and Redis (directory, placement, routing,
 //!   node loss); off without `redis_url`;
 //! - [`limits`]: what one client may cost the others (failure windows, token buckets,
 //!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
-//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
+//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing;
+//! - [`client`], [`load`]: the test client and the load tool (`relais-load`).
+//!
+//! The core reaches clients through ports, not transports: messaging through
+//! [`messaging::MessagingNotify`], the SFU through [`sfu::SignalingPort`]; [`realtime`]'s
+//! broadcaster and [`sio::Io`] implement them.
 //!
 //! Layering ([`LAYERS`], checked by `tests/suite/layers.rs`): a module uses only modules listed
 //! before it. Plumbing first (ids, time, codecs, network, limits, metrics, configuration), then

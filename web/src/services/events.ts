@@ -1,6 +1,6 @@
 /**
  * Socket.IO event names and payloads, spelled once. Mirrors the server's
- * `src/realtime/events.rs` (and the message views of `src/messaging/views.rs`); the French field
+ * `src/wire.rs` (and the message views of `src/messaging/views.rs`); the French field
  * names (`contenu`, `type_message`, `expediteur_id`, …) are the seed's contract.
  */
 
