@@ -833,3 +833,44 @@ async fn a_client_on_the_network_gets_no_dev_token_and_few_connections() {
     assert_eq!((served, closed), (4, 2), "http.connections_per_address = 4");
     drop(server);
 }
+
+/// One client address may hold `turn.max_allocations_per_address` TURN allocations (loopback,
+/// this machine, is exempt: hence a real address here), whatever the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_allocations_are_capped_per_client_address() {
+    require_netns!();
+    let lab = Lab::build(7, Clinic::Direct).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve(dir.path(), &["turn.max_allocations_per_address=2".into()]);
+    let c = Consultation::create(&lab, &server, &[11]).await;
+    let mut held = Vec::new();
+    for (i, patient) in [11, 12, 13].into_iter().enumerate() {
+        let creds = c
+            .turn_url(patient, |u| u.starts_with("turn:") && u.ends_with("udp"))
+            .await;
+        let port: u16 = creds[0]
+            .1
+            .trim_end_matches("?transport=udp")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let turn = format!("{}:{port}", lab.srv_doctor_side()).parse().unwrap();
+        let bind = format!("{}:0", lab.doctor_ip()).parse().unwrap();
+        let mut client =
+            crate::turn_client::TurnClient::udp_from(bind, turn, &creds[1].1, &creds[2].1).await;
+        let answer = client.allocate().await;
+        if i < 2 {
+            assert!(answer.is_success(), "allocation {i}: {:?}", answer.code());
+        } else {
+            assert_eq!(
+                answer.code(),
+                Some(486),
+                "a third allocation from this address"
+            );
+        }
+        held.push(client);
+    }
+    drop(server);
+}

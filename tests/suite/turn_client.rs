@@ -79,7 +79,17 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
 
 impl TurnClient {
     pub async fn udp(server: SocketAddr, username: &str, password: &str) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::udp_from("127.0.0.1:0".parse().unwrap(), server, username, password).await
+    }
+
+    /// Over UDP from `bind` (an address of a test namespace's veth).
+    pub async fn udp_from(
+        bind: SocketAddr,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        let socket = UdpSocket::bind(bind).await.unwrap();
         Self::new(Link::Udp(socket, server), username, password)
     }
 
