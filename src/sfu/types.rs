@@ -89,7 +89,8 @@ impl std::fmt::Debug for SubscriberLink {
 }
 
 /// A signaling failure, sent to the client as `webrtc_error {code, message}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct SignalError {
     pub code: &'static str,
     pub message: String,
