@@ -42,44 +42,48 @@ fn peer(base: &str, token: &str, who: Identity, session: i64, entry: Entry) -> P
     cfg
 }
 
-async fn call(
-    base: &str,
-    doctor: &str,
-    patient: &str,
-    session: i64,
-    conv: i64,
-    code: &str,
-) -> (ClientPeer, ClientPeer) {
-    let mut cfg = peer(
-        base,
-        doctor,
-        Identity::new(Role::Medecin, 79),
-        session,
-        Entry::Publish,
-    );
+/// Doctor 79 publishing in `session`, connected.
+async fn doctor_peer(base: &str, token: &str, session: i64, conv: i64, why: &str) -> ClientPeer {
+    let who = Identity::new(Role::Medecin, 79);
+    let mut cfg = peer(base, token, who, session, Entry::Publish);
     cfg.conversation_id = conv;
     let mut d = ClientPeer::start(cfg).await.unwrap();
-    d.wait_connected(Duration::from_secs(10))
+    d.wait_connected(Duration::from_secs(10)).await.expect(why);
+    d
+}
+
+/// Patient 11 joining `session` with `code`, connected.
+async fn patient_peer(base: &str, token: &str, session: i64, code: &str, why: &str) -> ClientPeer {
+    let who = Identity::new(Role::Patient, 11);
+    let entry = Entry::Code(code.to_string());
+    let mut p = ClientPeer::start(peer(base, token, who, session, entry))
         .await
-        .expect("doctor connects");
-    let mut p = ClientPeer::start(peer(
-        base,
-        patient,
-        Identity::new(Role::Patient, 11),
-        session,
-        Entry::Code(code.to_string()),
-    ))
-    .await
-    .unwrap();
-    p.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("patient connects");
+        .unwrap();
+    p.wait_connected(Duration::from_secs(10)).await.expect(why);
+    p
+}
+
+/// Each side receives the other's audio and video.
+async fn assert_media_flows(d: &ClientPeer, p: &ClientPeer, what: &str) {
     let flowing = eventually(Duration::from_secs(15), || {
         d.received.streams_with(30) == (1, 1) && p.received.streams_with(30) == (1, 1)
     })
     .await;
-    assert!(flowing, "media flows both ways");
-    (d, p)
+    assert!(flowing, "{what}");
+}
+
+/// The returning socket of `token` is told to reconnect `session`'s media.
+async fn told_to_reconnect(base: &str, token: &str, session: i64, why: &str) {
+    let mut sock = SioClient::connect(base, json!({"token": token}))
+        .await
+        .unwrap();
+    let moved = sock
+        .wait_for("session_moved", Duration::from_secs(5))
+        .await
+        .expect(why);
+    assert_eq!(moved["sessionId"], session, "{moved}");
+    assert_eq!(moved["reason"], "node_restarted", "{moved}");
+    sock.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +115,9 @@ async fn a_node_killed_mid_call_resumes_it_after_a_restart() {
         .as_str()
         .unwrap()
         .to_string();
-    let (d, p) = call(&first.base, &doctor, &patient, session, conv, &code).await;
+    let d = doctor_peer(&first.base, &doctor, session, conv, "doctor connects").await;
+    let p = patient_peer(&first.base, &patient, session, &code, "patient connects").await;
+    assert_media_flows(&d, &p, "media flows both ways").await;
     let acked = api.send_text(conv, "juste avant la panne").await.unwrap();
 
     // kill -9: no goodbye, no participant marked as gone, the rooms vanish with the process.
@@ -124,55 +130,38 @@ async fn a_node_killed_mid_call_resumes_it_after_a_restart() {
 
     // The patient's socket comes back first: told to reconnect the media of the interrupted
     // session; the code still admits them, and the session's room exists again.
-    let mut sock = SioClient::connect(&second.base, json!({"token": patient}))
-        .await
-        .unwrap();
-    let moved = sock
-        .wait_for("session_moved", Duration::from_secs(5))
-        .await
-        .expect("a returning socket hears that its call must reconnect");
-    assert_eq!(moved["sessionId"], session, "{moved}");
-    assert_eq!(moved["reason"], "node_restarted", "{moved}");
-    sock.close().await;
-    let mut p = ClientPeer::start(peer(
+    told_to_reconnect(
         &second.base,
         &patient,
-        Identity::new(Role::Patient, 11),
         session,
-        Entry::Code(code.clone()),
-    ))
-    .await
-    .unwrap();
-    p.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("the code still admits the patient");
+        "a returning socket hears that its call must reconnect",
+    )
+    .await;
+    let p = patient_peer(
+        &second.base,
+        &patient,
+        session,
+        &code,
+        "the code still admits the patient",
+    )
+    .await;
     // Then the doctor's: the room is there, without them: told too.
-    let mut sock = SioClient::connect(&second.base, json!({"token": doctor}))
-        .await
-        .unwrap();
-    let moved = sock
-        .wait_for("session_moved", Duration::from_secs(5))
-        .await
-        .expect("the doctor is told as well, though the room exists again");
-    assert_eq!(moved["sessionId"], session, "{moved}");
-    sock.close().await;
-    let mut cfg = peer(
+    told_to_reconnect(
         &second.base,
         &doctor,
-        Identity::new(Role::Medecin, 79),
         session,
-        Entry::Publish,
-    );
-    cfg.conversation_id = conv;
-    let mut d = ClientPeer::start(cfg).await.unwrap();
-    d.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("the doctor publishes again");
-    let flowing = eventually(Duration::from_secs(15), || {
-        d.received.streams_with(30) == (1, 1) && p.received.streams_with(30) == (1, 1)
-    })
+        "the doctor is told as well, though the room exists again",
+    )
     .await;
-    assert!(flowing, "media flows both ways again");
+    let d = doctor_peer(
+        &second.base,
+        &doctor,
+        session,
+        conv,
+        "the doctor publishes again",
+    )
+    .await;
+    assert_media_flows(&d, &p, "media flows both ways again").await;
 
     // A socket that connects while the call runs here hears nothing of the kind.
     let mut tab = SioClient::connect(&second.base, json!({"token": doctor}))

@@ -39,7 +39,12 @@ async fn ice_servers(app: &TestApp, role: Role, id: i64) -> Value {
 
 /// Username and password handed to patient `id`.
 async fn credentials(app: &TestApp, id: i64) -> (String, String) {
-    let data = ice_servers(app, Role::Patient, id).await;
+    credentials_of(app, Role::Patient, id).await
+}
+
+/// Username and password handed to `role` `id`.
+async fn credentials_of(app: &TestApp, role: Role, id: i64) -> (String, String) {
+    let data = ice_servers(app, role, id).await;
     let server = &data["iceServers"][0];
     (
         server["username"].as_str().unwrap().to_string(),
@@ -494,12 +499,7 @@ async fn the_last_allocations_are_kept_for_people_in_a_consultation() {
             .in_a_session(relais::ids::Identity::new(Role::Medecin, 79)))
         .await
     );
-    let data = ice_servers(&app, Role::Medecin, 79).await;
-    let s = &data["iceServers"][0];
-    let (du, dp) = (
-        s["username"].as_str().unwrap().to_string(),
-        s["credential"].as_str().unwrap().to_string(),
-    );
+    let (du, dp) = credentials_of(&app, Role::Medecin, 79).await;
     for i in 0..2 {
         let mut c = TurnClient::udp(server, &du, &dp).await;
         let a = c.allocate().await;
