@@ -874,3 +874,42 @@ async fn turn_allocations_are_capped_per_client_address() {
     }
     drop(server);
 }
+
+/// A patient on a poor link: the clinic's veth shaped both ways by the kernel (`tc tbf` at
+/// 1.5 Mbit/s with a 100 ms queue; nftables drops 2 % of what the clinic sends and receives at
+/// random; netem is not in every kernel). aiortc, on its defaults, receives the doctor's audio
+/// and video, and the doctor gets the patient's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_over_a_shaped_lossy_link_keeps_its_media() {
+    require_netns!();
+    let lab = Lab::build(8, Clinic::Direct).unwrap();
+    for (ns, dev) in [(&lab.cli, "e1"), (&lab.srv, "s1")] {
+        crate::netns_support::run(ns.command("tc").args([
+            "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1500kbit", "burst", "16kbit",
+            "latency", "100ms",
+        ]))
+        .unwrap();
+    }
+    lab.cli
+        .nft(
+            "table inet lossy {\n chain out {\n  type filter hook output priority 0;\n  \
+             oifname \"e1\" numgen random mod 100 < 2 drop\n }\n chain in {\n  \
+             type filter hook input priority 0;\n  iifname \"e1\" numgen random mod 100 < 2 drop\n }\n}\n",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.serve(dir.path(), &[]);
+    let c = Consultation::create(&lab, &server, &[11]).await;
+    let doctor = c.doctor(&lab).await;
+    let env = [("SECONDS", "10".to_string())];
+    let (patient, at_doctor) = tokio::join!(
+        c.aiortc_patient(&lab, 11, &env),
+        doctor_receives(&doctor, 1)
+    );
+    assert_eq!(at_doctor, (1, 1), "{patient}");
+    // The doctor's media is webrtc-rs's synthetic payload (it does not decode): aiortc's
+    // own RTP receivers count what reached them.
+    assert_aiortc_received(&patient);
+    println!("over the shaped link, aiortc received: {}", patient["packets"]);
+    doctor.close().await;
+}
