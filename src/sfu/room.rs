@@ -31,9 +31,9 @@ use super::types::{
     TrackId, TrackInfo,
 };
 use crate::codec::Codec;
-use crate::ids::{Identity, SessionId, SocketId};
+use crate::ids::{Identity, RoomKey, SessionId, SocketId};
 use crate::store::SessionRecord;
-use crate::wire::{self as events, UserRef, outgoing};
+use crate::wire::{self as events, Outgoing, UserRef};
 
 const COMMANDS: usize = 256;
 /// The reason a room closes when its session moved to another node (several nodes).
@@ -176,8 +176,8 @@ pub(super) fn spawn(session: SessionRecord, shared: Arc<Shared>) -> RoomHandle {
 }
 
 impl Room {
-    fn session_room(&self) -> String {
-        format!("session:{}", self.session.id)
+    fn session_room(&self) -> RoomKey {
+        RoomKey::Session(self.session.id)
     }
 
     async fn run(
@@ -313,7 +313,7 @@ impl Room {
                 reason: None,
                 participants: self.participants.keys().map(|w| (*w).into()).collect(),
             };
-            self.emit_session(outgoing::PARTICIPANT_JOINED, &payload)
+            self.emit_session(Outgoing::ParticipantJoined(payload))
                 .await;
         }
     }
@@ -585,8 +585,7 @@ impl Room {
             reason: Some(reason),
             participants: self.participants.keys().map(|w| (*w).into()).collect(),
         };
-        self.emit_session(outgoing::PARTICIPANT_LEFT, &payload)
-            .await;
+        self.emit_session(Outgoing::ParticipantLeft(payload)).await;
         tracing::debug!(session = %self.session.id, reason, "participant removed");
     }
 
@@ -607,7 +606,7 @@ impl Room {
                 session_id: self.session.id.0,
                 reason,
             };
-            self.emit_session(outgoing::SESSION_ENDED, &payload).await;
+            self.emit_session(Outgoing::SessionEnded(payload)).await;
         }
         let everyone: Vec<Identity> = self.participants.keys().copied().collect();
         for who in everyone {
@@ -866,7 +865,7 @@ impl Room {
             sdp_answer: answer.sdp,
             from: events::ServerRef::default(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_ANSWER, &payload);
+        self.emit_to(sid, Outgoing::WebrtcAnswer(payload));
         self.emit_candidates(who, answer.candidates);
     }
 
@@ -881,7 +880,7 @@ impl Room {
             session_type: self.session.session_type,
             from: events::ServerRef::default(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_OFFER, &payload);
+        self.emit_to(sid, Outgoing::WebrtcOffer(payload));
     }
 
     fn emit_candidates(
@@ -900,7 +899,7 @@ impl Room {
             candidates,
             from: events::ServerRef::default(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_ICE_CANDIDATES, &payload);
+        self.emit_to(sid, Outgoing::WebrtcIceCandidates(payload));
     }
 
     fn emit_error(&self, who: Identity, code: &'static str, message: &str) {
@@ -913,30 +912,19 @@ impl Room {
             code,
             message: message.to_string(),
         };
-        self.emit_to(sid, outgoing::WEBRTC_ERROR, &payload);
+        self.emit_to(sid, Outgoing::WebrtcError(payload));
     }
 
-    fn emit_to<T: Serialize + ?Sized>(&self, sid: SocketId, event: &'static str, payload: &T) {
-        tracing::trace!(session = %self.session.id, %sid, event, "signal out");
-        let Some(payload) = to_wire(event, payload) else {
-            return;
-        };
-        if let Err(e) = self.shared.io.emit_to(sid, event, &payload) {
-            tracing::debug!(error = %e, event, "signal dropped");
+    fn emit_to(&self, sid: SocketId, event: Outgoing) {
+        tracing::trace!(session = %self.session.id, %sid, event = event.name(), "signal out");
+        if let Err(e) = self.shared.io.emit_to(sid, &event) {
+            tracing::debug!(error = %e, event = event.name(), "signal dropped");
         }
     }
 
-    async fn emit_session<T: Serialize + ?Sized>(&self, event: &'static str, payload: &T) {
-        let Some(payload) = to_wire(event, payload) else {
-            return;
-        };
-        if let Err(e) = self
-            .shared
-            .io
-            .emit_room(self.session_room(), event, &payload)
-            .await
-        {
-            tracing::debug!(error = %e, event, "emit failed");
+    async fn emit_session(&self, event: Outgoing) {
+        if let Err(e) = self.shared.io.emit_room(self.session_room(), &event).await {
+            tracing::debug!(error = %e, event = event.name(), "emit failed");
         }
     }
 
@@ -988,16 +976,5 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A wire payload as JSON; `None` (logged) for one that cannot be (a bug, not input).
-fn to_wire<T: Serialize + ?Sized>(event: &'static str, payload: &T) -> Option<serde_json::Value> {
-    match serde_json::to_value(payload) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::error!(error = %e, event, "payload not serializable");
-            None
-        }
     }
 }

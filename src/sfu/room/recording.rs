@@ -23,7 +23,7 @@ use crate::messaging::{DomainError, DomainResult};
 use crate::recording::worker::TrackSpec;
 use crate::recording::{ActiveRecording, Closing, Consent};
 use crate::sfu::types::{PeerCommand, TrackId, TrackInfo};
-use crate::wire::{self as events, outgoing};
+use crate::wire::{self as events, Outgoing};
 
 /// Recording as a room keeps it while it is on.
 pub(in crate::sfu) struct RoomRecording {
@@ -99,8 +99,7 @@ impl Room {
         }
         let payload = self.recording_started_event();
         if let Some(payload) = payload {
-            self.emit_session(outgoing::RECORDING_STARTED, &payload)
-                .await;
+            self.emit_session(Outgoing::RecordingStarted(payload)).await;
         }
         let recordings = self
             .recording
@@ -139,8 +138,7 @@ impl Room {
             reason,
             stopped_at: to_rfc3339(self.shared.recordings.now()),
         };
-        self.emit_session(outgoing::RECORDING_STOPPED, &payload)
-            .await;
+        self.emit_session(Outgoing::RecordingStopped(payload)).await;
         tracing::info!(session = %self.session.id, reason, "recording off");
         Ok(closings)
     }
@@ -161,7 +159,7 @@ impl Room {
     /// Tells one socket (a newcomer, a reconnection) that the consultation is recorded.
     pub(super) fn tell_recording(&self, sid: SocketId) {
         if let Some(payload) = self.recording_started_event() {
-            self.emit_to(sid, outgoing::RECORDING_STARTED, &payload);
+            self.emit_to(sid, Outgoing::RecordingStarted(payload));
         }
     }
 
