@@ -31,6 +31,7 @@ use super::types::{
     TrackId, TrackInfo,
 };
 use crate::codec::Codec;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, RoomKey, SessionId, SocketId};
 use crate::store::SessionRecord;
 use crate::wire::{self as events, Outgoing, UserRef};
@@ -762,7 +763,7 @@ impl Room {
                     return;
                 };
                 self.emit_error(who, reason, "the media connection failed");
-                self.remove_participant(who, reason).await;
+                self.remove_participant(who, reason.as_str()).await;
             }
             PeerEvent::Closed { peer } => {
                 // Expected after drop_peer (already forgotten); otherwise the task stopped on
@@ -852,7 +853,7 @@ impl Room {
             .filter_map(|p| self.peers.get(p).copied())
             .collect();
         for who in waiting {
-            self.emit_error(who, "codec_unsupported", &message);
+            self.emit_error(who, ErrorCode::CodecUnsupported, &message);
         }
     }
 
@@ -902,7 +903,7 @@ impl Room {
         self.emit_to(sid, Outgoing::WebrtcIceCandidates(payload));
     }
 
-    fn emit_error(&self, who: Identity, code: &'static str, message: &str) {
+    fn emit_error(&self, who: Identity, code: ErrorCode, message: &str) {
         let Some(sid) = self.participants.get(&who).and_then(|p| p.sid) else {
             return;
         };
@@ -956,7 +957,7 @@ impl Room {
 
 fn not_in_session() -> SignalError {
     SignalError::new(
-        "not_in_session",
+        ErrorCode::NotInSession,
         "you are not in this consultation: join with its code first",
     )
 }
@@ -964,9 +965,12 @@ fn not_in_session() -> SignalError {
 async fn await_reply<T>(rx: oneshot::Receiver<SignalResult<T>>) -> SignalResult<T> {
     match tokio::time::timeout(PEER_REPLY_TIMEOUT, rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(SignalError::new("peer_gone", "the media connection closed")),
+        Ok(Err(_)) => Err(SignalError::new(
+            ErrorCode::PeerGone,
+            "the media connection closed",
+        )),
         Err(_) => Err(SignalError::new(
-            "timeout",
+            ErrorCode::Timeout,
             "the media server did not answer in time",
         )),
     }

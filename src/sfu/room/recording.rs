@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::Room;
 use crate::clock::{Millis, to_rfc3339};
 use crate::codec::Codec;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SocketId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::recording::worker::TrackSpec;
@@ -64,7 +65,10 @@ pub struct RecordingStarted {
 }
 
 fn not_recording() -> DomainError {
-    DomainError::conflict("not_recording", "this consultation is not being recorded")
+    DomainError::conflict(
+        ErrorCode::NotRecording,
+        "this consultation is not being recorded",
+    )
 }
 
 impl Room {
@@ -79,13 +83,13 @@ impl Room {
     ) -> DomainResult<RecordingStarted> {
         if self.recording.is_some() {
             return Err(DomainError::conflict(
-                "already_recording",
+                ErrorCode::AlreadyRecording,
                 "this consultation is already being recorded",
             ));
         }
         if !self.participants.values().any(|p| p.peer.is_some()) {
             return Err(DomainError::conflict(
-                "session_not_live",
+                ErrorCode::SessionNotLive,
                 "nobody is connected to this consultation yet",
             ));
         }
