@@ -70,6 +70,9 @@ use super::quota::{Held, QuotaRefusal, Quotas};
 use super::wire;
 use crate::metrics::{Metrics, TurnRequestLabels};
 
+#[cfg(test)]
+mod tests;
+
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
