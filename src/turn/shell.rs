@@ -227,8 +227,10 @@ impl Shell {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(at.into()) => {
+                    // The timer's own clock: the one the sleep just ended on.
+                    let now = tokio::time::Instant::now().into_std();
                     let mut inner = self.inner.write();
-                    inner.server.handle_timeout(Instant::now());
+                    inner.server.handle_timeout(now);
                     inner.run_commands(None, &self.metrics);
                 }
                 _ = self.timer.notified() => {}
