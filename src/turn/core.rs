@@ -5,10 +5,12 @@
 //! happens at, and what must happen in the world comes back as values. The IO shell
 //! ([`super::shell`]) feeds it and carries out what it returns:
 //! - [`Server::handle_client_input`] (`&self`, per datagram): ChannelData and Send
-//!   indications come back as [`ClientInput::ToPeer`] (the payload and where to send it),
-//!   Binding as a [`ClientInput::Reply`]; anything that changes state as a
-//!   [`ClientInput::Request`] for [`Server::handle_request`] (`&mut self`), which returns
-//!   the answer. The split lets the shell relay under a shared lock, as it did before;
+//!   indications come back as [`ClientInput::ToPeer`] (the payload and where to send it);
+//!   Binding, challenges (401, 438), CreatePermission and ChannelBind as a
+//!   [`ClientInput::Reply`]; an authenticated Allocate or Refresh, which change the server's
+//!   tables, as a [`ClientInput::Request`] for [`Server::handle_request`] (`&mut self`),
+//!   which returns the answer. The split lets the shell relay, authenticate and answer under
+//!   a shared lock, as it did before, and take the exclusive one only for those two;
 //! - the relayed socket of an Allocate is bound through [`RelayBinder`] while the request is
 //!   decided, since the answer carries the port the OS chose (or 508 when it cannot bind);
 //! - the allocation's lifecycle comes out of [`Server::next_command`]: [`Command::StartRelay`]
@@ -146,8 +148,11 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// A request that may change the server's state, for [`Server::handle_request`].
-pub struct Request(Message);
+/// An authenticated Allocate or Refresh, for [`Server::handle_request`].
+pub struct Request {
+    m: Message,
+    auth: Authenticated,
+}
 
 /// What to do with a message from a client.
 pub enum ClientInput<'a> {
@@ -160,7 +165,7 @@ pub enum ClientInput<'a> {
     },
     /// Send this answer back on the 5-tuple the message came on.
     Reply(Vec<u8>),
-    /// Hand it to [`Server::handle_request`].
+    /// Hand it to [`Server::handle_request`]: it changes the server's tables.
     Request(Request),
     /// Nothing: the message was dropped and counted.
     Dropped,
@@ -330,13 +335,15 @@ impl Server {
         self.commands.push_back(Command::FreeRelay { id: a.id });
     }
 
-    /// One message from a client, decided without changing the server: relayed data, Binding,
-    /// garbage. Requests come back as [`ClientInput::Request`].
+    /// One message from a client, decided without changing the server's tables: relayed
+    /// data, Binding, garbage, authentication, CreatePermission and ChannelBind (they change
+    /// only the allocation's [`Relay`]). Allocate and Refresh, once authenticated, come back
+    /// as [`ClientInput::Request`].
     pub fn handle_client_input<'a>(
         &self,
         data: &'a [u8],
         tuple: FiveTuple,
-        now: Instant,
+        now: Now,
     ) -> ClientInput<'a> {
         if wire::is_channel_data(data) {
             let Some((channel, payload)) = wire::parse_channel_data(data) else {
@@ -347,7 +354,7 @@ impl Server {
             };
             return match a
                 .relay
-                .channel_to_peer(channel, payload.len(), &self.policy, now)
+                .channel_to_peer(channel, payload.len(), &self.policy, now.instant)
             {
                 Ok(to) => ClientInput::ToPeer {
                     id: a.id,
@@ -362,20 +369,19 @@ impl Server {
             return self.dropped("malformed");
         }
         match m.typ.class {
-            CLASS_INDICATION if m.typ.method == METHOD_SEND => self.send_indication(&tuple, m, now),
+            CLASS_INDICATION if m.typ.method == METHOD_SEND => {
+                self.send_indication(&tuple, m, now.instant)
+            }
             CLASS_REQUEST if m.typ.method == METHOD_BINDING => {
                 self.count_request(METHOD_BINDING, "ok");
-                match respond(
+                reply(respond(
                     &m,
                     CLASS_SUCCESS_RESPONSE,
                     vec![Box::new(mapped(tuple.client))],
                     None,
-                ) {
-                    Some(answer) => ClientInput::Reply(answer),
-                    None => ClientInput::Dropped,
-                }
+                ))
             }
-            CLASS_REQUEST => ClientInput::Request(Request(m)),
+            CLASS_REQUEST => self.request(tuple, m, now),
             _ => self.dropped("unexpected"),
         }
     }
@@ -426,31 +432,54 @@ impl Server {
         }
     }
 
-    /// A request from [`handle_client_input`](Self::handle_client_input): authenticated,
-    /// decided, answered. `binder` binds the relayed socket of an Allocate.
-    pub fn handle_request(
-        &mut self,
-        request: Request,
-        tuple: FiveTuple,
-        binder: &mut dyn RelayBinder,
-        now: Now,
-    ) -> Option<Vec<u8>> {
-        let Request(mut m) = request;
+    /// Authenticates a request; answers what only reads the server's tables.
+    fn request(&self, tuple: FiveTuple, mut m: Message, now: Now) -> ClientInput<'static> {
         let method = m.typ.method;
         let auth = match self.authenticate(&mut m, now.unix_secs) {
             Ok(auth) => auth,
             Err(refusal) => {
                 self.count_request(method, code_label(refusal.code));
-                return self.challenge(&m, refusal, now.unix_secs);
+                return reply(self.challenge(&m, refusal, now.unix_secs));
             }
         };
         let outcome = match method {
-            METHOD_ALLOCATE => self.allocate(tuple, &m, &auth, binder, now.instant),
-            METHOD_REFRESH => self.refresh(&tuple, &m, &auth, now.instant),
+            METHOD_ALLOCATE | METHOD_REFRESH => {
+                return ClientInput::Request(Request { m, auth });
+            }
             METHOD_CREATE_PERMISSION => self.create_permission(&tuple, &m, &auth, now.instant),
             METHOD_CHANNEL_BIND => self.channel_bind(&tuple, &m, &auth, now.instant),
             _ => Err(refuse(CODE_BAD_REQUEST, "Unsupported method")),
         };
+        reply(self.answer(&m, &auth, outcome))
+    }
+
+    /// An authenticated Allocate or Refresh from
+    /// [`handle_client_input`](Self::handle_client_input): decided and answered. `binder`
+    /// binds the relayed socket of an Allocate.
+    pub fn handle_request(
+        &mut self,
+        request: Request,
+        tuple: FiveTuple,
+        binder: &mut dyn RelayBinder,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let Request { m, auth } = request;
+        let outcome = match m.typ.method {
+            METHOD_ALLOCATE => self.allocate(tuple, &m, &auth, binder, now),
+            METHOD_REFRESH => self.refresh(&tuple, &m, &auth, now),
+            _ => Err(refuse(CODE_BAD_REQUEST, "Unsupported method")),
+        };
+        self.answer(&m, &auth, outcome)
+    }
+
+    /// The answer to an authenticated request, with MESSAGE-INTEGRITY; counted.
+    fn answer(
+        &self,
+        m: &Message,
+        auth: &Authenticated,
+        outcome: Result<Attrs, Refusal>,
+    ) -> Option<Vec<u8>> {
+        let method = m.typ.method;
         let integrity = MessageIntegrity::new_raw_integrity_with_provider(
             auth.key.clone(),
             self.crypto.crypto(),
@@ -458,12 +487,12 @@ impl Server {
         match outcome {
             Ok(attrs) => {
                 self.count_request(method, "ok");
-                respond(&m, CLASS_SUCCESS_RESPONSE, attrs, Some(&integrity))
+                respond(m, CLASS_SUCCESS_RESPONSE, attrs, Some(&integrity))
             }
             Err(refusal) => {
                 self.count_request(method, code_label(refusal.code));
                 respond(
-                    &m,
+                    m,
                     CLASS_ERROR_RESPONSE,
                     vec![Box::new(error_attr(&refusal))],
                     Some(&integrity),
@@ -749,6 +778,13 @@ impl Server {
                 BindError::Full => refuse(CODE_INSUFFICIENT_CAPACITY, "Too many channels"),
             })?;
         Ok(Vec::new())
+    }
+}
+
+fn reply(answer: Option<Vec<u8>>) -> ClientInput<'static> {
+    match answer {
+        Some(answer) => ClientInput::Reply(answer),
+        None => ClientInput::Dropped,
     }
 }
 

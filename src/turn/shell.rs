@@ -5,7 +5,7 @@
 //! lock (relays from different connections do not wait for each other) and sends the payload
 //! from the allocation's relayed socket after letting go of the lock. Per datagram from a
 //! peer, the allocation's task asks its [`Relay`] directly, without the server's lock. Only
-//! requests, expiries and closing connections take the write lock.
+//! authenticated Allocate and Refresh, expiries and closing connections take the write lock.
 //!
 //! Invariants:
 //! - the server and the table of relayed sockets change under the same write lock, and every
@@ -165,10 +165,7 @@ impl Shell {
     pub fn handle(&self, tuple: FiveTuple, sink: &ClientSink, data: &[u8]) -> Option<Vec<u8>> {
         let request = {
             let inner = self.inner.read();
-            match inner
-                .server
-                .handle_client_input(data, tuple, Instant::now())
-            {
+            match inner.server.handle_client_input(data, tuple, now()) {
                 ClientInput::ToPeer { id, to, payload } => {
                     let Some(socket) = inner.relays.get(&id).map(|r| r.socket.clone()) else {
                         self.metrics.turn.drop("no_allocation");
@@ -195,7 +192,7 @@ impl Shell {
             let mut binder = SocketBinder { sink, bound: None };
             let answer = inner
                 .server
-                .handle_request(request, tuple, &mut binder, now());
+                .handle_request(request, tuple, &mut binder, Instant::now());
             inner.run_commands(Some(&mut binder), &self.metrics);
             answer
         };

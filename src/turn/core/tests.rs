@@ -137,13 +137,10 @@ impl Harness {
 
     /// Feeds `bytes` from `tuple` as the shell does; returns the answer, if any.
     fn feed(&mut self, tuple: FiveTuple, bytes: &[u8]) -> Option<Message> {
-        let answer = match self
-            .server
-            .handle_client_input(bytes, tuple, self.now.instant)
-        {
+        let answer = match self.server.handle_client_input(bytes, tuple, self.now) {
             ClientInput::Request(request) => {
                 self.server
-                    .handle_request(request, tuple, &mut self.ports, self.now)
+                    .handle_request(request, tuple, &mut self.ports, self.now.instant)
             }
             ClientInput::Reply(answer) => Some(answer),
             ClientInput::ToPeer { .. } => panic!("a relayed datagram, not a request"),
@@ -168,10 +165,7 @@ impl Harness {
         tuple: FiveTuple,
         bytes: &[u8],
     ) -> Option<(AllocationId, SocketAddr, Vec<u8>)> {
-        match self
-            .server
-            .handle_client_input(bytes, tuple, self.now.instant)
-        {
+        match self.server.handle_client_input(bytes, tuple, self.now) {
             ClientInput::ToPeer { id, to, payload } => Some((id, to, payload.into_owned())),
             ClientInput::Dropped => None,
             ClientInput::Reply(_) | ClientInput::Request(_) => panic!("data got an answer"),
@@ -1240,4 +1234,41 @@ fn channel_bind_without_a_channel_number_is_400() {
     });
     assert_eq!(code(&a), Some(400));
     assert!(!a.contains(ATTR_CHANNEL_NUMBER));
+}
+
+// --- What needs the exclusive path ----------------------------------------------------------
+
+#[test]
+fn only_authenticated_allocate_and_refresh_need_handle_request() {
+    let mut h = Harness::new();
+    let mut c = h.client("patient-1", "192.0.2.50:40000");
+    assert!(is_success(&h.allocate(&mut c)));
+    let kind = |h: &Harness, m: Message| match h.server.handle_client_input(&m.raw, c.tuple, h.now)
+    {
+        ClientInput::Request(_) => "request",
+        ClientInput::Reply(_) => "reply",
+        ClientInput::ToPeer { .. } => "to_peer",
+        ClientInput::Dropped => "dropped",
+    };
+    // Challenges, CreatePermission and ChannelBind are answered on the shared path.
+    assert_eq!(kind(&h, c.build(METHOD_ALLOCATE, udp(), false)), "reply");
+    let peer = || -> Attrs { vec![Box::new(PeerAttr(addr(MEDIA)))] };
+    assert_eq!(
+        kind(&h, c.build(METHOD_CREATE_PERMISSION, peer(), true)),
+        "reply"
+    );
+    let bind = c.build(
+        METHOD_CHANNEL_BIND,
+        vec![
+            Box::new(ChannelNumber(0x4000)),
+            Box::new(PeerAttr(addr(MEDIA))),
+        ],
+        true,
+    );
+    assert_eq!(kind(&h, bind), "reply");
+    assert!(h.relay_from(c.tuple, &channel_data(0x4000, b"x")).is_some());
+    // Allocate and Refresh change the server's tables.
+    assert_eq!(kind(&h, c.build(METHOD_ALLOCATE, udp(), true)), "request");
+    let refresh = c.build(METHOD_REFRESH, vec![Box::new(Lifetime(secs(600)))], true);
+    assert_eq!(kind(&h, refresh), "request");
 }
