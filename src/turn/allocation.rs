@@ -1,38 +1,36 @@
-//! One allocation (RFC 8656 §5): a relayed UDP socket for one client 5-tuple, with its
-//! permissions, channel bindings and bandwidth budget.
+//! One allocation's relay (RFC 8656 §5): its permissions, channel bindings and bandwidth
+//! budget, and the per-datagram decisions taken from them. Pure: no socket, no clock; every
+//! decision takes the time it happens at.
+//!
+//! A [`Relay`] is shared by the [`Server`](super::core::Server), which installs permissions
+//! and channels, and the IO shell's task for the allocation's relayed socket, which asks it
+//! about every datagram without going through the server (the per-packet fast path).
 //!
 //! Invariants:
 //! - a datagram crosses the relay (either way) only for a peer IP with an unexpired
-//!   permission, and only within the allocation's token bucket; everything else is dropped
-//!   and counted;
-//! - the client is written to without blocking: a full TCP/TLS queue or a full UDP socket
-//!   buffer drops the datagram, as any UDP hop would;
-//! - the relay task ends when the allocation expires or is closed, and with it the socket.
+//!   permission, and only within the allocation's token bucket; everything else is refused
+//!   with the reason it is counted under;
+//! - a channel is bound to one peer and a peer to one channel until the binding expires;
+//! - at most [`MAX_PERMISSIONS`] permissions and [`MAX_CHANNELS`] channels are held.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use rtc::stun::message::{CLASS_INDICATION, METHOD_DATA, Message, MessageType, TransactionId};
 use rtc::turn::proto::data::Data;
 use rtc::turn::proto::peeraddr::PeerAddress;
-use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc};
 
 use super::policy::PeerPolicy;
 use super::wire;
-use crate::metrics::Metrics;
 
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// Permissions and channels one allocation may hold (a call needs one or two).
 pub const MAX_PERMISSIONS: usize = 32;
 pub const MAX_CHANNELS: usize = 32;
-/// Largest datagram relayed; larger ones are truncated by the kernel and dropped.
-const MAX_DATAGRAM: usize = 4096;
 
 /// The transport between client and server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,31 +58,10 @@ pub struct FiveTuple {
     pub server: SocketAddr,
 }
 
-/// How to reach a client.
-#[derive(Clone)]
-pub enum ClientSink {
-    Udp {
-        socket: Arc<UdpSocket>,
-        to: SocketAddr,
-    },
-    /// The writer queue of a TCP or TLS connection.
-    Stream(mpsc::Sender<Bytes>),
-}
-
-impl ClientSink {
-    /// Streams carry padded ChannelData (RFC 8656 §12.5).
-    pub fn is_stream(&self) -> bool {
-        matches!(self, ClientSink::Stream(_))
-    }
-
-    /// Sends without waiting; `false` when the message was dropped.
-    pub fn send(&self, data: Vec<u8>) -> bool {
-        match self {
-            ClientSink::Udp { socket, to } => socket.try_send_to(&data, *to).is_ok(),
-            ClientSink::Stream(tx) => tx.try_send(Bytes::from(data)).is_ok(),
-        }
-    }
-}
+/// Names one allocation for its whole life, and its relayed socket in the IO shell; never
+/// reused (a new allocation on the same 5-tuple gets a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocationId(pub u64);
 
 /// Bytes per second with a one-second burst.
 #[derive(Debug)]
@@ -125,15 +102,34 @@ pub enum BindError {
     Full,
 }
 
-/// What became of a datagram offered to the relay.
+/// Why a datagram is not relayed: the `reason` label of `turn_dropped`.
+pub type DropReason = &'static str;
+
+/// How a datagram from a peer reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relayed {
-    Sent,
-    Dropped(&'static str),
+pub struct ToClient {
+    /// The peer as the client knows it.
+    pub peer: SocketAddr,
+    /// ChannelData on this channel; a Data indication when `None`.
+    pub channel: Option<u16>,
+}
+
+impl ToClient {
+    /// The message carrying `data` to the client; streams (TCP, TLS) get padded ChannelData
+    /// (RFC 8656 §12.5). `None` when it cannot be encoded.
+    pub fn encode(&self, data: &[u8], stream: bool) -> Option<Vec<u8>> {
+        match self.channel {
+            Some(ch) => {
+                let mut out = Vec::with_capacity(data.len() + 8);
+                wire::write_channel_data(ch, data, stream, &mut out);
+                Some(out)
+            }
+            None => data_indication(self.peer, data),
+        }
+    }
 }
 
 struct State {
-    expires: Instant,
     permissions: HashMap<IpAddr, Instant>,
     channels: HashMap<u16, (SocketAddr, Instant)>,
     channel_of: HashMap<SocketAddr, u16>,
@@ -162,78 +158,55 @@ impl State {
             }
         }
     }
+
+    /// Client → `peer`: where the datagram goes, once permission and budget allow it.
+    fn route_to_peer(
+        &mut self,
+        peer: SocketAddr,
+        len: usize,
+        policy: &PeerPolicy,
+        now: Instant,
+    ) -> Result<SocketAddr, DropReason> {
+        let Some(to) = policy.route(peer) else {
+            return Err("peer_not_allowed");
+        };
+        if !self.permitted(peer.ip(), now) {
+            return Err("no_permission");
+        }
+        if !self.bucket.take(len, now) {
+            return Err("bandwidth");
+        }
+        if to != peer && !self.routes.contains(&(to, peer)) {
+            self.routes.retain(|(local, _)| *local != to);
+            self.routes.push((to, peer));
+        }
+        Ok(to)
+    }
 }
 
-pub struct Allocation {
-    pub tuple: FiveTuple,
-    /// The full REST username (`expiry:user`) that created it; later requests must match.
-    pub username: String,
-    /// The user part, for quotas.
-    pub user: String,
-    /// The relayed transport address given to the client.
-    pub relayed: SocketAddr,
-    /// The Allocate request that created it, to answer a retransmission identically.
-    pub allocate_transaction: TransactionId,
-    socket: UdpSocket,
-    sink: ClientSink,
-    state: Mutex<State>,
-    closed: Notify,
-}
+/// The relay state of one allocation, shared between the server and the shell's relay task.
+#[derive(Clone)]
+pub struct Relay(Arc<Mutex<State>>);
 
-impl Allocation {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        tuple: FiveTuple,
-        username: String,
-        user: String,
-        allocate_transaction: TransactionId,
-        socket: UdpSocket,
-        relayed: SocketAddr,
-        sink: ClientSink,
-        lifetime: Duration,
-        bytes_per_sec: u64,
-    ) -> Self {
-        let now = Instant::now();
-        Self {
-            tuple,
-            username,
-            user,
-            relayed,
-            allocate_transaction,
-            socket,
-            sink,
-            state: Mutex::new(State {
-                expires: now + lifetime,
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                channel_of: HashMap::new(),
-                routes: Vec::new(),
-                bucket: TokenBucket::new(bytes_per_sec, now),
-            }),
-            closed: Notify::new(),
-        }
+impl Relay {
+    pub fn new(bytes_per_sec: u64, now: Instant) -> Self {
+        Self(Arc::new(Mutex::new(State {
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            channel_of: HashMap::new(),
+            routes: Vec::new(),
+            bucket: TokenBucket::new(bytes_per_sec, now),
+        })))
     }
 
-    /// Sets the time left; zero ends the allocation at the relay task's next wake-up.
-    pub fn refresh(&self, lifetime: Duration) {
-        let now = Instant::now();
-        let mut st = self.state.lock();
-        st.expires = now + lifetime;
-        st.prune(now);
-        drop(st);
-        if lifetime.is_zero() {
-            self.close();
-        }
-    }
-
-    pub fn close(&self) {
-        self.closed.notify_one();
+    /// Forgets what expired by `now` (the allocation was refreshed).
+    pub fn prune(&self, now: Instant) {
+        self.0.lock().prune(now);
     }
 
     /// Installs or refreshes a permission for `ip`.
-    pub fn permit(&self, ip: IpAddr) -> Result<(), BindError> {
-        let now = Instant::now();
-        let mut st = self.state.lock();
+    pub fn permit(&self, ip: IpAddr, now: Instant) -> Result<(), BindError> {
+        let mut st = self.0.lock();
         if !st.permissions.contains_key(&ip) {
             st.prune(now);
             if st.permissions.len() >= MAX_PERMISSIONS {
@@ -245,9 +218,13 @@ impl Allocation {
     }
 
     /// Binds (or refreshes) `channel` to `peer`, which also installs a permission.
-    pub fn bind_channel(&self, channel: u16, peer: SocketAddr) -> Result<(), BindError> {
-        let now = Instant::now();
-        let mut st = self.state.lock();
+    pub fn bind_channel(
+        &self,
+        channel: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), BindError> {
+        let mut st = self.0.lock();
         st.prune(now);
         match (st.channels.get(&channel), st.channel_of.get(&peer)) {
             (Some((bound, _)), _) if *bound != peer => return Err(BindError::Conflict),
@@ -264,110 +241,59 @@ impl Allocation {
         Ok(())
     }
 
-    /// Client → peer, from a Send indication.
-    pub fn send_to_peer(&self, peer: SocketAddr, data: &[u8], policy: &PeerPolicy) -> Relayed {
-        let now = Instant::now();
-        let Some(to) = policy.route(peer) else {
-            return Relayed::Dropped("peer_not_allowed");
-        };
-        {
-            let mut st = self.state.lock();
-            if !st.permitted(peer.ip(), now) {
-                return Relayed::Dropped("no_permission");
-            }
-            if !st.bucket.take(data.len(), now) {
-                return Relayed::Dropped("bandwidth");
-            }
-            if to != peer && !st.routes.contains(&(to, peer)) {
-                st.routes.retain(|(local, _)| *local != to);
-                st.routes.push((to, peer));
-            }
-        }
-        match self.socket.try_send_to(data, to) {
-            Ok(_) => Relayed::Sent,
-            Err(_) => Relayed::Dropped("send_failed"),
-        }
+    /// Client → peer, from a Send indication of `len` bytes for `peer`: the address to send
+    /// the data to.
+    pub fn send_to_peer(
+        &self,
+        peer: SocketAddr,
+        len: usize,
+        policy: &PeerPolicy,
+        now: Instant,
+    ) -> Result<SocketAddr, DropReason> {
+        self.0.lock().route_to_peer(peer, len, policy, now)
     }
 
-    /// Client → peer, from a ChannelData message.
-    pub fn send_on_channel(&self, channel: u16, data: &[u8], policy: &PeerPolicy) -> Relayed {
-        let peer = {
-            let st = self.state.lock();
-            match st.channels.get(&channel) {
-                Some((peer, until)) if *until > Instant::now() => *peer,
-                _ => return Relayed::Dropped("no_channel"),
-            }
+    /// Client → peer, from a ChannelData message of `len` bytes on `channel`.
+    pub fn channel_to_peer(
+        &self,
+        channel: u16,
+        len: usize,
+        policy: &PeerPolicy,
+        now: Instant,
+    ) -> Result<SocketAddr, DropReason> {
+        let mut st = self.0.lock();
+        let peer = match st.channels.get(&channel) {
+            Some((peer, until)) if *until > now => *peer,
+            _ => return Err("no_channel"),
         };
-        self.send_to_peer(peer, data, policy)
+        st.route_to_peer(peer, len, policy, now)
     }
 
-    /// Peer → client: a datagram that arrived on the relayed socket from `from`.
-    fn to_client(&self, data: &[u8], from: SocketAddr) -> Relayed {
-        let now = Instant::now();
-        let (peer, channel) = {
-            let mut st = self.state.lock();
-            let peer = st
-                .routes
-                .iter()
-                .find(|(local, _)| *local == from)
-                .map_or(from, |(_, peer)| *peer);
-            if !st.permitted(peer.ip(), now) {
-                return Relayed::Dropped("no_permission");
-            }
-            if !st.bucket.take(data.len(), now) {
-                return Relayed::Dropped("bandwidth");
-            }
-            let channel = st
-                .channel_of
-                .get(&peer)
-                .copied()
-                .filter(|ch| st.channels.get(ch).is_some_and(|(_, until)| *until > now));
-            (peer, channel)
-        };
-        let message = match channel {
-            Some(ch) => {
-                let mut out = Vec::with_capacity(data.len() + 8);
-                wire::write_channel_data(ch, data, self.sink.is_stream(), &mut out);
-                out
-            }
-            None => match data_indication(peer, data) {
-                Some(m) => m,
-                None => return Relayed::Dropped("encode"),
-            },
-        };
-        if self.sink.send(message) {
-            Relayed::Sent
-        } else {
-            Relayed::Dropped("client_queue_full")
+    /// Peer → client: `len` bytes arrived on the relayed socket from `from`.
+    pub fn handle_peer_traffic(
+        &self,
+        from: SocketAddr,
+        len: usize,
+        now: Instant,
+    ) -> Result<ToClient, DropReason> {
+        let mut st = self.0.lock();
+        let peer = st
+            .routes
+            .iter()
+            .find(|(local, _)| *local == from)
+            .map_or(from, |(_, peer)| *peer);
+        if !st.permitted(peer.ip(), now) {
+            return Err("no_permission");
         }
-    }
-
-    /// Relays peer → client until the allocation expires or is closed.
-    pub async fn run_relay(self: Arc<Self>, metrics: Arc<Metrics>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let turn = &metrics.turn;
-        loop {
-            let deadline = self.state.lock().expires;
-            tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => match self.to_client(&buf[..n], from) {
-                        Relayed::Sent => {
-                            turn.packets_to_client.inc();
-                            turn.bytes_relayed.inc_by(n as u64);
-                        }
-                        Relayed::Dropped(reason) => turn.drop(reason),
-                    },
-                    // ICMP errors surface here on some systems; the socket stays usable.
-                    Err(_) => turn.drop("recv_error"),
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    if self.state.lock().expires <= Instant::now() {
-                        break;
-                    }
-                }
-                _ = self.closed.notified() => break,
-            }
+        if !st.bucket.take(len, now) {
+            return Err("bandwidth");
         }
+        let channel = st
+            .channel_of
+            .get(&peer)
+            .copied()
+            .filter(|ch| st.channels.get(ch).is_some_and(|(_, until)| *until > now));
+        Ok(ToClient { peer, channel })
     }
 }
 
@@ -403,38 +329,21 @@ mod tests {
         assert!(!b.take(1001, t0 + Duration::from_secs(60)));
     }
 
-    #[tokio::test]
-    async fn channels_conflict_and_fill_up() {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let relayed = socket.local_addr().unwrap();
-        let (tx, _rx) = mpsc::channel(4);
-        let tuple = FiveTuple {
-            transport: Transport::Tcp,
-            client: "127.0.0.1:1".parse().unwrap(),
-            server: "127.0.0.1:2".parse().unwrap(),
-        };
-        let a = Allocation::new(
-            tuple,
-            "9:u".into(),
-            "u".into(),
-            TransactionId::new(),
-            socket,
-            relayed,
-            ClientSink::Stream(tx),
-            Duration::from_secs(60),
-            1_000_000,
-        );
+    #[test]
+    fn channels_conflict_and_fill_up() {
+        let now = Instant::now();
+        let a = Relay::new(1_000_000, now);
         let p1: SocketAddr = "10.0.0.1:1000".parse().unwrap();
         let p2: SocketAddr = "10.0.0.2:1000".parse().unwrap();
-        assert_eq!(a.bind_channel(0x4000, p1), Ok(()));
-        assert_eq!(a.bind_channel(0x4000, p1), Ok(()), "refresh");
-        assert_eq!(a.bind_channel(0x4000, p2), Err(BindError::Conflict));
-        assert_eq!(a.bind_channel(0x4001, p1), Err(BindError::Conflict));
+        assert_eq!(a.bind_channel(0x4000, p1, now), Ok(()));
+        assert_eq!(a.bind_channel(0x4000, p1, now), Ok(()), "refresh");
+        assert_eq!(a.bind_channel(0x4000, p2, now), Err(BindError::Conflict));
+        assert_eq!(a.bind_channel(0x4001, p1, now), Err(BindError::Conflict));
         for i in 1..MAX_CHANNELS as u16 {
             let peer = SocketAddr::new(p1.ip(), 2000 + i);
-            assert_eq!(a.bind_channel(0x4000 + i, peer), Ok(()));
+            assert_eq!(a.bind_channel(0x4000 + i, peer, now), Ok(()));
         }
         let extra = SocketAddr::new(p1.ip(), 9999);
-        assert_eq!(a.bind_channel(0x4FFF, extra), Err(BindError::Full));
+        assert_eq!(a.bind_channel(0x4FFF, extra, now), Err(BindError::Full));
     }
 }

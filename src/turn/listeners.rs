@@ -1,5 +1,5 @@
 //! The TURN server's sockets: one UDP socket, a TCP listener, and TLS listeners, all feeding
-//! [`Core::handle`].
+//! [`Shell::handle`].
 //!
 //! Invariants:
 //! - a stream connection must send a whole TURN message within [`FIRST_MESSAGE_TIMEOUT`] (TLS
@@ -19,8 +19,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::allocation::{ClientSink, FiveTuple, Transport};
-use super::core::Core;
+use super::allocation::{FiveTuple, Transport};
+use super::shell::{ClientSink, Shell};
 use crate::metrics::TransportLabels;
 
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -29,7 +29,7 @@ pub const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
 /// Messages waiting to be written to one connection.
 const WRITE_QUEUE: usize = 512;
 
-pub async fn run_udp(core: Arc<Core>, socket: Arc<UdpSocket>) {
+pub async fn run_udp(shell: Arc<Shell>, socket: Arc<UdpSocket>) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
@@ -38,7 +38,7 @@ pub async fn run_udp(core: Arc<Core>, socket: Arc<UdpSocket>) {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(_) => {
-                core.metrics.turn.drop("recv_error");
+                shell.metrics.turn.drop("recv_error");
                 continue;
             }
         };
@@ -51,14 +51,14 @@ pub async fn run_udp(core: Arc<Core>, socket: Arc<UdpSocket>) {
             socket: socket.clone(),
             to: from,
         };
-        if let Some(response) = core.handle(tuple, &sink, &buf[..n]) {
+        if let Some(response) = shell.handle(tuple, &sink, &buf[..n]) {
             let _ = socket.try_send_to(&response, from);
         }
     }
 }
 
 /// Accepts TCP connections, wrapped in TLS when `tls` is given.
-pub async fn run_tcp(core: Arc<Core>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+pub async fn run_tcp(shell: Arc<Shell>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, client) = match listener.accept().await {
@@ -70,14 +70,14 @@ pub async fn run_tcp(core: Arc<Core>, listener: TcpListener, tls: Option<TlsAcce
             }
         };
         if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            core.metrics.turn.drop("too_many_connections");
+            shell.metrics.turn.drop("too_many_connections");
             continue;
         }
         let Ok(server) = stream.local_addr() else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let core = core.clone();
+        let shell = shell.clone();
         let tls = tls.clone();
         let open = open.clone();
         open.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +89,7 @@ pub async fn run_tcp(core: Arc<Core>, listener: TcpListener, tls: Option<TlsAcce
                         client,
                         server,
                     };
-                    serve_stream(&core, stream, tuple).await;
+                    serve_stream(&shell, stream, tuple).await;
                 }
                 Some(acceptor) => {
                     let tuple = FiveTuple {
@@ -99,8 +99,8 @@ pub async fn run_tcp(core: Arc<Core>, listener: TcpListener, tls: Option<TlsAcce
                     };
                     match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => serve_stream(&core, stream, tuple).await,
-                        _ => core.metrics.turn.drop("tls_handshake"),
+                        Ok(Ok(stream)) => serve_stream(&shell, stream, tuple).await,
+                        _ => shell.metrics.turn.drop("tls_handshake"),
                     }
                 }
             }
@@ -111,11 +111,11 @@ pub async fn run_tcp(core: Arc<Core>, listener: TcpListener, tls: Option<TlsAcce
 
 /// One client connection: split TURN messages off the stream, answer them, and write what the
 /// relay sends back through a bounded queue.
-async fn serve_stream<S>(core: &Arc<Core>, stream: S, tuple: FiveTuple)
+async fn serve_stream<S>(shell: &Shell, stream: S, tuple: FiveTuple)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let gauge = core
+    let gauge = shell
         .metrics
         .turn
         .connections
@@ -140,7 +140,7 @@ where
     let mut timeout = FIRST_MESSAGE_TIMEOUT;
     'read: loop {
         let n = match tokio::time::timeout(timeout, reader.read(&mut buf)).await {
-            Err(_) if core.has_allocation(&tuple) => continue,
+            Err(_) if shell.has_allocation(&tuple) => continue,
             Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
         };
@@ -149,7 +149,7 @@ where
             match decoder.next_message() {
                 Ok(Some(message)) => {
                     timeout = IDLE_WITHOUT_ALLOCATION;
-                    if let Some(response) = core.handle(tuple, &sink, &message)
+                    if let Some(response) = shell.handle(tuple, &sink, &message)
                         && tx.send(Bytes::from(response)).await.is_err()
                     {
                         break 'read;
@@ -157,13 +157,13 @@ where
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    core.metrics.turn.drop("malformed_stream");
+                    shell.metrics.turn.drop("malformed_stream");
                     break 'read;
                 }
             }
         }
     }
-    core.release(&tuple, None);
+    shell.client_closed(&tuple);
     drop(sink);
     drop(tx);
     // The writer drains what is queued, unless the client stopped reading.
@@ -172,7 +172,7 @@ where
         .is_err()
     {
         write_task.abort();
-        core.metrics.turn.drop("close_timeout");
+        shell.metrics.turn.drop("close_timeout");
     }
     gauge.dec();
 }

@@ -1,13 +1,18 @@
 //! The embedded TURN server (RFC 8656): UDP and TCP on one port, TLS on others, for clinics
 //! whose firewalls drop UDP or allow only outbound TCP 443.
 //!
+//! A pure core decides; an IO shell binds, sends and keeps time:
+//! - [`core`]: the sans-IO [`Server`](core::Server): authentication,
+//!   Allocate/Refresh/CreatePermission/ChannelBind, expiry; it takes inputs with the time they
+//!   happen at and returns what to send and which relayed sockets to open or close;
+//! - [`allocation`]: one allocation's permissions, channels and bandwidth budget, and the
+//!   per-datagram relay decisions (pure);
 //! - [`credentials`]: time-limited REST credentials (`expiry:user`, HMAC-SHA1) and nonces;
-//! - [`core`]: authentication, Allocate/Refresh/CreatePermission/ChannelBind;
 //! - [`quota`]: allocations per user, per client address, in all, and kept for consultations;
-//! - [`allocation`]: one relayed socket with its permissions, channels and bandwidth budget;
 //! - [`policy`]: the peers the relay may reach (relais's own media addresses only, by default);
-//! - [`listeners`]: the UDP socket and the TCP/TLS listeners;
-//! - [`wire`]: ChannelData framing and XOR addresses.
+//! - [`wire`]: ChannelData framing and XOR addresses;
+//! - [`shell`]: the IO around the core: relayed sockets and their tasks, the timer, the clock;
+//! - [`listeners`]: the UDP socket and the TCP/TLS listeners feeding the shell.
 //!
 //! Clients get their credentials with the session they create or join
 //! ([`TurnServer::ice_servers`]), in the browser's `RTCIceServer` shape.
@@ -18,6 +23,7 @@ pub mod credentials;
 pub mod listeners;
 pub mod policy;
 pub mod quota;
+pub mod shell;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,9 +36,10 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
-use self::core::{Core, InSession, Limits, RelayIps};
+use self::core::{InSession, Limits, RelayIps, Server};
 use self::credentials::Credentials;
 use self::policy::PeerPolicy;
+use self::shell::Shell;
 use crate::metrics::Metrics;
 
 /// Everything the TURN server needs to start.
@@ -75,7 +82,7 @@ pub struct IceServers {
 }
 
 pub struct TurnServer {
-    core: Arc<Core>,
+    shell: Arc<Shell>,
     credentials: Credentials,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
@@ -107,15 +114,16 @@ impl TurnServer {
             },
         };
         let credentials = Credentials::new(settings.secret.clone());
-        let core = Arc::new(Core::new(
+        let server = Server::new(
             credentials.clone(),
             settings.realm.clone(),
             relay_ips,
             settings.policy.clone(),
             settings.limits,
             settings.in_session.clone(),
-            metrics,
-        )?);
+            metrics.clone(),
+        )?;
+        let shell = Shell::new(server, metrics);
         let udp = tokio::net::UdpSocket::bind(settings.udp_addr)
             .await
             .with_context(|| format!("turn.udp_addr: cannot bind {}", settings.udp_addr))?;
@@ -140,8 +148,9 @@ impl TurnServer {
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut tasks = vec![
-            tokio::spawn(listeners::run_udp(core.clone(), Arc::new(udp))),
-            tokio::spawn(listeners::run_tcp(core.clone(), tcp, None)),
+            tokio::spawn(shell.clone().run_timer()),
+            tokio::spawn(listeners::run_udp(shell.clone(), Arc::new(udp))),
+            tokio::spawn(listeners::run_tcp(shell.clone(), tcp, None)),
         ];
         if let Some(tls) = settings.tls {
             // TURN clients may offer ALPN "stun.turn"; the HTTPS list would refuse them.
@@ -150,14 +159,14 @@ impl TurnServer {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
             for l in tls_listeners {
                 tasks.push(tokio::spawn(listeners::run_tcp(
-                    core.clone(),
+                    shell.clone(),
                     l,
                     Some(acceptor.clone()),
                 )));
             }
         }
         Ok(Self {
-            core,
+            shell,
             credentials,
             udp_addr,
             tcp_addr,
@@ -182,7 +191,7 @@ impl TurnServer {
     }
 
     pub fn allocation_count(&self) -> usize {
-        self.core.allocation_count()
+        self.shell.allocation_count()
     }
 
     /// Credentials for `user` valid for `turn.credential_ttl`, with every URL they work on.
@@ -220,6 +229,6 @@ impl TurnServer {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
-        self.core.release_all();
+        self.shell.release_all();
     }
 }
