@@ -338,11 +338,12 @@ impl App {
             metrics,
             messaging,
             sessions,
-            sfu,
+            sfu: sfu.clone(),
             recordings,
             turn,
             io: io.clone(),
             public_base_url: public_base_url.clone(),
+            router: crate::cluster::Router::new(sfu.clone(), cluster.clone()),
             cluster,
         });
         match &io {
@@ -423,7 +424,9 @@ impl App {
     /// Serves until `shutdown` resolves, then stops gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         if let Some(cluster) = &self.state.cluster {
-            cluster.start(self.state.clone(), self.local_node()).await?;
+            cluster
+                .start(self.state.cluster_deps(), self.local_node())
+                .await?;
         }
         let handle = axum_server::Handle::new();
         let http_config = &self.state.config.http;
@@ -502,7 +505,7 @@ impl App {
             // No new sessions placed here from now on; ours move to the other nodes, and
             // their rooms here close without telling anyone the session ended.
             cluster.directory().deregister().await;
-            for session in crate::cluster::failover::drain(&self.state, cluster).await {
+            for session in crate::cluster::failover::drain(cluster.deps(), cluster).await {
                 self.state
                     .sfu
                     .close_room(session, crate::sfu::room::MOVED)

@@ -46,11 +46,26 @@ pub struct AppInner {
     pub public_base_url: url::Url,
     /// This node's cluster membership, when `redis_url` is set (several nodes).
     pub cluster: Option<Cluster>,
+    /// Where SFU requests run: here, or on the node that owns the session.
+    pub router: crate::cluster::Router,
 }
 
 impl AppState {
     pub fn new(inner: AppInner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    /// What the cluster is given when it starts: parts of this state, not the state.
+    pub fn cluster_deps(&self) -> crate::cluster::ClusterDeps {
+        crate::cluster::ClusterDeps {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            sfu: self.sfu.clone(),
+            recordings: self.recordings.clone(),
+            metrics: self.metrics.clone(),
+            public_base_url: self.public_base_url.clone(),
+            sockets: Arc::new(self.io.clone()),
+        }
     }
 }
 

@@ -13,7 +13,6 @@
 //!   always ends, with the owner's answer or a timeout.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,7 +20,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use socketioxide::socket::Sid;
 use socketioxide_redis::drivers::{ChanItem, Driver};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -29,8 +27,9 @@ use tokio::task::JoinHandle;
 use super::NodeId;
 use super::driver::ManagedDriver;
 use crate::error::ErrorCode;
-use crate::ids::{Identity, SessionId};
-use crate::sfu::SignalError;
+use crate::error::{DomainError, DomainResult};
+use crate::ids::{Identity, SessionId, SocketId};
+use crate::sfu::{Caller, RemoteError, SfuReply, SfuRequest};
 
 /// Messages waiting to be published.
 const OUTBOX: usize = 8192;
@@ -39,57 +38,38 @@ const INBOX: usize = 8192;
 /// Remote sockets remembered at once (sockets of other nodes bound to rooms here).
 const MAX_REMOTE_SOCKETS: usize = 100_000;
 
-/// Who sent a routed signaling event: the person, their socket and its node's view of them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RemoteCaller {
-    pub who: Identity,
-    /// `None` for requests made over REST.
-    pub sid: Option<Sid>,
-    pub ip: Option<IpAddr>,
-}
-
-/// A failed routed request, as it crosses the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WireError {
-    pub code: crate::error::ErrorCode,
-    pub message: String,
-}
-
 /// What nodes tell each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BusMessage {
-    /// A signaling event for a session the receiver owns, from a socket of the sender.
-    Signal {
+    /// A request for a session the receiver owns (from a socket or a REST call of the sender).
+    Request {
         id: u64,
-        event: String,
-        caller: RemoteCaller,
-        payload: Value,
+        caller: Caller,
+        request: SfuRequest,
     },
-    /// The owner's answer to [`BusMessage::Signal`] `id`.
-    SignalReply {
+    /// The owner's answer to [`BusMessage::Request`] `id`.
+    Reply {
         id: u64,
-        #[serde(default)]
-        ok: Option<Value>,
-        #[serde(default)]
-        error: Option<WireError>,
+        outcome: Result<SfuReply, RemoteError>,
     },
-    /// Emit to one socket of the receiver.
+    /// Emit to one socket of the receiver: an [`Outgoing`](crate::wire::Outgoing) event the
+    /// sender serialized (its name and payload), delivered as it is.
     Emit {
-        sid: Sid,
+        sid: SocketId,
         event: String,
         data: Value,
     },
     /// Put one socket of the receiver in a room (or take it out).
     Join {
-        sid: Sid,
+        sid: SocketId,
         room: String,
     },
     Leave {
-        sid: Sid,
+        sid: SocketId,
         room: String,
     },
-    /// To every node: emit to the sockets of a room there.
+    /// To every node: emit an event (as in [`BusMessage::Emit`]) to the sockets of a room there.
     RoomEmit {
         room: String,
         event: String,
@@ -99,12 +79,12 @@ pub enum BusMessage {
     /// rebind to it).
     SocketBack {
         who: Identity,
-        sid: Sid,
+        sid: SocketId,
     },
     /// A socket of the sender that took part in the receiver's sessions disconnected.
     SocketGone {
         who: Identity,
-        sid: Sid,
+        sid: SocketId,
     },
     /// To every node: the session ended (through REST on the sender); its room closes.
     EndRoom {
@@ -125,14 +105,14 @@ struct Outgoing {
     payload: Vec<u8>,
 }
 
-type Pending = oneshot::Sender<Result<Value, SignalError>>;
+type Pending = oneshot::Sender<DomainResult<SfuReply>>;
 
 struct Inner {
     node: NodeId,
     prefix: String,
     outbox: mpsc::Sender<Outgoing>,
     /// Sockets of other nodes that rooms here talk to: their node and person.
-    remote: Mutex<HashMap<Sid, (NodeId, Identity)>>,
+    remote: Mutex<HashMap<SocketId, (NodeId, Identity)>>,
     /// Routed requests waiting for their answer, and the node they went to.
     pending: Mutex<HashMap<u64, (NodeId, Pending)>>,
     next_id: AtomicU64,
@@ -263,32 +243,30 @@ impl Bus {
         self.queue(all_channel(&self.inner.prefix), msg);
     }
 
-    /// Routes a signaling event to the session's owner and waits for its answer.
+    /// Sends a request to the session's owner and waits for its answer.
     pub async fn request(
         &self,
         node: &NodeId,
-        event: &str,
-        caller: RemoteCaller,
-        payload: Value,
+        caller: Caller,
+        request: SfuRequest,
         timeout: Duration,
-    ) -> Result<Value, SignalError> {
+    ) -> DomainResult<SfuReply> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().insert(id, (node.clone(), tx));
         self.send_to(
             node,
-            BusMessage::Signal {
+            BusMessage::Request {
                 id,
-                event: event.to_string(),
                 caller,
-                payload,
+                request,
             },
         );
         let outcome = tokio::time::timeout(timeout, rx).await;
         self.inner.pending.lock().remove(&id);
         match outcome {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) | Err(_) => Err(SignalError::new(
+            Ok(Err(_)) | Err(_) => Err(DomainError::conflict(
                 ErrorCode::NodeUnavailable,
                 "the server of this consultation did not answer; retry shortly",
             )),
@@ -296,7 +274,7 @@ impl Bus {
     }
 
     /// Hands the answer to request `id` to whoever waits for it (nobody after a timeout).
-    pub fn resolve(&self, id: u64, result: Result<Value, SignalError>) {
+    pub fn resolve(&self, id: u64, result: DomainResult<SfuReply>) {
         if let Some((_, tx)) = self.inner.pending.lock().remove(&id) {
             let _ = tx.send(result);
         }
@@ -317,7 +295,7 @@ impl Bus {
                 .collect()
         };
         for tx in dead {
-            let _ = tx.send(Err(SignalError::new(
+            let _ = tx.send(Err(DomainError::conflict(
                 ErrorCode::NodeUnavailable,
                 "the server of this consultation is gone; it moves to another server within \
                  seconds (session_moved)",
@@ -326,7 +304,7 @@ impl Bus {
     }
 
     /// Remembers that socket `sid` of `who` lives on `node` (rooms here talk to it).
-    pub fn register_remote(&self, sid: Sid, node: NodeId, who: Identity) {
+    pub fn register_remote(&self, sid: SocketId, node: NodeId, who: Identity) {
         let mut remote = self.inner.remote.lock();
         if remote.len() >= MAX_REMOTE_SOCKETS && !remote.contains_key(&sid) {
             tracing::warn!("too many remote sockets remembered; this one is not");
@@ -335,16 +313,16 @@ impl Bus {
         remote.insert(sid, (node, who));
     }
 
-    pub fn remote_node(&self, sid: Sid) -> Option<NodeId> {
+    pub fn remote_node(&self, sid: SocketId) -> Option<NodeId> {
         self.inner.remote.lock().get(&sid).map(|(n, _)| n.clone())
     }
 
-    pub fn forget_remote(&self, sid: Sid) {
+    pub fn forget_remote(&self, sid: SocketId) {
         self.inner.remote.lock().remove(&sid);
     }
 
     /// Forgets every socket of a lost node; returns them (their rooms start a grace period).
-    pub fn forget_node(&self, node: &NodeId) -> Vec<(Sid, Identity)> {
+    pub fn forget_node(&self, node: &NodeId) -> Vec<(SocketId, Identity)> {
         let mut gone = Vec::new();
         self.inner.remote.lock().retain(|sid, (n, who)| {
             if n == node {
@@ -439,28 +417,55 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let sid = Sid::new();
+        let sid = SocketId::parse("AbCdEfGhIjKlMnOp").unwrap();
         let e = Envelope {
             from: NodeId::from("node-a"),
-            msg: BusMessage::Signal {
+            msg: BusMessage::Request {
                 id: 7,
-                event: "webrtc_offer".into(),
-                caller: RemoteCaller {
+                caller: Caller {
                     who: Identity::new(Role::Patient, 3),
-                    sid: Some(sid),
+                    socket: Some(sid),
                     ip: Some("127.0.0.1".parse().unwrap()),
                 },
-                payload: serde_json::json!({"sessionId": 1}),
+                request: SfuRequest::Publish {
+                    session: SessionId(1),
+                    sdp: "v=0".into(),
+                },
             },
         };
         let bytes = serde_json::to_vec(&e).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(back.from, NodeId::from("node-a"));
         match back.msg {
-            BusMessage::Signal { id, caller, .. } => {
+            BusMessage::Request {
+                id,
+                caller,
+                request,
+            } => {
                 assert_eq!(id, 7);
-                assert_eq!(caller.sid, Some(sid));
+                assert_eq!(caller.socket, Some(sid));
                 assert_eq!(caller.who, Identity::new(Role::Patient, 3));
+                assert_eq!(request.session(), SessionId(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let reply = Envelope {
+            from: NodeId::from("node-b"),
+            msg: BusMessage::Reply {
+                id: 7,
+                outcome: Err(RemoteError {
+                    kind: crate::error::ErrorKind::Conflict,
+                    code: crate::error::ErrorCode::NotRecording,
+                    message: "no".into(),
+                }),
+            },
+        };
+        let back = decode(&serde_json::to_vec(&reply).unwrap()).unwrap();
+        match back.msg {
+            BusMessage::Reply {
+                outcome: Err(e), ..
+            } => {
+                assert_eq!(e.code, crate::error::ErrorCode::NotRecording);
             }
             other => panic!("{other:?}"),
         }

@@ -13,10 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::directory::{NodeInfo, Snapshot};
-use super::{Cluster, NodeId, placement};
+use super::{Cluster, ClusterDeps, NodeId, placement};
 use crate::ids::RoomKey;
 use crate::ids::SessionId;
-use crate::state::AppState;
 use crate::wire::{self as events, Outgoing};
 
 /// Looks at the sessions at least this often even when no node disappeared (a safety net
@@ -53,8 +52,8 @@ impl Watch {
 }
 
 /// Moves every session placed on a node that is not alive any more.
-pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
-    let placed = match state.store.placed_sessions().await {
+pub async fn run(deps: &ClusterDeps, cluster: &Cluster, snapshot: &Snapshot) {
+    let placed = match deps.store.placed_sessions().await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "failover: cannot list placed sessions");
@@ -71,12 +70,12 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
     if orphans.is_empty() || snapshot.live.is_empty() {
         return;
     }
-    let mut pending = cluster.pending(state).await;
+    let mut pending = cluster.pending(deps).await;
     for (dead, sessions) in orphans {
         let started = Instant::now();
         // Rooms here that talked to sockets of the lost node: those sockets are gone.
         for (sid, who) in cluster.bus().forget_node(&dead) {
-            state.sfu.socket_disconnected(who, sid.into());
+            deps.sfu.socket_disconnected(who, sid);
         }
         let mut moved = 0usize;
         for session in sessions {
@@ -86,13 +85,13 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
                 return;
             };
             let target = target.clone();
-            match state
+            match deps
                 .store
                 .move_session(
                     session,
                     dead.as_str(),
                     target.id.as_str(),
-                    state.clock.now_ms(),
+                    deps.clock.now_ms(),
                 )
                 .await
             {
@@ -100,7 +99,7 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
                     moved += 1;
                     // Recordings the lost node was writing stopped with it: their rows
                     // are closed before anyone hears of the move.
-                    if let Err(e) = state
+                    if let Err(e) = deps
                         .recordings
                         .repair_where(|r| r.session_id == session)
                         .await
@@ -109,7 +108,7 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
                     }
                     *pending.entry(target.id.clone()).or_default() += 1;
                     cluster.forget_owner(session);
-                    notify(state, session, "node_lost", &dead, &target).await;
+                    notify(deps, session, "node_lost", &dead, &target).await;
                 }
                 Ok(false) => {} // another node moved it first, or it ended
                 Err(e) => tracing::warn!(error = %e, session = %session, "failover: move failed"),
@@ -129,9 +128,9 @@ pub async fn run(state: &AppState, cluster: &Cluster, snapshot: &Snapshot) {
 /// At start (several nodes): recordings left open by processes that are gone are closed —
 /// those of sessions that are over or not placed on a live node other than this one. A live
 /// node's recordings in progress are left alone.
-pub async fn repair_recordings(state: &AppState, cluster: &Cluster) -> anyhow::Result<()> {
+pub async fn repair_recordings(deps: &ClusterDeps, cluster: &Cluster) -> anyhow::Result<()> {
     let snapshot = cluster.directory().snapshot();
-    let placed: HashMap<SessionId, NodeId> = state
+    let placed: HashMap<SessionId, NodeId> = deps
         .store
         .placed_sessions()
         .await?
@@ -139,8 +138,7 @@ pub async fn repair_recordings(state: &AppState, cluster: &Cluster) -> anyhow::R
         .map(|s| (s.id, NodeId::from(s.node_id.as_str())))
         .collect();
     let me = cluster.node();
-    state
-        .recordings
+    deps.recordings
         .repair_where(|r| match placed.get(&r.session_id) {
             None => true,
             Some(node) => node == me || !snapshot.is_live(node),
@@ -152,9 +150,9 @@ pub async fn repair_recordings(state: &AppState, cluster: &Cluster) -> anyhow::R
 /// At start: sessions placed on this node's id are leftovers of a previous process with the
 /// same `cluster.node_id` (a fresh process has no rooms). They are placed again among the live
 /// nodes (this one included) and their participants told, reason `node_restarted`.
-pub async fn adopt_leftovers(state: &AppState, cluster: &Cluster) {
+pub async fn adopt_leftovers(deps: &ClusterDeps, cluster: &Cluster) {
     let snapshot = cluster.directory().snapshot();
-    let placed = match state.store.placed_sessions().await {
+    let placed = match deps.store.placed_sessions().await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "start: cannot list placed sessions");
@@ -162,7 +160,7 @@ pub async fn adopt_leftovers(state: &AppState, cluster: &Cluster) {
         }
     };
     let me = cluster.node().clone();
-    let mut pending = cluster.pending(state).await;
+    let mut pending = cluster.pending(deps).await;
     let mut moved = 0usize;
     for s in placed.iter().filter(|s| s.node_id == me.as_str()) {
         let Some(target) = placement::choose(&snapshot.live, &pending, |n| {
@@ -171,13 +169,13 @@ pub async fn adopt_leftovers(state: &AppState, cluster: &Cluster) {
         .cloned() else {
             return;
         };
-        if let Ok(true) = state
+        if let Ok(true) = deps
             .store
-            .move_session(s.id, me.as_str(), target.id.as_str(), state.clock.now_ms())
+            .move_session(s.id, me.as_str(), target.id.as_str(), deps.clock.now_ms())
             .await
         {
             *pending.entry(target.id.clone()).or_default() += 1;
-            notify(state, s.id, "node_restarted", &me, &target).await;
+            notify(deps, s.id, "node_restarted", &me, &target).await;
             moved += 1;
         }
     }
@@ -192,7 +190,7 @@ pub async fn adopt_leftovers(state: &AppState, cluster: &Cluster) {
 /// Graceful shutdown of this node: its sessions move to the other live nodes (their
 /// participants told `session_moved`, reason `node_shutdown`) before its rooms close. Returns
 /// the sessions moved; none when no other node is alive.
-pub async fn drain(state: &AppState, cluster: &Cluster) -> Vec<SessionId> {
+pub async fn drain(deps: &ClusterDeps, cluster: &Cluster) -> Vec<SessionId> {
     let snapshot = cluster.directory().snapshot();
     let others: Vec<NodeInfo> = snapshot
         .live
@@ -203,14 +201,14 @@ pub async fn drain(state: &AppState, cluster: &Cluster) -> Vec<SessionId> {
     if others.is_empty() {
         return Vec::new();
     }
-    let placed = match state.store.placed_sessions().await {
+    let placed = match deps.store.placed_sessions().await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "drain: cannot list placed sessions");
             return Vec::new();
         }
     };
-    let mut pending = cluster.pending(state).await;
+    let mut pending = cluster.pending(deps).await;
     let mut moved = Vec::new();
     for s in placed
         .iter()
@@ -222,14 +220,14 @@ pub async fn drain(state: &AppState, cluster: &Cluster) -> Vec<SessionId> {
             break;
         };
         let me = cluster.node().as_str();
-        match state
+        match deps
             .store
-            .move_session(s.id, me, target.id.as_str(), state.clock.now_ms())
+            .move_session(s.id, me, target.id.as_str(), deps.clock.now_ms())
             .await
         {
             Ok(true) => {
                 *pending.entry(target.id.clone()).or_default() += 1;
-                notify(state, s.id, "node_shutdown", cluster.node(), &target).await;
+                notify(deps, s.id, "node_shutdown", cluster.node(), &target).await;
                 moved.push(s.id);
             }
             Ok(false) => {}
@@ -247,14 +245,14 @@ pub async fn drain(state: &AppState, cluster: &Cluster) -> Vec<SessionId> {
 
 /// `session_moved` to the session's room and to each participant's sockets, on every node.
 async fn notify(
-    state: &AppState,
+    deps: &ClusterDeps,
     session: SessionId,
     reason: &'static str,
     from: &NodeId,
     to: &NodeInfo,
 ) {
     let mut rooms = vec![RoomKey::Session(session).to_string()];
-    match state.store.session_participants(session).await {
+    match deps.store.session_participants(session).await {
         Ok(people) => rooms.extend(
             people
                 .iter()
@@ -274,7 +272,5 @@ async fn notify(
         conference_url: format!("{}/conference/{session}", to.public_base_url),
     });
     tracing::info!(session = %session, from = %from, to = %to.id, "session moved");
-    if let Err(e) = state.io.emit_to_rooms(rooms, ev.name(), &ev).await {
-        tracing::debug!(error = %e, "session_moved: some sockets were gone");
-    }
+    deps.sockets.emit_to_rooms(rooms, &ev).await;
 }

@@ -1,6 +1,6 @@
 //! What a node does with the bus messages it receives, one at a time in arrival order.
 //!
-//! Routed signaling runs in a task of its own (it may wait seconds for a PeerConnection),
+//! Routed requests run in a task of their own (one may wait seconds for a PeerConnection),
 //! at most [`MAX_IN_FLIGHT`] at once: one client's events never overlap anyway (its node
 //! waits for each answer before sending the next), and the reader never waits on them.
 
@@ -8,19 +8,19 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::bus::{self, BusMessage, Envelope, WireError};
-use crate::error::ErrorCode;
-use crate::realtime::signaling::{self, Caller};
-use crate::sfu::SignalError;
-use crate::state::AppState;
+use super::bus::{self, BusMessage, Envelope};
+use super::{Cluster, ClusterDeps};
+use crate::error::{DomainError, DomainResult, ErrorCode};
+use crate::sfu::{RemoteError, SfuReply};
 use socketioxide_redis::drivers::ChanItem;
 
-/// Routed signaling requests handled at once.
+/// Routed requests handled at once.
 const MAX_IN_FLIGHT: usize = 512;
 
 /// Reads the bus until shutdown.
 pub async fn run(
-    state: AppState,
+    deps: ClusterDeps,
+    cluster: Cluster,
     mut inbox: mpsc::Receiver<ChanItem>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -34,14 +34,11 @@ pub async fn run(
         let Some(envelope) = bus::decode(&payload) else {
             continue;
         };
-        handle(&state, envelope, &limit).await;
+        handle(&deps, &cluster, envelope, &limit).await;
     }
 }
 
-async fn handle(state: &AppState, envelope: Envelope, limit: &Arc<Semaphore>) {
-    let Some(cluster) = &state.cluster else {
-        return;
-    };
+async fn handle(deps: &ClusterDeps, cluster: &Cluster, envelope: Envelope, limit: &Arc<Semaphore>) {
     let from = envelope.from;
     if &from == cluster.node() {
         // Our own broadcast coming back.
@@ -49,99 +46,64 @@ async fn handle(state: &AppState, envelope: Envelope, limit: &Arc<Semaphore>) {
     }
     let bus = cluster.bus();
     match envelope.msg {
-        BusMessage::Signal {
+        BusMessage::Request {
             id,
-            event,
             caller,
-            payload,
+            request,
         } => {
             let Ok(permit) = limit.clone().try_acquire_owned() else {
-                bus.send_to(
-                    &from,
-                    reply(
-                        id,
-                        Err(SignalError::new(
-                            ErrorCode::TooManyRequests,
-                            "the consultation's server is busy; retry shortly",
-                        )),
-                    ),
+                let busy = DomainError::new(
+                    crate::error::ErrorKind::TooManyRequests,
+                    ErrorCode::TooManyRequests,
+                    "the consultation's server is busy; retry shortly",
                 );
+                bus.send_to(&from, reply(id, Err(busy)));
                 return;
             };
-            if let Some(sid) = caller.sid {
+            if let Some(sid) = caller.socket {
                 bus.register_remote(sid, from.clone(), caller.who);
             }
-            let state = state.clone();
+            let sfu = deps.sfu.clone();
             let bus = bus.clone();
             tokio::spawn(async move {
-                let caller = Caller {
-                    who: caller.who,
-                    sid: caller.sid,
-                    ip: caller.ip,
-                };
-                let outcome = signaling::dispatch(&state, &event, caller, payload).await;
+                let outcome = sfu.handle(&caller, request).await;
                 bus.send_to(&from, reply(id, outcome));
                 drop(permit);
             });
         }
-        BusMessage::SignalReply { id, ok, error } => {
-            let outcome = match (ok, error) {
-                (_, Some(e)) => Err(SignalError::new(e.code, e.message)),
-                (Some(v), None) => Ok(v),
-                (None, None) => Ok(serde_json::Value::Null),
-            };
-            bus.resolve(id, outcome);
+        BusMessage::Reply { id, outcome } => {
+            bus.resolve(id, outcome.map_err(DomainError::from));
         }
-        BusMessage::Emit { sid, event, data } => {
-            if let Some(socket) = state.io.get_local_socket(sid)
-                && let Err(e) = socket.emit(&event, &data)
-            {
-                tracing::debug!(error = %e, "routed emit failed");
-            }
-        }
-        BusMessage::Join { sid, room } => {
-            if let Some(socket) = state.io.get_local_socket(sid) {
-                socket.join(room);
-            }
-        }
-        BusMessage::Leave { sid, room } => {
-            if let Some(socket) = state.io.get_local_socket(sid) {
-                socket.leave(room);
-            }
-        }
+        BusMessage::Emit { sid, event, data } => deps.sockets.emit_here(sid, &event, &data),
+        BusMessage::Join { sid, room } => deps.sockets.join_here(sid, room),
+        BusMessage::Leave { sid, room } => deps.sockets.leave_here(sid, room),
         BusMessage::RoomEmit { room, event, data } => {
-            state.io.emit_local(room, &event, &data).await;
+            deps.sockets.emit_room_here(room, &event, &data).await;
         }
         BusMessage::SocketBack { who, sid } => {
-            if state.sfu.is_present(who) {
+            if deps.sfu.is_present(who) {
                 bus.register_remote(sid, from, who);
-                state.sfu.socket_connected(who, sid.into());
+                deps.sfu.socket_connected(who, sid);
             }
         }
         BusMessage::SocketGone { who, sid } => {
-            state.sfu.socket_disconnected(who, sid.into());
+            deps.sfu.socket_disconnected(who, sid);
             bus.forget_remote(sid);
         }
         BusMessage::EndRoom { session } => {
-            state.sfu.close_room(session, "ended_by_doctor").await;
+            deps.sfu.close_room(session, "ended_by_doctor").await;
         }
     }
 }
 
-fn reply(id: u64, outcome: Result<serde_json::Value, SignalError>) -> BusMessage {
-    match outcome {
-        Ok(v) => BusMessage::SignalReply {
-            id,
-            ok: Some(v),
-            error: None,
-        },
-        Err(e) => BusMessage::SignalReply {
-            id,
-            ok: None,
-            error: Some(WireError {
-                code: e.code,
-                message: e.message,
-            }),
-        },
+fn reply(id: u64, outcome: DomainResult<SfuReply>) -> BusMessage {
+    BusMessage::Reply {
+        id,
+        outcome: outcome.map_err(|e| {
+            if e.kind == crate::error::ErrorKind::Internal {
+                tracing::error!(error = ?e.source, "routed request failed");
+            }
+            RemoteError::from(&e)
+        }),
     }
 }

@@ -21,11 +21,16 @@
 
 pub mod bus;
 pub mod cpu;
+pub mod deps;
 pub mod directory;
 pub mod driver;
 pub mod failover;
 pub mod inbound;
 pub mod placement;
+pub mod router;
+
+pub use deps::{ClusterDeps, SocketDelivery};
+pub use router::{Routed, Router};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,18 +39,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use socketioxide::socket::Sid;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::ErrorCode;
-use crate::ids::{Identity, SessionId};
-use crate::realtime::signaling::Caller;
-use crate::sfu::SignalError;
-use crate::state::AppState;
-use bus::{Bus, BusMessage, RemoteCaller};
+use crate::error::{DomainError, DomainResult};
+use crate::ids::{Identity, SessionId, SocketId};
+use crate::metrics::Metrics;
+use crate::sfu::{Caller, Sfu, SfuReply, SfuRequest};
+use bus::{Bus, BusMessage};
 use directory::{Directory, MediaAddrs, NodeInfo, NodeLoad};
 use driver::ManagedDriver;
 
@@ -98,6 +101,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     started_at: i64,
+    deps: std::sync::OnceLock<ClusterDeps>,
 }
 
 /// This node's membership in a cluster. Cheap to clone.
@@ -164,12 +168,25 @@ impl Cluster {
                 shutdown,
                 tasks: Mutex::new(vec![publisher]),
                 started_at: crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+                deps: std::sync::OnceLock::new(),
             }),
         })
     }
 
     pub fn node(&self) -> &NodeId {
         &self.inner.node
+    }
+
+    /// What [`start`](Self::start) was given.
+    ///
+    /// # Panics
+    /// Before `start`: the composition starts the cluster before it serves anything.
+    #[allow(clippy::expect_used)]
+    pub(crate) fn deps(&self) -> &ClusterDeps {
+        self.inner
+            .deps
+            .get()
+            .expect("the cluster is used only after Cluster::start")
     }
 
     pub fn bus(&self) -> &Bus {
@@ -194,7 +211,7 @@ impl Cluster {
     }
 
     /// This node's directory entry, with its load now.
-    fn entry(&self, state: &AppState, local: &LocalNode, cpu: Option<f64>) -> NodeInfo {
+    fn entry(&self, deps: &ClusterDeps, local: &LocalNode, cpu: Option<f64>) -> NodeInfo {
         NodeInfo {
             id: self.inner.node.clone(),
             public_base_url: local
@@ -205,21 +222,25 @@ impl Cluster {
             http_addr: local.http_addr.to_string(),
             https_addr: local.https_addr.map(|a| a.to_string()),
             media: local.media.clone(),
-            load: local_load(state, cpu),
+            load: local_load(&deps.metrics, deps.sockets.local_count(), cpu),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: self.inner.started_at,
-            heartbeat_at: state.clock.now_ms(),
+            heartbeat_at: deps.clock.now_ms(),
         }
     }
 
     /// Registers this node and starts its heartbeat, failover watch and bus reader. Fails
     /// when the first registration does (Redis unreachable at start).
-    pub async fn start(&self, state: AppState, local: LocalNode) -> anyhow::Result<()> {
+    pub async fn start(&self, deps: ClusterDeps, local: LocalNode) -> anyhow::Result<()> {
+        if self.inner.deps.set(deps).is_err() {
+            anyhow::bail!("the cluster was started twice");
+        }
+        let deps = self.deps().clone();
         let mut cpu = cpu::CpuSampler::new();
         cpu.sample();
         self.inner
             .directory
-            .beat(&self.entry(&state, &local, None))
+            .beat(&self.entry(&deps, &local, None))
             .await
             .map_err(|e| anyhow::anyhow!("redis_url: cannot register this node: {e}"))?;
         let inbox = self
@@ -230,13 +251,18 @@ impl Cluster {
             .map_err(|e| anyhow::anyhow!("redis_url: cannot subscribe: {e}"))?;
         // Recordings and sessions that processes gone left behind (a previous process of this
         // node, same `node_id`, included): nobody writes or serves them any more.
-        failover::repair_recordings(&state, self)
+        failover::repair_recordings(&deps, self)
             .await
             .map_err(|e| anyhow::anyhow!("recordings: cannot repair those left open: {e}"))?;
-        failover::adopt_leftovers(&state, self).await;
+        failover::adopt_leftovers(&deps, self).await;
         let shutdown = self.inner.shutdown.subscribe();
-        let reader = tokio::spawn(inbound::run(state.clone(), inbox, shutdown.clone()));
-        let heartbeat = tokio::spawn(self.clone().heartbeat(state, local, cpu, shutdown));
+        let reader = tokio::spawn(inbound::run(
+            deps.clone(),
+            self.clone(),
+            inbox,
+            shutdown.clone(),
+        ));
+        let heartbeat = tokio::spawn(self.clone().heartbeat(deps, local, cpu, shutdown));
         self.inner.tasks.lock().extend([reader, heartbeat]);
         tracing::info!(node = %self.inner.node, prefix = %self.inner.prefix, "joined the cluster");
         Ok(())
@@ -244,7 +270,7 @@ impl Cluster {
 
     async fn heartbeat(
         self,
-        state: AppState,
+        deps: ClusterDeps,
         local: LocalNode,
         mut cpu: cpu::CpuSampler,
         mut shutdown: watch::Receiver<bool>,
@@ -262,7 +288,7 @@ impl Cluster {
                 _ = ticker.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            let entry = self.entry(&state, &local, cpu.sample());
+            let entry = self.entry(&deps, &local, cpu.sample());
             match self.inner.directory.beat(&entry).await {
                 Ok(()) => {
                     if failures > 0 {
@@ -287,7 +313,7 @@ impl Cluster {
                     .fail_requests_to_dead(|n| snapshot.is_live(n));
             }
             if watch.due(&snapshot, self.inner.ttl) {
-                failover::run(&state, &self, &snapshot).await;
+                failover::run(&deps, &self, &snapshot).await;
             }
         }
     }
@@ -314,9 +340,10 @@ impl Cluster {
 
     /// The node for a new session: the least-loaded live node (this one when the directory
     /// is empty, e.g. Redis away).
-    pub async fn place(&self, state: &AppState) -> NodeInfo {
+    pub async fn place(&self) -> NodeInfo {
+        let deps = self.deps();
         let snapshot = self.inner.directory.snapshot();
-        let pending = self.pending(state).await;
+        let pending = self.pending(deps).await;
         let chosen = placement::choose(&snapshot.live, &pending, |n| {
             rand::random_range(0..n.max(1))
         })
@@ -328,7 +355,7 @@ impl Cluster {
                 .cloned()
                 .unwrap_or_else(|| NodeInfo {
                     id: self.inner.node.clone(),
-                    public_base_url: state.public_base_url.as_str().trim_end_matches('/').into(),
+                    public_base_url: deps.public_base_url.as_str().trim_end_matches('/').into(),
                     http_addr: String::new(),
                     https_addr: None,
                     media: MediaAddrs::default(),
@@ -341,9 +368,9 @@ impl Cluster {
     }
 
     /// Sessions waiting for media per node (placed within the last ten minutes).
-    pub(crate) async fn pending(&self, state: &AppState) -> HashMap<NodeId, u32> {
-        let since = state.clock.now_ms() - 10 * 60 * 1000;
-        match state.store.pending_sessions_by_node(since).await {
+    pub(crate) async fn pending(&self, deps: &ClusterDeps) -> HashMap<NodeId, u32> {
+        let since = deps.clock.now_ms() - 10 * 60 * 1000;
+        match deps.store.pending_sessions_by_node(since).await {
             Ok(m) => m.into_iter().map(|(k, v)| (NodeId(k), v)).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "placement: cannot count pending sessions");
@@ -355,12 +382,8 @@ impl Cluster {
     /// The node owning `session` when it is another live node; `None` to handle it here
     /// (ours, not placed, or unknown: the handler answers). A session whose node is dead is
     /// refused until it moved.
-    pub async fn owner_of(
-        &self,
-        state: &AppState,
-        session: SessionId,
-    ) -> Result<Option<NodeId>, SignalError> {
-        if state.sfu.has_room(session) {
+    pub async fn owner_of(&self, sfu: &Sfu, session: SessionId) -> DomainResult<Option<NodeId>> {
+        if sfu.has_room(session) {
             return Ok(None);
         }
         let snapshot = self.inner.directory.snapshot();
@@ -370,10 +393,7 @@ impl Cluster {
         {
             return Ok(Some(node));
         }
-        let placed = state.store.session_node(session).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot read a session's node");
-            SignalError::internal()
-        })?;
+        let placed = self.deps().store.session_node(session).await?;
         let Some(Some(node)) = placed else {
             return Ok(None);
         };
@@ -382,7 +402,7 @@ impl Cluster {
             return Ok(None);
         }
         if !snapshot.is_live(&node) {
-            return Err(SignalError::new(
+            return Err(DomainError::conflict(
                 ErrorCode::NodeUnavailable,
                 "the server of this consultation is unavailable; it moves to another server \
                  within seconds (session_moved)",
@@ -401,34 +421,28 @@ impl Cluster {
         self.inner.owners.lock().remove(&session);
     }
 
-    /// Sends a signaling event to the session's owner and returns its outcome.
+    /// Sends a request to the session's owner and returns its outcome.
     pub async fn forward(
         &self,
         node: &NodeId,
-        event: &str,
         caller: Caller,
-        payload: Value,
-    ) -> Result<Value, SignalError> {
-        let caller = RemoteCaller {
-            who: caller.who,
-            sid: caller.sid,
-            ip: caller.ip,
-        };
+        request: SfuRequest,
+    ) -> DomainResult<SfuReply> {
         self.inner
             .bus
-            .request(node, event, caller, payload, self.inner.request_timeout)
+            .request(node, caller, request, self.inner.request_timeout)
             .await
     }
 
     /// A socket of `who` connected here: rooms on other nodes waiting for them rebind.
-    pub fn socket_connected(&self, who: Identity, sid: Sid) {
+    pub fn socket_connected(&self, who: Identity, sid: SocketId) {
         self.inner
             .bus
             .broadcast(BusMessage::SocketBack { who, sid });
     }
 
     /// A socket of `who` disconnected here: the nodes it signaled to start its grace period.
-    pub fn socket_disconnected(&self, who: Identity, sid: Sid, nodes: Vec<NodeId>) {
+    pub fn socket_disconnected(&self, who: Identity, sid: SocketId, nodes: Vec<NodeId>) {
         for node in nodes {
             self.inner
                 .bus
@@ -443,12 +457,12 @@ impl Cluster {
 }
 
 /// This process's load as the directory shows it, read now from its gauges.
-pub fn local_load(state: &AppState, cpu_percent: Option<f64>) -> NodeLoad {
-    let media = &state.metrics.media;
+pub fn local_load(metrics: &Metrics, sockets: usize, cpu_percent: Option<f64>) -> NodeLoad {
+    let media = &metrics.media;
     NodeLoad {
         peer_connections: media.peer_connections.get(),
         sessions: media.sessions_active.get(),
-        sockets: state.io.local_sockets() as i64,
+        sockets: sockets as i64,
         cpu_percent,
     }
 }

@@ -53,7 +53,7 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiR
                         .collect(),
                     turn_udp: state.turn.as_ref().map(|t| t.udp_addr().to_string()),
                 },
-                load: crate::cluster::local_load(&state, None),
+                load: crate::cluster::local_load(&state.metrics, state.io.local_sockets(), None),
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_at: 0,
                 heartbeat_at: state.clock.now_ms(),

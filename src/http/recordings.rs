@@ -16,6 +16,7 @@ use super::extract::{ApiJson, ApiPath, Caller};
 use crate::clock::to_rfc3339;
 use crate::ids::SessionId;
 use crate::realtime::views::{recording_view, started_view, stopped_view};
+use crate::sfu::{SfuReply, SfuRequest};
 use crate::state::AppState;
 
 /// `POST …/recording`: the consent flag is required and must be true.
@@ -42,61 +43,28 @@ pub async fn start(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<StartRecordingBody>,
 ) -> ApiResult<Response> {
-    let payload = json!({ "sessionId": id, "consent": body.consent });
-    let event = crate::realtime::signaling::INTERNAL_RECORDING_START;
-    if let Some(routed) = on_owner(&state, caller.identity, id, event, payload).await {
-        return Ok(webrtc(StatusCode::CREATED, routed?));
+    let request = SfuRequest::StartRecording {
+        session: SessionId(id),
+        consent: body.consent,
+    };
+    match state.router.run(rest_caller(&caller), request).await? {
+        SfuReply::RecordingStarted(started) => {
+            Ok(webrtc(StatusCode::CREATED, started_view(id, &started)))
+        }
+        other => Err(unexpected(other)),
     }
-    let started = state
-        .sfu
-        .start_recording(caller.identity, SessionId(id), body.consent)
-        .await?;
-    Ok(webrtc(StatusCode::CREATED, started_view(id, &started)))
 }
 
-/// Several nodes: a session's recording runs on the node that owns its room. `None` when
-/// that is this node; else the owner's answer (its errors with their HTTP meaning).
-async fn on_owner(
-    state: &AppState,
-    who: crate::ids::Identity,
-    id: i64,
-    event: &str,
-    payload: serde_json::Value,
-) -> Option<ApiResult<serde_json::Value>> {
-    let cluster = state.cluster.as_ref()?;
-    let node = match cluster.owner_of(state, SessionId(id)).await {
-        Ok(Some(node)) => node,
-        Ok(None) => return None,
-        Err(e) => return Some(Err(remote_error(e).into())),
-    };
-    let caller = crate::realtime::signaling::Caller {
-        who,
-        sid: None,
-        ip: None,
-    };
-    Some(
-        cluster
-            .forward(&node, event, caller, payload)
-            .await
-            .map_err(|e| remote_error(e).into()),
-    )
+/// The SFU's caller for a REST request: the person, no socket.
+fn rest_caller(caller: &crate::auth::Principal) -> crate::sfu::Caller {
+    crate::sfu::Caller::rest(caller.identity, None)
 }
 
-/// An error the owner node answered, with the HTTP meaning its code has here.
-fn remote_error(e: crate::sfu::SignalError) -> crate::messaging::DomainError {
-    use crate::error::ErrorCode as C;
-    use crate::messaging::{DomainError, ErrorKind};
-    let kind = match e.code {
-        C::ConsentRequired | C::InvalidPayload => ErrorKind::BadRequest,
-        C::Forbidden | C::DoctorOnly => ErrorKind::Forbidden,
-        C::SessionNotFound | C::RecordingNotFound => ErrorKind::NotFound,
-        C::TooManyRequests => ErrorKind::TooManyRequests,
-        C::InternalError => ErrorKind::Internal,
-        // session_ended, session_not_live, already_recording, not_recording,
-        // node_unavailable: the state does not allow it now.
-        _ => ErrorKind::Conflict,
-    };
-    DomainError::new(kind, e.code, e.message)
+/// A reply of another kind than the request's (a bug on the node that answered).
+fn unexpected(reply: SfuReply) -> super::error::ApiError {
+    super::error::ApiError(crate::messaging::DomainError::internal(anyhow::anyhow!(
+        "unexpected reply: {reply:?}"
+    )))
 }
 
 /// Stop recording (its doctor only): files are finished before the answer, which lists them.
@@ -111,16 +79,13 @@ pub async fn stop(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
-    let payload = json!({ "sessionId": id });
-    let event = crate::realtime::signaling::INTERNAL_RECORDING_STOP;
-    if let Some(routed) = on_owner(&state, caller.identity, id, event, payload).await {
-        return Ok(webrtc(StatusCode::OK, routed?));
+    let request = SfuRequest::StopRecording {
+        session: SessionId(id),
+    };
+    match state.router.run(rest_caller(&caller), request).await? {
+        SfuReply::RecordingStopped(closed) => Ok(webrtc(StatusCode::OK, stopped_view(id, &closed))),
+        other => Err(unexpected(other)),
     }
-    let closed = state
-        .sfu
-        .stop_recording(caller.identity, SessionId(id))
-        .await?;
-    Ok(webrtc(StatusCode::OK, stopped_view(id, &closed)))
 }
 
 /// A consultation's recordings, oldest first (its doctor only).

@@ -102,7 +102,7 @@ pub async fn create(
     })?;
     // Several nodes: the session lives on the least-loaded live node, and its link too.
     let placed = match &state.cluster {
-        Some(cluster) => Some(cluster.place(&state).await),
+        Some(cluster) => Some(cluster.place().await),
         None => None,
     };
     let (session, code) = state
@@ -211,28 +211,13 @@ pub async fn stats(
         .sessions
         .require_owner(caller.identity, SessionId(id))
         .await?;
-    let participants = match &state.cluster {
-        Some(cluster) => match cluster.owner_of(&state, s.id).await {
-            Ok(Some(node)) => {
-                let caller = crate::realtime::signaling::Caller {
-                    who: caller.identity,
-                    sid: None,
-                    ip: None,
-                };
-                let payload = json!({ "sessionId": s.id.0 });
-                cluster
-                    .forward(
-                        &node,
-                        crate::realtime::signaling::INTERNAL_STATS,
-                        caller,
-                        payload,
-                    )
-                    .await
-                    .unwrap_or_else(|_| json!([]))
-            }
-            _ => json!(state.sfu.stats(s.id).await),
-        },
-        None => json!(state.sfu.stats(s.id).await),
+    // Where the room is (here or its owner node); no statistics while nobody is connected
+    // or when the owner does not answer.
+    let request = crate::sfu::SfuRequest::Stats { session: s.id };
+    let rest = crate::sfu::Caller::rest(caller.identity, None);
+    let participants = match state.router.run(rest, request).await {
+        Ok(crate::sfu::SfuReply::Stats(p)) => p,
+        _ => Vec::new(),
     };
     Ok(webrtc(
         StatusCode::OK,

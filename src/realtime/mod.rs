@@ -61,7 +61,7 @@ where
                     let who = user.principal.identity;
                     state.sfu.socket_connected(who, socket.id.into());
                     if let Some(cluster) = &state.cluster {
-                        cluster.socket_connected(who, socket.id);
+                        cluster.socket_connected(who, socket.id.into());
                     }
                     resume::announce(&state, &socket, who).await;
                 }
@@ -88,7 +88,11 @@ where
                         state.socket_limits.disconnected(s.id);
                         state.sfu.socket_disconnected(who, s.id.into());
                         if let Some(cluster) = &state.cluster {
-                            cluster.socket_disconnected(who, s.id, signaling::routed_nodes(&s));
+                            cluster.socket_disconnected(
+                                who,
+                                s.id.into(),
+                                signaling::routed_nodes(&s),
+                            );
                         }
                     }
                 });

@@ -22,25 +22,18 @@ use std::sync::Arc;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, TryData};
-use socketioxide::socket::Sid;
 
 use super::SocketUser;
 use super::events::{self, incoming};
 use super::reply::Reply;
 use crate::cluster::NodeId;
-use crate::error::ErrorCode;
-use crate::ids::{Identity, SessionId};
-use crate::sfu::SignalError;
+use crate::error::{ErrorCode, ErrorKind};
+use crate::ids::SessionId;
+use crate::sfu::{Caller, SfuReply, SfuRequest, SignalError};
 use crate::state::AppState;
 
 /// Signaling jobs waiting for one socket.
 const QUEUE: usize = 64;
-
-/// Not client events: another node asks for a session's media statistics, or to start or
-/// stop its recording (REST), where its room is.
-pub const INTERNAL_STATS: &str = "internal:session_stats";
-pub const INTERNAL_RECORDING_START: &str = "internal:recording_start";
-pub const INTERNAL_RECORDING_STOP: &str = "internal:recording_stop";
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -126,57 +119,106 @@ fn client_ip<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
     crate::net::client_ip(&socket.req_parts().extensions)
 }
 
-/// Who sent a signaling event, wherever their socket is (this node or another that routed
-/// the event here).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub who: Identity,
-    /// `None` for requests that come from REST rather than a socket.
-    pub sid: Option<Sid>,
-    pub ip: Option<std::net::IpAddr>,
+/// A client payload that names its session and is one request to the SFU.
+trait IntoRequest {
+    fn session_id(&self) -> i64;
+    fn into_request(self) -> SfuRequest;
 }
 
-impl Caller {
-    fn socket(&self) -> Result<Sid, SignalError> {
-        self.sid
-            .ok_or_else(|| SignalError::new(ErrorCode::InvalidRequest, "this needs a socket"))
+impl IntoRequest for events::ClientOffer {
+    fn session_id(&self) -> i64 {
+        self.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        SfuRequest::Publish {
+            session: SessionId(self.session_id),
+            sdp: self.sdp_offer,
+        }
     }
 }
 
-/// Payloads that name their session.
-trait Sessioned {
-    fn session_id(&self) -> i64;
+impl IntoRequest for events::RequestOffer {
+    fn session_id(&self) -> i64 {
+        self.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        SfuRequest::Join {
+            session: SessionId(self.session_id),
+            code: self.code,
+        }
+    }
 }
 
-macro_rules! sessioned {
-    ($($t:ty),*) => {
-        $(impl Sessioned for $t {
-            fn session_id(&self) -> i64 {
-                self.session_id
-            }
-        })*
-    };
+impl IntoRequest for events::ClientAnswer {
+    fn session_id(&self) -> i64 {
+        self.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        SfuRequest::Answer {
+            session: SessionId(self.session_id),
+            sdp: self.sdp_answer,
+        }
+    }
 }
-sessioned!(
-    events::ClientOffer,
-    events::RequestOffer,
-    events::ClientAnswer,
-    events::ClientCandidates,
-    events::SessionRef,
-    events::StartRecording
-);
 
-type Outcome = Result<Value, SignalError>;
+impl IntoRequest for events::ClientCandidates {
+    fn session_id(&self) -> i64 {
+        self.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        SfuRequest::Candidates {
+            session: SessionId(self.session_id),
+            candidates: self.candidates,
+        }
+    }
+}
 
-/// Registers `handle` for `event`: payload parsed, caller identified, run in order on the
-/// socket's queue (on the node that owns the session), answered with an ack and
-/// `webrtc_error` on failure.
-fn on_signal<A, T, F, Fut>(socket: &SocketRef<A>, state: &AppState, event: &'static str, handle: F)
+impl IntoRequest for events::StartRecording {
+    fn session_id(&self) -> i64 {
+        self.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        SfuRequest::StartRecording {
+            session: SessionId(self.session_id),
+            consent: self.consent,
+        }
+    }
+}
+
+/// `leave_session`, `end_session` and `stop_recording` carry only their session.
+struct SessionOnly<const OP: u8>(events::SessionRef);
+
+const LEAVE: u8 = 0;
+const END: u8 = 1;
+const STOP_RECORDING: u8 = 2;
+
+impl<'de, const OP: u8> serde::Deserialize<'de> for SessionOnly<OP> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        events::SessionRef::deserialize(d).map(Self)
+    }
+}
+
+impl<const OP: u8> IntoRequest for SessionOnly<OP> {
+    fn session_id(&self) -> i64 {
+        self.0.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        let session = SessionId(self.0.session_id);
+        match OP {
+            LEAVE => SfuRequest::Leave { session },
+            END => SfuRequest::End { session },
+            _ => SfuRequest::StopRecording { session },
+        }
+    }
+}
+
+/// Registers `event`: payload parsed, caller identified, the request run in order on the
+/// socket's queue where the session lives ([`crate::cluster::Router`]), answered with an ack
+/// and `webrtc_error` on failure.
+fn on_signal<A, T>(socket: &SocketRef<A>, state: &AppState, event: &'static str)
 where
     A: Adapter,
-    T: serde::de::DeserializeOwned + Sessioned + Send + Sync + 'static,
-    F: Fn(AppState, Caller, T) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    T: serde::de::DeserializeOwned + IntoRequest + Send + Sync + 'static,
 {
     let state = state.clone();
     socket.on(
@@ -189,7 +231,7 @@ where
                 .as_ref()
                 .map_err(payload_error)
                 .and_then(|v| T::deserialize(v).map_err(payload_error));
-            let session_id = parsed.as_ref().ok().map(Sessioned::session_id);
+            let session_id = parsed.as_ref().ok().map(IntoRequest::session_id);
             // The socket's and its person's event buckets first: a refused event costs no
             // queue place and reaches no room.
             if let Ok(u) = user(&socket)
@@ -204,23 +246,35 @@ where
                 );
                 return;
             }
-            let (handle, job_state, job_socket) = (handle.clone(), state.clone(), socket.clone());
+            let (job_state, job_socket) = (state.clone(), socket.clone());
             let job: Job = Box::pin(async move {
                 let r = async {
                     let p = parsed?;
+                    let session_id = p.session_id();
                     let caller = Caller {
                         who: user(&job_socket)?.principal.identity,
-                        sid: Some(job_socket.id),
+                        socket: Some(job_socket.id.into()),
                         ip: client_ip(&job_socket),
                     };
-                    let session = SessionId(p.session_id());
-                    match owner(&job_state, session).await? {
-                        None => handle(job_state.clone(), caller, p).await,
-                        Some(node) => {
-                            remember_route(&job_socket, &node);
-                            let raw = raw.unwrap_or(Value::Null);
-                            forward(&job_state, &node, event, caller, raw).await
+                    let request = p.into_request();
+                    let doctor_only = matches!(
+                        request,
+                        SfuRequest::End { .. }
+                            | SfuRequest::StartRecording { .. }
+                            | SfuRequest::StopRecording { .. }
+                    );
+                    let routed = job_state.router.route(caller, request).await;
+                    if let Some(node) = &routed.via {
+                        remember_route(&job_socket, node);
+                    }
+                    match routed.outcome {
+                        Ok(reply) => Ok(ack(session_id, reply)),
+                        // The doctor's operations: anyone else hears `forbidden`, whatever
+                        // the precise refusal.
+                        Err(e) if doctor_only && e.kind == ErrorKind::Forbidden => {
+                            Err(SignalError::new(ErrorCode::Forbidden, e.message))
                         }
+                        Err(e) => Err(SignalError::from(e)),
                     }
                 }
                 .await;
@@ -244,188 +298,37 @@ where
     );
 }
 
-/// The node that owns `session` when it is another one (several nodes); `None`: handle here.
-async fn owner(state: &AppState, session: SessionId) -> Result<Option<NodeId>, SignalError> {
-    match &state.cluster {
-        None => Ok(None),
-        Some(cluster) => cluster.owner_of(state, session).await,
+/// The acknowledgement of a signaling event that succeeded, as the seed's clients read it.
+fn ack(session_id: i64, reply: SfuReply) -> Value {
+    match reply {
+        SfuReply::Done => serde_json::json!({ "sessionId": session_id }),
+        SfuReply::Accepted(n) => serde_json::json!({ "sessionId": session_id, "accepted": n }),
+        SfuReply::RecordingStarted(r) => serde_json::json!({
+            "sessionId": session_id,
+            "startedAt": crate::clock::to_rfc3339(r.started_at),
+            "recordings": r.recordings,
+        }),
+        SfuReply::RecordingStopped(closed) => serde_json::json!({
+            "sessionId": session_id,
+            "recordings": closed
+                .iter()
+                .map(super::views::recording_view)
+                .collect::<Vec<_>>(),
+        }),
+        SfuReply::Stats(participants) => serde_json::json!({
+            "sessionId": session_id,
+            "participants": participants,
+        }),
     }
-}
-
-async fn forward(
-    state: &AppState,
-    node: &NodeId,
-    event: &str,
-    caller: Caller,
-    payload: Value,
-) -> Outcome {
-    match &state.cluster {
-        Some(cluster) => cluster.forward(node, event, caller, payload).await,
-        None => Err(SignalError::internal()),
-    }
-}
-
-fn done(session_id: i64) -> Value {
-    serde_json::json!({ "sessionId": session_id })
-}
-
-async fn offer(s: AppState, c: Caller, p: events::ClientOffer) -> Outcome {
-    s.sfu
-        .publish(
-            c.who,
-            c.socket()?.into(),
-            SessionId(p.session_id),
-            p.sdp_offer,
-        )
-        .await
-        .map(|()| done(p.session_id))
-}
-
-async fn request_offer(s: AppState, c: Caller, p: events::RequestOffer) -> Outcome {
-    s.sfu
-        .join(
-            c.who,
-            c.ip,
-            c.socket()?.into(),
-            SessionId(p.session_id),
-            &p.code,
-        )
-        .await
-        .map(|()| done(p.session_id))
-}
-
-async fn answer(s: AppState, c: Caller, p: events::ClientAnswer) -> Outcome {
-    s.sfu
-        .answer(c.who, SessionId(p.session_id), p.sdp_answer)
-        .await
-        .map(|()| done(p.session_id))
-}
-
-async fn candidates(s: AppState, c: Caller, p: events::ClientCandidates) -> Outcome {
-    s.sfu
-        .candidates(c.who, SessionId(p.session_id), p.candidates)
-        .await
-        .map(|n| serde_json::json!({ "sessionId": p.session_id, "accepted": n }))
-}
-
-async fn leave(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
-    s.sfu
-        .leave(c.who, SessionId(p.session_id))
-        .await
-        .map(|()| done(p.session_id))
-}
-
-async fn end(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
-    s.sfu
-        .end(c.who, SessionId(p.session_id), "ended_by_doctor")
-        .await
-        .map_err(|e| SignalError::new(signal_code(&e), e.message))
-        .map(|()| done(p.session_id))
-}
-
-/// `start_recording`: the session's doctor turns recording on (consent required); everyone
-/// in the session hears `recording_started`. Runs on the node that owns the session.
-async fn start_recording(s: AppState, c: Caller, p: events::StartRecording) -> Outcome {
-    s.sfu
-        .start_recording(c.who, SessionId(p.session_id), p.consent)
-        .await
-        .map_err(|e| SignalError::new(signal_code(&e), e.message))
-        .map(|r| {
-            serde_json::json!({
-                "sessionId": p.session_id,
-                "startedAt": crate::clock::to_rfc3339(r.started_at),
-                "recordings": r.recordings,
-            })
-        })
-}
-
-/// `stop_recording`: the doctor turns it off; everyone hears `recording_stopped`.
-async fn stop_recording(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
-    s.sfu
-        .stop_recording(c.who, SessionId(p.session_id))
-        .await
-        .map_err(|e| SignalError::new(signal_code(&e), e.message))
-        .map(|closed| {
-            serde_json::json!({
-                "sessionId": p.session_id,
-                "recordings": closed
-                    .iter()
-                    .map(super::views::recording_view)
-                    .collect::<Vec<_>>(),
-            })
-        })
-}
-
-/// REST recording start routed here: the REST answer, errors with their domain codes.
-async fn rest_recording_start(s: AppState, c: Caller, p: events::StartRecording) -> Outcome {
-    s.sfu
-        .start_recording(c.who, SessionId(p.session_id), p.consent)
-        .await
-        .map_err(|e| SignalError::new(e.code, e.message))
-        .map(|r| super::views::started_view(p.session_id, &r))
-}
-
-async fn rest_recording_stop(s: AppState, c: Caller, p: events::SessionRef) -> Outcome {
-    s.sfu
-        .stop_recording(c.who, SessionId(p.session_id))
-        .await
-        .map_err(|e| SignalError::new(e.code, e.message))
-        .map(|closed| super::views::stopped_view(p.session_id, &closed))
-}
-
-/// Media statistics of a session whose room is here (asked by another node for REST).
-async fn stats(s: AppState, _c: Caller, p: events::SessionRef) -> Outcome {
-    let participants = s.sfu.stats(SessionId(p.session_id)).await;
-    serde_json::to_value(participants).map_err(|_| SignalError::internal())
 }
 
 pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
-    on_signal(socket, state, incoming::WEBRTC_OFFER, offer);
-    on_signal(socket, state, incoming::REQUEST_WEBRTC_OFFER, request_offer);
-    on_signal(socket, state, incoming::WEBRTC_ANSWER, answer);
-    on_signal(socket, state, incoming::WEBRTC_ICE_CANDIDATES, candidates);
-    on_signal(socket, state, incoming::LEAVE_SESSION, leave);
-    on_signal(socket, state, incoming::END_SESSION, end);
-    on_signal(socket, state, incoming::START_RECORDING, start_recording);
-    on_signal(socket, state, incoming::STOP_RECORDING, stop_recording);
-}
-
-async fn run<T, F, Fut>(state: &AppState, caller: Caller, payload: Value, handle: F) -> Outcome
-where
-    T: serde::de::DeserializeOwned,
-    F: Fn(AppState, Caller, T) -> Fut,
-    Fut: Future<Output = Outcome>,
-{
-    let p = serde_json::from_value::<T>(payload).map_err(payload_error)?;
-    handle(state.clone(), caller, p).await
-}
-
-/// Handles a signaling event another node routed here because this node owns the session.
-/// Unknown events are refused (never trusted to exist).
-pub async fn dispatch(state: &AppState, event: &str, caller: Caller, payload: Value) -> Outcome {
-    match event {
-        incoming::WEBRTC_OFFER => run(state, caller, payload, offer).await,
-        incoming::REQUEST_WEBRTC_OFFER => run(state, caller, payload, request_offer).await,
-        incoming::WEBRTC_ANSWER => run(state, caller, payload, answer).await,
-        incoming::WEBRTC_ICE_CANDIDATES => run(state, caller, payload, candidates).await,
-        incoming::LEAVE_SESSION => run(state, caller, payload, leave).await,
-        incoming::END_SESSION => run(state, caller, payload, end).await,
-        incoming::START_RECORDING => run(state, caller, payload, start_recording).await,
-        incoming::STOP_RECORDING => run(state, caller, payload, stop_recording).await,
-        INTERNAL_STATS => run(state, caller, payload, stats).await,
-        INTERNAL_RECORDING_START => run(state, caller, payload, rest_recording_start).await,
-        INTERNAL_RECORDING_STOP => run(state, caller, payload, rest_recording_stop).await,
-        _ => Err(SignalError::new(
-            ErrorCode::UnknownEvent,
-            "this server does not handle that event",
-        )),
-    }
-}
-
-/// Domain errors as signaling codes (`forbidden` for anyone but the session's doctor).
-fn signal_code(e: &crate::messaging::DomainError) -> ErrorCode {
-    match e.kind {
-        crate::messaging::ErrorKind::Forbidden => ErrorCode::Forbidden,
-        _ => e.code,
-    }
+    on_signal::<A, events::ClientOffer>(socket, state, incoming::WEBRTC_OFFER);
+    on_signal::<A, events::RequestOffer>(socket, state, incoming::REQUEST_WEBRTC_OFFER);
+    on_signal::<A, events::ClientAnswer>(socket, state, incoming::WEBRTC_ANSWER);
+    on_signal::<A, events::ClientCandidates>(socket, state, incoming::WEBRTC_ICE_CANDIDATES);
+    on_signal::<A, SessionOnly<LEAVE>>(socket, state, incoming::LEAVE_SESSION);
+    on_signal::<A, SessionOnly<END>>(socket, state, incoming::END_SESSION);
+    on_signal::<A, events::StartRecording>(socket, state, incoming::START_RECORDING);
+    on_signal::<A, SessionOnly<STOP_RECORDING>>(socket, state, incoming::STOP_RECORDING);
 }

@@ -46,6 +46,8 @@ use crate::store::SessionStatus;
 use media_plane::MediaPlane;
 use peer::setup::PeerFactory;
 use room::{ParticipantStats, RoomCommand, RoomHandle};
+pub mod api;
+pub use api::{Caller, RemoteError, SfuReply, SfuRequest};
 pub use types::{PeerId, SignalError, SignalResult, TrackId};
 
 /// What every room shares.

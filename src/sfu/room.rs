@@ -100,12 +100,13 @@ pub enum RoomCommand {
 }
 
 /// One participant in `GET …/stats`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ParticipantStats {
     pub participant: UserRef,
     pub connected: bool,
     /// `udp` or `tcp` (ICE-TCP): how the server reaches this participant's media.
-    pub transport: Option<&'static str>,
+    #[schema(value_type = Option<String>)]
+    pub transport: Option<std::borrow::Cow<'static, str>>,
     pub tracks: Vec<TrackStatsView>,
 }
 
@@ -947,7 +948,7 @@ impl Room {
             out.push(ParticipantStats {
                 participant: p.who.into(),
                 connected,
-                transport,
+                transport: transport.map(Into::into),
                 tracks,
             });
         }

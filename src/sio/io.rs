@@ -22,9 +22,9 @@ use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
-use crate::cluster::NodeId;
 use crate::cluster::bus::{Bus, BusMessage};
 use crate::cluster::driver::ManagedDriver;
+use crate::cluster::{NodeId, SocketDelivery};
 use crate::ids::{RoomKey, SocketId};
 use crate::ports::{ClientNotify, NotifyError};
 use crate::wire::Outgoing;
@@ -87,11 +87,11 @@ impl Io {
             Io::Local(io) => io.get_socket(sid).map(SocketHandle::Local),
             Io::Cluster { io, bus } => match io.get_socket(sid) {
                 Some(s) => Some(SocketHandle::Cluster(s)),
-                None => bus.remote_node(sid).map(|node| {
+                None => bus.remote_node(sid.into()).map(|node| {
                     SocketHandle::Remote(RemoteSocket {
                         bus: bus.clone(),
                         node,
-                        sid,
+                        sid: sid.into(),
                     })
                 }),
             },
@@ -245,7 +245,7 @@ impl SocketHandle {
 pub struct RemoteSocket {
     bus: Bus,
     node: NodeId,
-    sid: Sid,
+    sid: SocketId,
 }
 
 impl RemoteSocket {
@@ -305,5 +305,43 @@ impl ClientNotify for Io {
             }
         };
         r.map_err(|e| NotifyError(e.to_string()))
+    }
+}
+
+/// The bus's way to this node's sockets.
+#[async_trait::async_trait]
+impl SocketDelivery for Io {
+    fn local_count(&self) -> usize {
+        self.local_sockets()
+    }
+
+    fn emit_here(&self, sid: SocketId, event: &str, data: &Value) {
+        if let Some(socket) = sid_of(sid).and_then(|sid| self.get_local_socket(sid))
+            && let Err(e) = socket.emit(event, data)
+        {
+            tracing::debug!(error = %e, "routed emit failed");
+        }
+    }
+
+    fn join_here(&self, sid: SocketId, room: String) {
+        if let Some(socket) = sid_of(sid).and_then(|sid| self.get_local_socket(sid)) {
+            socket.join(room);
+        }
+    }
+
+    fn leave_here(&self, sid: SocketId, room: String) {
+        if let Some(socket) = sid_of(sid).and_then(|sid| self.get_local_socket(sid)) {
+            socket.leave(room);
+        }
+    }
+
+    async fn emit_room_here(&self, room: String, event: &str, data: &Value) {
+        self.emit_local(room, event, data).await;
+    }
+
+    async fn emit_to_rooms(&self, rooms: Vec<String>, event: &Outgoing) {
+        if let Err(e) = Io::emit_to_rooms(self, rooms, event.name(), event).await {
+            tracing::debug!(error = %e, event = event.name(), "some sockets were gone");
+        }
     }
 }

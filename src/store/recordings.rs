@@ -10,7 +10,9 @@ use crate::clock::Millis;
 use crate::ids::{Identity, SessionId};
 
 /// Where a recording is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingStatus {
     /// Being written.
@@ -44,7 +46,7 @@ impl RecordingStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordingRecord {
     /// UUID v4.
     pub id: String,

@@ -532,8 +532,8 @@ impl Peer {
                 let lost = u.stats.lost();
                 TrackStatsView {
                     track_id: u.info.id.0,
-                    direction: "inbound",
-                    kind: u.info.kind.as_str(),
+                    direction: "inbound".into(),
+                    kind: u.info.kind.as_str().into(),
                     codec: u.codec.name().into(),
                     packets: u.stats.packets,
                     bytes: u.stats.bytes,

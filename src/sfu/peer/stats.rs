@@ -132,12 +132,14 @@ impl RateMeter {
 }
 
 /// One track as `GET …/stats` shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TrackStatsView {
     pub track_id: u64,
     /// `inbound` (published by this participant) or `outbound` (sent to this participant).
-    pub direction: &'static str,
-    pub kind: &'static str,
+    #[schema(value_type = String)]
+    pub direction: std::borrow::Cow<'static, str>,
+    #[schema(value_type = String)]
+    pub kind: std::borrow::Cow<'static, str>,
     pub codec: String,
     pub packets: u64,
     pub bytes: u64,

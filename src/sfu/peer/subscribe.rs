@@ -587,8 +587,8 @@ impl Peer {
             let sent = outbound.leg(d.info.id).map(|l| l.sent).unwrap_or_default();
             out.push(TrackStatsView {
                 track_id: d.info.id.0,
-                direction: "outbound",
-                kind: d.info.kind.as_str(),
+                direction: "outbound".into(),
+                kind: d.info.kind.as_str().into(),
                 codec: d.codec.name().into(),
                 packets: sent.packets,
                 bytes: sent.octets,

@@ -56,7 +56,7 @@ fn untap(track: TrackId, publisher: &mpsc::WeakSender<PeerCommand>) {
 }
 
 /// What a start tells its caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RecordingStarted {
     pub started_at: Millis,
     pub started_by: Identity,
