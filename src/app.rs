@@ -22,7 +22,7 @@ use crate::limits::{FailureWindows, LogBudget, Rate};
 use crate::messaging::{Messaging, Uploads};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
-use crate::realtime::{self, Broadcaster};
+use crate::realtime;
 use crate::recording::Recordings;
 use crate::sessions::{CodeLimits, Sessions};
 use crate::sfu::{MediaSettings, Sfu};
@@ -253,7 +253,7 @@ impl App {
         let messaging = Messaging::new(
             store.clone(),
             clock.clone(),
-            Arc::new(Broadcaster::new(io.clone())),
+            Arc::new(io.clone()),
             metrics.clone(),
             uploads,
             config.messaging.max_message_chars,

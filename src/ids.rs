@@ -114,7 +114,7 @@ impl Identity {
 
     /// The Socket.IO room every socket of this person joins.
     pub fn room(&self) -> String {
-        format!("user:{}:{}", self.role, self.id)
+        RoomKey::Person(*self).to_string()
     }
 
     /// `medecin-79`: the user part of the person's TURN credentials.
@@ -132,6 +132,35 @@ impl Identity {
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.role, self.id)
+    }
+}
+
+/// A group of sockets events are sent to, named by what it is about. Its `Display` is the
+/// Socket.IO room name (`conversation:{id}`, `session:{id}`, `user:{role}:{id}`), which is
+/// the only place those names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoomKey {
+    /// The members of a conversation who joined it (`join_conversation`).
+    Conversation(ConversationId),
+    /// The participants of a consultation, on every node.
+    Session(SessionId),
+    /// Every socket of one person.
+    Person(Identity),
+}
+
+impl fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomKey::Conversation(id) => write!(f, "conversation:{id}"),
+            RoomKey::Session(id) => write!(f, "session:{id}"),
+            RoomKey::Person(who) => write!(f, "user:{}:{}", who.role, who.id),
+        }
+    }
+}
+
+impl From<RoomKey> for String {
+    fn from(k: RoomKey) -> Self {
+        k.to_string()
     }
 }
 

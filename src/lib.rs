@@ -21,9 +21,10 @@
 //! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing;
 //! - [`client`], [`load`]: the test client and the load tool (`relais-load`).
 //!
-//! The core reaches clients through ports, not transports: messaging through
-//! [`messaging::MessagingNotify`], the SFU through [`sfu::SignalingPort`]; [`realtime`]'s
-//! broadcaster and [`sio::Io`] implement them.
+//! The core reaches clients through a port, not a transport: messaging and the SFU emit
+//! [`wire::Outgoing`] events (one enum tying each event name to its payload) to sockets and
+//! [`ids::RoomKey`]s through [`ports::ClientNotify`], which [`sio::Io`] implements on one node
+//! and across nodes.
 //!
 //! Layering ([`LAYERS`], checked by `tests/suite/layers.rs`): a module uses only modules listed
 //! before it. Plumbing first (ids, time, codecs, network, limits, metrics, configuration), then
@@ -52,6 +53,7 @@ pub mod load;
 pub mod messaging;
 pub mod metrics;
 pub mod net;
+pub mod ports;
 pub mod private_files;
 pub mod realtime;
 pub mod recording;
@@ -84,9 +86,10 @@ pub const LAYERS: &[&str] = &[
     // infrastructure
     "auth",
     "store",
+    "wire",
+    "ports",
     // domain and media
     "messaging",
-    "wire",
     "sessions",
     "recording",
     "sfu",

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use super::directory::{NodeInfo, Snapshot};
 use super::{Cluster, NodeId, placement};
+use crate::ids::RoomKey;
 use crate::ids::SessionId;
 use crate::state::AppState;
-use crate::wire::{self as events, outgoing};
+use crate::wire::{self as events, Outgoing};
 
 /// Looks at the sessions at least this often even when no node disappeared (a safety net
 /// for sessions a previous look could not move).
@@ -252,7 +253,7 @@ async fn notify(
     from: &NodeId,
     to: &NodeInfo,
 ) {
-    let mut rooms = vec![format!("session:{session}")];
+    let mut rooms = vec![RoomKey::Session(session).to_string()];
     match state.store.session_participants(session).await {
         Ok(people) => rooms.extend(
             people
@@ -262,7 +263,7 @@ async fn notify(
         ),
         Err(e) => tracing::warn!(error = %e, "failover: cannot list participants"),
     }
-    let payload = events::SessionMoved {
+    let ev = Outgoing::SessionMoved(events::SessionMoved {
         session_id: session.0,
         reason,
         from: from.to_string(),
@@ -271,13 +272,9 @@ async fn notify(
             public_base_url: to.public_base_url.clone(),
         },
         conference_url: format!("{}/conference/{session}", to.public_base_url),
-    };
+    });
     tracing::info!(session = %session, from = %from, to = %to.id, "session moved");
-    if let Err(e) = state
-        .io
-        .emit_to_rooms(rooms, outgoing::SESSION_MOVED, &payload)
-        .await
-    {
+    if let Err(e) = state.io.emit_to_rooms(rooms, ev.name(), &ev).await {
         tracing::debug!(error = %e, "session_moved: some sockets were gone");
     }
 }

@@ -9,24 +9,23 @@
 
 mod error;
 mod membership;
-mod notify;
 mod read_markers;
 pub mod uploads;
 pub mod views;
-
-pub use notify::MessagingNotify;
 
 use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::clock::SharedClock;
-use crate::ids::{ConversationId, Identity, MessageId, Role};
+use crate::ids::{ConversationId, Identity, MessageId, Role, RoomKey};
 use crate::limits::{Buckets, Rate};
 use crate::metrics::Metrics;
+use crate::ports::ClientNotify;
 use crate::store::{
     Attachment, Conversation, ConversationKind, ConversationSummary, Message, MessageType,
     NewMessage, Page, Store,
 };
+use crate::wire::Outgoing;
 
 pub use error::{DomainError, DomainResult, ErrorKind};
 
@@ -65,7 +64,7 @@ pub struct Messaging {
 struct Inner {
     store: Store,
     clock: SharedClock,
-    notify: Arc<dyn MessagingNotify>,
+    notify: Arc<dyn ClientNotify>,
     metrics: Arc<Metrics>,
     uploads: Uploads,
     max_message_chars: usize,
@@ -79,7 +78,7 @@ impl Messaging {
     pub fn new(
         store: Store,
         clock: SharedClock,
-        notify: Arc<dyn MessagingNotify>,
+        notify: Arc<dyn ClientNotify>,
         metrics: Arc<Metrics>,
         uploads: Uploads,
         max_message_chars: usize,
@@ -284,7 +283,11 @@ impl Messaging {
         let (message, created) = self.inner.store.insert_message(&new).await?;
         if created {
             self.inner.metrics.messages_stored.inc();
-            self.inner.notify.new_message(&message).await;
+            self.announce(
+                RoomKey::Conversation(message.conversation_id),
+                Outgoing::NewMessage(views::MessageView::from(&message)),
+            )
+            .await;
         }
         Ok((message, created))
     }
@@ -428,11 +431,23 @@ impl Messaging {
             return Ok(false);
         }
         let at = self.inner.clock.now_ms();
-        self.inner
-            .notify
-            .message_read(id, message, caller, at)
+        let relay = crate::wire::MessageReadRelay {
+            conversation_id: id.0,
+            message_id: message.0,
+            user: caller.into(),
+            read_at: crate::clock::to_rfc3339(at),
+        };
+        self.announce(RoomKey::Conversation(id), Outgoing::MessageRead(relay))
             .await;
         Ok(true)
+    }
+
+    /// Tells a conversation's room, after the store committed (a failed emit is logged: the
+    /// stored state is what clients read back).
+    async fn announce(&self, room: RoomKey, event: Outgoing) {
+        if let Err(e) = self.inner.notify.emit_room(room, &event).await {
+            tracing::warn!(error = %e, event = event.name(), "broadcast failed");
+        }
     }
 
     /// Stores an uploaded file for a conversation the caller belongs to.

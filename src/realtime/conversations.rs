@@ -3,7 +3,7 @@
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, TryData};
 
-use super::events::{self, incoming, outgoing};
+use super::events::{self, Outgoing, incoming};
 use super::reply::{Reply, invalid_payload};
 use super::{SocketUser, conversation_room};
 use crate::ids::{ConversationId, MessageId};
@@ -137,22 +137,22 @@ async fn typing<A: Adapter>(
             "join_conversation first",
         ));
     }
-    let relay = events::TypingRelay {
+    let relay = Outgoing::Typing(events::TypingRelay {
         conversation_id: p.conversation_id,
         is_typing: p.is_typing,
         user: user.principal.identity.into(),
-    };
+    });
     // Other sockets of the room only: the typist knows they type.
     match &state.cluster {
         None => {
-            let _ = socket.to(room).emit(outgoing::TYPING, &relay).await;
+            let _ = socket.to(room).emit(relay.name(), &relay).await;
         }
         Some(cluster) => {
             let _ = super::io::across_nodes(
                 cluster.bus(),
                 socket.to(room.clone()),
                 socket.local().to(room),
-                outgoing::TYPING,
+                relay.name(),
                 &relay,
             )
             .await;

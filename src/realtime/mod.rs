@@ -1,4 +1,5 @@
-//! Socket.IO: the handshake, messaging events, and the [`Broadcaster`] other layers emit with.
+//! Socket.IO: the handshake, messaging and signaling events. The core emits through
+//! [`crate::ports::ClientNotify`], which [`Io`] implements.
 //!
 //! Invariants:
 //! - a socket exists only after its token verified and the handshake's `userType`/`userId`
@@ -20,13 +21,8 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
-use crate::clock::{Millis, to_rfc3339};
-use crate::ids::{ConversationId, Identity, MessageId};
-use crate::messaging::MessagingNotify;
-use crate::messaging::views::MessageView;
+use crate::ids::{ConversationId, RoomKey};
 use crate::state::AppState;
-use crate::store::Message;
-use events::outgoing;
 
 pub use crate::sio::{Io, io};
 /// The wire format, under the name the handlers have always used.
@@ -35,62 +31,7 @@ pub use handshake::SocketUser;
 
 /// The Socket.IO room of a conversation.
 pub fn conversation_room(id: ConversationId) -> String {
-    format!("conversation:{id}")
-}
-
-/// Emits server events to rooms. Cheap to clone.
-#[derive(Clone)]
-pub struct Broadcaster {
-    io: Io,
-}
-
-impl Broadcaster {
-    pub fn new(io: Io) -> Self {
-        Self { io }
-    }
-
-    pub fn io(&self) -> &Io {
-        &self.io
-    }
-}
-
-/// Messaging's events reach the conversation's room, on every node.
-#[async_trait::async_trait]
-impl MessagingNotify for Broadcaster {
-    async fn new_message(&self, message: &Message) {
-        let view = MessageView::from(message);
-        let room = conversation_room(message.conversation_id);
-        if let Err(e) = self
-            .io
-            .emit_to_rooms(vec![room], outgoing::NEW_MESSAGE, &view)
-            .await
-        {
-            tracing::warn!(error = %e, "new_message broadcast failed");
-        }
-    }
-
-    async fn message_read(
-        &self,
-        conversation: ConversationId,
-        message: MessageId,
-        reader: Identity,
-        at: Millis,
-    ) {
-        let payload = events::MessageReadRelay {
-            conversation_id: conversation.0,
-            message_id: message.0,
-            user: reader.into(),
-            read_at: to_rfc3339(at),
-        };
-        let room = conversation_room(conversation);
-        if let Err(e) = self
-            .io
-            .emit_to_rooms(vec![room], outgoing::MESSAGE_READ, &payload)
-            .await
-        {
-            tracing::warn!(error = %e, "message_read broadcast failed");
-        }
-    }
+    RoomKey::Conversation(id).to_string()
 }
 
 /// Installs the `/` namespace.

@@ -9,7 +9,7 @@ use socketioxide::extract::AckSender;
 use socketioxide::handler::{FromMessageParts, Value};
 use socketioxide::socket::Socket;
 
-use super::events::{Ack, AckError, MessagingError, outgoing};
+use super::events::{Ack, AckError, MessagingError, Outgoing};
 use crate::messaging::{DomainError, ErrorKind};
 
 /// Extractor: how to answer the event being handled.
@@ -57,14 +57,12 @@ impl<A: Adapter> Reply<A> {
                 }),
             });
         } else {
-            let _ = self.socket.emit(
-                outgoing::MESSAGING_ERROR,
-                &MessagingError {
-                    event,
-                    code: e.code,
-                    message: e.message,
-                },
-            );
+            let ev = Outgoing::MessagingError(MessagingError {
+                event,
+                code: e.code,
+                message: e.message,
+            });
+            let _ = self.socket.emit(ev.name(), &ev);
         }
     }
 
@@ -89,14 +87,12 @@ impl<A: Adapter> Reply<A> {
             Ok(v) => self.ok(v),
             Err(e) => {
                 errors.count_signal_error(e.code);
-                let _ = self.socket.emit(
-                    outgoing::WEBRTC_ERROR,
-                    &super::events::WebrtcError {
-                        session_id,
-                        code: e.code,
-                        message: e.message.clone(),
-                    },
-                );
+                let ev = Outgoing::WebrtcError(super::events::WebrtcError {
+                    session_id,
+                    code: e.code,
+                    message: e.message.clone(),
+                });
+                let _ = self.socket.emit(ev.name(), &ev);
                 let _ = self.ack.send(&Ack::<()> {
                     success: false,
                     data: None,

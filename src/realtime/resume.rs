@@ -16,7 +16,7 @@
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
-use super::events::{self, outgoing};
+use super::events::{self, Outgoing};
 use crate::ids::{Identity, SessionId};
 use crate::state::AppState;
 
@@ -53,14 +53,14 @@ pub async fn announce<A: Adapter>(state: &AppState, socket: &SocketRef<A>, who: 
     };
     for session in lost_places(&open, |s| state.sfu.is_in(who, s)) {
         tracing::info!(session = %session, "a participant is back after a restart: session_moved");
-        let payload = events::SessionMoved {
+        let ev = Outgoing::SessionMoved(events::SessionMoved {
             session_id: session.0,
             reason: "node_restarted",
             from: node.id.clone(),
             node: node.clone(),
             conference_url: format!("{}/conference/{session}", node.public_base_url),
-        };
-        let _ = socket.emit(outgoing::SESSION_MOVED, &payload);
+        });
+        let _ = socket.emit(ev.name(), &ev);
     }
 }
 

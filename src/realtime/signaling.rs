@@ -232,14 +232,12 @@ where
             };
             if refused {
                 state.sfu.count_signal_error("too_many_requests");
-                let _ = socket.emit(
-                    events::outgoing::WEBRTC_ERROR,
-                    &events::WebrtcError {
-                        session_id,
-                        code: "too_many_requests",
-                        message: "too many signaling messages at once; slow down".into(),
-                    },
-                );
+                let ev = events::Outgoing::WebrtcError(events::WebrtcError {
+                    session_id,
+                    code: "too_many_requests",
+                    message: "too many signaling messages at once; slow down".into(),
+                });
+                let _ = socket.emit(ev.name(), &ev);
             }
         },
     );

@@ -21,7 +21,6 @@ pub mod media_runtime;
 pub mod peer;
 pub mod room;
 pub mod sdp;
-pub mod signaling_port;
 pub mod stun;
 pub mod types;
 pub mod udp_batch;
@@ -46,7 +45,6 @@ use crate::store::SessionStatus;
 use media_plane::MediaPlane;
 use peer::setup::PeerFactory;
 use room::{ParticipantStats, RoomCommand, RoomHandle};
-pub use signaling_port::SignalingPort;
 pub use types::{PeerId, SignalError, SignalResult, TrackId};
 
 /// What every room shares.
@@ -55,7 +53,7 @@ pub(crate) struct Shared {
     factory: Arc<PeerFactory>,
     metrics: Arc<Metrics>,
     /// Sockets here, and (several nodes) sockets of other nodes that signal to rooms here.
-    io: Arc<dyn SignalingPort>,
+    io: Arc<dyn crate::ports::ClientNotify>,
     sessions: Sessions,
     recordings: Recordings,
     grace: Duration,
@@ -135,7 +133,7 @@ impl Sfu {
     pub fn start(
         settings: MediaSettings,
         metrics: Arc<Metrics>,
-        io: Arc<dyn SignalingPort>,
+        io: Arc<dyn crate::ports::ClientNotify>,
         sessions: Sessions,
         recordings: Recordings,
     ) -> anyhow::Result<Self> {

@@ -5,8 +5,8 @@
 //! [`state::RoomState`] (pure, unit-tested, time passed in); this task is its IO shell: it
 //! feeds it commands, peer events and the grace timer, and carries out the [`state::Action`]s
 //! it returns in order: peer tasks started, told and closed, store writes, recordings opened
-//! and fed, and events to clients through the SFU's signaling port (SDP to one participant's
-//! socket, session events to the session's room).
+//! and fed, and events to clients through the [`crate::ports::ClientNotify`] port (SDP to
+//! one participant's socket, session events to the session's room).
 //!
 //! Invariants (decided and tested in [`state`], where they are written out): every
 //! participant with a PeerConnection receives every track the others publish (audio always,
@@ -17,7 +17,6 @@
 //! a peer task exists exactly while the state knows its peer (started on `CreatePeer`, its
 //! handle dropped on `Close`, all closed when the room stops).
 
-mod outgoing_shim;
 pub mod recording;
 pub mod state;
 
@@ -34,10 +33,9 @@ use super::peer::stats::TrackStatsView;
 use super::peer::{self, PeerContext, PeerHandle};
 use super::sdp;
 use super::types::{PeerCommand, PeerEvent, PeerId, SignalError, SignalResult, SubscriberLink};
-use crate::ids::{Identity, SessionId, SocketId};
+use crate::ids::{Identity, RoomKey, SessionId, SocketId};
 use crate::store::SessionRecord;
-use crate::wire::UserRef;
-use outgoing_shim::Outgoing;
+use crate::wire::{Outgoing, UserRef};
 use state::{Action, PeerOrder, RoomState, StoreWrite};
 
 pub use state::MOVED;
@@ -461,36 +459,23 @@ impl Room {
         }
     }
 
-    fn session_room(&self) -> String {
-        format!("session:{}", self.session)
+    fn session_room(&self) -> RoomKey {
+        RoomKey::Session(self.session)
     }
 
     fn emit_to(&self, sid: SocketId, event: &Outgoing) {
-        let name = event.name();
-        tracing::trace!(session = %self.session, %sid, event = name, "signal out");
-        let Some(payload) = to_wire(event) else {
-            return;
-        };
-        if let Err(e) = self.shared.io.emit_to(sid, name, &payload) {
-            tracing::debug!(error = %e, event = name, "signal dropped");
+        tracing::trace!(session = %self.session, %sid, event = event.name(), "signal out");
+        if let Err(e) = self.shared.io.emit_to(sid, event) {
+            tracing::debug!(error = %e, event = event.name(), "signal dropped");
         }
     }
 
     async fn emit_session(&self, event: &Outgoing) {
-        let name = event.name();
         if let Outgoing::ParticipantLeft(left) = event {
             tracing::debug!(session = %self.session, reason = ?left.reason, "participant removed");
         }
-        let Some(payload) = to_wire(event) else {
-            return;
-        };
-        if let Err(e) = self
-            .shared
-            .io
-            .emit_room(self.session_room(), name, &payload)
-            .await
-        {
-            tracing::debug!(error = %e, event = name, "emit failed");
+        if let Err(e) = self.shared.io.emit_room(self.session_room(), event).await {
+            tracing::debug!(error = %e, event = event.name(), "emit failed");
         }
     }
 
@@ -544,16 +529,5 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A wire payload as JSON; `None` (logged) for one that cannot be (a bug, not input).
-fn to_wire(event: &Outgoing) -> Option<serde_json::Value> {
-    match event.to_value() {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::error!(error = %e, event = event.name(), "payload not serializable");
-            None
-        }
     }
 }

@@ -25,7 +25,9 @@ use socketioxide::socket::Sid;
 use crate::cluster::NodeId;
 use crate::cluster::bus::{Bus, BusMessage};
 use crate::cluster::driver::ManagedDriver;
-use crate::ids::SocketId;
+use crate::ids::{RoomKey, SocketId};
+use crate::ports::{ClientNotify, NotifyError};
+use crate::wire::Outgoing;
 
 /// socketioxide's Redis adapter over relais's reconnecting driver.
 pub type ClusterAdapter = socketioxide_redis::CustomRedisAdapter<Emitter, ManagedDriver>;
@@ -268,38 +270,40 @@ pub fn sid_of(id: SocketId) -> Option<Sid> {
     id.as_str().parse().ok()
 }
 
-/// The SFU's way to its participants' sockets, here or on other nodes.
+/// The core's way to clients' sockets, here or on other nodes: session rooms go through the
+/// bus (ordered with the joins before them), conversation and person rooms through the adapter.
 #[async_trait::async_trait]
-impl crate::sfu::SignalingPort for Io {
-    fn join(&self, id: SocketId, room: String) {
+impl ClientNotify for Io {
+    fn join(&self, id: SocketId, room: RoomKey) {
         if let Some(socket) = sid_of(id).and_then(|sid| self.get_socket(sid)) {
-            socket.join(room);
+            socket.join(room.to_string());
         }
     }
 
-    fn leave(&self, id: SocketId, room: String) {
+    fn leave(&self, id: SocketId, room: RoomKey) {
         if let Some(socket) = sid_of(id).and_then(|sid| self.get_socket(sid)) {
-            socket.leave(room);
+            socket.leave(room.to_string());
         }
     }
 
-    fn emit_to(&self, id: SocketId, event: &'static str, payload: &Value) -> Result<(), String> {
+    fn emit_to(&self, id: SocketId, event: &Outgoing) -> Result<(), NotifyError> {
         // A socket is not a room of its own in socketioxide: reach it directly.
         match sid_of(id).and_then(|sid| self.get_socket(sid)) {
-            Some(socket) => socket.emit(event, payload).map_err(|e| e.to_string()),
-            None => Err("socket gone".into()),
+            Some(socket) => socket
+                .emit(event.name(), event)
+                .map_err(|e| NotifyError(e.to_string())),
+            None => Err(NotifyError("socket gone".into())),
         }
     }
 
-    async fn emit_room(
-        &self,
-        room: String,
-        event: &'static str,
-        payload: &Value,
-    ) -> Result<(), String> {
-        self.to(room)
-            .emit(event, payload)
-            .await
-            .map_err(|e| e.to_string())
+    async fn emit_room(&self, room: RoomKey, event: &Outgoing) -> Result<(), NotifyError> {
+        let r = match room {
+            RoomKey::Session(_) => self.to(room.to_string()).emit(event.name(), event).await,
+            RoomKey::Conversation(_) | RoomKey::Person(_) => {
+                self.emit_to_rooms(vec![room.to_string()], event.name(), event)
+                    .await
+            }
+        };
+        r.map_err(|e| NotifyError(e.to_string()))
     }
 }

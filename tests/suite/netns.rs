@@ -910,6 +910,9 @@ async fn a_call_over_a_shaped_lossy_link_keeps_its_media() {
     // The doctor's media is webrtc-rs's synthetic payload (it does not decode): aiortc's
     // own RTP receivers count what reached them.
     assert_aiortc_received(&patient);
-    println!("over the shaped link, aiortc received: {}", patient["packets"]);
+    println!(
+        "over the shaped link, aiortc received: {}",
+        patient["packets"]
+    );
     doctor.close().await;
 }

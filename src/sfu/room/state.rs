@@ -26,7 +26,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::outgoing_shim::Outgoing;
 use crate::clock::{Millis, to_rfc3339};
 use crate::codec::Codec;
 use crate::ids::{ConversationId, Identity, SessionId, SocketId};
@@ -37,7 +36,7 @@ use crate::sfu::types::{
     LocalAnswer, PeerEvent, PeerId, SignalError, SignalResult, TrackId, TrackInfo,
 };
 use crate::store::{SessionRecord, SessionType};
-use crate::wire as events;
+use crate::wire::{self as events, Outgoing};
 
 /// The reason a room closes when its session moved to another node (several nodes).
 pub const MOVED: &str = "session_moved";

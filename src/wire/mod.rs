@@ -7,6 +7,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::{Identity, Role};
 
+mod messages;
+mod out;
+
+pub use messages::{AttachmentView, MessageView, SendMessageBody, SenderView, default_name};
+pub use out::Outgoing;
+
 /// Client → server.
 pub mod incoming {
     pub const JOIN_CONVERSATION: &str = "join_conversation";
@@ -141,7 +147,7 @@ pub struct SendMessage {
     )]
     pub conversation_id: i64,
     #[serde(flatten)]
-    pub body: crate::messaging::views::SendMessageBody,
+    pub body: SendMessageBody,
 }
 
 /// Acknowledgement of a client event: `{success, data}` or `{success, error}`.
