@@ -230,6 +230,9 @@ impl Room {
                 let _ = reply.send(r);
             }
             RoomCommand::End { reason, reply } => {
+                if self.state.recording_on() {
+                    tracing::info!(session = %self.session, reason, "recording off");
+                }
                 let actions = self.state.end(reason, self.shared.recordings.now());
                 self.run_actions(actions).await;
                 let _ = reply.send(());

@@ -517,6 +517,60 @@ fn a_removed_participant_is_withdrawn_from_the_others_renegotiated_in_join_order
 }
 
 #[test]
+fn a_track_a_client_refuses_is_reported_to_it_alone() {
+    let mut r = room();
+    doctor_publishes(&mut r);
+    let p = joins(&mut r, patient(), "p");
+    assert_eq!(
+        lines(&r.on_peer_event(PeerEvent::Refused {
+            peer: p,
+            track: TrackId(10),
+            code: "codec_unsupported",
+            message: "no VP9 here".into(),
+        })),
+        [
+            "count codec_unsupported",
+            "to p: webrtc_error codec_unsupported"
+        ]
+    );
+    assert_eq!(members(&r), [doctor(), patient()]);
+}
+
+#[test]
+fn joining_again_replaces_the_participants_peer() {
+    let mut pubs = Publishers(Vec::new());
+    let mut r = room();
+    let d = doctor_publishes(&mut r);
+    publishes(&mut r, d, pubs.camera(doctor(), 10));
+    let p = joins(&mut r, patient(), "p");
+    // The page reloaded: a new socket asks for an offer again. Nobody is told of a newcomer;
+    // the old peer goes, the new one gets everything in its first offer.
+    assert_eq!(
+        lines(&r.join(patient(), sid("p2"))),
+        [
+            "join p2".to_string(),
+            format!("peer {p}: close"),
+            "peer 1: remove_subscriber 10 -> 2".into(),
+            "peer 1: remove_subscriber 11 -> 2".into(),
+            "create peer 3 for patient:11 video=true max=4".into(),
+            "peer 1: add_subscriber 10 -> 3".into(),
+            "peer 1: add_subscriber 11 -> 3".into(),
+            "peer 3: start_offer audio=true video=true [10, 11]".into(),
+        ]
+    );
+    assert_eq!(members(&r), [doctor(), patient()]);
+    // The old peer's late events are no one's.
+    assert!(r.on_peer_event(PeerEvent::Closed { peer: p }).is_empty());
+    assert!(
+        r.on_peer_event(PeerEvent::Offer {
+            peer: p,
+            sdp: "stale".into(),
+        })
+        .is_empty()
+    );
+}
+
+#[test]
 fn a_peer_task_that_stops_on_its_own_takes_its_participant_along() {
     let mut r = room();
     doctor_publishes(&mut r);
