@@ -6,6 +6,7 @@
 //! - [`app`]: builds everything from a `Config`, binds, runs until shutdown;
 //! - [`auth`]: JWT verification into an [`ids::Identity`], development secrets;
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`);
+//! - [`error`]: the errors every layer returns, with one enum of error codes;
 //! - [`messaging`]: the messaging service both transports call, and its wire views;
 //! - [`http`]: the REST router, errors and extractors;
 //! - [`wire`]: Socket.IO event names and payloads, spelled once;
@@ -46,6 +47,7 @@ pub mod clock;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod ids;
 pub mod limits;
@@ -86,6 +88,7 @@ pub const LAYERS: &[&str] = &[
     // infrastructure
     "auth",
     "store",
+    "error",
     "wire",
     "ports",
     // domain and media

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::NodeId;
 use super::driver::ManagedDriver;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId};
 use crate::sfu::SignalError;
 
@@ -50,7 +51,7 @@ pub struct RemoteCaller {
 /// A failed routed request, as it crosses the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireError {
-    pub code: String,
+    pub code: crate::error::ErrorCode,
     pub message: String,
 }
 
@@ -288,7 +289,7 @@ impl Bus {
         match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(_)) | Err(_) => Err(SignalError::new(
-                "node_unavailable",
+                ErrorCode::NodeUnavailable,
                 "the server of this consultation did not answer; retry shortly",
             )),
         }
@@ -317,7 +318,7 @@ impl Bus {
         };
         for tx in dead {
             let _ = tx.send(Err(SignalError::new(
-                "node_unavailable",
+                ErrorCode::NodeUnavailable,
                 "the server of this consultation is gone; it moves to another server within \
                  seconds (session_moved)",
             )));

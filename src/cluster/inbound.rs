@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::bus::{self, BusMessage, Envelope, WireError};
+use crate::error::ErrorCode;
 use crate::realtime::signaling::{self, Caller};
 use crate::sfu::SignalError;
 use crate::state::AppState;
@@ -60,7 +61,7 @@ async fn handle(state: &AppState, envelope: Envelope, limit: &Arc<Semaphore>) {
                     reply(
                         id,
                         Err(SignalError::new(
-                            "too_many_requests",
+                            ErrorCode::TooManyRequests,
                             "the consultation's server is busy; retry shortly",
                         )),
                     ),
@@ -85,7 +86,7 @@ async fn handle(state: &AppState, envelope: Envelope, limit: &Arc<Semaphore>) {
         }
         BusMessage::SignalReply { id, ok, error } => {
             let outcome = match (ok, error) {
-                (_, Some(e)) => Err(SignalError::new(intern_code(&e.code), e.message)),
+                (_, Some(e)) => Err(SignalError::new(e.code, e.message)),
                 (Some(v), None) => Ok(v),
                 (None, None) => Ok(serde_json::Value::Null),
             };
@@ -138,53 +139,9 @@ fn reply(id: u64, outcome: Result<serde_json::Value, SignalError>) -> BusMessage
             id,
             ok: None,
             error: Some(WireError {
-                code: e.code.to_string(),
+                code: e.code,
                 message: e.message,
             }),
         },
-    }
-}
-
-/// Error codes from other nodes become the `&'static str` codes signaling uses. Codes are
-/// short snake_case words from a small set; anything else (or past 256 distinct codes) is
-/// `remote_error`, so a misbehaving peer cannot grow this set without bound.
-fn intern_code(code: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let ok = !code.is_empty()
-        && code.len() <= 48
-        && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    if !ok {
-        return "remote_error";
-    }
-    let mut set = CODES
-        .get_or_init(|| Mutex::new(HashSet::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = set.get(code) {
-        return c;
-    }
-    if set.len() >= 256 {
-        return "remote_error";
-    }
-    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
-    set.insert(leaked);
-    leaked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::intern_code;
-
-    #[test]
-    fn codes_are_interned_and_bounded() {
-        assert_eq!(intern_code("session_not_found"), "session_not_found");
-        let a = intern_code("not_in_session");
-        let b = intern_code("not_in_session");
-        assert!(std::ptr::eq(a, b));
-        assert_eq!(intern_code("Bad Code"), "remote_error");
-        assert_eq!(intern_code(""), "remote_error");
-        assert_eq!(intern_code(&"x".repeat(100)), "remote_error");
     }
 }

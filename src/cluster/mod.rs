@@ -40,6 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId};
 use crate::realtime::signaling::Caller;
 use crate::sfu::SignalError;
@@ -382,7 +383,7 @@ impl Cluster {
         }
         if !snapshot.is_live(&node) {
             return Err(SignalError::new(
-                "node_unavailable",
+                ErrorCode::NodeUnavailable,
                 "the server of this consultation is unavailable; it moves to another server \
                  within seconds (session_moved)",
             ));

@@ -11,6 +11,7 @@ use tower::ServiceExt;
 use super::envelope::created;
 use super::error::{ApiError, ApiResult, multipart_error};
 use super::extract::{ApiPath, Caller};
+use crate::error::ErrorCode;
 use crate::ids::ConversationId;
 use crate::messaging::views::AttachmentView;
 use crate::messaging::{DomainError, ErrorKind};
@@ -54,7 +55,7 @@ pub async fn upload(
     }
     Err(ApiError::new(
         ErrorKind::BadRequest,
-        "missing_file",
+        ErrorCode::MissingFile,
         "multipart field `file` is missing",
     ))
 }
@@ -71,7 +72,9 @@ pub async fn download(
     request: Request,
 ) -> ApiResult<Response> {
     if uuid::Uuid::parse_str(&id).is_err() {
-        return Err(DomainError::not_found("attachment_not_found", "attachment not found").into());
+        return Err(
+            DomainError::not_found(ErrorCode::AttachmentNotFound, "attachment not found").into(),
+        );
     }
     let (attachment, path) = state.messaging.attachment(caller.identity, &id).await?;
     let disposition = if attachment.content_type.starts_with("image/")

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::error::ErrorCode;
 use crate::messaging::{DomainError, ErrorKind};
 use crate::store::StoreError;
 
@@ -18,7 +19,7 @@ use crate::store::StoreError;
 pub struct ApiError(pub DomainError);
 
 impl ApiError {
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> Self {
         Self(DomainError::new(kind, code, message))
     }
 }
@@ -75,15 +76,15 @@ impl From<StoreError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let (kind, code) = match &r {
-            JsonRejection::JsonDataError(_) => (ErrorKind::BadRequest, "invalid_body"),
-            JsonRejection::JsonSyntaxError(_) => (ErrorKind::BadRequest, "invalid_json"),
+            JsonRejection::JsonDataError(_) => (ErrorKind::BadRequest, ErrorCode::InvalidBody),
+            JsonRejection::JsonSyntaxError(_) => (ErrorKind::BadRequest, ErrorCode::InvalidJson),
             JsonRejection::MissingJsonContentType(_) => {
-                (ErrorKind::UnsupportedMedia, "unsupported_media_type")
+                (ErrorKind::UnsupportedMedia, ErrorCode::UnsupportedMediaType)
             }
             _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                (ErrorKind::TooLarge, "payload_too_large")
+                (ErrorKind::TooLarge, ErrorCode::PayloadTooLarge)
             }
-            _ => (ErrorKind::BadRequest, "invalid_body"),
+            _ => (ErrorKind::BadRequest, ErrorCode::InvalidBody),
         };
         let message = match &r {
             JsonRejection::MissingJsonContentType(_) => {
@@ -98,13 +99,17 @@ impl From<JsonRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Self::new(ErrorKind::BadRequest, "invalid_path", r.body_text())
+        Self::new(ErrorKind::BadRequest, ErrorCode::InvalidPath, r.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        Self::new(ErrorKind::BadRequest, "invalid_query", r.body_text())
+        Self::new(
+            ErrorKind::BadRequest,
+            ErrorCode::InvalidQuery,
+            r.body_text(),
+        )
     }
 }
 
@@ -118,11 +123,11 @@ pub fn multipart_error(e: MultipartError) -> DomainError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         DomainError::new(
             ErrorKind::TooLarge,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "request body is too large",
         )
     } else {
-        DomainError::bad_request("invalid_multipart", e.body_text())
+        DomainError::bad_request(ErrorCode::InvalidMultipart, e.body_text())
     }
 }
 

@@ -5,6 +5,7 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::auth::Principal;
+use crate::error::ErrorCode;
 use crate::limits::AddrKey;
 use crate::messaging::ErrorKind;
 use crate::metrics::TransportLabels;
@@ -85,13 +86,13 @@ impl FromRequestParts<AppState> for Caller {
         if over {
             return Err(ApiError::new(
                 ErrorKind::TooManyRequests,
-                "too_many_auth_failures",
+                ErrorCode::TooManyAuthFailures,
                 "too many failed authentication attempts from this address, retry in a minute",
             ));
         }
         Err(ApiError::new(
             ErrorKind::Unauthorized,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             e.to_string(),
         ))
     }

@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::error::ErrorCode;
 use crate::messaging::ErrorKind;
 use crate::state::AppState;
 use error::ApiError;
@@ -122,14 +123,14 @@ pub fn cors(origins: Vec<HeaderValue>) -> CorsLayer {
 }
 
 async fn api_not_found() -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "not_found", "no such endpoint")
+    ApiError::new(ErrorKind::NotFound, ErrorCode::NotFound, "no such endpoint")
 }
 
 async fn method_not_allowed() -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut r = ApiError::new(
         ErrorKind::BadRequest,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
     )
     .into_response();

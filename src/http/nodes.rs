@@ -9,6 +9,7 @@ use serde_json::json;
 use super::error::ApiResult;
 use super::extract::Caller;
 use crate::cluster::directory::{MediaAddrs, NodeInfo};
+use crate::error::ErrorCode;
 use crate::messaging::DomainError;
 use crate::state::AppState;
 
@@ -20,7 +21,7 @@ use crate::state::AppState;
 pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Response> {
     if !state.config.is_admin(caller.identity) {
         return Err(DomainError::forbidden(
-            "admin_only",
+            ErrorCode::AdminOnly,
             "only administrators (auth.admins) may list the nodes",
         )
         .into());

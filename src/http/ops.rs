@@ -100,7 +100,7 @@ pub async fn metrics(State(state): State<AppState>, request: Request) -> Respons
     if !token_ok && !super::guard::is_local(&state, &parts) {
         return super::error::ApiError::new(
             crate::messaging::ErrorKind::Unauthorized,
-            "unauthorized",
+            crate::error::ErrorCode::Unauthorized,
             "/metrics answers this machine, or a client with http.metrics_token",
         )
         .into_response();

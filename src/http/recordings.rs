@@ -84,13 +84,14 @@ async fn on_owner(
 
 /// An error the owner node answered, with the HTTP meaning its code has here.
 fn remote_error(e: crate::sfu::SignalError) -> crate::messaging::DomainError {
+    use crate::error::ErrorCode as C;
     use crate::messaging::{DomainError, ErrorKind};
     let kind = match e.code {
-        "consent_required" | "invalid_payload" => ErrorKind::BadRequest,
-        "forbidden" | "doctor_only" => ErrorKind::Forbidden,
-        "session_not_found" | "recording_not_found" => ErrorKind::NotFound,
-        "too_many_requests" => ErrorKind::TooManyRequests,
-        "internal_error" => ErrorKind::Internal,
+        C::ConsentRequired | C::InvalidPayload => ErrorKind::BadRequest,
+        C::Forbidden | C::DoctorOnly => ErrorKind::Forbidden,
+        C::SessionNotFound | C::RecordingNotFound => ErrorKind::NotFound,
+        C::TooManyRequests => ErrorKind::TooManyRequests,
+        C::InternalError => ErrorKind::Internal,
         // session_ended, session_not_live, already_recording, not_recording,
         // node_unavailable: the state does not allow it now.
         _ => ErrorKind::Conflict,

@@ -15,6 +15,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use crate::config::DevSignIn;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, Role};
 use crate::messaging::ErrorKind;
 use crate::state::AppState;
@@ -72,7 +73,7 @@ fn dev_sign_in_allowed(state: &AppState, request: &Parts) -> bool {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "not_found", "no such endpoint")
+    ApiError::new(ErrorKind::NotFound, ErrorCode::NotFound, "no such endpoint")
 }
 
 /// Whether development sign-in is available: 200 `{developmentMode: true, signInHere}` in
@@ -109,7 +110,7 @@ pub async fn dev_token(State(state): State<AppState>, request: Request) -> ApiRe
     if !dev_sign_in_allowed(&state, &parts) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
-            "dev_sign_in_local_only",
+            ErrorCode::DevSignInLocalOnly,
             "development sign-in answers clients on the server's own machine only \
              (auth.dev_sign_in = \"local\"); configure auth.jwt_secret for real sign-in",
         ));
@@ -119,7 +120,7 @@ pub async fn dev_token(State(state): State<AppState>, request: Request) -> ApiRe
     if body.id <= 0 {
         return Err(ApiError::new(
             ErrorKind::BadRequest,
-            "invalid_id",
+            ErrorCode::InvalidId,
             "id must be a positive number",
         ));
     }

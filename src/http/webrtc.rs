@@ -12,6 +12,7 @@ use super::envelope::webrtc;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ClientIp};
 use crate::clock::to_rfc3339;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, ErrorKind};
 use crate::sessions::{CodeVerdict, ConversationRef};
@@ -87,7 +88,7 @@ pub async fn create(
         && Identity::new(initiator.user_type, initiator.user_id) != caller.identity
     {
         return Err(DomainError::forbidden(
-            "initiator_mismatch",
+            ErrorCode::InitiatorMismatch,
             "initiator must be the authenticated doctor",
         )
         .into());
@@ -95,7 +96,7 @@ pub async fn create(
     let conversation = ConversationRef::parse(&body.conversation_id).ok_or_else(|| {
         ApiError::new(
             ErrorKind::BadRequest,
-            "invalid_conversation_id",
+            ErrorCode::InvalidConversationId,
             "conversation_id must be a conversation number or temp_conv_{patientId}_{doctorId}",
         )
     })?;

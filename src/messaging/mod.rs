@@ -27,11 +27,11 @@ use crate::store::{
 };
 use crate::wire::Outgoing;
 
-pub use error::{DomainError, DomainResult, ErrorKind};
+pub use error::{DomainError, DomainResult, ErrorCode, ErrorKind};
 
 fn message_not_found() -> DomainError {
     DomainError::not_found(
-        "message_not_found",
+        ErrorCode::MessageNotFound,
         "message not found in this conversation",
     )
 }
@@ -118,20 +118,20 @@ impl Messaging {
         members.dedup();
         if members.len() > MAX_PARTICIPANTS {
             return Err(DomainError::bad_request(
-                "too_many_participants",
+                ErrorCode::TooManyParticipants,
                 format!("a conversation has at most {MAX_PARTICIPANTS} participants"),
             ));
         }
         match kind {
             ConversationKind::Private if members.len() != 2 => {
                 return Err(DomainError::bad_request(
-                    "invalid_participants",
+                    ErrorCode::InvalidParticipants,
                     "a private conversation has exactly two participants: you and one other person",
                 ));
             }
             ConversationKind::Group if members.len() < 2 => {
                 return Err(DomainError::bad_request(
-                    "invalid_participants",
+                    ErrorCode::InvalidParticipants,
                     "a group conversation needs at least one other participant",
                 ));
             }
@@ -139,7 +139,7 @@ impl Messaging {
         }
         if !members.iter().any(|m| m.role == Role::Medecin) {
             return Err(DomainError::bad_request(
-                "doctor_required",
+                ErrorCode::DoctorRequired,
                 "every conversation includes at least one doctor (medecin)",
             ));
         }
@@ -151,7 +151,7 @@ impl Messaging {
             // A patient writes to doctors; bringing another patient into a conversation (and
             // so into their health data) is a doctor's decision.
             return Err(DomainError::forbidden(
-                "patients_add_doctors_only",
+                ErrorCode::PatientsAddDoctorsOnly,
                 "a patient starts conversations with doctors only; a doctor adds other patients",
             ));
         }
@@ -236,7 +236,7 @@ impl Messaging {
     ) -> DomainResult<Page> {
         if limit == 0 || limit > MAX_PAGE {
             return Err(DomainError::bad_request(
-                "invalid_limit",
+                ErrorCode::InvalidLimit,
                 format!("limit must be between 1 and {MAX_PAGE}"),
             ));
         }
@@ -258,7 +258,7 @@ impl Messaging {
             self.inner.metrics.count_limited("message");
             return Err(DomainError::new(
                 ErrorKind::TooManyRequests,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "too many messages: the next is accepted in {} ms",
                     retry_after_ms.clamp(1, 60_000)
@@ -296,7 +296,7 @@ impl Messaging {
         let chars = msg.contenu.chars().count();
         if chars > self.inner.max_message_chars {
             return Err(DomainError::bad_request(
-                "message_too_long",
+                ErrorCode::MessageTooLong,
                 format!(
                     "contenu is longer than {} characters",
                     self.inner.max_message_chars
@@ -306,19 +306,19 @@ impl Messaging {
         match (msg.type_message, &msg.attachment_id) {
             (MessageType::Text, Some(_)) => {
                 return Err(DomainError::bad_request(
-                    "unexpected_attachment",
+                    ErrorCode::UnexpectedAttachment,
                     "a texte message carries no attachment; use image, file or audio",
                 ));
             }
             (MessageType::Text, None) if msg.contenu.trim().is_empty() => {
                 return Err(DomainError::bad_request(
-                    "empty_message",
+                    ErrorCode::EmptyMessage,
                     "contenu is empty",
                 ));
             }
             (MessageType::Image | MessageType::File | MessageType::Audio, None) => {
                 return Err(DomainError::bad_request(
-                    "attachment_required",
+                    ErrorCode::AttachmentRequired,
                     "image, file and audio messages need an attachment_id from an upload",
                 ));
             }
@@ -328,20 +328,20 @@ impl Messaging {
             && (id.is_empty() || id.len() > MAX_CLIENT_ID)
         {
             return Err(DomainError::bad_request(
-                "invalid_client_message_id",
+                ErrorCode::InvalidClientMessageId,
                 format!("client_message_id must be 1 to {MAX_CLIENT_ID} bytes"),
             ));
         }
         if let Some(meta) = &msg.metadata {
             if !meta.is_object() {
                 return Err(DomainError::bad_request(
-                    "invalid_metadata",
+                    ErrorCode::InvalidMetadata,
                     "metadata must be an object",
                 ));
             }
             if meta.to_string().len() > MAX_METADATA_BYTES {
                 return Err(DomainError::bad_request(
-                    "invalid_metadata",
+                    ErrorCode::InvalidMetadata,
                     format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
                 ));
             }
@@ -356,7 +356,8 @@ impl Messaging {
         attachment_id: &str,
         kind: MessageType,
     ) -> DomainResult<()> {
-        let unknown = || DomainError::not_found("attachment_not_found", "attachment not found");
+        let unknown =
+            || DomainError::not_found(ErrorCode::AttachmentNotFound, "attachment not found");
         let a = self
             .inner
             .store
@@ -368,7 +369,7 @@ impl Messaging {
         }
         if !uploads::fits_message_type(&a.content_type, kind) {
             return Err(DomainError::bad_request(
-                "attachment_type_mismatch",
+                ErrorCode::AttachmentTypeMismatch,
                 format!(
                     "a {} message cannot carry a {} file",
                     kind.as_str(),
@@ -476,7 +477,8 @@ impl Messaging {
         caller: Identity,
         attachment_id: &str,
     ) -> DomainResult<(Attachment, std::path::PathBuf)> {
-        let unknown = || DomainError::not_found("attachment_not_found", "attachment not found");
+        let unknown =
+            || DomainError::not_found(ErrorCode::AttachmentNotFound, "attachment not found");
         let a = self
             .inner
             .store

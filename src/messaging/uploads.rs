@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{DomainError, DomainResult, ErrorKind};
 use crate::clock::Millis;
+use crate::error::ErrorCode;
 use crate::ids::{ConversationId, Identity};
 use crate::store::{Attachment, MessageType};
 
@@ -177,7 +178,7 @@ impl Uploads {
             if size > self.max_bytes {
                 return Err(DomainError::new(
                     ErrorKind::TooLarge,
-                    "attachment_too_large",
+                    ErrorCode::AttachmentTooLarge,
                     format!("attachments are limited to {} bytes", self.max_bytes),
                 ));
             }
@@ -192,7 +193,7 @@ impl Uploads {
         }
         if size == 0 {
             return Err(DomainError::bad_request(
-                "empty_attachment",
+                ErrorCode::EmptyAttachment,
                 "the file is empty",
             ));
         }
@@ -201,7 +202,7 @@ impl Uploads {
         let content_type = sniff(&head).ok_or_else(|| {
             DomainError::new(
                 ErrorKind::UnsupportedMedia,
-                "unsupported_attachment_type",
+                ErrorCode::UnsupportedAttachmentType,
                 "this kind of file is not accepted (images, audio, PDF, office documents, plain text)",
             )
         })?;

@@ -6,6 +6,7 @@ use socketioxide::extract::{SocketRef, TryData};
 use super::events::{self, Outgoing, incoming};
 use super::reply::{Reply, invalid_payload};
 use super::{SocketUser, conversation_room};
+use crate::error::ErrorCode;
 use crate::ids::{ConversationId, MessageId};
 use crate::messaging::DomainError;
 use crate::messaging::views::MessageView;
@@ -16,7 +17,7 @@ fn user_of<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, DomainError>
     socket.extensions.get::<SocketUser>().ok_or_else(|| {
         DomainError::new(
             crate::messaging::ErrorKind::Unauthorized,
-            "unauthenticated",
+            crate::error::ErrorCode::Unauthenticated,
             "socket is not authenticated",
         )
     })
@@ -133,7 +134,7 @@ async fn typing<A: Adapter>(
     let room = conversation_room(ConversationId(p.conversation_id));
     if !socket.rooms().iter().any(|r| *r == room) {
         return Err(DomainError::forbidden(
-            "not_joined",
+            ErrorCode::NotJoined,
             "join_conversation first",
         ));
     }

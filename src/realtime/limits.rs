@@ -31,7 +31,7 @@ pub(super) fn admit_event(
 pub(super) fn rate_limited(retry_after_ms: Millis) -> crate::messaging::DomainError {
     crate::messaging::DomainError::new(
         crate::messaging::ErrorKind::TooManyRequests,
-        "rate_limited",
+        crate::error::ErrorCode::RateLimited,
         format!(
             "too many events: slow down (the next is accepted in {} ms)",
             retry_after_ms.clamp(1, 60_000)

@@ -10,6 +10,7 @@ use socketioxide::handler::{FromMessageParts, Value};
 use socketioxide::socket::Socket;
 
 use super::events::{Ack, AckError, MessagingError, Outgoing};
+use crate::error::ErrorCode;
 use crate::messaging::{DomainError, ErrorKind};
 
 /// Extractor: how to answer the event being handled.
@@ -108,5 +109,8 @@ impl<A: Adapter> Reply<A> {
 
 /// The answer to a payload that did not match the event's shape.
 pub fn invalid_payload(reason: impl std::fmt::Display) -> DomainError {
-    DomainError::bad_request("invalid_payload", format!("invalid payload: {reason}"))
+    DomainError::bad_request(
+        ErrorCode::InvalidPayload,
+        format!("invalid payload: {reason}"),
+    )
 }

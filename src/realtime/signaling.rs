@@ -7,7 +7,7 @@
 //! each event in a task of its own, and candidates sent right after an offer must not overtake
 //! it): every event takes a place on the socket's own bounded queue as its packet is read
 //! ([`Place`]), and the jobs run one after the other in that order.
-//! A client that floods the queue gets `webrtc_error {code: "too_many_requests"}`.
+//! A client that floods the queue gets `webrtc_error {code: ErrorCode::TooManyRequests}`.
 //!
 //! Several nodes: a session's room lives on the node it was placed on. An event for a session
 //! owned by another node is routed there ([`crate::cluster`]) and answered here with the
@@ -28,6 +28,7 @@ use super::SocketUser;
 use super::events::{self, incoming};
 use super::reply::Reply;
 use crate::cluster::NodeId;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId};
 use crate::sfu::SignalError;
 use crate::state::AppState;
@@ -111,14 +112,14 @@ fn remember_route<A: Adapter>(socket: &SocketRef<A>, node: &NodeId) {
 }
 
 fn payload_error(e: impl std::fmt::Display) -> SignalError {
-    SignalError::new("invalid_payload", format!("invalid payload: {e}"))
+    SignalError::new(ErrorCode::InvalidPayload, format!("invalid payload: {e}"))
 }
 
 fn user<A: Adapter>(socket: &SocketRef<A>) -> Result<SocketUser, SignalError> {
     socket
         .extensions
         .get::<SocketUser>()
-        .ok_or_else(|| SignalError::new("unauthenticated", "socket is not authenticated"))
+        .ok_or_else(|| SignalError::new(ErrorCode::Unauthenticated, "socket is not authenticated"))
 }
 
 fn client_ip<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
@@ -138,7 +139,7 @@ pub struct Caller {
 impl Caller {
     fn socket(&self) -> Result<Sid, SignalError> {
         self.sid
-            .ok_or_else(|| SignalError::new("invalid_request", "this needs a socket"))
+            .ok_or_else(|| SignalError::new(ErrorCode::InvalidRequest, "this needs a socket"))
     }
 }
 
@@ -231,10 +232,10 @@ where
                 None => true,
             };
             if refused {
-                state.sfu.count_signal_error("too_many_requests");
+                state.sfu.count_signal_error(ErrorCode::TooManyRequests);
                 let ev = events::Outgoing::WebrtcError(events::WebrtcError {
                     session_id,
-                    code: "too_many_requests",
+                    code: ErrorCode::TooManyRequests,
                     message: "too many signaling messages at once; slow down".into(),
                 });
                 let _ = socket.emit(ev.name(), &ev);
@@ -415,16 +416,16 @@ pub async fn dispatch(state: &AppState, event: &str, caller: Caller, payload: Va
         INTERNAL_RECORDING_START => run(state, caller, payload, rest_recording_start).await,
         INTERNAL_RECORDING_STOP => run(state, caller, payload, rest_recording_stop).await,
         _ => Err(SignalError::new(
-            "unknown_event",
+            ErrorCode::UnknownEvent,
             "this server does not handle that event",
         )),
     }
 }
 
 /// Domain errors as signaling codes (`forbidden` for anyone but the session's doctor).
-fn signal_code(e: &crate::messaging::DomainError) -> &'static str {
+fn signal_code(e: &crate::messaging::DomainError) -> ErrorCode {
     match e.kind {
-        crate::messaging::ErrorKind::Forbidden => "forbidden",
+        crate::messaging::ErrorKind::Forbidden => ErrorCode::Forbidden,
         _ => e.code,
     }
 }

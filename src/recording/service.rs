@@ -26,6 +26,7 @@ use super::{RecorderConfig, container_for, inspect};
 use crate::clock::{Millis, SharedClock};
 use crate::codec::Codec;
 use crate::config::RecordingConfig;
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{Metrics, ReasonLabels, StatusLabels};
@@ -435,7 +436,8 @@ impl Recordings {
         caller: Identity,
         id: &str,
     ) -> DomainResult<(RecordingRecord, PathBuf)> {
-        let not_found = || DomainError::not_found("recording_not_found", "recording not found");
+        let not_found =
+            || DomainError::not_found(ErrorCode::RecordingNotFound, "recording not found");
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(not_found());
         }
@@ -459,13 +461,13 @@ impl Recordings {
         match r.status {
             RecordingStatus::Recording => {
                 return Err(DomainError::conflict(
-                    "recording_in_progress",
+                    ErrorCode::RecordingInProgress,
                     "this recording is still being written; stop it first",
                 ));
             }
             RecordingStatus::Failed => {
                 return Err(DomainError::not_found(
-                    "recording_unavailable",
+                    ErrorCode::RecordingUnavailable,
                     "this recording holds no media",
                 ));
             }
@@ -474,7 +476,7 @@ impl Recordings {
         let path = self.path_of(&r).ok_or_else(not_found)?;
         if !path.is_file() {
             return Err(DomainError::not_found(
-                "recording_unavailable",
+                ErrorCode::RecordingUnavailable,
                 "this recording's file is gone",
             ));
         }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Millis, SharedClock};
+use crate::error::ErrorCode;
 use crate::ids::{ConversationId, Identity, Role, SessionId};
 use crate::limits::{AddrKey, FailureWindows};
 use crate::messaging::{DomainError, DomainResult, ErrorKind, Messaging};
@@ -85,13 +86,14 @@ pub enum CodeVerdict {
 }
 
 impl CodeVerdict {
-    pub fn error_code(self) -> &'static str {
-        match self {
-            CodeVerdict::Valid => "valid",
-            CodeVerdict::Invalid => "invalid_code",
-            CodeVerdict::Expired => "expired_code",
-            CodeVerdict::Ended => "session_ended",
-        }
+    /// Why a code was refused; `None` for a valid one.
+    pub fn error_code(self) -> Option<ErrorCode> {
+        Some(match self {
+            CodeVerdict::Valid => return None,
+            CodeVerdict::Invalid => ErrorCode::InvalidCode,
+            CodeVerdict::Expired => ErrorCode::ExpiredCode,
+            CodeVerdict::Ended => ErrorCode::SessionEnded,
+        })
     }
 }
 
@@ -171,7 +173,7 @@ impl Sessions {
     ) -> DomainResult<(SessionRecord, String)> {
         if caller.role != Role::Medecin {
             return Err(DomainError::forbidden(
-                "doctor_only",
+                ErrorCode::DoctorOnly,
                 "only a doctor (medecin) creates video consultations",
             ));
         }
@@ -183,7 +185,7 @@ impl Sessions {
             ConversationRef::Temp { patient, doctor } => {
                 if doctor != caller.id.0 {
                     return Err(DomainError::forbidden(
-                        "forbidden",
+                        ErrorCode::Forbidden,
                         "temp_conv_{patient}_{doctor} must name you as the doctor",
                     ));
                 }
@@ -263,7 +265,7 @@ impl Sessions {
         let session = self.get_for(caller, id).await?;
         if session.created_by != caller {
             return Err(DomainError::forbidden(
-                "forbidden",
+                ErrorCode::Forbidden,
                 "only the doctor who created this consultation may do this",
             ));
         }
@@ -299,7 +301,7 @@ impl Sessions {
     fn too_many_guesses() -> DomainError {
         DomainError::new(
             ErrorKind::TooManyRequests,
-            "too_many_attempts",
+            ErrorCode::TooManyAttempts,
             "too many wrong codes, retry in a minute",
         )
     }
@@ -425,17 +427,17 @@ impl Sessions {
             }
             (CodeVerdict::Expired, _) => Err(DomainError::new(
                 ErrorKind::Forbidden,
-                "expired_code",
+                ErrorCode::ExpiredCode,
                 "this consultation code has expired; ask the doctor for a new link",
             )),
             (CodeVerdict::Ended, _) => Err(DomainError::new(
                 ErrorKind::Conflict,
-                "session_ended",
+                ErrorCode::SessionEnded,
                 "this consultation is over",
             )),
             _ => Err(DomainError::new(
                 ErrorKind::Forbidden,
-                "invalid_code",
+                ErrorCode::InvalidCode,
                 "this consultation code is not valid (a code admits the people of the \
                  consultation's conversation; ask the doctor to add you)",
             )),
@@ -444,7 +446,7 @@ impl Sessions {
 }
 
 pub fn session_not_found() -> DomainError {
-    DomainError::not_found("session_not_found", "consultation not found")
+    DomainError::not_found(ErrorCode::SessionNotFound, "consultation not found")
 }
 
 #[cfg(test)]

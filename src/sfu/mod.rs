@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 
 use tokio::sync::oneshot;
 
+use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId, SocketId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::metrics::{KindLabels, Metrics};
@@ -94,11 +95,13 @@ impl Shared {
         }
     }
 
-    fn count_signal_error(&self, code: &'static str) {
+    fn count_signal_error(&self, code: ErrorCode) {
         self.metrics
             .media
             .signaling_errors
-            .get_or_create(&KindLabels { kind: code })
+            .get_or_create(&KindLabels {
+                kind: code.as_str(),
+            })
             .inc();
     }
 }
@@ -246,12 +249,10 @@ impl Sfu {
         if let Some(h) = self.existing_room(session).filter(|h| !h.tx.is_closed()) {
             return Ok(h);
         }
-        let record = self
-            .shared
-            .sessions
-            .load(session)
-            .await
-            .map_err(|_| SignalError::new("session_not_found", "no such consultation"))?;
+        let record =
+            self.shared.sessions.load(session).await.map_err(|_| {
+                SignalError::new(ErrorCode::SessionNotFound, "no such consultation")
+            })?;
         if record.statut == SessionStatus::Ended {
             return Err(session_ended());
         }
@@ -274,9 +275,9 @@ impl Sfu {
             .tx
             .send(make(tx))
             .await
-            .map_err(|_| SignalError::new("session_ended", "this consultation is over"))?;
+            .map_err(|_| SignalError::new(ErrorCode::SessionEnded, "this consultation is over"))?;
         rx.await
-            .map_err(|_| SignalError::new("session_ended", "this consultation is over"))
+            .map_err(|_| SignalError::new(ErrorCode::SessionEnded, "this consultation is over"))
     }
 
     /// `webrtc_offer` from a participant.
@@ -387,7 +388,7 @@ impl Sfu {
         let record = self.shared.sessions.require_owner(caller, session).await?;
         if record.statut == SessionStatus::Ended {
             return Err(DomainError::conflict(
-                "session_ended",
+                ErrorCode::SessionEnded,
                 "this consultation is already over",
             ));
         }
@@ -411,19 +412,19 @@ impl Sfu {
         let record = self.shared.sessions.require_owner(caller, session).await?;
         if record.statut == SessionStatus::Ended {
             return Err(DomainError::conflict(
-                "session_ended",
+                ErrorCode::SessionEnded,
                 "this consultation is over",
             ));
         }
         if consent != Some(true) {
             return Err(DomainError::bad_request(
-                "consent_required",
+                ErrorCode::ConsentRequired,
                 "recording needs the participants' consent: send {\"consent\": true}",
             ));
         }
         let not_live = || {
             DomainError::conflict(
-                "session_not_live",
+                ErrorCode::SessionNotLive,
                 "nobody is connected to this consultation yet",
             )
         };
@@ -449,8 +450,12 @@ impl Sfu {
         session: SessionId,
     ) -> DomainResult<Vec<crate::store::RecordingRecord>> {
         self.shared.sessions.require_owner(caller, session).await?;
-        let not_recording =
-            || DomainError::conflict("not_recording", "this consultation is not being recorded");
+        let not_recording = || {
+            DomainError::conflict(
+                ErrorCode::NotRecording,
+                "this consultation is not being recorded",
+            )
+        };
         let room = self.existing_room(session).ok_or_else(not_recording)?;
         let closings = self
             .ask(&room, |reply| RoomCommand::StopRecording { reply })
@@ -518,7 +523,7 @@ impl Sfu {
         }
     }
 
-    pub(crate) fn count_signal_error(&self, code: &'static str) {
+    pub(crate) fn count_signal_error(&self, code: ErrorCode) {
         self.shared.count_signal_error(code);
     }
 }
@@ -539,11 +544,11 @@ fn advertised(public_ips: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
 
 fn not_in_session() -> SignalError {
     SignalError::new(
-        "not_in_session",
+        ErrorCode::NotInSession,
         "you are not in this consultation: join with its code first",
     )
 }
 
 fn session_ended() -> SignalError {
-    SignalError::new("session_ended", "this consultation is over")
+    SignalError::new(ErrorCode::SessionEnded, "this consultation is over")
 }

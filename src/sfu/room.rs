@@ -33,6 +33,7 @@ use super::peer::stats::TrackStatsView;
 use super::peer::{self, PeerContext, PeerHandle};
 use super::sdp;
 use super::types::{PeerCommand, PeerEvent, PeerId, SignalError, SignalResult, SubscriberLink};
+use crate::error::ErrorCode;
 use crate::ids::{Identity, RoomKey, SessionId, SocketId};
 use crate::store::SessionRecord;
 use crate::wire::{Outgoing, UserRef};
@@ -520,9 +521,12 @@ fn send(handle: &PeerHandle, cmd: PeerCommand) {
 async fn await_reply<T>(rx: oneshot::Receiver<SignalResult<T>>) -> SignalResult<T> {
     match tokio::time::timeout(PEER_REPLY_TIMEOUT, rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(SignalError::new("peer_gone", "the media connection closed")),
+        Ok(Err(_)) => Err(SignalError::new(
+            ErrorCode::PeerGone,
+            "the media connection closed",
+        )),
         Err(_) => Err(SignalError::new(
-            "timeout",
+            ErrorCode::Timeout,
             "the media server did not answer in time",
         )),
     }

@@ -88,32 +88,7 @@ impl std::fmt::Debug for SubscriberLink {
     }
 }
 
-/// A signaling failure, sent to the client as `webrtc_error {code, message}`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct SignalError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl SignalError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_sdp(message: impl Into<String>) -> Self {
-        Self::new("bad_sdp", message)
-    }
-
-    pub fn internal() -> Self {
-        Self::new("internal_error", "the media server could not do this")
-    }
-}
-
-pub type SignalResult<T> = Result<T, SignalError>;
+pub use crate::error::{ErrorCode, SignalError, SignalResult};
 
 /// Our answer to a client's offer, with our candidates to trickle after it.
 #[derive(Debug, Clone)]
@@ -206,7 +181,7 @@ pub enum PeerEvent {
     Refused {
         peer: PeerId,
         track: TrackId,
-        code: &'static str,
+        code: crate::error::ErrorCode,
         message: String,
     },
     /// The client did not accept `codec`, which `track`'s publisher sends; `accepted` are the
@@ -233,7 +208,7 @@ pub enum PeerEvent {
     /// ICE or DTLS failed, or the task stopped on an error: the peer is gone.
     Failed {
         peer: PeerId,
-        reason: &'static str,
+        reason: crate::error::ErrorCode,
     },
     /// The task stopped (after Close or Failed).
     Closed {

@@ -162,7 +162,7 @@ pub struct Ack<T: Serialize> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AckError {
-    pub code: &'static str,
+    pub code: crate::error::ErrorCode,
     pub message: String,
 }
 
@@ -170,7 +170,7 @@ pub struct AckError {
 #[derive(Debug, Clone, Serialize)]
 pub struct MessagingError {
     pub event: &'static str,
-    pub code: &'static str,
+    pub code: crate::error::ErrorCode,
     pub message: String,
 }
 
@@ -321,7 +321,7 @@ pub struct SessionMoved {
 #[serde(rename_all = "camelCase")]
 pub struct WebrtcError {
     pub session_id: Option<i64>,
-    pub code: &'static str,
+    pub code: crate::error::ErrorCode,
     pub message: String,
 }
 

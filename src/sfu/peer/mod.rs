@@ -335,7 +335,7 @@ impl Peer {
             && let Err(e) = secure.handle_timeout(now)
         {
             tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS handshake gave up");
-            self.fail("dtls_failed");
+            self.fail(crate::error::ErrorCode::DtlsFailed);
         }
         self.flush_dtls();
     }
@@ -414,7 +414,7 @@ impl Peer {
     fn on_event(&mut self, event: RTCPeerConnectionEvent) {
         if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) = event {
             match state {
-                RTCIceConnectionState::Failed => self.fail("ice_failed"),
+                RTCIceConnectionState::Failed => self.fail(crate::error::ErrorCode::IceFailed),
                 RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
                     self.on_ice_connected();
                 }
@@ -423,11 +423,14 @@ impl Peer {
         }
     }
 
-    fn fail(&mut self, reason: &'static str) {
+    fn fail(&mut self, reason: crate::error::ErrorCode) {
         if self.closed {
             return;
         }
-        if reason == "ice_failed" || reason == "dtls_failed" {
+        if matches!(
+            reason,
+            crate::error::ErrorCode::IceFailed | crate::error::ErrorCode::DtlsFailed
+        ) {
             self.ctx.metrics.media.ice_failures.inc();
         }
         let _ = self.ctx.events.send(PeerEvent::Failed {

@@ -20,6 +20,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::dtls_srtp::{DtlsSrtp, Role};
 use super::{Peer, Signaling};
+use crate::error::ErrorCode;
 use crate::sfu::sdp::plan::{self, BundlePlan};
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::sdp::{self, Setup};
@@ -36,7 +37,7 @@ impl Peer {
         sdp::check(offer).map_err(|p| SignalError::bad_sdp(p.message()))?;
         if self.signaling == Signaling::HaveLocalOffer {
             return Err(SignalError::new(
-                "negotiation_in_progress",
+                ErrorCode::NegotiationInProgress,
                 "the server's offer is waiting for your answer; answer it before offering",
             ));
         }
@@ -45,7 +46,7 @@ impl Peer {
         let published = plan::published_tracks(&sections);
         if published > self.ctx.max_tracks {
             return Err(SignalError::new(
-                "too_many_tracks",
+                ErrorCode::TooManyTracks,
                 format!(
                     "this offer publishes {published} tracks; relais takes at most {} per \
                      participant (setting media.max_tracks)",
@@ -55,7 +56,10 @@ impl Peer {
         }
         let bundle = plan::bundle_plan(&sections);
         if let BundlePlan::Unservable(why) = &bundle {
-            return Err(SignalError::new("unbundled_transports", why.clone()));
+            return Err(SignalError::new(
+                ErrorCode::UnbundledTransports,
+                why.clone(),
+            ));
         }
         let now = Instant::now();
         let desc = RTCSessionDescription::offer(offer.to_string())
@@ -99,7 +103,7 @@ impl Peer {
     pub(super) fn remote_answer(&mut self, answer: &str) -> SignalResult<()> {
         if self.signaling != Signaling::HaveLocalOffer {
             return Err(SignalError::new(
-                "no_offer_outstanding",
+                ErrorCode::NoOfferOutstanding,
                 "there is no offer of the server to answer",
             ));
         }
@@ -143,7 +147,10 @@ impl Peer {
             }
         }
         if accepted == 0 && total > 0 {
-            return Err(SignalError::new("bad_candidate", "no usable ICE candidate"));
+            return Err(SignalError::new(
+                ErrorCode::BadCandidate,
+                "no usable ICE candidate",
+            ));
         }
         Ok(accepted)
     }

@@ -54,7 +54,7 @@ impl Peer {
             && let Err(e) = secure.start(std::time::Instant::now())
         {
             tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS could not start");
-            self.fail("dtls_failed");
+            self.fail(crate::error::ErrorCode::DtlsFailed);
         }
         self.flush_dtls();
     }

@@ -46,6 +46,7 @@ use super::Peer;
 use super::outbound::{Leg, LegExtensions};
 use super::stats::{RateMeter, TrackStatsView};
 use crate::codec::{Codec, h264_match};
+use crate::error::ErrorCode;
 use crate::sfu::forward::Throttle;
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
@@ -420,7 +421,7 @@ impl Peer {
                         down.info.owner.role,
                         down.info.owner.id
                     );
-                    self.report_refused(&down.info, "track_refused", message);
+                    self.report_refused(&down.info, ErrorCode::TrackRefused, message);
                     self.retire(down, true);
                 } else {
                     moves.push(id);
@@ -512,7 +513,7 @@ impl Peer {
         }
     }
 
-    fn report_refused(&self, info: &TrackInfo, code: &'static str, message: String) {
+    fn report_refused(&self, info: &TrackInfo, code: ErrorCode, message: String) {
         let _ = self.ctx.events.send(PeerEvent::Refused {
             peer: self.ctx.id,
             track: info.id,

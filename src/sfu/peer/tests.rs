@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use crate::error::ErrorCode;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
@@ -481,7 +482,7 @@ async fn a_rejected_m_line_is_never_forwarded_into() {
             _ => None,
         })
         .collect();
-    assert_eq!(refused, vec![(TrackId(3), "track_refused")]);
+    assert_eq!(refused, vec![(TrackId(3), ErrorCode::TrackRefused)]);
     // The camera goes on.
     assert!(h.payload_types(2).contains(&(Codec::Vp8, 96)));
 }

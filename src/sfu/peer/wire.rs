@@ -85,7 +85,7 @@ impl Peer {
             }
             Err(e) => {
                 tracing::debug!(peer = %self.ctx.id, error = %e, "DTLS handshake failed");
-                self.fail("dtls_failed");
+                self.fail(crate::error::ErrorCode::DtlsFailed);
             }
         }
         self.flush_dtls();

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{Millis, to_rfc3339};
 use crate::codec::Codec;
+use crate::error::ErrorCode;
 use crate::ids::{ConversationId, Identity, SessionId, SocketId};
 use crate::messaging::{DomainError, DomainResult};
 use crate::recording::Consent;
@@ -56,7 +57,7 @@ pub enum Action {
     /// Emit to everyone in the session, on every node.
     NotifySession(Outgoing),
     /// A `webrtc_error` with this code goes out (the signaling error counter).
-    CountError(&'static str),
+    CountError(ErrorCode),
     /// `who` is in this session on this node (or no longer is).
     Presence {
         who: Identity,
@@ -611,7 +612,7 @@ impl RoomState {
             PeerEvent::Failed { peer, reason } => {
                 if let Some(who) = self.owner(peer) {
                     self.emit_error(who, reason, "the media connection failed".to_string());
-                    self.remove_participant(who, reason);
+                    self.remove_participant(who, reason.as_str());
                 }
             }
             PeerEvent::Closed { peer } => {
@@ -746,7 +747,7 @@ impl RoomState {
             .filter_map(|p| self.peers.get(p).copied())
             .collect();
         for who in waiting {
-            self.emit_error(who, "codec_unsupported", message.clone());
+            self.emit_error(who, ErrorCode::CodecUnsupported, message.clone());
         }
     }
 
@@ -757,13 +758,13 @@ impl RoomState {
     pub fn start_recording(&mut self, by: Identity, at: Millis) -> DomainResult<Vec<Action>> {
         if self.recording.is_some() {
             return Err(DomainError::conflict(
-                "already_recording",
+                ErrorCode::AlreadyRecording,
                 "this consultation is already being recorded",
             ));
         }
         if !self.participants.iter().any(|p| p.peer.is_some()) {
             return Err(DomainError::conflict(
-                "session_not_live",
+                ErrorCode::SessionNotLive,
                 "nobody is connected to this consultation yet",
             ));
         }
@@ -790,7 +791,7 @@ impl RoomState {
     ) -> DomainResult<Vec<Action>> {
         if self.recording.is_none() {
             return Err(DomainError::conflict(
-                "not_recording",
+                ErrorCode::NotRecording,
                 "this consultation is not being recorded",
             ));
         }
@@ -1112,7 +1113,7 @@ impl RoomState {
         self.out.push(Action::Notify { to: sid, event });
     }
 
-    fn emit_error(&mut self, who: Identity, code: &'static str, message: String) {
+    fn emit_error(&mut self, who: Identity, code: ErrorCode, message: String) {
         let Some(sid) = self.get(who).and_then(|p| p.sid) else {
             return;
         };
@@ -1143,7 +1144,7 @@ fn link(out: &mut Vec<Action>, track: &TrackInfo, subscriber: PeerId, publisher:
 
 pub(super) fn not_in_session() -> SignalError {
     SignalError::new(
-        "not_in_session",
+        ErrorCode::NotInSession,
         "you are not in this consultation: join with its code first",
     )
 }

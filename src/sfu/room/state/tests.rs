@@ -485,7 +485,7 @@ fn a_removed_participant_is_withdrawn_from_the_others_renegotiated_in_join_order
     assert_eq!(
         lines(&r.on_peer_event(PeerEvent::Failed {
             peer: p,
-            reason: "ice_failed",
+            reason: ErrorCode::IceFailed,
         })),
         [
             "count ice_failed",
@@ -525,7 +525,7 @@ fn a_track_a_client_refuses_is_reported_to_it_alone() {
         lines(&r.on_peer_event(PeerEvent::Refused {
             peer: p,
             track: TrackId(10),
-            code: "codec_unsupported",
+            code: ErrorCode::CodecUnsupported,
             message: "no VP9 here".into(),
         })),
         [
