@@ -114,7 +114,8 @@ impl Room {
                         self.recorders.insert((who, stream), recorded);
                     }
                     Err(e) => {
-                        tracing::error!(session = %self.session, error = %e, "cannot start a recording");
+                        let session = self.session;
+                        tracing::error!(%session, error = %e, "cannot start a recording");
                         self.state.recording_not_opened(who, &stream);
                     }
                 }

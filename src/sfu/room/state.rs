@@ -6,7 +6,7 @@
 //! socket emits) in the order given and feeds back what only IO can tell (a peer that could
 //! not start, a recording that could not open). It never reads the clock: `now` comes in.
 //!
-//! Invariants (kept here, and tested below):
+//! Invariants (kept here; unit-tested in `state/tests.rs`):
 //! - every participant with a PeerConnection receives every track the others publish (audio
 //!   always, video unless the session is audio-only, which its peers enforce from
 //!   [`Action::CreatePeer`]'s `allow_video`), and nothing of their own;
@@ -14,8 +14,9 @@
 //!   period, session ended) leaves nothing: its peer is closed, its tracks are withdrawn from
 //!   the others (who are renegotiated, in the order they joined), its subscriptions are dropped
 //!   at the publishers, its recordings are finished;
-//! - a participant whose socket went away stays until the grace deadline ([`RoomState::poll_timeout`]);
-//!   a socket of theirs back before it keeps them, and gets our unanswered offer again;
+//! - a participant whose socket went away stays until the grace deadline
+//!   ([`RoomState::poll_timeout`]); a socket of theirs back before it keeps them, and gets our
+//!   unanswered offer again;
 //! - the room is done ([`RoomState::is_done`]) when its last participant is gone or the
 //!   session ended;
 //! - while recording is on, each stream a participant publishes has exactly one recording,
