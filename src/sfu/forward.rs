@@ -7,9 +7,14 @@
 //!   at +1 and timestamps keep moving forward by the wall-clock time that passed;
 //! - a video leg starts (and restarts after a source change) on a keyframe;
 //! - within one source, gaps and reordering are preserved (offsets, not renumbering), so the
-//!   subscriber's NACKs and jitter buffer see the truth.
+//!   subscriber's NACKs and jitter buffer see the truth;
+//! - keyframe until pass ([`LegGate`]): while a video leg waits for a keyframe, nothing of its
+//!   source passes, and the publisher is asked for one at once and then at most once per
+//!   [`KEYFRAME_REQUEST_INTERVAL`] until it comes;
+//! - a [`Throttle`] lets the first request through and then at most one per interval, whatever
+//!   the rate of asking (the keyframe requests of legs, subscribers and publishers use it).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One packet as the decision needs to see it.
 #[derive(Debug, Clone, Copy)]
@@ -137,11 +142,78 @@ impl Rewriter {
     }
 }
 
+/// At most one request per interval: the first goes at once, the next when `interval` has
+/// passed since the last one that went. The caller says what time it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    /// True, and noted as sent, when a request may go at `now`.
+    pub fn allow(&mut self, now: Instant, interval: Duration) -> bool {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+/// A waiting video leg asks its publisher for a keyframe at most this often.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a leg does with one packet ([`LegGate::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Send it with these numbers.
+    Forward { seq: u16, ts: u32 },
+    /// Do not send it (counted under this reason).
+    Drop(DropReason),
+    /// Do not send it: the leg waits for a keyframe, and asks its publisher for one now.
+    DropAndAskKeyframe,
+}
+
+/// One outgoing leg's forwarding with its keyframe requests: the [`Rewriter`]'s decision, and
+/// while a video leg waits for a keyframe, a request to the publisher at most once per
+/// [`KEYFRAME_REQUEST_INTERVAL`] (the packet's arrival time is the clock).
+#[derive(Debug, Clone)]
+pub struct LegGate {
+    rewriter: Rewriter,
+    keyframe_requests: Throttle,
+}
+
+impl LegGate {
+    /// `initial_seq` should be random (RFC 3550 §5.1).
+    pub fn new(clock_rate: u32, video: bool, initial_seq: u16) -> Self {
+        Self {
+            rewriter: Rewriter::new(clock_rate, video, initial_seq),
+            keyframe_requests: Throttle::default(),
+        }
+    }
+
+    pub fn decide(&mut self, p: &Incoming) -> GateDecision {
+        match self.rewriter.decide(p) {
+            Decision::Forward { seq, ts } => GateDecision::Forward { seq, ts },
+            Decision::Drop(DropReason::AwaitingKeyframe)
+                if self
+                    .keyframe_requests
+                    .allow(p.at, KEYFRAME_REQUEST_INTERVAL) =>
+            {
+                GateDecision::DropAndAskKeyframe
+            }
+            Decision::Drop(reason) => GateDecision::Drop(reason),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::time::Duration;
 
     fn pkt(ssrc: u32, seq: u16, ts: u32, keyframe: bool, at: Instant) -> Incoming {
         Incoming {
@@ -248,6 +320,120 @@ mod tests {
         assert_eq!(
             r.decide(&pkt(2, 51, 7, true, t1)),
             Decision::Forward { seq: 1, ts: 900 }
+        );
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_throttle_lets_the_first_request_through_then_one_per_interval() {
+        let t0 = Instant::now();
+        let mut t = Throttle::default();
+        assert!(t.allow(t0, ms(100)));
+        assert!(!t.allow(t0, ms(100)));
+        assert!(!t.allow(t0 + ms(99), ms(100)));
+        assert!(t.allow(t0 + ms(100), ms(100)));
+        // The interval counts from the last request that went, not the last asked.
+        assert!(!t.allow(t0 + ms(150), ms(100)));
+        assert!(!t.allow(t0 + ms(199), ms(100)));
+        assert!(t.allow(t0 + ms(200), ms(100)));
+        // A flood at one instant: one request.
+        let later = t0 + ms(5_000);
+        let sent = (0..1000).filter(|_| t.allow(later, ms(100))).count();
+        assert_eq!(sent, 1);
+    }
+
+    #[test]
+    fn a_throttle_tolerates_a_clock_read_out_of_order() {
+        let t0 = Instant::now() + ms(1_000);
+        let mut t = Throttle::default();
+        assert!(t.allow(t0, ms(300)));
+        // An earlier instant (read before, handled after) counts as no time passed.
+        assert!(!t.allow(t0 - ms(500), ms(300)));
+        assert!(t.allow(t0 + ms(300), ms(300)));
+    }
+
+    #[test]
+    fn a_new_video_leg_passes_nothing_before_a_keyframe_and_asks_for_one_twice_a_second() {
+        let t0 = Instant::now();
+        let mut g = LegGate::new(90_000, true, 100);
+        // The first delta frame: dropped, and a keyframe is asked for at once.
+        assert_eq!(
+            g.decide(&pkt(1, 10, 0, false, t0)),
+            GateDecision::DropAndAskKeyframe
+        );
+        // More deltas within the interval: dropped, nothing asked.
+        for (i, at) in [ms(1), ms(100), ms(499)].into_iter().enumerate() {
+            assert_eq!(
+                g.decide(&pkt(1, 11 + i as u16, 0, false, t0 + at)),
+                GateDecision::Drop(DropReason::AwaitingKeyframe)
+            );
+        }
+        // Still none after the interval: asked again.
+        assert_eq!(
+            g.decide(&pkt(1, 14, 0, false, t0 + ms(500))),
+            GateDecision::DropAndAskKeyframe
+        );
+        // The keyframe passes, and everything after it.
+        assert_eq!(
+            g.decide(&pkt(1, 15, 9000, true, t0 + ms(600))),
+            GateDecision::Forward { seq: 100, ts: 9000 }
+        );
+        assert_eq!(
+            g.decide(&pkt(1, 16, 12000, false, t0 + ms(633))),
+            GateDecision::Forward {
+                seq: 101,
+                ts: 12000
+            }
+        );
+    }
+
+    #[test]
+    fn an_audio_leg_passes_at_once_and_never_asks() {
+        let t0 = Instant::now();
+        let mut g = LegGate::new(48_000, false, 7);
+        assert_eq!(
+            g.decide(&pkt(3, 1, 960, false, t0)),
+            GateDecision::Forward { seq: 7, ts: 960 }
+        );
+        assert_eq!(
+            g.decide(&pkt(4, 900, 5, false, t0 + ms(20))),
+            GateDecision::Forward { seq: 8, ts: 1920 }
+        );
+    }
+
+    #[test]
+    fn a_source_change_waits_for_the_new_keyframe_and_asks_for_it() {
+        let t0 = Instant::now();
+        let mut g = LegGate::new(90_000, true, 0);
+        assert_eq!(
+            g.decide(&pkt(1, 1, 0, true, t0)),
+            GateDecision::Forward { seq: 0, ts: 0 }
+        );
+        // Long after the last request (none since the start): the new source is asked for a
+        // keyframe on its first packet.
+        let t1 = t0 + ms(2_000);
+        assert_eq!(
+            g.decide(&pkt(2, 50, 7, false, t1)),
+            GateDecision::DropAndAskKeyframe
+        );
+        assert_eq!(
+            g.decide(&pkt(2, 51, 7, false, t1 + ms(10))),
+            GateDecision::Drop(DropReason::AwaitingKeyframe)
+        );
+        assert_eq!(
+            g.decide(&pkt(2, 52, 7, true, t1 + ms(20))),
+            GateDecision::Forward {
+                seq: 1,
+                ts: 180_000 + 1_800
+            }
+        );
+        // A late packet of the new source from before its keyframe is not a keyframe wait.
+        assert_eq!(
+            g.decide(&pkt(2, 51, 7, false, t1 + ms(30))),
+            GateDecision::Drop(DropReason::BeforeStart)
         );
     }
 

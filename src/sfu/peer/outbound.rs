@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use rtc::rtcp::sender_report::SenderReport;
@@ -27,12 +27,10 @@ use rtc::srtp::context::Context;
 use super::retransmit::SentHistory;
 use crate::codec::Codec;
 use crate::sfu::feedback::reports::SendCounters;
-use crate::sfu::forward::{Decision, DropReason, Incoming, Rewriter};
+use crate::sfu::forward::{GateDecision, Incoming, LegGate};
 use crate::sfu::media_plane::{MediaPlane, Transport};
 use crate::sfu::types::{FastMap, TrackId, internal_ext};
 
-/// A waiting subscriber asks its publisher for a keyframe at most this often.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
 const TWO_BYTE_PROFILE: u16 = 0x1000;
 
@@ -50,14 +48,14 @@ pub struct LegExtensions {
 pub struct Leg {
     pub out_ssrc: u32,
     pub clock_rate: u32,
-    rewriter: Rewriter,
+    /// Numbering, and the wait for a keyframe with its requests (keyframe until pass).
+    gate: LegGate,
     /// This leg's payload type for each codec the client accepted on its m-line; empty until
     /// an offer/answer carrying the leg completed. A packet of a codec the client did not
     /// accept is not sent (the publisher is asked to change codec, see the room).
     pub payload_types: Vec<(Codec, u8)>,
     pub ext: LegExtensions,
     pub mid: Option<Bytes>,
-    last_keyframe_request: Option<Instant>,
     /// What went out, for statistics and Sender Reports.
     pub sent: SendCounters,
     /// Video: the datagrams recently sent, to answer NACKs.
@@ -69,11 +67,10 @@ impl Leg {
         Self {
             out_ssrc,
             clock_rate,
-            rewriter: Rewriter::new(clock_rate, video, initial_seq),
+            gate: LegGate::new(clock_rate, video, initial_seq),
             payload_types: Vec::new(),
             ext: LegExtensions::default(),
             mid: None,
-            last_keyframe_request: None,
             sent: SendCounters::default(),
             history: video.then(SentHistory::default),
         }
@@ -193,7 +190,7 @@ impl Outbound {
             });
         };
         let h = &mut packet.header;
-        let decision = leg.rewriter.decide(&Incoming {
+        let decision = leg.gate.decide(&Incoming {
             ssrc: h.ssrc,
             seq: h.sequence_number,
             ts: h.timestamp,
@@ -201,16 +198,9 @@ impl Outbound {
             at: now,
         });
         let (seq, ts) = match decision {
-            Decision::Forward { seq, ts } => (seq, ts),
-            Decision::Drop(DropReason::AwaitingKeyframe)
-                if leg.last_keyframe_request.is_none_or(|t| {
-                    now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL
-                }) =>
-            {
-                leg.last_keyframe_request = Some(now);
-                return Forward::WantsKeyframe;
-            }
-            Decision::Drop(reason) => return Forward::Dropped(reason.label()),
+            GateDecision::Forward { seq, ts } => (seq, ts),
+            GateDecision::DropAndAskKeyframe => return Forward::WantsKeyframe,
+            GateDecision::Drop(reason) => return Forward::Dropped(reason.label()),
         };
         h.ssrc = leg.out_ssrc;
         h.sequence_number = seq;

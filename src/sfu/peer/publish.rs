@@ -20,6 +20,7 @@ use crate::codec::{Codec, is_keyframe};
 use crate::recording::worker::{RecordTap, TapError};
 use crate::sfu::feedback::nack::NackTracker;
 use crate::sfu::feedback::reports::{LastSenderReport, ntp_middle};
+use crate::sfu::forward::Throttle;
 use crate::sfu::types::{MediaKind, PeerEvent, SubscriberLink, TrackId, TrackInfo, internal_ext};
 
 /// Keyframe requests to one publisher track are sent at most this often, however many
@@ -40,7 +41,8 @@ pub(super) struct UpTrack {
     ext_map: Vec<(u8, u8)>,
     pub(super) ssrc: Option<u32>,
     subscribers: Vec<SubscriberLink>,
-    last_pli: Option<Instant>,
+    /// PLIs to the client ([`PLI_INTERVAL`]).
+    pli_throttle: Throttle,
     pub(super) stats: ReceiveStats,
     /// Holes to NACK, when the client accepts NACKs on this (video) stream.
     pub(super) nack: Option<NackTracker>,
@@ -193,7 +195,7 @@ impl Peer {
             ext_map,
             ssrc: None,
             subscribers: Vec::new(),
-            last_pli: None,
+            pli_throttle: Throttle::default(),
             stats: ReceiveStats::default(),
             nack,
             twcc_ext,
@@ -417,13 +419,9 @@ impl Peer {
         let (Some(ssrc), MediaKind::Video) = (up.ssrc, up.info.kind) else {
             return;
         };
-        if up
-            .last_pli
-            .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
-        {
+        if !up.pli_throttle.allow(now, PLI_INTERVAL) {
             return;
         }
-        up.last_pli = Some(now);
         up.plis += 1;
         let pli = PictureLossIndication {
             sender_ssrc: self.rtcp_ssrc,

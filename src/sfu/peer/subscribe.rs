@@ -47,6 +47,7 @@ use super::outbound::{Leg, LegExtensions};
 use super::stats::{RateMeter, TrackStatsView};
 use crate::codec::{Codec, h264_match};
 use crate::error::ErrorCode;
+use crate::sfu::forward::Throttle;
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
 
@@ -54,6 +55,23 @@ use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
 /// publisher throttles what it sends its client further): a flood of PLI or FIR cannot fill the
 /// publisher's command queue.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A subscriber's keyframe requests (PLI or FIR) for one track: every one counted, passed on
+/// to the publisher at most once per [`KEYFRAME_REQUEST_INTERVAL`] (PLI and FIR alike).
+#[derive(Debug, Default)]
+pub(super) struct KeyframeRequests {
+    /// Requests from the client.
+    received: u64,
+    throttle: Throttle,
+}
+
+impl KeyframeRequests {
+    /// One request from the client at `now`: true when it goes on to the publisher.
+    fn on_request(&mut self, now: Instant) -> bool {
+        self.received += 1;
+        self.throttle.allow(now, KEYFRAME_REQUEST_INTERVAL)
+    }
+}
 
 /// An outgoing track as the subscriber's task keeps it (its forwarding state is in the
 /// [`super::outbound::Outbound`]).
@@ -70,8 +88,8 @@ pub(super) struct DownTrack {
     /// Packets the client reported lost (NACKed), and those sent again.
     nacks: u64,
     retransmitted: u64,
-    plis: u64,
-    keyframe_requested: Option<Instant>,
+    /// The client's PLI and FIR for this track, and what of them reached the publisher.
+    keyframe_requests: KeyframeRequests,
     remote_lost: u64,
     remote_fraction_lost: f64,
     remote_jitter: u32,
@@ -238,8 +256,7 @@ impl Peer {
             rate: RateMeter::default(),
             nacks: 0,
             retransmitted: 0,
-            plis: 0,
-            keyframe_requested: None,
+            keyframe_requests: KeyframeRequests::default(),
             remote_lost: 0,
             remote_fraction_lost: 0.0,
             remote_jitter: 0,
@@ -527,14 +544,9 @@ impl Peer {
             let Some(down) = self.down_for_ssrc(ssrc) else {
                 continue;
             };
-            down.plis += 1;
-            if down
-                .keyframe_requested
-                .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-            {
+            if !down.keyframe_requests.on_request(now) {
                 continue;
             }
-            down.keyframe_requested = Some(now);
             let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
                 track: down.info.id,
             });
@@ -599,7 +611,7 @@ impl Peer {
                     / f64::from(d.info.codec.clock_rate.max(1)),
                 nacks: d.nacks,
                 retransmitted: Some(d.retransmitted),
-                plis: d.plis,
+                plis: d.keyframe_requests.received,
                 source: Some(d.info.owner.into()),
             });
         }
@@ -623,4 +635,36 @@ fn accepted_codecs(remote: &Sections, kind: MediaKind) -> Vec<Codec> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{KEYFRAME_REQUEST_INTERVAL, KeyframeRequests};
+
+    #[test]
+    fn a_pli_flood_reaches_the_publisher_once_per_interval() {
+        let t0 = Instant::now();
+        let mut k = KeyframeRequests::default();
+        // 50 requests in 49 ms (a client asking every millisecond): one goes on.
+        let passed = (0..50)
+            .filter(|i| k.on_request(t0 + Duration::from_millis(*i)))
+            .count();
+        assert_eq!(passed, 1);
+        assert!(!k.on_request(t0 + KEYFRAME_REQUEST_INTERVAL - Duration::from_millis(1)));
+        assert!(k.on_request(t0 + KEYFRAME_REQUEST_INTERVAL));
+        // Every request is counted, passed on or not (the track's `plis` statistic).
+        assert_eq!(k.received, 52);
+    }
+
+    #[test]
+    fn requests_spaced_wider_than_the_interval_all_go_on() {
+        let t0 = Instant::now();
+        let mut k = KeyframeRequests::default();
+        for i in 0..10u32 {
+            assert!(k.on_request(t0 + KEYFRAME_REQUEST_INTERVAL * i));
+        }
+        assert_eq!(k.received, 10);
+    }
 }
