@@ -2,15 +2,16 @@
 
 use axum::body::Body;
 use axum::extract::{Multipart, Request, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde_json::json;
 use tower::ServiceExt;
 
-use super::envelope::created;
-use super::error::{ApiError, ApiResult, multipart_error};
+use super::envelope::{Success, created};
+use super::error::{ApiError, ApiResult, ErrorBody, multipart_error};
 use super::extract::{ApiPath, Caller};
+use super::views::{AttachmentData, FileBytes};
 use crate::error::ErrorCode;
 use crate::ids::ConversationId;
 use crate::messaging::views::AttachmentView;
@@ -22,16 +23,19 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/api/messaging/conversations/{id}/attachments", tag = "messaging",
     params(("id" = i64, Path)),
     request_body(content_type = "multipart/form-data", description = "field `file`"),
-    responses((status = 201, description = "stored", body = AttachmentView),
-              (status = 413, description = "too large"), (status = 415, description = "type not accepted"),
-              (status = 404, description = "unknown or not mine")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 201, description = "stored", body = Success<AttachmentData>),
+              (status = 400, description = "no `file` field, or a malformed body", body = ErrorBody),
+              (status = 413, description = "too large", body = ErrorBody),
+              (status = 415, description = "type not accepted", body = ErrorBody),
+              (status = 404, description = "unknown or not mine", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
     mut multipart: Multipart,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, Success<AttachmentData>)> {
     let conversation = ConversationId(id);
     // Refuse before reading the body when the caller may not post here.
     state
@@ -49,9 +53,9 @@ pub async fn upload(
             .messaging
             .store_attachment(caller.identity, conversation, staged)
             .await?;
-        return Ok(created(
-            json!({ "attachment": AttachmentView::from(&attachment) }),
-        ));
+        return Ok(created(AttachmentData {
+            attachment: AttachmentView::from(&attachment),
+        }));
     }
     Err(ApiError::new(
         ErrorKind::BadRequest,
@@ -63,7 +67,11 @@ pub async fn upload(
 /// Download an attachment (participants of its conversation only). Range requests honoured.
 #[utoipa::path(get, path = "/api/messaging/attachments/{id}", tag = "messaging",
     params(("id" = String, Path)),
-    responses((status = 200, description = "the file"), (status = 404, description = "unknown or not mine")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "the file (its stored type)", content_type = "application/octet-stream", body = FileBytes),
+              (status = 206, description = "a range", content_type = "application/octet-stream", body = FileBytes),
+              (status = 404, description = "unknown or not mine", body = ErrorBody),
+              (status = 416, description = "range not satisfiable")),
     security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,

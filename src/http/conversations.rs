@@ -1,14 +1,14 @@
 //! `/api/messaging/conversations`: create, list mine, read one, mark read.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::envelope::{created, ok};
-use super::error::ApiResult;
+use super::envelope::{Success, ok};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, Caller};
+use super::views::{ConversationData, ConversationsData, ReadMarkerData};
 use crate::ids::{ConversationId, Identity, MessageId, Role};
 use crate::messaging::views::{ConversationSummaryView, ConversationView};
 use crate::state::AppState;
@@ -46,14 +46,16 @@ pub struct MarkReadBody {
 /// conversation between the two already existed.
 #[utoipa::path(post, path = "/api/messaging/conversations", tag = "messaging",
     request_body = CreateConversationBody,
-    responses((status = 201, description = "created"), (status = 200, description = "existing private conversation"),
-              (status = 400, description = "invalid participants"), (status = 401, description = "no valid token")),
+    responses((status = 201, description = "created", body = Success<ConversationData>),
+              (status = 200, description = "existing private conversation", body = Success<ConversationData>),
+              (status = 400, description = "invalid participants", body = ErrorBody),
+              (status = 401, description = "no valid token", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiJson(body): ApiJson<CreateConversationBody>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, Success<ConversationData>)> {
     let others: Vec<Identity> = body
         .participants
         .iter()
@@ -63,47 +65,67 @@ pub async fn create(
         .messaging
         .create_conversation(caller.identity, body.kind, &others)
         .await?;
-    let data = json!({ "conversation": ConversationView::from(&conversation) });
-    Ok(if is_new { created(data) } else { ok(data) })
+    let status = if is_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        ok(ConversationData {
+            conversation: ConversationView::from(&conversation),
+        }),
+    ))
 }
 
 /// My conversations, most recently active first, with the last message and unread count.
 #[utoipa::path(get, path = "/api/messaging/conversations", tag = "messaging",
-    responses((status = 200, description = "my conversations")), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Response> {
+    responses((status = 200, description = "my conversations", body = Success<ConversationsData>),
+              (status = 401, description = "no valid token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Success<ConversationsData>> {
     let list = state.messaging.conversations(caller.identity).await?;
-    let views: Vec<ConversationSummaryView> = list.iter().map(Into::into).collect();
-    Ok(ok(json!({ "conversations": views })))
+    let conversations: Vec<ConversationSummaryView> = list.iter().map(Into::into).collect();
+    Ok(ok(ConversationsData { conversations }))
 }
 
 /// One conversation I belong to (404 otherwise).
 #[utoipa::path(get, path = "/api/messaging/conversations/{id}", tag = "messaging",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "the conversation"), (status = 404, description = "unknown or not mine")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "the conversation", body = Success<ConversationData>),
+              (status = 404, description = "unknown or not mine", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<Success<ConversationData>> {
     let c = state
         .messaging
         .conversation(caller.identity, ConversationId(id))
         .await?;
-    Ok(ok(json!({ "conversation": ConversationView::from(&c) })))
+    Ok(ok(ConversationData {
+        conversation: ConversationView::from(&c),
+    }))
 }
 
 /// Move my read marker forward to a message; the conversation receives `message_read`.
 #[utoipa::path(post, path = "/api/messaging/conversations/{id}/read", tag = "messaging",
     params(("id" = i64, Path)), request_body = MarkReadBody,
-    responses((status = 200, description = "marker stored"), (status = 404, description = "unknown conversation or message")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "marker stored", body = Success<ReadMarkerData>),
+              (status = 404, description = "unknown conversation or message", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn mark_read(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<MarkReadBody>,
-) -> ApiResult<Response> {
+) -> ApiResult<Success<ReadMarkerData>> {
     state
         .messaging
         .mark_read(
@@ -112,7 +134,8 @@ pub async fn mark_read(
             MessageId(body.message_id),
         )
         .await?;
-    Ok(ok(
-        json!({ "conversationId": id, "messageId": body.message_id }),
-    ))
+    Ok(ok(ReadMarkerData {
+        conversation_id: id,
+        message_id: body.message_id,
+    }))
 }

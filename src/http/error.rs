@@ -4,12 +4,12 @@
 //! flags, so messaging clients reading `success` and WebRTC clients reading `status` agree).
 //! Internal causes are logged here once and never sent.
 
-use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ErrorCode;
 use crate::messaging::{DomainError, ErrorKind};
@@ -22,6 +22,31 @@ impl ApiError {
     pub fn new(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> Self {
         Self(DomainError::new(kind, code, message))
     }
+}
+
+/// Every error's body: `{"success": false, "status": "error", "error": {code, message}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub status: ErrorStatus,
+    pub error: ErrorDetail,
+}
+
+/// `"error"`, the WebRTC envelope's `status` on a failure.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStatus {
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code (`not_found`, `invalid_body`, `session_not_found`, …).
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
+    /// For people; never holds internal causes.
+    pub message: String,
 }
 
 pub fn status_of(kind: ErrorKind) -> StatusCode {
@@ -45,12 +70,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?e.source, "request failed");
         }
         let status = status_of(e.kind);
-        let body = json!({
-            "success": false,
-            "status": "error",
-            "error": { "code": e.code, "message": e.message },
-        });
-        let mut response = (status, Json(body)).into_response();
+        let body = ErrorBody {
+            success: false,
+            status: ErrorStatus::Error,
+            error: ErrorDetail {
+                code: e.code,
+                message: e.message,
+            },
+        };
+        let mut response = super::envelope::json_response(status, &body);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -4,6 +4,9 @@
 //! Invariants:
 //! - every `/api` handler authenticates with [`extract::Caller`] and checks object access in
 //!   the domain layer; errors leave through [`error::ApiError`] only;
+//! - every success body is a typed view ([`views`], in an `envelope`) that the OpenAPI
+//!   document names, for every endpoint of [`api_endpoints`] and [`root_endpoints`]
+//!   (`tests/suite/openapi.rs` checks the router, the document and real answers agree);
 //! - JSON bodies are capped at `http.json_body_limit`, uploads at the attachment limit;
 //! - request logs carry the route template, never a raw path or query.
 
@@ -19,13 +22,14 @@ pub mod nodes;
 mod openapi;
 pub mod ops;
 pub mod recordings;
+pub mod views;
 pub mod web;
 pub mod webrtc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -34,60 +38,88 @@ use crate::messaging::ErrorKind;
 use crate::state::AppState;
 use error::ApiError;
 
-pub use envelope::{created, ok, webrtc};
+pub use envelope::{Success, WebrtcSuccess, created, ok, webrtc};
+pub use error::ErrorBody;
 pub use openapi::ApiDoc;
 
 /// Multipart framing on top of the file itself.
 const MULTIPART_OVERHEAD: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let upload_limit = state.config.messaging.attachment_max_bytes as usize + MULTIPART_OVERHEAD;
-    let api = Router::new()
-        .route(
+/// Where the REST API ([`api_endpoints`]) is mounted.
+pub const API_PREFIX: &str = "/api/messaging";
+
+/// An endpoint: its path and its handlers. [`router`] registers exactly the endpoints of
+/// [`api_endpoints`] and [`root_endpoints`] (plus the `/api` catch-all and the browser client
+/// as fallbacks); `tests/suite/openapi.rs` checks each against the OpenAPI document.
+pub type Endpoint = (&'static str, MethodRouter<AppState>);
+
+/// The REST API, under [`API_PREFIX`].
+pub fn api_endpoints(upload_limit: usize) -> Vec<Endpoint> {
+    vec![
+        (
             "/conversations",
             post(conversations::create).get(conversations::list),
-        )
-        .route("/conversations/{id}", get(conversations::get))
-        .route("/conversations/{id}/read", post(conversations::mark_read))
-        .route(
+        ),
+        ("/conversations/{id}", get(conversations::get)),
+        ("/conversations/{id}/read", post(conversations::mark_read)),
+        (
             "/conversations/{id}/messages",
             get(messages::history).post(messages::send),
-        )
-        .route(
+        ),
+        (
             "/conversations/{id}/attachments",
             post(attachments::upload).layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/attachments/{id}", get(attachments::download))
-        .route("/webrtc/sessions", post(webrtc::create))
-        .route("/webrtc/sessions/{id}", get(webrtc::get))
-        .route("/webrtc/sessions/{id}/end", post(webrtc::end))
-        .route("/webrtc/sessions/{id}/stats", get(webrtc::stats))
-        .route(
+        ),
+        ("/attachments/{id}", get(attachments::download)),
+        ("/webrtc/sessions", post(webrtc::create)),
+        ("/webrtc/sessions/{id}", get(webrtc::get)),
+        ("/webrtc/sessions/{id}/end", post(webrtc::end)),
+        ("/webrtc/sessions/{id}/stats", get(webrtc::stats)),
+        (
             "/webrtc/sessions/{id}/recording",
             post(recordings::start).delete(recordings::stop),
-        )
-        .route(
+        ),
+        (
             "/webrtc/sessions/{id}/recording/stop",
-            post(recordings::stop),
-        )
-        .route("/webrtc/sessions/{id}/recordings", get(recordings::list))
-        .route("/webrtc/recordings/{id}", get(recordings::download))
-        .route("/webrtc/validate-code", post(webrtc::validate_code))
-        .route("/webrtc/ice-servers", get(webrtc::ice_servers))
-        .route("/nodes", get(nodes::list))
+            post(recordings::stop_by_post),
+        ),
+        ("/webrtc/sessions/{id}/recordings", get(recordings::list)),
+        ("/webrtc/recordings/{id}", get(recordings::download)),
+        ("/webrtc/validate-code", post(webrtc::validate_code)),
+        ("/webrtc/ice-servers", get(webrtc::ice_servers)),
+        ("/nodes", get(nodes::list)),
+    ]
+}
+
+/// Operations, the OpenAPI document and development sign-in, at the root.
+pub fn root_endpoints() -> Vec<Endpoint> {
+    vec![
+        ("/healthz", get(ops::healthz)),
+        ("/readyz", get(ops::readyz)),
+        ("/metrics", get(ops::metrics)),
+        ("/api-docs/openapi.json", get(openapi::document)),
+        ("/api/dev/token", post(web::dev_token).get(web::dev_mode)),
+    ]
+}
+
+fn with_endpoints(router: Router<AppState>, endpoints: Vec<Endpoint>) -> Router<AppState> {
+    endpoints
+        .into_iter()
+        .fold(router, |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
+}
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.config.messaging.attachment_max_bytes as usize + MULTIPART_OVERHEAD;
+    let api = with_endpoints(Router::new(), api_endpoints(upload_limit))
         .fallback(api_not_found)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
 
-    Router::new()
-        .nest("/api/messaging", api)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api-docs/openapi.json", get(openapi::document))
-        .route("/api/dev/token", post(web::dev_token).get(web::dev_mode))
+    with_endpoints(Router::new().nest(API_PREFIX, api), root_endpoints())
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(web::client)
         .method_not_allowed_fallback(method_not_allowed)

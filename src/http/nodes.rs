@@ -3,11 +3,11 @@
 //! `redis_url`) the list is that node alone.
 
 use axum::extract::State;
-use axum::response::Response;
-use serde_json::json;
 
-use super::error::ApiResult;
+use super::envelope::{Success, ok};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::Caller;
+use super::views::{NodesData, NodesMode};
 use crate::cluster::directory::{MediaAddrs, NodeInfo};
 use crate::error::ErrorCode;
 use crate::messaging::DomainError;
@@ -15,10 +15,14 @@ use crate::state::AppState;
 
 /// The nodes of the cluster and their load (administrators only).
 #[utoipa::path(get, path = "/api/messaging/nodes", tag = "operations",
-    responses((status = 200, description = "`mode` (`single` or `cluster`), this node's id and `nodes`"),
-              (status = 403, description = "not an administrator (auth.admins)")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "`mode` (`single` or `cluster`), this node's id and `nodes`", body = Success<NodesData>),
+              (status = 403, description = "not an administrator (auth.admins)", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Response> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Success<NodesData>> {
     if !state.config.is_admin(caller.identity) {
         return Err(DomainError::forbidden(
             ErrorCode::AdminOnly,
@@ -27,11 +31,11 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiR
         .into());
     }
     let data = match &state.cluster {
-        Some(cluster) => json!({
-            "mode": "cluster",
-            "self": cluster.node(),
-            "nodes": cluster.live_nodes(),
-        }),
+        Some(cluster) => NodesData {
+            mode: NodesMode::Cluster,
+            self_id: cluster.node().clone(),
+            nodes: cluster.live_nodes(),
+        },
         None => {
             let me = NodeInfo {
                 id: crate::cluster::NodeId::from("local"),
@@ -58,8 +62,12 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller) -> ApiR
                 started_at: 0,
                 heartbeat_at: state.clock.now_ms(),
             };
-            json!({ "mode": "single", "self": "local", "nodes": [me] })
+            NodesData {
+                mode: NodesMode::Single,
+                self_id: crate::cluster::NodeId::from("local"),
+                nodes: vec![me],
+            }
         }
     };
-    Ok(super::ok(data))
+    Ok(ok(data))
 }

@@ -14,20 +14,23 @@ use super::{attachments, conversations, messages, nodes, ops, recordings, web, w
         attachments::upload, attachments::download,
         webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
         webrtc::ice_servers,
-        recordings::start, recordings::stop, recordings::list, recordings::download,
+        recordings::start, recordings::stop, recordings::stop_by_post, recordings::list,
+        recordings::download,
         ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode, nodes::list,
+        document,
     ),
     components(schemas(
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
         crate::messaging::views::SendMessageBody,
-        webrtc::CreateSessionBody, webrtc::ValidateCodeBody, crate::turn::IceServers,
-        recordings::StartRecordingBody,
+        webrtc::CreateSessionBody, webrtc::ValidateCodeBody,
+        recordings::StartRecordingBody, web::DevTokenBody,
         crate::turn::IceServer,
         crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,
         crate::messaging::views::ConversationView, crate::messaging::views::PersonView,
         crate::messaging::views::SenderView,
         crate::cluster::directory::NodeInfo, crate::cluster::directory::NodeLoad,
         crate::cluster::directory::MediaAddrs,
+        super::error::ErrorBody,
     )),
     modifiers(&BearerAuth),
 )]
@@ -50,6 +53,9 @@ impl Modify for BearerAuth {
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api-docs/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
 pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
 }

@@ -6,24 +6,39 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::envelope::json_response;
+use super::error::ErrorBody;
+use super::views::{DatabaseStatus, Health, HealthStatus, Readiness, ReadyStatus};
 use crate::metrics::{HttpLabels, PoolLabels, RouteLabels};
 use crate::state::AppState;
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = Health)))]
 pub async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    json_response(
+        StatusCode::OK,
+        &Health {
+            status: HealthStatus::Ok,
+        },
+    )
 }
 
 /// The process can serve: its database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
+    responses((status = 200, description = "ready", body = Readiness),
+              (status = 503, description = "database unreachable", body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
     match ping {
-        Ok(Ok(())) => axum::Json(json!({ "status": "ready", "database": "ok" })).into_response(),
+        Ok(Ok(())) => json_response(
+            StatusCode::OK,
+            &Readiness {
+                status: ReadyStatus::Ready,
+                database: DatabaseStatus::Ok,
+            },
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database error");
             not_ready()
@@ -69,18 +84,21 @@ pub async fn probe_ready(url: &str, timeout: std::time::Duration) -> anyhow::Res
 }
 
 fn not_ready() -> Response {
-    (
+    json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({ "status": "not_ready", "database": "unreachable" })),
+        &Readiness {
+            status: ReadyStatus::NotReady,
+            database: DatabaseStatus::Unreachable,
+        },
     )
-        .into_response()
 }
 
 /// Prometheus exposition: to clients on this machine, and to others that present
 /// `http.metrics_token` as a bearer token.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "metrics text"),
-              (status = 401, description = "not local, and no or a wrong `http.metrics_token`")))]
+    responses((status = 200, description = "metrics text",
+                 content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+              (status = 401, description = "not local, and no or a wrong `http.metrics_token`", body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     let token_ok = state

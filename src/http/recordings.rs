@@ -6,16 +6,16 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::attachments::{content_disposition, serve_file};
-use super::envelope::webrtc;
-use super::error::ApiResult;
+use super::envelope::{WebrtcSuccess, webrtc};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, Caller};
+use super::views::{FileBytes, RecordingsData};
 use crate::clock::to_rfc3339;
 use crate::ids::SessionId;
-use crate::realtime::views::{recording_view, started_view, stopped_view};
+use crate::realtime::views::{RecordingStartedView, RecordingStoppedView, RecordingView};
 use crate::sfu::{SfuReply, SfuRequest};
 use crate::state::AppState;
 
@@ -31,26 +31,28 @@ pub struct StartRecordingBody {
 /// is recorded into a file of their own; everyone gets `recording_started`.
 #[utoipa::path(post, path = "/api/messaging/webrtc/sessions/{id}/recording", tag = "recording",
     params(("id" = i64, Path)), request_body = StartRecordingBody,
-    responses((status = 201, description = "recording"),
-              (status = 400, description = "no consent"),
-              (status = 403, description = "not the session's doctor"),
-              (status = 404, description = "unknown session"),
-              (status = 409, description = "already recording, nobody connected, or session over")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 201, description = "recording", body = WebrtcSuccess<RecordingStartedView>),
+              (status = 400, description = "no consent", body = ErrorBody),
+              (status = 403, description = "not the session's doctor", body = ErrorBody),
+              (status = 404, description = "unknown session", body = ErrorBody),
+              (status = 409, description = "already recording, nobody connected, or session over", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<StartRecordingBody>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingStartedView>)> {
     let request = SfuRequest::StartRecording {
         session: SessionId(id),
         consent: body.consent,
     };
     match state.router.run(rest_caller(&caller), request).await? {
-        SfuReply::RecordingStarted(started) => {
-            Ok(webrtc(StatusCode::CREATED, started_view(id, &started)))
-        }
+        SfuReply::RecordingStarted(started) => Ok(webrtc(
+            StatusCode::CREATED,
+            RecordingStartedView::new(id, &started),
+        )),
         other => Err(unexpected(other)),
     }
 }
@@ -70,43 +72,68 @@ fn unexpected(reply: SfuReply) -> super::error::ApiError {
 /// Stop recording (its doctor only): files are finished before the answer, which lists them.
 #[utoipa::path(delete, path = "/api/messaging/webrtc/sessions/{id}/recording", tag = "recording",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "stopped: the recordings it closed"),
-              (status = 403, description = "not the session's doctor"),
-              (status = 409, description = "not recording")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "stopped: the recordings it closed", body = WebrtcSuccess<RecordingStoppedView>),
+              (status = 403, description = "not the session's doctor", body = ErrorBody),
+              (status = 404, description = "unknown session", body = ErrorBody),
+              (status = 409, description = "not recording", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn stop(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingStoppedView>)> {
     let request = SfuRequest::StopRecording {
         session: SessionId(id),
     };
     match state.router.run(rest_caller(&caller), request).await? {
-        SfuReply::RecordingStopped(closed) => Ok(webrtc(StatusCode::OK, stopped_view(id, &closed))),
+        SfuReply::RecordingStopped(closed) => Ok(webrtc(
+            StatusCode::OK,
+            RecordingStoppedView::new(id, &closed),
+        )),
         other => Err(unexpected(other)),
     }
+}
+
+/// Stop recording, for clients that do not send DELETE: the same as `DELETE …/recording`.
+#[utoipa::path(post, path = "/api/messaging/webrtc/sessions/{id}/recording/stop", tag = "recording",
+    params(("id" = i64, Path)),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "stopped: the recordings it closed", body = WebrtcSuccess<RecordingStoppedView>),
+              (status = 403, description = "not the session's doctor", body = ErrorBody),
+              (status = 404, description = "unknown session", body = ErrorBody),
+              (status = 409, description = "not recording", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stop_by_post(
+    state: State<AppState>,
+    caller: Caller,
+    id: ApiPath<i64>,
+) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingStoppedView>)> {
+    stop(state, caller, id).await
 }
 
 /// A consultation's recordings, oldest first (its doctor only).
 #[utoipa::path(get, path = "/api/messaging/webrtc/sessions/{id}/recordings", tag = "recording",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "`recordings`"),
-              (status = 403, description = "not the session's doctor"),
-              (status = 404, description = "unknown session")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "`recordings`", body = WebrtcSuccess<RecordingsData>),
+              (status = 403, description = "not the session's doctor", body = ErrorBody),
+              (status = 404, description = "unknown session", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingsData>)> {
     let rows = state
         .recordings
         .list_for(caller.identity, SessionId(id))
         .await?;
     Ok(webrtc(
         StatusCode::OK,
-        json!({ "recordings": rows.iter().map(recording_view).collect::<Vec<_>>() }),
+        RecordingsData {
+            recordings: rows.iter().map(RecordingView::from).collect(),
+        },
     ))
 }
 
@@ -114,10 +141,14 @@ pub async fn list(
 /// honoured (206 with Content-Range, 416 past the end).
 #[utoipa::path(get, path = "/api/messaging/webrtc/recordings/{id}", tag = "recording",
     params(("id" = String, Path)),
-    responses((status = 200, description = "the file"), (status = 206, description = "a range"),
-              (status = 403, description = "not the session's doctor"),
-              (status = 404, description = "unknown"),
-              (status = 409, description = "still being written"),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "the file", content(
+                  (FileBytes = "video/webm"), (FileBytes = "video/x-matroska"))),
+              (status = 206, description = "a range", content(
+                  (FileBytes = "video/webm"), (FileBytes = "video/x-matroska"))),
+              (status = 403, description = "not the session's doctor", body = ErrorBody),
+              (status = 404, description = "unknown", body = ErrorBody),
+              (status = 409, description = "still being written", body = ErrorBody),
               (status = 416, description = "range not satisfiable")),
     security(("bearer" = [])))]
 pub async fn download(

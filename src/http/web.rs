@@ -2,18 +2,18 @@
 //! with the conference page and the other client routes answered by its `index.html`.
 //! In development mode only, a token endpoint for the client's sign-in page.
 
-use axum::Json;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
-use super::error::{ApiError, ApiResult};
+use super::envelope::{Success, ok};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
+use super::views::{DevModeData, DevTokenData, DevUser};
 use crate::config::DevSignIn;
 use crate::error::ErrorCode;
 use crate::ids::{Identity, Role};
@@ -80,17 +80,21 @@ fn not_found() -> ApiError {
 /// development mode (`signInHere`: whether this client may get a token), 404 otherwise (so
 /// the sign-in page can ask without an error in the console).
 #[utoipa::path(get, path = "/api/dev/token", tag = "development",
-    responses((status = 200, description = "development mode"), (status = 404, description = "not in development mode")))]
-pub async fn dev_mode(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    responses((status = 200, description = "development mode", body = Success<DevModeData>),
+              (status = 404, description = "not in development mode", body = ErrorBody)))]
+pub async fn dev_mode(
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<Success<DevModeData>> {
     if !state.verifier.development_mode || state.config.auth.dev_sign_in == DevSignIn::Off {
         return Err(not_found());
     }
     let (parts, _) = request.into_parts();
     let here = dev_sign_in_allowed(&state, &parts);
-    Ok(
-        Json(json!({ "success": true, "data": { "developmentMode": true, "signInHere": here } }))
-            .into_response(),
-    )
+    Ok(ok(DevModeData {
+        development_mode: true,
+        sign_in_here: here,
+    }))
 }
 
 /// Development mode only (no configured JWT secret): a token for any role and id, for the
@@ -99,10 +103,14 @@ pub async fn dev_mode(State(state): State<AppState>, request: Request) -> ApiRes
 /// "off"`) this endpoint does not exist (404).
 #[utoipa::path(post, path = "/api/dev/token", tag = "development",
     request_body = DevTokenBody,
-    responses((status = 200, description = "a token"),
-              (status = 403, description = "not from this machine (`dev_sign_in_local_only`)"),
-              (status = 404, description = "not in development mode")))]
-pub async fn dev_token(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    responses((status = 200, description = "a token", body = Success<DevTokenData>),
+              (status = 400, description = "invalid body or id", body = ErrorBody),
+              (status = 403, description = "not from this machine (`dev_sign_in_local_only`)", body = ErrorBody),
+              (status = 404, description = "not in development mode", body = ErrorBody)))]
+pub async fn dev_token(
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<Success<DevTokenData>> {
     if !state.verifier.development_mode || state.config.auth.dev_sign_in == DevSignIn::Off {
         return Err(not_found());
     }
@@ -133,9 +141,12 @@ pub async fn dev_token(State(state): State<AppState>, request: Request) -> ApiRe
             std::time::Duration::from_secs(12 * 3600),
         )
         .map_err(|e| ApiError(crate::messaging::DomainError::internal(e)))?;
-    Ok(Json(json!({
-        "success": true,
-        "data": { "token": token, "user": { "userId": who.id.0, "userType": who.role, "role": who.role } }
+    Ok(ok(DevTokenData {
+        token,
+        user: DevUser {
+            user_id: who.id.0,
+            user_type: who.role,
+            role: who.role,
+        },
     }))
-    .into_response())
 }

@@ -3,21 +3,24 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::envelope::webrtc;
-use super::error::{ApiError, ApiResult};
+use super::envelope::{WebrtcSuccess, webrtc};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ClientIp};
+use super::views::{
+    CodeCheckData, ConferenceLinkView, CreatedSessionData, IceServersData, PlacedNodeView,
+    SessionData, SessionDetailData, SessionDetailView, SessionView, StatsData,
+};
 use crate::clock::to_rfc3339;
 use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId};
 use crate::messaging::{DomainError, ErrorKind};
 use crate::sessions::{CodeVerdict, ConversationRef};
 use crate::state::AppState;
-use crate::store::{SessionRecord, SessionType};
+use crate::store::SessionType;
 use crate::wire::UserRef;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -51,39 +54,21 @@ pub struct ValidateCodeBody {
     pub session_id: Option<i64>,
 }
 
-fn session_view(s: &SessionRecord) -> Value {
-    json!({
-        "id": s.id.0,
-        "conversation_id": s.conversation_id.0,
-        "session_type": s.session_type,
-        "statut": s.statut,
-    })
-}
-
-fn conference_link(base: &url::Url, id: SessionId, code: &str) -> Value {
-    let root = base.as_str().trim_end_matches('/');
-    let url = format!("{root}/conference/{id}");
-    json!({
-        "sessionId": id.0,
-        "conferenceUrl": url,
-        "joinCode": code,
-        "fullLink": format!("{url}?code={code}"),
-    })
-}
-
 /// Create a consultation (doctors only) with its conference link and join code.
 #[utoipa::path(post, path = "/api/messaging/webrtc/sessions", tag = "webrtc",
     params(CreateSessionQuery), request_body = CreateSessionBody,
-    responses((status = 201, description = "created: session and conference link"),
-              (status = 403, description = "not a doctor, or not the initiator"),
-              (status = 404, description = "unknown conversation")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 201, description = "created: session and conference link", body = WebrtcSuccess<CreatedSessionData>),
+              (status = 400, description = "invalid conversation id or body", body = ErrorBody),
+              (status = 403, description = "not a doctor, or not the initiator", body = ErrorBody),
+              (status = 404, description = "unknown conversation", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiQuery(q): ApiQuery<CreateSessionQuery>,
     ApiJson(body): ApiJson<CreateSessionBody>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<CreatedSessionData>)> {
     if let Some(initiator) = body.initiator
         && Identity::new(initiator.user_type, initiator.user_id) != caller.identity
     {
@@ -114,74 +99,67 @@ pub async fn create(
             placed.as_ref().map(|n| n.id.to_string()),
         )
         .await?;
-    let mut data = json!({ "session": session_view(&session) });
     let base = match &placed {
         Some(node) => {
             url::Url::parse(&node.public_base_url).unwrap_or_else(|_| state.public_base_url.clone())
         }
         None => state.public_base_url.clone(),
     };
-    if q.generate_conference_link.unwrap_or(true) {
-        data["conferenceLink"] = conference_link(&base, session.id, &code);
-    }
-    if let Some(node) = &placed {
-        data["node"] = json!({ "id": node.id, "publicBaseUrl": node.public_base_url });
-    }
-    data["expiresAt"] = json!(to_rfc3339(session.code_expires_at));
-    data["iceServers"] = ice_servers_for(&state, caller.identity)["iceServers"].take();
+    let data = CreatedSessionData {
+        session: SessionView::from(&session),
+        conference_link: q
+            .generate_conference_link
+            .unwrap_or(true)
+            .then(|| ConferenceLinkView::new(&base, session.id.0, &code)),
+        node: placed.as_ref().map(|node| PlacedNodeView {
+            id: node.id.clone(),
+            public_base_url: node.public_base_url.clone(),
+        }),
+        expires_at: to_rfc3339(session.code_expires_at),
+        ice_servers: ice_servers_for(&state, caller.identity).ice_servers,
+    };
     Ok(webrtc(StatusCode::CREATED, data))
 }
 
 /// A consultation: for the members of its conversation and those who joined it.
 #[utoipa::path(get, path = "/api/messaging/webrtc/sessions/{id}", tag = "webrtc",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "the session"), (status = 404, description = "unknown or not yours")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "the session", body = WebrtcSuccess<SessionDetailData>),
+              (status = 404, description = "unknown or not yours", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<SessionDetailData>)> {
     let s = state
         .sessions
         .get_for(caller.identity, SessionId(id))
         .await?;
     let participants = state.store.session_participants(s.id).await?;
-    let mut view = session_view(&s);
-    view["created_by"] = json!(UserRef::from(s.created_by));
-    view["created_at"] = json!(to_rfc3339(s.created_at));
-    view["started_at"] = json!(s.started_at.map(to_rfc3339));
-    view["ended_at"] = json!(s.ended_at.map(to_rfc3339));
-    view["end_reason"] = json!(s.end_reason);
-    view["code_expires_at"] = json!(to_rfc3339(s.code_expires_at));
-    view["node_id"] = json!(s.node_id);
-    view["moved_from"] = json!(s.moved_from);
-    view["moved_at"] = json!(s.moved_at.map(to_rfc3339));
-    view["participants"] = json!(
-        participants
-            .iter()
-            .map(|p| json!({
-                "userId": p.who.id.0,
-                "userType": p.who.role,
-                "joined_at": to_rfc3339(p.joined_at),
-                "left_at": p.left_at.map(to_rfc3339),
-            }))
-            .collect::<Vec<_>>()
-    );
-    Ok(webrtc(StatusCode::OK, json!({ "session": view })))
+    Ok(webrtc(
+        StatusCode::OK,
+        SessionDetailData {
+            session: SessionDetailView::new(&s, &participants),
+        },
+    ))
 }
 
 /// End a consultation (its doctor only): everyone gets `session_ended`, media closes.
 #[utoipa::path(post, path = "/api/messaging/webrtc/sessions/{id}/end", tag = "webrtc",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "ended"), (status = 403, description = "not its doctor"),
-              (status = 409, description = "already ended")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "ended", body = WebrtcSuccess<SessionData>),
+              (status = 403, description = "not its doctor", body = ErrorBody),
+              (status = 404, description = "unknown session", body = ErrorBody),
+              (status = 409, description = "already ended", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn end(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<SessionData>)> {
     state
         .sfu
         .end(caller.identity, SessionId(id), "ended_by_doctor")
@@ -193,20 +171,25 @@ pub async fn end(
     let s = state.sessions.load(SessionId(id)).await?;
     Ok(webrtc(
         StatusCode::OK,
-        json!({ "session": session_view(&s) }),
+        SessionData {
+            session: SessionView::from(&s),
+        },
     ))
 }
 
 /// Live media statistics per participant and track (the session's doctor only).
 #[utoipa::path(get, path = "/api/messaging/webrtc/sessions/{id}/stats", tag = "webrtc",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "statistics"), (status = 403, description = "not its doctor")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "statistics", body = WebrtcSuccess<StatsData>),
+              (status = 403, description = "not its doctor", body = ErrorBody),
+              (status = 404, description = "unknown session", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn stats(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<StatsData>)> {
     let s = state
         .sessions
         .require_owner(caller.identity, SessionId(id))
@@ -221,7 +204,11 @@ pub async fn stats(
     };
     Ok(webrtc(
         StatusCode::OK,
-        json!({ "sessionId": s.id.0, "statut": s.statut, "participants": participants }),
+        StatsData {
+            session_id: s.id.0,
+            statut: s.statut,
+            participants,
+        },
     ))
 }
 
@@ -230,15 +217,17 @@ pub async fn stats(
 /// limited per person, per address and overall (429 past the limit, for those who failed).
 #[utoipa::path(post, path = "/api/messaging/webrtc/validate-code", tag = "webrtc",
     request_body = ValidateCodeBody,
-    responses((status = 200, description = "`isValid` and, when valid, the session"),
-              (status = 429, description = "too many wrong codes")),
+    responses((status = 401, description = "no valid token", body = ErrorBody),
+              (status = 200, description = "`isValid` and, when valid, the session", body = WebrtcSuccess<CodeCheckData>),
+              (status = 400, description = "invalid body", body = ErrorBody),
+              (status = 429, description = "too many wrong codes", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn validate_code(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ValidateCodeBody>,
-) -> ApiResult<Response> {
+) -> ApiResult<(StatusCode, WebrtcSuccess<CodeCheckData>)> {
     let check = state
         .sessions
         .check_code(
@@ -249,36 +238,39 @@ pub async fn validate_code(
         )
         .await?;
     let valid = check.verdict == CodeVerdict::Valid;
-    let mut data = json!({
-        "conferenceCode": check.code,
-        "sessionId": check.session.as_ref().map(|s| s.id.0),
-        "isValid": valid,
-        "expiresAt": check.session.as_ref().map(|s| to_rfc3339(s.code_expires_at)),
-        "createdBy": check.session.as_ref().map(|s| UserRef::from(s.created_by)),
-    });
-    if valid {
-        data["iceServers"] = ice_servers_for(&state, caller.identity)["iceServers"].take();
-    } else {
-        data["reason"] = json!(check.verdict.error_code());
-    }
+    let data = CodeCheckData {
+        session_id: check.session.as_ref().map(|s| s.id.0),
+        is_valid: valid,
+        expires_at: check
+            .session
+            .as_ref()
+            .map(|s| to_rfc3339(s.code_expires_at)),
+        created_by: check.session.as_ref().map(|s| UserRef::from(s.created_by)),
+        ice_servers: valid.then(|| ice_servers_for(&state, caller.identity).ice_servers),
+        reason: check.verdict.error_code(),
+        conference_code: check.code,
+    };
     Ok(webrtc(StatusCode::OK, data))
 }
 
 /// `{iceServers, ttl, expiresAt}` for `who`: the embedded TURN server's URLs with fresh
 /// time-limited credentials, or no server when TURN is off.
-fn ice_servers_for(state: &AppState, who: Identity) -> Value {
+fn ice_servers_for(state: &AppState, who: Identity) -> IceServersData {
     match &state.turn {
-        Some(turn) => json!(turn.ice_servers(&who.key())),
-        None => json!({ "iceServers": [], "ttl": 0, "expiresAt": null }),
+        Some(turn) => turn.ice_servers(&who.key()).into(),
+        None => IceServersData::none(),
     }
 }
 
 /// TURN credentials for the caller: `iceServers` in the browser's `RTCIceServer` shape
 /// (`turn:` over UDP and TCP, `turns:` over TLS), valid for `ttl` seconds.
 #[utoipa::path(get, path = "/api/messaging/webrtc/ice-servers", tag = "webrtc",
-    responses((status = 200, description = "`iceServers`, `ttl`, `expiresAt`", body = crate::turn::IceServers),
-              (status = 401, description = "no or bad token")),
+    responses((status = 200, description = "`iceServers`, `ttl`, `expiresAt`", body = WebrtcSuccess<IceServersData>),
+              (status = 401, description = "no or bad token", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn ice_servers(State(state): State<AppState>, Caller(caller): Caller) -> Response {
+pub async fn ice_servers(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> (StatusCode, WebrtcSuccess<IceServersData>) {
     webrtc(StatusCode::OK, ice_servers_for(&state, caller.identity))
 }

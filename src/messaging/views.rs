@@ -62,6 +62,7 @@ impl From<&Conversation> for ConversationView {
 pub struct ConversationSummaryView {
     #[serde(flatten)]
     pub conversation: ConversationView,
+    #[schema(required = true)]
     pub last_message: Option<MessageView>,
     pub unread_count: i64,
     pub last_read_message_id: i64,

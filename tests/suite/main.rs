@@ -24,6 +24,7 @@ mod messaging_rest;
 mod netns;
 #[path = "../support/netns.rs"]
 mod netns_support;
+mod openapi;
 mod persistence;
 mod recording_media;
 mod recording_sessions;
