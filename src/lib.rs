@@ -18,8 +18,11 @@
 //!   node loss); off without `redis_url`;
 //! - [`limits`]: what one client may cost the others (failure windows, token buckets,
 //!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
-//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing;
-//! - [`client`], [`load`]: the test client and the load tool (`relais-load`).
+//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
+//!
+//! The test client and the load tool (`relais-load`) are a second crate of the workspace
+//! (`relais-load/`), which uses this one's wire, ids, tokens and codecs; the server links none
+//! of their dependencies.
 //!
 //! The core reaches clients through ports, not transports: messaging through
 //! [`messaging::MessagingNotify`], the SFU through [`sfu::SignalingPort`]; [`realtime`]'s
@@ -28,9 +31,8 @@
 //! Layering ([`LAYERS`], checked by `tests/suite/layers.rs`): a module uses only modules listed
 //! before it. Plumbing first (ids, time, codecs, network, limits, metrics, configuration), then
 //! infrastructure (auth, store), the domain and media (messaging, sessions, recording, sfu,
-//! turn), the adapters (cluster, Socket.IO, REST) and the composition (app); the load tool and
-//! the test client last. The imports that still go upwards are listed in that test and may
-//! only go away.
+//! turn), the adapters (cluster, Socket.IO, REST) and the composition (app). The imports that
+//! still go upwards are listed in that test and may only go away.
 //!
 //! Invariants that hold across modules:
 //! - identity is the pair (role, id); every REST call and socket event checks the caller may
@@ -40,7 +42,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod codec;
@@ -48,7 +49,6 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod limits;
-pub mod load;
 pub mod messaging;
 pub mod metrics;
 pub mod net;
@@ -99,7 +99,4 @@ pub const LAYERS: &[&str] = &[
     "http",
     // composition
     "app",
-    // the test client and the load tool
-    "client",
-    "load",
 ];

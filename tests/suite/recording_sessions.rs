@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use relais::client::peer::{ClientPeer, Entry};
 use relais::clock::ManualClock;
 use relais::ids::Role;
+use relais_load::client::peer::{ClientPeer, Entry};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 

@@ -36,8 +36,8 @@ use webrtc::peer_connection::{
 
 use super::media::{self, Received};
 use super::socketio::{ConnectOptions, SioClient};
-use crate::ids::Identity;
-use crate::sfu::peer::rtcp_tap::RtcpTap;
+use relais::ids::Identity;
+use relais::sfu::peer::rtcp_tap::RtcpTap;
 
 /// How the participant enters the session.
 #[derive(Debug, Clone)]

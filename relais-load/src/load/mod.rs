@@ -27,9 +27,9 @@ pub use crate::client::stats;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::auth::TokenVerifier;
-use crate::config::AuthConfig;
-use crate::ids::Identity;
+use relais::auth::TokenVerifier;
+use relais::config::AuthConfig;
+use relais::ids::Identity;
 
 /// Mints tokens for synthetic users: with the server's shared secret, or with the development
 /// secret of its data directory.

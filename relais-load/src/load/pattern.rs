@@ -304,7 +304,7 @@ impl TrackSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Codec, is_keyframe};
+    use relais::codec::{Codec, is_keyframe};
 
     fn pattern(codec: VideoCodec) -> Pattern {
         Pattern {
@@ -347,7 +347,7 @@ mod tests {
     /// runs with recording write video as browsers' would.
     #[test]
     fn synthetic_vp8_is_recordable() {
-        use crate::recording::{Recorder, RecorderConfig};
+        use relais::recording::{Recorder, RecorderConfig};
         let p = pattern(VideoCodec::Vp8);
         let t0 = Instant::now();
         let mut s = TrackSender::new(&p, true, 9, t0, 0.0);

@@ -26,7 +26,7 @@ use super::progress::ProgressBar;
 use super::report::MediaReport;
 use super::signaling::{self, Entry, Joined, Participant};
 use crate::client::api::ApiClient;
-use crate::ids::{Identity, Role};
+use relais::ids::{Identity, Role};
 
 #[derive(Clone)]
 pub struct MediaLoad {
