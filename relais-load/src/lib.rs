@@ -5,10 +5,12 @@
 //!   WebSocket ([`client::socketio`]), a WebRTC participant ([`client::peer`]) — used by the
 //!   server's integration tests and by the load tool;
 //! - [`load`]: the load tool's engine and scenarios; the `relais-load` binary is a thin CLI
-//!   over it.
+//!   over it;
+//! - [`synthetic`]: the synthetic media both send and check (one payload format), below both.
 //!
 //! From the server crate it uses what crosses the wire only: ids, token minting, codec
 //! knowledge and RTP-level pieces.
 
 pub mod client;
 pub mod load;
+pub mod synthetic;

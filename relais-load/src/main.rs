@@ -328,8 +328,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result<()> {
     use relais_load::load::engine::io::TransportKind;
-    use relais_load::load::pattern::{Pattern, VideoCodec};
     use relais_load::load::report;
+    use relais_load::synthetic::{Pattern, VideoCodec};
     let transport = TransportKind::parse(&a.transport).ok_or_else(|| {
         anyhow::anyhow!("--transport: `{}` is not udp, tcp or turn-udp", a.transport)
     })?;

@@ -1,6 +1,6 @@
 //! Recording control and access through the real server, with webrtc-rs client peers (their
-//! synthetic video never decodes, so these files hold audio; real media is checked with
-//! aiortc and ffprobe in `recording_media`): start and stop over REST and Socket.IO, who may
+//! synthetic video is recorded but does not decode; real media is checked with aiortc and
+//! ffprobe in `recording_media`): start and stop over REST and Socket.IO, who may
 //! do it, events to every participant, late joiners, departures, session end, shutdown,
 //! listing and downloading (Range), retention.
 

@@ -43,9 +43,9 @@ use rtc::sansio::Protocol;
 
 use super::io::{Io, TransportKind};
 use super::{Leg, LegStats, ShardCtx};
-use crate::load::pattern::{OutPacket, Pattern, TrackSender};
 use crate::load::recv::LegRecv;
 use crate::load::rejoin::Outages;
+use crate::synthetic::{OutPacket, Pattern, TrackSender};
 
 const OPUS_PT: u8 = 111;
 
@@ -85,9 +85,9 @@ fn codec(
 
 fn video_pt(p: &Pattern) -> u8 {
     match p.codec {
-        crate::load::pattern::VideoCodec::Vp8 => 96,
-        crate::load::pattern::VideoCodec::Vp9 => 98,
-        crate::load::pattern::VideoCodec::H264 => 102,
+        crate::synthetic::VideoCodec::Vp8 => 96,
+        crate::synthetic::VideoCodec::Vp9 => 98,
+        crate::synthetic::VideoCodec::H264 => 102,
     }
 }
 
@@ -711,7 +711,7 @@ impl Leg for RtcLeg {
                 .push(c.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
             if let Some(first) = self.recv.first_packet_us {
                 let connected_us = c
-                    .saturating_duration_since(crate::load::pattern::epoch())
+                    .saturating_duration_since(crate::synthetic::epoch())
                     .as_micros() as u64;
                 s.first_packet_ms
                     .push(first.saturating_sub(connected_us) as f64 / 1000.0);
