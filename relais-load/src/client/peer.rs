@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
@@ -28,17 +26,15 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-    register_default_interceptors,
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use super::media::Received;
 use super::socketio::{ConnectOptions, SioClient};
+use crate::peer_connection::{Codecs, PcConfig};
 use crate::synthetic::{Pattern, TrackSender, VideoCodec};
 use relais::ids::Identity;
-use relais::sfu::peer::rtcp_tap::RtcpTap;
 
 /// How the participant enters the session.
 #[derive(Debug, Clone)]
@@ -246,35 +242,22 @@ impl ClientPeer {
             .await
             .context("socket.io connect")?;
 
-        let mut engine = MediaEngine::default();
-        engine.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?
-            .with(Slot::from(11_500), RtcpTap::default());
-        let mut network_types = Vec::new();
+        let mut network = Vec::new();
         if !cfg.udp_bind.is_empty() {
-            network_types.push(NetworkType::Udp4);
+            network.push(NetworkType::Udp4);
         }
         if !cfg.tcp_bind.is_empty() {
-            network_types.push(NetworkType::Tcp4);
+            network.push(NetworkType::Tcp4);
         }
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(network_types)
-            .build();
-        let mut rtc_config =
-            RTCConfigurationBuilder::new().with_ice_servers(cfg.ice_servers.clone());
-        if cfg.relay_only {
-            rtc_config = rtc_config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
-        }
+        let mut pc_config = PcConfig::new(Codecs::Browser, network);
+        pc_config.ice_servers = cfg.ice_servers.clone();
+        pc_config.relay_only = cfg.relay_only;
         let (cand_tx, cand_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let received = Arc::new(Received::default());
         let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_configuration(rtc_config.build())
-                .with_media_engine(engine)
-                .with_interceptor_registry(registry)
-                .with_setting_engine(settings)
+            pc_config
+                .async_builder()?
                 .with_handler(Arc::new(Handler {
                     candidates: cand_tx,
                     state: state_tx,
