@@ -16,6 +16,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY migrations ./migrations
 COPY src ./src
+COPY relais-load ./relais-load
 COPY benches ./benches
 RUN cargo build --release --locked --bins
 

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use relais::app::App;
 use relais::auth::Principal;
-use relais::client::socketio::SioClient;
 use relais::config::Config;
 use relais::ids::{ConversationId, Identity, Role};
 use relais::messaging::SendMessage;
 use relais::store::{ConversationKind, MessageType, NewMessage};
+use relais_load::client::socketio::SioClient;
 use serde_json::json;
 
 fn config(dir: &std::path::Path) -> Config {

@@ -17,8 +17,8 @@ for prep in scripts/prepare/*.sh; do
   "$prep" || { echo "preparation failed: $prep" >&2; exit 1; }
 done
 
-step "cargo test (all targets; every test binary runs even when one fails)"
-cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
+step "cargo test (the workspace: server and relais-load, all targets; every test binary runs even when one fails)"
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -19,8 +19,11 @@
 //!   node loss); off without `redis_url`;
 //! - [`limits`]: what one client may cost the others (failure windows, token buckets,
 //!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
-//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing;
-//! - [`client`], [`load`]: the test client and the load tool (`relais-load`).
+//! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
+//!
+//! The test client and the load tool (`relais-load`) are a second crate of the workspace
+//! (`relais-load/`), which uses this one's wire, ids, tokens and codecs; the server links none
+//! of their dependencies.
 //!
 //! The core reaches clients through a port, not a transport: messaging and the SFU emit
 //! [`wire::Outgoing`] events (one enum tying each event name to its payload) to sockets and
@@ -30,9 +33,8 @@
 //! Layering ([`LAYERS`], checked by `tests/suite/layers.rs`): a module uses only modules listed
 //! before it. Plumbing first (ids, time, codecs, network, limits, metrics, configuration), then
 //! infrastructure (auth, store), the domain and media (messaging, sessions, recording, sfu,
-//! turn), the adapters (cluster, Socket.IO, REST) and the composition (app); the load tool and
-//! the test client last. The imports that still go upwards are listed in that test and may
-//! only go away.
+//! turn), the adapters (cluster, Socket.IO, REST) and the composition (app). The imports that
+//! still go upwards are listed in that test and may only go away.
 //!
 //! Invariants that hold across modules:
 //! - identity is the pair (role, id); every REST call and socket event checks the caller may
@@ -42,7 +44,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod codec;
@@ -51,7 +52,6 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod limits;
-pub mod load;
 pub mod messaging;
 pub mod metrics;
 pub mod net;
@@ -105,7 +105,4 @@ pub const LAYERS: &[&str] = &[
     "http",
     // composition
     "app",
-    // the test client and the load tool
-    "client",
-    "load",
 ];

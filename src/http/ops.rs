@@ -68,19 +68,40 @@ pub fn local_ready_url(addr: std::net::SocketAddr) -> String {
     )
 }
 
-/// The `relais ready` health check: `Ok` when `url` answers 200 within `timeout`.
+/// The `relais ready` health check: `Ok` when `url` (`http://`) answers 200 within `timeout`.
 pub async fn probe_ready(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .no_proxy()
-        .build()?;
-    let response = client.get(url).send().await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "{url} answered {}",
-        response.status()
-    );
+    use anyhow::Context;
+    let status = tokio::time::timeout(timeout, get_status(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within {timeout:?}"))?
+        .with_context(|| format!("asking {url}"))?;
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
     Ok(())
+}
+
+/// One plain HTTP/1.1 GET (hyper's client connection, no proxy): the response's status.
+async fn get_status(url: &str) -> anyhow::Result<StatusCode> {
+    use anyhow::Context;
+    let uri: axum::http::Uri = url.parse()?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "only http:// URLs can be asked"
+    );
+    let authority = uri.authority().context("no host in the URL")?.clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((host, authority.port_u16().unwrap_or(80))).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(connection);
+    let request = axum::http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(header::HOST, authority.as_str())
+        .body(axum::body::Body::empty())?;
+    let status = sender.send_request(request).await?.status();
+    connection.abort();
+    Ok(status)
 }
 
 fn not_ready() -> Response {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use relais::client::socketio::SioClient;
 use relais::codec::Codec;
+use relais_load::client::socketio::SioClient;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCBundlePolicy;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -345,7 +345,7 @@ async fn run_inner(
     let mut pending_remote: Vec<RTCIceCandidateInit> = Vec::new();
     let mut remote_set = false;
     let mut offering = false;
-    let ack = |v: Result<Value, relais::client::socketio::SioError>, event: &str| match v {
+    let ack = |v: Result<Value, relais_load::client::socketio::SioError>, event: &str| match v {
         Ok(v) if v["success"] == false => {
             errors.lock().push(json!({"code": v["error"]["code"], "message": v["error"]["message"], "event": event}));
         }

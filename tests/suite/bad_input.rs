@@ -380,7 +380,7 @@ async fn repeated_auth_failures_are_rate_limited() {
         .await
         .expect("a valid token connects whatever others failed");
     // An invalid handshake from that address is told to wait.
-    let err = relais::client::socketio::SioClient::connect(
+    let err = relais_load::client::socketio::SioClient::connect(
         &app.base,
         json!({"token": "bad", "userType": "patient", "userId": 1}),
     )

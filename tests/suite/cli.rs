@@ -30,7 +30,7 @@ async fn minted_token_is_accepted_by_the_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let client = relais::client::api::ApiClient::new(app.http.clone(), &app.base, &token);
+    let client = relais_load::client::api::ApiClient::new(app.http.clone(), &app.base, &token);
     let id = client
         .create_conversation("private", &[("patient", 1)])
         .await
@@ -126,7 +126,7 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
         .unwrap();
     let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
     // A connected socket does not hold the shutdown back.
-    let sock = relais::client::socketio::SioClient::connect(&base, json!({"token": token}))
+    let sock = relais_load::client::socketio::SioClient::connect(&base, json!({"token": token}))
         .await
         .unwrap();
     let resp = reqwest::Client::new()
@@ -168,7 +168,7 @@ async fn rs256_with_a_public_key() {
         json!({"userType": "medecin", "userId": 7, "exp": exp, "iss": "clinic-sso"}),
         jsonwebtoken::Algorithm::RS256,
     );
-    let client = relais::client::api::ApiClient::new(app.http.clone(), &app.base, &good);
+    let client = relais_load::client::api::ApiClient::new(app.http.clone(), &app.base, &good);
     let (status, v) = client
         .call(Method::GET, "/api/messaging/conversations", None)
         .await
@@ -179,7 +179,7 @@ async fn rs256_with_a_public_key() {
         json!({"userType": "medecin", "userId": 7, "exp": exp, "iss": "other"}),
         jsonwebtoken::Algorithm::RS256,
     );
-    let client = relais::client::api::ApiClient::new(app.http.clone(), &app.base, &wrong_iss);
+    let client = relais_load::client::api::ApiClient::new(app.http.clone(), &app.base, &wrong_iss);
     let (status, _) = client
         .call(Method::GET, "/api/messaging/conversations", None)
         .await
@@ -192,7 +192,7 @@ async fn rs256_with_a_public_key() {
         &jsonwebtoken::EncodingKey::from_secret(&pem),
     )
     .unwrap();
-    let client = relais::client::api::ApiClient::new(app.http.clone(), &app.base, &confused);
+    let client = relais_load::client::api::ApiClient::new(app.http.clone(), &app.base, &confused);
     let (status, v) = client
         .call(Method::GET, "/api/messaging/conversations", None)
         .await

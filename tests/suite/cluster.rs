@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use relais::client::api::ApiClient;
-use relais::client::peer::{ClientPeer, Entry, PeerConfig};
-use relais::client::socketio::{ConnectOptions, SioClient};
 use relais::ids::{Identity, Role};
-use relais::load::TokenMinter;
+use relais_load::client::api::ApiClient;
+use relais_load::client::peer::{ClientPeer, Entry, PeerConfig};
+use relais_load::client::socketio::{ConnectOptions, SioClient};
+use relais_load::load::TokenMinter;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use relais::app::{App, RunningApp};
-use relais::client::api::ApiClient;
-use relais::client::socketio::{ConnectOptions, SioClient, SioError};
 use relais::clock::{ManualClock, SharedClock, SystemClock};
 use relais::config::Config;
 use relais::ids::{Identity, Role};
+use relais_load::client::api::ApiClient;
+use relais_load::client::socketio::{ConnectOptions, SioClient, SioError};
 use serde_json::{Value, json};
 
 pub const POSTGRES_ENV: &str = "RELAIS_TEST_POSTGRES_URL";
@@ -416,9 +416,9 @@ pub fn peer_config(
     role: Role,
     id: i64,
     session: i64,
-    entry: relais::client::peer::Entry,
-) -> relais::client::peer::PeerConfig {
-    let mut cfg = relais::client::peer::PeerConfig::new(
+    entry: relais_load::client::peer::Entry,
+) -> relais_load::client::peer::PeerConfig {
+    let mut cfg = relais_load::client::peer::PeerConfig::new(
         &app.base,
         &app.token(role, id),
         Identity::new(role, id),
@@ -461,6 +461,59 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The `relais-load` binary (package `relais-load` of the workspace), built on first use with
+/// the profile of this test binary: Cargo gives integration tests the path of their own
+/// package's binaries only, so the load tool is built here, never run stale.
+pub fn relais_load_bin() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/suite-<hash>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "relais-load",
+                "--bin",
+                "relais-load",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What Cargo set for this test process only: build scripts that read it (ring reads
+        // CARGO_MANIFEST_DIR) would see a change and rebuild half the tree, twice.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARGO_PKG_")
+                || matches!(
+                    k.as_str(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(k);
+            }
+        }
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(other) => {
+                build.args(["--profile", other]);
+            }
+            None => panic!("no profile directory above {}", exe.display()),
+        }
+        let status = build.status().unwrap();
+        assert!(status.success(), "cargo build -p relais-load failed");
+        profile_dir.join("relais-load")
+    })
 }
 
 /// The `relais` binary with a clean environment.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use relais::client::peer::{ClientPeer, Entry};
 use relais::ids::Role;
+use relais_load::client::peer::{ClientPeer, Entry};
 
 use crate::common::*;
 
@@ -12,7 +12,7 @@ use crate::common::*;
 async fn a_call_over_ice_tcp_only() {
     let app = spawn_app(Backend::Sqlite).await;
     let (session, conv, code) = create_session(&app, 79, &[11], "audio_video").await;
-    let tcp_only = |cfg: &mut relais::client::peer::PeerConfig| {
+    let tcp_only = |cfg: &mut relais_load::client::peer::PeerConfig| {
         cfg.udp_bind = Vec::new();
         cfg.tcp_bind = vec!["127.0.0.1:0".into()];
     };

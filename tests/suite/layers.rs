@@ -167,3 +167,52 @@ fn the_core_knows_no_transport() {
     }
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
+
+/// The load tool and the test client (`relais-load/`, a crate of their own) use the server
+/// crate for what crosses the wire only — ids, tokens (and their configuration), codecs,
+/// RTP-level pieces, socket buffers — not its services, transports or state; and inside that
+/// crate the test client does not use the load tool.
+#[test]
+fn the_load_tool_uses_only_the_servers_wire() {
+    /// `relais::<path>` prefixes relais-load may name.
+    const ALLOWED: &[&str] = &[
+        "ids::",
+        "wire::",
+        "auth::",
+        "config::",
+        "codec::",
+        "udp_buffers::",
+        "sfu::peer::rtcp_tap::",
+        // a unit test: the synthetic VP8 frames are recordable
+        "recording::",
+    ];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("relais-load/src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    assert!(!files.is_empty(), "no sources under {}", src.display());
+    let mut offenders = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap().display().to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code: String = text
+            .lines()
+            .map(|l| l.find("//").map_or(l, |i| &l[..i]))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (i, _) in code.match_indices("relais::") {
+            let named_by_another_crate = code[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let path = &code[i + "relais::".len()..];
+            if !named_by_another_crate && !ALLOWED.iter().any(|a| path.starts_with(a)) {
+                let shown: String = path.chars().take_while(|c| !c.is_whitespace()).collect();
+                offenders.push(format!("{rel}: relais::{shown}"));
+            }
+        }
+        if rel.starts_with("client/") && code.contains("crate::load") {
+            offenders.push(format!("{rel}: the test client uses the load tool"));
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{relais_command, serve, serve_with};
+use crate::common::{relais_command, relais_load_bin, serve, serve_with};
 
 /// Runs the tool to completion, killed if it outlives `limit` (that is a failure: it hung).
 fn run_tool(args: &[&str], secret: &str, limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relais-load"))
+    let mut child = Command::new(relais_load_bin())
         .args(args)
         .env("RELAIS_JWT_SECRET", secret)
         .env_remove("RUST_LOG")

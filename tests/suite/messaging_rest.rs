@@ -298,7 +298,7 @@ const PNG: &[u8] = &[
 ];
 
 async fn upload(
-    client: &relais::client::api::ApiClient,
+    client: &relais_load::client::api::ApiClient,
     conv: i64,
     name: &str,
     bytes: Vec<u8>,

@@ -16,9 +16,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use relais::client::peer::{ClientPeer, Entry, PeerConfig};
 use relais::ids::{Identity, Role};
-use relais::load::TokenMinter;
+use relais_load::client::peer::{ClientPeer, Entry, PeerConfig};
+use relais_load::load::TokenMinter;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -264,7 +264,7 @@ impl Consultation {
         let base_for_doctor = format!("http://{}:{port}", lab.srv_doctor_side());
         let base_for_clinic = format!("http://{}:{port}", lab.srv_clinic_side());
         let minter = TokenMinter::from_secret(SECRET);
-        let api = relais::client::api::ApiClient::new(
+        let api = relais_load::client::api::ApiClient::new(
             reqwest::Client::new(),
             &base_for_doctor,
             &minter.token(Identity::new(Role::Medecin, 79)),
@@ -323,7 +323,7 @@ impl Consultation {
     async fn webrtc_rs_patient(&self, lab: &Lab, id: i64, options: &[&str]) -> Value {
         let out = lab
             .cli
-            .tokio_command(env!("CARGO_BIN_EXE_relais-load"))
+            .tokio_command(relais_load_bin())
             .args([
                 "--url",
                 &self.base_for_clinic,
@@ -389,7 +389,7 @@ impl Consultation {
         id: i64,
         wanted: impl Fn(&str) -> bool,
     ) -> Vec<(&'static str, String)> {
-        let api = relais::client::api::ApiClient::new(
+        let api = relais_load::client::api::ApiClient::new(
             reqwest::Client::new(),
             &self.base_for_doctor,
             &self.minter.token(Identity::new(Role::Patient, id)),
@@ -681,7 +681,7 @@ async fn server_behind_nat_1to1_with_the_example_configuration() {
 
     // Session set up over the admin link, as the clinic's back office would.
     let minter = TokenMinter::from_secret(SECRET);
-    let api = relais::client::api::ApiClient::new(
+    let api = relais_load::client::api::ApiClient::new(
         reqwest::Client::new(),
         "http://10.220.5.2:3000",
         &minter.token(Identity::new(Role::Medecin, 79)),
@@ -715,7 +715,7 @@ async fn server_behind_nat_1to1_with_the_example_configuration() {
     // Everyone in the clinic, which knows only the public address.
     let url = format!("http://{public}:3000");
     let peer = |role: &str, id: &str, extra: Vec<String>| {
-        let mut c = cli.tokio_command(env!("CARGO_BIN_EXE_relais-load"));
+        let mut c = cli.tokio_command(relais_load_bin());
         c.args([
             "--url",
             &url,

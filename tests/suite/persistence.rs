@@ -19,7 +19,7 @@ async fn survives_restart(backend: Backend) {
     app.stop().await;
     app.start().await;
     // The same token still works (same secret), the history is intact, ids keep growing.
-    let doctor = relais::client::api::ApiClient::new(app.http.clone(), &app.base, &token);
+    let doctor = relais_load::client::api::ApiClient::new(app.http.clone(), &app.base, &token);
     let after = doctor.send_text(id, "après").await.unwrap();
     let (_, page) = doctor
         .call(
@@ -45,7 +45,7 @@ async fn development_secret_is_kept_per_data_dir() {
     let token = app.token(relais::ids::Role::Patient, 5);
     app.stop().await;
     app.start().await;
-    let client = relais::client::api::ApiClient::new(app.http.clone(), &app.base, &token);
+    let client = relais_load::client::api::ApiClient::new(app.http.clone(), &app.base, &token);
     let (status, _) = client
         .call(Method::GET, "/api/messaging/conversations", None)
         .await

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use relais::ids::{Identity, Role};
-use relais::load::TokenMinter;
+use relais_load::load::TokenMinter;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -195,7 +195,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    relais::client::api::ApiClient::new(reqwest::Client::new(), base, token)
+    relais_load::client::api::ApiClient::new(reqwest::Client::new(), base, token)
         .call(method, path, body.as_ref())
         .await
         .unwrap()
@@ -355,7 +355,8 @@ async fn killed_server_leaves_playable_recordings_and_repairs_their_rows() {
     let mut server = serve(dir.path(), &[]);
     let minter = TokenMinter::from_data_dir(&dir.path().join("data")).unwrap();
     let doctor = minter.token(Identity::new(Role::Medecin, 79));
-    let api = relais::client::api::ApiClient::new(reqwest::Client::new(), &server.base, &doctor);
+    let api =
+        relais_load::client::api::ApiClient::new(reqwest::Client::new(), &server.base, &doctor);
     let conversation = api
         .create_conversation("private", &[("patient", 11)])
         .await

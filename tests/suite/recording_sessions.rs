@@ -1,14 +1,14 @@
 //! Recording control and access through the real server, with webrtc-rs client peers (their
-//! synthetic video never decodes, so these files hold audio; real media is checked with
-//! aiortc and ffprobe in `recording_media`): start and stop over REST and Socket.IO, who may
+//! synthetic video is recorded but does not decode; real media is checked with aiortc and
+//! ffprobe in `recording_media`): start and stop over REST and Socket.IO, who may
 //! do it, events to every participant, late joiners, departures, session end, shutdown,
 //! listing and downloading (Range), retention.
 
 use std::time::Duration;
 
-use relais::client::peer::{ClientPeer, Entry};
 use relais::clock::ManualClock;
 use relais::ids::Role;
+use relais_load::client::peer::{ClientPeer, Entry};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 

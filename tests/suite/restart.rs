@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use relais::client::api::ApiClient;
-use relais::client::peer::{ClientPeer, Entry, PeerConfig};
-use relais::client::socketio::SioClient;
 use relais::ids::{Identity, Role};
+use relais_load::client::api::ApiClient;
+use relais_load::client::peer::{ClientPeer, Entry, PeerConfig};
+use relais_load::client::socketio::SioClient;
 use serde_json::json;
 
 use crate::common::*;

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use relais::client::socketio::{ConnectOptions, SioClient};
 use relais::ids::Role;
+use relais_load::client::socketio::{ConnectOptions, SioClient};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -804,7 +804,7 @@ async fn the_server_process_keeps_patient_data_to_itself() {
         .as_str()
         .expect("a token for this machine")
         .to_string();
-    let api = relais::client::api::ApiClient::new(http.clone(), &base, &token);
+    let api = relais_load::client::api::ApiClient::new(http.clone(), &base, &token);
     let conv = api
         .create_conversation("private", &[("patient", 11)])
         .await

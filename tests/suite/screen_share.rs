@@ -81,7 +81,7 @@ async fn a_screen_shared_mid_call_is_seen_recorded_apart_and_removed_everywhere(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let path = format!("/api/messaging/webrtc/sessions/{session}/recording");
-    let api = relais::client::api::ApiClient::new(reqwest::Client::new(), &app.base, &doctor);
+    let api = relais_load::client::api::ApiClient::new(reqwest::Client::new(), &app.base, &doctor);
     let (status, v) = api
         .call(Method::POST, &path, Some(&json!({"consent": true})))
         .await

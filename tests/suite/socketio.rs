@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use relais::client::socketio::{SioClient, SioError};
 use relais::ids::Role;
+use relais_load::client::socketio::{SioClient, SioError};
 use reqwest::Method;
 use serde_json::json;
 

@@ -1,6 +1,6 @@
 //! HTTPS with the generated certificate: a client that trusts it connects, REST and Socket.IO.
 
-use relais::client::socketio::{ConnectOptions, SioClient};
+use relais_load::client::socketio::{ConnectOptions, SioClient};
 use serde_json::json;
 
 use crate::common::*;
@@ -44,7 +44,7 @@ async fn https_with_generated_certificate() {
     assert!(resp.status().is_success());
 
     // The same API over TLS.
-    let doctor = relais::client::api::ApiClient::new(
+    let doctor = relais_load::client::api::ApiClient::new(
         client.clone(),
         &https,
         &app.token(relais::ids::Role::Medecin, 1),

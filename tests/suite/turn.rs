@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use relais::client::peer::{ClientPeer, Entry};
 use relais::ids::Role;
 use relais::turn::credentials::Credentials;
+use relais_load::client::peer::{ClientPeer, Entry};
 use rtc::stun::attributes::*;
 use rtc::stun::message::{BINDING_REQUEST, METHOD_ALLOCATE};
 use rtc::turn::proto::PROTO_UDP;
@@ -557,7 +557,7 @@ async fn relayed_bandwidth_is_capped_per_allocation() {
 async fn a_call_forced_through_turn_over_udp() {
     let app = spawn_app(Backend::Sqlite).await;
     let (session, conv, code) = create_session(&app, 79, &[11], "audio_video").await;
-    let relay_config = |cfg: &mut relais::client::peer::PeerConfig, servers: &Value| {
+    let relay_config = |cfg: &mut relais_load::client::peer::PeerConfig, servers: &Value| {
         let s = &servers["iceServers"][0];
         cfg.ice_servers = vec![rtc::peer_connection::configuration::RTCIceServer {
             urls: vec![s["urls"][0].as_str().unwrap().to_string()],

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use relais::client::peer::{ClientPeer, Entry};
 use relais::ids::Role;
+use relais_load::client::peer::{ClientPeer, Entry};
 
 use crate::common::*;
 use crate::impair::app_behind_lossy_proxy;

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use relais::client::peer::{ClientPeer, Entry, PeerConfig};
 use relais::ids::{Identity, Role};
-use relais::load::TokenMinter;
+use relais_load::client::peer::{ClientPeer, Entry, PeerConfig};
+use relais_load::load::TokenMinter;
 use serde_json::json;
 
 use crate::common::*;
@@ -71,8 +71,8 @@ impl Remote {
         }
     }
 
-    fn api(&self, who: Identity) -> relais::client::api::ApiClient {
-        relais::client::api::ApiClient::new(
+    fn api(&self, who: Identity) -> relais_load::client::api::ApiClient {
+        relais_load::client::api::ApiClient::new(
             self.http.clone(),
             &self.server.base,
             &self.minter.token(who),
@@ -192,7 +192,7 @@ async fn killed_client_leaves_nothing_after_the_grace_period() {
 
     // The patient runs in a process of its own, so it can die for real.
     let secret = std::fs::read_to_string(remote._dir.path().join("data/jwt-secret.dev")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relais-load"))
+    let mut child = std::process::Command::new(relais_load_bin())
         .args([
             "--url",
             &remote.server.base,

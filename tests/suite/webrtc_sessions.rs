@@ -110,7 +110,7 @@ async fn who_may_create(backend: Backend) {
         .create_conversation("private", &[("patient", 2)])
         .await
         .unwrap();
-    let cases: Vec<(relais::client::api::ApiClient, Value, StatusCode, &str)> = vec![
+    let cases: Vec<(relais_load::client::api::ApiClient, Value, StatusCode, &str)> = vec![
         (
             app.patient(2),
             json!({"conversation_id": conv}),

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use relais::client::peer::{ClientPeer, Entry};
-use relais::client::socketio::SioClient;
 use relais::clock::ManualClock;
 use relais::ids::Role;
+use relais_load::client::peer::{ClientPeer, Entry};
+use relais_load::client::socketio::SioClient;
 use serde_json::{Value, json};
 
 use crate::common::*;

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use super::pattern::{Decoded, decode, now_us};
 use super::stats::Histogram;
+use crate::synthetic::{Decoded, decode, now_us};
 
 /// Counters recent enough to be told apart from duplicates.
 const DUP_WINDOW: u32 = 1024;

@@ -2,7 +2,7 @@
 //! the statistics they report. The `relais-load` binary is a thin CLI over it.
 //!
 //! Media: [`media`] (relais), [`baseline`] (a bare UDP relay, the floor) and [`janus`] (Janus
-//! VideoRoom) run the same [`pattern`] of synthetic media through the [`engine`] (shards of
+//! VideoRoom) run the same [`crate::synthetic`] media through the [`engine`] (shards of
 //! sans-IO legs), measured over the same window by [`measure`] from the peers' side
 //! ([`recv`]) and the server's ([`probe`]); [`report`] prints, plots and compares.
 
@@ -13,7 +13,6 @@ pub mod janus;
 pub mod measure;
 pub mod media;
 pub mod messaging;
-pub mod pattern;
 pub mod probe;
 pub mod progress;
 pub mod recv;
@@ -27,9 +26,9 @@ pub use crate::client::stats;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::auth::TokenVerifier;
-use crate::config::AuthConfig;
-use crate::ids::Identity;
+use relais::auth::TokenVerifier;
+use relais::config::AuthConfig;
+use relais::ids::Identity;
 
 /// Mints tokens for synthetic users: with the server's shared secret, or with the development
 /// secret of its data directory.

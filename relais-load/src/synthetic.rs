@@ -1,22 +1,23 @@
-//! The synthetic media pattern every engine sends (WebRTC legs, the bare relay's plain RTP
-//! legs, Janus legs): video frames at a fixed rate with a bitrate budget, larger keyframes at
-//! an interval (or on request), packetized at browser-like sizes; Opus-sized audio at 50
-//! packets/s.
+//! Synthetic media, the one format the test client ([`crate::client::peer`]) and the load
+//! tool's engines (WebRTC legs, the bare relay's plain RTP legs, Janus legs) send and check:
+//! video frames at a fixed rate with a bitrate budget, larger keyframes at an interval (or on
+//! request), packetized at browser-like sizes; Opus-sized audio at 50 packets/s.
 //!
 //! Each payload is `codec prefix | MAGIC | tag u32 | counter u32 | send time µs u64 | filler`:
-//! the prefix makes the SFU see real keyframe boundaries for the chosen codec, the counter
-//! (per track, +1 per packet) gives loss, duplicates and reordering at the receiver, the send
-//! time (µs since [`crate::client::media::epoch`], same process) gives latency, and the filler
-//! is a fixed pattern whose tail the receiver checks.
+//! the prefix makes the SFU (and a recorder) see real keyframe boundaries for the chosen codec,
+//! the tag names the sending track, the counter (per track, +1 per packet) gives loss,
+//! duplicates and reordering at the receiver, the send time (µs since [`epoch`], same
+//! process) gives latency, and the filler is a fixed pattern the receiver checks byte for byte.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use crate::client::media::{epoch, now_us};
-
 pub const MAGIC: &[u8; 4] = b"RLS2";
 const HEADER: usize = 4 + 4 + 4 + 8;
+/// How far into a payload the magic may start (the longest codec prefix is 11 bytes).
+const PREFIX_MAX: usize = 12;
 /// Largest RTP payload per packet, as browsers packetize (MTU 1200 minus headers).
 pub const MAX_PAYLOAD: usize = 1100;
 /// One Opus frame of 20 ms at about 32 kbit/s.
@@ -32,6 +33,16 @@ static FILLER: [u8; 1500] = {
     }
     f
 };
+
+/// The instant all synthetic timestamps count from (one per process).
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
 
 /// The video codec the synthetic frames claim to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -155,7 +166,7 @@ pub struct OutPacket {
 }
 
 /// Builds a payload: `prefix`, header, filler up to `size` bytes (at least the header).
-fn payload(tag: u32, counter: u32, size: usize, prefix: impl FnOnce(&mut BytesMut)) -> Bytes {
+pub fn payload(tag: u32, counter: u32, size: usize, prefix: impl FnOnce(&mut BytesMut)) -> Bytes {
     let mut b = BytesMut::with_capacity(size.max(HEADER + 4));
     prefix(&mut b);
     b.put_slice(MAGIC);
@@ -173,20 +184,21 @@ pub struct Decoded {
     pub tag: u32,
     pub counter: u32,
     pub sent_us: u64,
-    /// The filler's tail is what the sender wrote (a cheap integrity check).
+    /// Every filler byte is what the sender wrote.
     pub intact: bool,
 }
 
 pub fn decode(p: &[u8]) -> Option<Decoded> {
     // The codec prefix is at most a few bytes: look for the magic near the start only.
-    let at = p[..p.len().min(16)].windows(4).position(|w| w == MAGIC)?;
+    let at = p[..p.len().min(PREFIX_MAX + MAGIC.len())]
+        .windows(4)
+        .position(|w| w == MAGIC)?;
     let h = p.get(at..at + HEADER)?;
     let tag = u32::from_be_bytes(h[4..8].try_into().ok()?);
     let counter = u32::from_be_bytes(h[8..12].try_into().ok()?);
     let sent_us = u64::from_be_bytes(h[12..20].try_into().ok()?);
     let fill = &p[at + HEADER..];
-    let tail = fill.len().saturating_sub(16);
-    let intact = fill.len() <= FILLER.len() && fill[tail..] == FILLER[tail..fill.len()];
+    let intact = FILLER.get(..fill.len()) == Some(fill);
     Some(Decoded {
         tag,
         counter,
@@ -228,6 +240,11 @@ impl TrackSender {
             keyframe_requested: false,
             packets: 0,
         }
+    }
+
+    /// The time between two frames (video) or two packets (audio).
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// A PLI arrived: the next frame is a keyframe.
@@ -304,7 +321,7 @@ impl TrackSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Codec, is_keyframe};
+    use relais::codec::{Codec, is_keyframe};
 
     fn pattern(codec: VideoCodec) -> Pattern {
         Pattern {
@@ -347,7 +364,7 @@ mod tests {
     /// runs with recording write video as browsers' would.
     #[test]
     fn synthetic_vp8_is_recordable() {
-        use crate::recording::{Recorder, RecorderConfig};
+        use relais::recording::{Recorder, RecorderConfig};
         let p = pattern(VideoCodec::Vp8);
         let t0 = Instant::now();
         let mut s = TrackSender::new(&p, true, 9, t0, 0.0);
@@ -380,6 +397,21 @@ mod tests {
         let summary = r.finish().unwrap();
         assert_eq!(summary.content_type, "video/webm");
         assert!(summary.duration_ms > 1500, "{summary:?}");
+    }
+
+    /// Every filler byte is checked, not only the tail's.
+    #[test]
+    fn any_changed_byte_is_seen() {
+        let p = payload(7, 42, 1000, |b| {
+            VideoCodec::Vp8.prefix(true, false, true, b)
+        });
+        assert_eq!(p.len(), 1000);
+        let d = decode(&p).unwrap();
+        assert_eq!((d.tag, d.counter, d.intact), (7, 42, true));
+        let mut bad = p.to_vec();
+        bad[500] ^= 1;
+        assert!(!decode(&bad).unwrap().intact);
+        assert!(decode(b"nothing here").is_none());
     }
 
     #[test]

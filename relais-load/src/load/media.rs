@@ -20,13 +20,13 @@ use super::engine::rtc_leg::{RtcFactory, RtcLeg};
 use super::engine::{self, ShardHandle};
 use super::failures::Failures;
 use super::measure::{Measured, measure};
-use super::pattern::Pattern;
 use super::probe::Probe;
 use super::progress::ProgressBar;
 use super::report::MediaReport;
 use super::signaling::{self, Entry, Joined, Participant};
 use crate::client::api::ApiClient;
-use crate::ids::{Identity, Role};
+use crate::synthetic::Pattern;
+use relais::ids::{Identity, Role};
 
 #[derive(Clone)]
 pub struct MediaLoad {

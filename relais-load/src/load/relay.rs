@@ -25,7 +25,7 @@ pub fn hello(session: u32) -> [u8; 8] {
 /// Runs the relay on `socket` until `stop` is set (checked at least every 200 ms).
 pub fn run(socket: UdpSocket, stop: &AtomicBool) -> std::io::Result<()> {
     // The same kernel buffers as relais's media socket: a like-for-like floor.
-    crate::udp_buffers::enlarge(&socket, "bare relay");
+    relais::udp_buffers::enlarge(&socket, "bare relay");
     socket.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
     let mut session_of: HashMap<SocketAddr, u32> = HashMap::new();
     let mut members: HashMap<u32, Vec<SocketAddr>> = HashMap::new();

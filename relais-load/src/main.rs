@@ -11,7 +11,7 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Args, Parser, Subcommand};
-use relais::load::TokenMinter;
+use relais_load::load::TokenMinter;
 
 #[derive(Parser)]
 #[command(name = "relais-load", version, about = "Load generator for relais")]
@@ -182,7 +182,7 @@ async fn turn_server(
     token: &str,
     transport: &str,
 ) -> anyhow::Result<rtc::peer_connection::configuration::RTCIceServer> {
-    let api = relais::client::api::ApiClient::new(reqwest::Client::new(), base, token);
+    let api = relais_load::client::api::ApiClient::new(reqwest::Client::new(), base, token);
     let (status, v) = api
         .call(
             reqwest::Method::GET,
@@ -228,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Media(a) => media(&cli, a, &minter).await,
         Command::Relay(_) => unreachable!("handled before the runtime starts"),
         Command::Peer(a) => {
-            use relais::client::peer::{ClientPeer, Entry, PeerConfig};
+            use relais_load::client::peer::{ClientPeer, Entry, PeerConfig};
             let who = relais::ids::Identity::new(a.role, a.id);
             let entry = match &a.code {
                 Some(code) => Entry::Code(code.clone()),
@@ -272,7 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Messaging(a) => {
-            let cfg = relais::load::messaging::MessagingLoad {
+            let cfg = relais_load::load::messaging::MessagingLoad {
                 base: cli.url.clone(),
                 nodes: cli.nodes.clone(),
                 conversations: a.conversations,
@@ -289,7 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.rates,
                 cfg.step
             );
-            let reports = relais::load::messaging::run(&cfg, &minter).await?;
+            let reports = relais_load::load::messaging::run(&cfg, &minter).await?;
             println!(
                 "{:>8} {:>8} {:>8} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9}",
                 "offered",
@@ -327,16 +327,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result<()> {
-    use relais::load::engine::io::TransportKind;
-    use relais::load::pattern::{Pattern, VideoCodec};
-    use relais::load::report;
+    use relais_load::load::engine::io::TransportKind;
+    use relais_load::load::report;
+    use relais_load::synthetic::{Pattern, VideoCodec};
     let transport = TransportKind::parse(&a.transport).ok_or_else(|| {
         anyhow::anyhow!("--transport: `{}` is not udp, tcp or turn-udp", a.transport)
     })?;
     let codec = VideoCodec::parse(&a.codec)
         .ok_or_else(|| anyhow::anyhow!("--codec: `{}` is not vp8, vp9 or h264", a.codec))?;
     anyhow::ensure!(a.participants >= 2, "--participants: at least 2");
-    let cfg = relais::load::media::MediaLoad {
+    let cfg = relais_load::load::media::MediaLoad {
         base: cli.url.clone(),
         nodes: cli.nodes.clone(),
         sessions: a.sessions,
@@ -396,9 +396,9 @@ async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result
     let mut errors = Vec::new();
     for t in &targets {
         let r = match *t {
-            "relais" => relais::load::media::run(&cfg, minter).await,
-            "bare-relay" => relais::load::baseline::run(&cfg, &std::env::current_exe()?).await,
-            _ => relais::load::janus::run(&cfg, &a.janus_bin).await,
+            "relais" => relais_load::load::media::run(&cfg, minter).await,
+            "bare-relay" => relais_load::load::baseline::run(&cfg, &std::env::current_exe()?).await,
+            _ => relais_load::load::janus::run(&cfg, &a.janus_bin).await,
         };
         match r {
             Ok(r) => runs.push(r),
@@ -458,7 +458,7 @@ fn main() -> ExitCode {
             }
         };
         let stop = std::sync::atomic::AtomicBool::new(false);
-        return match relais::load::relay::run(socket, &stop) {
+        return match relais_load::load::relay::run(socket, &stop) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("relais-load relay: {e}");

@@ -18,7 +18,7 @@ use super::TokenMinter;
 use super::stats::Samples;
 use crate::client::api::ApiClient;
 use crate::client::socketio::SioClient;
-use crate::ids::{Identity, Role};
+use relais::ids::{Identity, Role};
 
 #[derive(Debug, Clone)]
 pub struct MessagingLoad {

@@ -26,7 +26,7 @@ use super::engine::{LegId, ShardError, ShardHandle};
 use super::failures::Failures;
 use super::rejoin::RetrySchedule;
 use crate::client::socketio::{ConnectOptions, SioClient};
-use crate::ids::Identity;
+use relais::ids::Identity;
 
 /// How a participant enters its session.
 #[derive(Debug, Clone)]

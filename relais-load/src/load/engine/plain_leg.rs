@@ -10,9 +10,9 @@ use futures_util::future::BoxFuture;
 use tokio::net::UdpSocket;
 
 use super::{Leg, LegStats, ShardCtx};
-use crate::load::pattern::{OutPacket, Pattern, TrackSender};
 use crate::load::recv::LegRecv;
 use crate::load::relay;
+use crate::synthetic::{OutPacket, Pattern, TrackSender};
 
 const HELLO_EVERY: Duration = Duration::from_secs(1);
 
@@ -141,7 +141,7 @@ impl Leg for PlainLeg {
         if let Some(first) = self.recv.first_packet_us {
             let started_us = self
                 .started
-                .saturating_duration_since(crate::load::pattern::epoch())
+                .saturating_duration_since(crate::synthetic::epoch())
                 .as_micros() as u64;
             s.first_packet_ms
                 .push(first.saturating_sub(started_us) as f64 / 1000.0);

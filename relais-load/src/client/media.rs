@@ -1,89 +1,13 @@
-//! Synthetic media: RTP payloads that carry their own send time and counter, so a receiver
-//! measures latency, loss, duplicates and reordering, and checks every byte arrived unchanged.
-//!
-//! Payload layout (after a one-byte VP8 payload descriptor for video, so the SFU sees real
-//! keyframe boundaries): magic `RLS1`, track tag (u32), counter (u32), send time in µs since
-//! the process's epoch (u64), then filler bytes derived from the counter.
+//! What a test peer received, per stream: packets and bytes, latency, loss, duplicates,
+//! reordering and payloads that did not arrive byte for byte as sent — read from the
+//! [`crate::synthetic`] payloads the senders write.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
-use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::stats::Samples;
-
-pub const MAGIC: &[u8; 4] = b"RLS1";
-const HEADER: usize = 4 + 4 + 4 + 8;
-
-/// The instant all synthetic timestamps count from (one per process).
-pub fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-pub fn now_us() -> u64 {
-    epoch().elapsed().as_micros() as u64
-}
-
-fn filler(counter: u32, i: usize) -> u8 {
-    (counter as usize).wrapping_mul(31).wrapping_add(i) as u8
-}
-
-/// VP8 payload descriptor + header byte: S=1 on the first packet of a frame, P=0 on keyframes.
-fn vp8_prefix(first_of_frame: bool, keyframe: bool) -> [u8; 2] {
-    match (first_of_frame, keyframe) {
-        (true, true) => [0x10, 0x00],
-        (true, false) => [0x10, 0x01],
-        (false, _) => [0x00, 0x01],
-    }
-}
-
-/// Builds one synthetic payload of `size` bytes (at least the header).
-pub fn payload(tag: u32, counter: u32, video: Option<(bool, bool)>, size: usize) -> Bytes {
-    let mut b = BytesMut::with_capacity(size.max(HEADER + 2));
-    if let Some((first, key)) = video {
-        b.put_slice(&vp8_prefix(first, key));
-    }
-    b.put_slice(MAGIC);
-    b.put_u32(tag);
-    b.put_u32(counter);
-    b.put_u64(now_us());
-    let start = b.len();
-    for i in start..size.max(start) {
-        b.put_u8(filler(counter, i));
-    }
-    b.freeze()
-}
-
-/// What a receiver reads back from a payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decoded {
-    pub tag: u32,
-    pub counter: u32,
-    pub sent_us: u64,
-    /// Every filler byte is what the sender wrote.
-    pub intact: bool,
-}
-
-pub fn decode(payload: &[u8]) -> Option<Decoded> {
-    let at = payload.windows(4).take(4).position(|w| w == MAGIC)?;
-    let h = payload.get(at..at + HEADER)?;
-    let tag = u32::from_be_bytes(h[4..8].try_into().ok()?);
-    let counter = u32::from_be_bytes(h[8..12].try_into().ok()?);
-    let sent_us = u64::from_be_bytes(h[12..20].try_into().ok()?);
-    let intact = payload[at + HEADER..]
-        .iter()
-        .enumerate()
-        .all(|(i, b)| *b == filler(counter, at + HEADER + i));
-    Some(Decoded {
-        tag,
-        counter,
-        sent_us,
-        intact,
-    })
-}
+use crate::synthetic::{decode, now_us};
 
 /// Counters of one received stream (one SSRC).
 #[derive(Debug, Clone, Default)]
@@ -197,27 +121,13 @@ impl Received {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payload_round_trip() {
-        let p = payload(7, 42, Some((true, true)), 1000);
-        assert_eq!(p.len(), 1000);
-        assert_eq!(&p[..2], &[0x10, 0x00]);
-        let d = decode(&p).unwrap();
-        assert_eq!((d.tag, d.counter, d.intact), (7, 42, true));
-        let mut bad = p.to_vec();
-        bad[500] ^= 1;
-        assert!(!decode(&bad).unwrap().intact);
-        let audio = payload(9, 1, None, 60);
-        assert_eq!(decode(&audio).unwrap().counter, 1);
-        assert!(decode(b"nothing here").is_none());
-    }
+    use crate::synthetic::payload;
 
     #[test]
     fn counters_see_gaps_duplicates_and_reordering() {
         let r = Received::default();
         for (seq, counter) in [(1u16, 0u32), (2, 1), (4, 3), (3, 2), (5, 3)] {
-            r.record(11, false, seq, &payload(1, counter, None, 40));
+            r.record(11, false, seq, &payload(1, counter, 40, |_| {}));
         }
         let s = &r.snapshot()[&11];
         assert_eq!(s.packets, 5);
@@ -233,7 +143,7 @@ mod tests {
         let r = Received::default();
         // Joined mid-stream at 100; 102 and 104 never came.
         for counter in [101u32, 100, 103, 105] {
-            r.record(11, true, 0, &payload(1, counter, Some((false, true)), 200));
+            r.record(11, true, 0, &payload(1, counter, 200, |_| {}));
         }
         let s = &r.snapshot()[&11];
         assert_eq!(s.loss_from_first(), 2);

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
@@ -28,16 +26,15 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-    register_default_interceptors,
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use super::media::{self, Received};
+use super::media::Received;
 use super::socketio::{ConnectOptions, SioClient};
-use crate::ids::Identity;
-use crate::sfu::peer::rtcp_tap::RtcpTap;
+use crate::peer_connection::{Codecs, PcConfig};
+use crate::synthetic::{Pattern, TrackSender, VideoCodec};
+use relais::ids::Identity;
 
 /// How the participant enters the session.
 #[derive(Debug, Clone)]
@@ -89,6 +86,18 @@ impl PeerConfig {
             ice_servers: Vec::new(),
             relay_only: false,
             socket: ConnectOptions::default(),
+        }
+    }
+
+    /// What this participant sends: VP8-like video and Opus-sized audio.
+    pub fn pattern(&self) -> Pattern {
+        Pattern {
+            audio: self.audio,
+            video: self.video,
+            codec: VideoCodec::Vp8,
+            video_bitrate_bps: self.video_bitrate_bps,
+            fps: self.fps,
+            keyframe_interval: self.keyframe_interval,
         }
     }
 }
@@ -227,41 +236,28 @@ impl ClientPeer {
     /// Connects the socket, negotiates, and returns once signaling started (not necessarily
     /// connected: see [`wait_connected`](Self::wait_connected)).
     pub async fn start(cfg: PeerConfig) -> anyhow::Result<Self> {
-        media::epoch();
+        crate::synthetic::epoch();
         let auth = json!({"token": cfg.token, "userType": cfg.who.role, "userId": cfg.who.id.0, "role": cfg.who.role});
         let sio = SioClient::connect_with(&cfg.base, auth, cfg.socket.clone())
             .await
             .context("socket.io connect")?;
 
-        let mut engine = MediaEngine::default();
-        engine.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?
-            .with(Slot::from(11_500), RtcpTap::default());
-        let mut network_types = Vec::new();
+        let mut network = Vec::new();
         if !cfg.udp_bind.is_empty() {
-            network_types.push(NetworkType::Udp4);
+            network.push(NetworkType::Udp4);
         }
         if !cfg.tcp_bind.is_empty() {
-            network_types.push(NetworkType::Tcp4);
+            network.push(NetworkType::Tcp4);
         }
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(network_types)
-            .build();
-        let mut rtc_config =
-            RTCConfigurationBuilder::new().with_ice_servers(cfg.ice_servers.clone());
-        if cfg.relay_only {
-            rtc_config = rtc_config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
-        }
+        let mut pc_config = PcConfig::new(Codecs::Browser, network);
+        pc_config.ice_servers = cfg.ice_servers.clone();
+        pc_config.relay_only = cfg.relay_only;
         let (cand_tx, cand_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let received = Arc::new(Received::default());
         let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_configuration(rtc_config.build())
-                .with_media_engine(engine)
-                .with_interceptor_registry(registry)
-                .with_setting_engine(settings)
+            pc_config
+                .async_builder()?
                 .with_handler(Arc::new(Handler {
                     candidates: cand_tx,
                     state: state_tx,
@@ -647,24 +643,18 @@ impl Signaling {
             }
             let Some(pt) = payload_type else { continue };
             let connected = wait_until_connected(self.state.clone());
-            let task = if t.video {
-                tokio::spawn(after(
-                    connected,
-                    send_video(
-                        t.track.clone(),
-                        t.ssrc,
-                        pt,
-                        self.cfg.clone(),
-                        self.sent.clone(),
-                        self.keyframe_now.clone(),
-                    ),
-                ))
-            } else {
-                tokio::spawn(after(
-                    connected,
-                    send_audio(t.track.clone(), t.ssrc, pt, self.sent.clone()),
-                ))
-            };
+            let task = tokio::spawn(after(
+                connected,
+                send_track(
+                    t.track.clone(),
+                    t.ssrc,
+                    pt,
+                    t.video,
+                    self.cfg.pattern(),
+                    self.sent.clone(),
+                    self.keyframe_now.clone(),
+                ),
+            ));
             self.media_tasks.push(task);
             if t.video {
                 self.media_tasks.push(tokio::spawn(watch_feedback(
@@ -676,8 +666,6 @@ impl Signaling {
         }
     }
 }
-
-const MAX_PACKET_PAYLOAD: usize = 1100;
 
 /// Resolves once the connection is up (media written before DTLS completes is dropped).
 async fn wait_until_connected(mut state: watch::Receiver<RTCPeerConnectionState>) -> bool {
@@ -696,82 +684,52 @@ async fn after(
     }
 }
 
-async fn send_video(
+/// Sends one track's synthetic media ([`crate::synthetic`], tagged with the SSRC) at its
+/// pattern's pace, a keyframe next whenever the server asked for one.
+async fn send_track(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     pt: u8,
-    cfg: PeerConfig,
+    video: bool,
+    pattern: Pattern,
     sent: Arc<Sent>,
     keyframe_now: Arc<AtomicBool>,
 ) {
-    let fps = cfg.fps.max(1);
-    let frame_bytes = (cfg.video_bitrate_bps / 8 / fps) as usize;
-    let key_every = (cfg.keyframe_interval.as_secs_f64() * f64::from(fps)).max(1.0) as u64;
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    let mut sender = TrackSender::new(&pattern, video, ssrc, std::time::Instant::now(), 0.0);
+    let mut ticker = tokio::time::interval(sender.interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq: u16 = rand::random();
-    let mut counter: u32 = 0;
-    let tag = ssrc;
-    for frame in 0u64.. {
+    let mut out = Vec::new();
+    loop {
         ticker.tick().await;
-        let key = frame % key_every == 0 || keyframe_now.swap(false, Ordering::Relaxed);
-        // Keyframes are larger, as in real video.
-        let size = if key { frame_bytes * 3 } else { frame_bytes }.max(60);
-        let packets = size.div_ceil(MAX_PACKET_PAYLOAD);
-        let ts = (frame * 90_000 / u64::from(fps)) as u32;
-        for i in 0..packets {
-            let len = if i + 1 == packets {
-                size - i * MAX_PACKET_PAYLOAD
-            } else {
-                MAX_PACKET_PAYLOAD
-            };
-            let payload = media::payload(tag, counter, Some((i == 0, key)), len.max(32));
-            counter = counter.wrapping_add(1);
+        if video && keyframe_now.swap(false, Ordering::Relaxed) {
+            sender.request_keyframe();
+        }
+        sender.due(&pattern, std::time::Instant::now(), &mut out);
+        for o in out.drain(..) {
             let packet = Packet {
                 header: Header {
                     version: 2,
-                    marker: i + 1 == packets,
+                    marker: o.marker,
                     payload_type: pt,
-                    sequence_number: seq,
-                    timestamp: ts,
+                    sequence_number: o.seq,
+                    timestamp: o.ts,
                     ssrc,
                     ..Default::default()
                 },
-                payload,
+                payload: o.payload,
             };
-            seq = seq.wrapping_add(1);
             if track.write_rtp(packet).await.is_err() {
                 return;
             }
+            if !video {
+                sent.audio_packets.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             sent.video_packets.fetch_add(1, Ordering::Relaxed);
+            if o.marker {
+                sent.video_frames.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        sent.video_frames.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, pt: u8, sent: Arc<Sent>) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq: u16 = rand::random();
-    for n in 0u32.. {
-        ticker.tick().await;
-        let packet = Packet {
-            header: Header {
-                version: 2,
-                payload_type: pt,
-                sequence_number: seq,
-                timestamp: n.wrapping_mul(960),
-                ssrc,
-                ..Default::default()
-            },
-            // An Opus frame at ~32 kbit/s.
-            payload: media::payload(ssrc, n, None, 80),
-        };
-        seq = seq.wrapping_add(1);
-        if track.write_rtp(packet).await.is_err() {
-            return;
-        }
-        sent.audio_packets.fetch_add(1, Ordering::Relaxed);
     }
 }
 

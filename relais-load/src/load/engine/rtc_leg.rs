@@ -10,17 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::certificate::RTCCertificate;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports,
-};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -29,67 +22,22 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, CandidateRelayConfig, RTCIceCandidate,
     RTCIceCandidateInit,
 };
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 
 use super::io::{Io, TransportKind};
 use super::{Leg, LegStats, ShardCtx};
-use crate::load::pattern::{OutPacket, Pattern, TrackSender};
 use crate::load::recv::LegRecv;
 use crate::load::rejoin::Outages;
-
-const OPUS_PT: u8 = 111;
-
-fn codec(
-    mime: &str,
-    rate: u32,
-    channels: u16,
-    fmtp: &str,
-    pt: u8,
-    fb: bool,
-) -> RTCRtpCodecParameters {
-    let rtcp_feedback = if fb {
-        vec![
-            RTCPFeedback {
-                typ: "nack".into(),
-                parameter: String::new(),
-            },
-            RTCPFeedback {
-                typ: "nack".into(),
-                parameter: "pli".into(),
-            },
-        ]
-    } else {
-        Vec::new()
-    };
-    RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: mime.into(),
-            clock_rate: rate,
-            channels,
-            sdp_fmtp_line: fmtp.into(),
-            rtcp_feedback,
-        },
-        payload_type: pt,
-    }
-}
-
-fn video_pt(p: &Pattern) -> u8 {
-    match p.codec {
-        crate::load::pattern::VideoCodec::Vp8 => 96,
-        crate::load::pattern::VideoCodec::Vp9 => 98,
-        crate::load::pattern::VideoCodec::H264 => 102,
-    }
-}
+use crate::peer_connection::{Codecs, PcConfig, opus};
+use crate::synthetic::{OutPacket, Pattern, TrackSender};
 
 /// Builds client PeerConnections: Opus and the pattern's video codec only (so the codec the
 /// server picks is the one we send), NACK and RTCP reports, one certificate for all.
@@ -125,42 +73,13 @@ impl RtcFactory {
         transport: TransportKind,
         now: Instant,
     ) -> anyhow::Result<RTCPeerConnection> {
-        let mut engine = MediaEngine::default();
-        let p = &self.pattern;
-        engine.register_codec(
-            codec(
-                MIME_TYPE_OPUS,
-                48_000,
-                2,
-                "minptime=10;useinbandfec=1",
-                OPUS_PT,
-                false,
-            ),
-            RtpCodecKind::Audio,
-        )?;
-        engine.register_codec(
-            codec(p.codec.mime(), 90_000, 0, p.codec.fmtp(), video_pt(p), true),
-            RtpCodecKind::Video,
-        )?;
-        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
         let network = match transport {
             TransportKind::Tcp => vec![NetworkType::Tcp4],
             _ => vec![NetworkType::Udp4],
         };
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(network)
-            .build();
-        Ok(RTCPeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_certificates(vec![self.certificate.clone()])
-                    .build(),
-            )
-            .with_media_engine(engine)
-            .with_setting_engine(settings)
-            .with_interceptor_registry(registry)
-            .build(now)?)
+        let mut config = PcConfig::new(Codecs::Only(self.pattern.codec), network);
+        config.certificate = Some(self.certificate.clone());
+        config.sans_io(now)
     }
 
     /// A leg whose socket is `io`; its local candidate is added when known (now for UDP and
@@ -469,26 +388,13 @@ impl RtcLeg {
     fn media_track(&self, i: usize) -> MediaStreamTrack {
         let t = &self.tracks[i];
         let (kind, codec, label) = if t.video {
-            let p = &self.pattern;
             (
                 RtpCodecKind::Video,
-                codec(p.codec.mime(), 90_000, 0, p.codec.fmtp(), video_pt(p), true).rtp_codec,
+                self.pattern.codec.parameters().rtp_codec,
                 "video",
             )
         } else {
-            (
-                RtpCodecKind::Audio,
-                codec(
-                    MIME_TYPE_OPUS,
-                    48_000,
-                    2,
-                    "minptime=10;useinbandfec=1",
-                    OPUS_PT,
-                    false,
-                )
-                .rtp_codec,
-                "audio",
-            )
+            (RtpCodecKind::Audio, opus().rtp_codec, "audio")
         };
         let stream = format!("load-{}", self.tracks[0].ssrc);
         MediaStreamTrack::new(
@@ -711,7 +617,7 @@ impl Leg for RtcLeg {
                 .push(c.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
             if let Some(first) = self.recv.first_packet_us {
                 let connected_us = c
-                    .saturating_duration_since(crate::load::pattern::epoch())
+                    .saturating_duration_since(crate::synthetic::epoch())
                     .as_micros() as u64;
                 s.first_packet_ms
                     .push(first.saturating_sub(connected_us) as f64 / 1000.0);
