@@ -9,21 +9,24 @@
 //! - [`error`]: the errors every layer returns, with one enum of error codes;
 //! - [`messaging`]: the messaging service both transports call, and its wire views;
 //! - [`http`]: the REST router, errors and extractors;
-//! - [`wire`]: Socket.IO event names and payloads, spelled once;
+//! - [`wire`]: Socket.IO event names and payloads, spelled once; [`ports`]: the one port the
+//!   core emits through;
 //! - [`realtime`]: the Socket.IO handlers (handshake, messaging and signaling events);
 //!   [`sio`]: the glue under them (emitting to rooms and sockets here and on other nodes,
 //!   socket limits);
 //! - [`sessions`], [`sfu`], [`recording`], [`turn`]: consultations, the media plane, recording,
 //!   the embedded TURN server; [`codec`]: what the SFU and the recorder know of payloads;
-//! - [`cluster`]: several nodes on PostgreSQL and Redis (directory, placement, routing,
-//!   node loss); off without `redis_url`;
+//! - [`cluster`]: several nodes on PostgreSQL and Redis (directory, placement, node loss, the
+//!   typed bus between nodes, and [`cluster::Router`], which runs each [`sfu::SfuRequest`] on
+//!   this node or on the session's owner); off without `redis_url` (the router then runs
+//!   everything here);
 //! - [`limits`]: what one client may cost the others (failure windows, token buckets,
 //!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
 //! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
 //!
 //! The test client and the load tool (`relais-load`) are a second crate of the workspace
-//! (`relais-load/`), which uses this one's wire, ids, tokens and codecs; the server links none
-//! of their dependencies.
+//! (`relais-load/`), which uses this one's wire, ids, tokens and codecs; the server depends on
+//! none of their crates.
 //!
 //! The core reaches clients through a port, not a transport: messaging and the SFU emit
 //! [`wire::Outgoing`] events (one enum tying each event name to its payload) to sockets and
@@ -32,9 +35,14 @@
 //!
 //! Layering ([`LAYERS`], checked by `tests/suite/layers.rs`): a module uses only modules listed
 //! before it. Plumbing first (ids, time, codecs, network, limits, metrics, configuration), then
-//! infrastructure (auth, store), the domain and media (messaging, sessions, recording, sfu,
-//! turn), the adapters (cluster, Socket.IO, REST) and the composition (app). The imports that
-//! still go upwards are listed in that test and may only go away.
+//! infrastructure (auth, store, errors, the wire format, the port to clients), the domain and
+//! media (messaging, sessions, recording, sfu, turn), the adapters (cluster, Socket.IO, REST)
+//! and the composition (app). No import goes upwards.
+//!
+//! Requests to the SFU are values: Socket.IO and REST handlers build an
+//! [`sfu::SfuRequest`] and hand it to [`cluster::Router`]; the node that owns the session runs
+//! it ([`sfu::Sfu::handle`]) and answers an [`sfu::SfuReply`] or a
+//! [`error::DomainError`], whose code is an [`error::ErrorCode`], on every node alike.
 //!
 //! Invariants that hold across modules:
 //! - identity is the pair (role, id); every REST call and socket event checks the caller may
