@@ -6,9 +6,12 @@
 //! - [`peer`]: one task per PeerConnection (negotiation and ICE on `rtc`, DTLS-SRTP and media
 //!   read and written by the task itself, publishing, subscribing);
 //! - [`feedback`]: the RTCP the SFU writes (NACK, transport-wide congestion feedback, reports);
-//! - [`room`]: one task per live session (participants, who receives what, signaling out);
-//! - [`forward`]: the per-leg rewrite decision (pure, property-tested); [`codec`], [`stun`],
-//!   [`sdp`]: small pure parsers.
+//! - [`api`]: what the SFU can be asked ([`SfuRequest`], from any node) and answers
+//!   ([`SfuReply`]); [`Sfu::handle`] runs one request;
+//! - [`room`]: one task per live session, carrying out what [`room::state::RoomState`] (pure:
+//!   membership, subscriptions, grace timers, recording per participant) decides;
+//! - [`forward`]: the per-leg rewrite decision and the keyframe rules (pure, property-tested);
+//!   [`crate::codec`], [`stun`], [`sdp`]: small pure parsers.
 //!
 //! Invariants: one socket for all media; bounded queues between tasks (media drops and counts
 //! when full); a session's room exists only while someone is in it; ending a session closes
