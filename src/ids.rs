@@ -21,6 +21,12 @@ macro_rules! id_newtype {
             }
         }
 
+        impl From<i64> for $name {
+            fn from(n: i64) -> Self {
+                Self(n)
+            }
+        }
+
         impl FromStr for $name {
             type Err = std::num::ParseIntError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

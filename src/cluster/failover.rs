@@ -262,7 +262,7 @@ async fn notify(
         Err(e) => tracing::warn!(error = %e, "failover: cannot list participants"),
     }
     let ev = Outgoing::SessionMoved(events::SessionMoved {
-        session_id: session.0,
+        session_id: session,
         reason,
         from: from.to_string(),
         node: events::NodeRef {

@@ -433,8 +433,8 @@ impl Messaging {
         }
         let at = self.inner.clock.now_ms();
         let relay = crate::wire::MessageReadRelay {
-            conversation_id: id.0,
-            message_id: message.0,
+            conversation_id: id,
+            message_id: message,
             user: caller.into(),
             read_at: crate::clock::to_rfc3339(at),
         };

@@ -7,7 +7,7 @@ use super::events::{self, Outgoing, incoming};
 use super::reply::{Reply, invalid_payload};
 use super::{SocketUser, conversation_room};
 use crate::error::ErrorCode;
-use crate::ids::{ConversationId, MessageId};
+
 use crate::messaging::DomainError;
 use crate::messaging::views::MessageView;
 use crate::state::AppState;
@@ -60,7 +60,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
             }
             match p {
                 Ok(p) => {
-                    socket.leave(conversation_room(ConversationId(p.conversation_id)));
+                    socket.leave(conversation_room(p.conversation_id));
                     reply.ok(serde_json::json!({ "conversationId": p.conversation_id }));
                 }
                 Err(e) => reply.err(incoming::LEAVE_CONVERSATION, invalid_payload(e)),
@@ -113,13 +113,13 @@ async fn join<A: Adapter>(
 ) -> Result<serde_json::Value, DomainError> {
     let p = payload?;
     let user = user_of(socket)?;
-    let id = ConversationId(p.conversation_id);
+    let id = p.conversation_id;
     state
         .messaging
         .ensure_participant(user.principal.identity, id)
         .await?;
     socket.join(conversation_room(id));
-    Ok(serde_json::json!({ "conversationId": id.0 }))
+    Ok(serde_json::json!({ "conversationId": id }))
 }
 
 /// Typing is relayed, never stored, and only from a socket that joined the room (membership
@@ -131,7 +131,7 @@ async fn typing<A: Adapter>(
 ) -> Result<serde_json::Value, DomainError> {
     let p = payload?;
     let user = user_of(socket)?;
-    let room = conversation_room(ConversationId(p.conversation_id));
+    let room = conversation_room(p.conversation_id);
     if !socket.rooms().iter().any(|r| *r == room) {
         return Err(DomainError::forbidden(
             ErrorCode::NotJoined,
@@ -171,11 +171,7 @@ async fn message_read<A: Adapter>(
     let user = user_of(socket)?;
     state
         .messaging
-        .mark_read(
-            user.principal.identity,
-            ConversationId(p.conversation_id),
-            MessageId(p.message_id),
-        )
+        .mark_read(user.principal.identity, p.conversation_id, p.message_id)
         .await?;
     Ok(serde_json::json!({ "conversationId": p.conversation_id, "messageId": p.message_id }))
 }
@@ -189,11 +185,7 @@ async fn send<A: Adapter>(
     let user = user_of(socket)?;
     let (message, _) = state
         .messaging
-        .send(
-            &user.principal,
-            ConversationId(p.conversation_id),
-            p.body.into_domain()?,
-        )
+        .send(&user.principal, p.conversation_id, p.body.into_domain()?)
         .await?;
     Ok(serde_json::json!({ "message": MessageView::from(&message) }))
 }

@@ -11,6 +11,7 @@ use socketioxide::socket::Socket;
 
 use super::events::{Ack, AckError, MessagingError, Outgoing};
 use crate::error::ErrorCode;
+use crate::ids::SessionId;
 use crate::messaging::{DomainError, ErrorKind};
 
 /// Extractor: how to answer the event being handled.
@@ -80,7 +81,7 @@ impl<A: Adapter> Reply<A> {
     /// message}` (what the seed's clients listen for), and as the acknowledgement when asked.
     pub fn signal<T: Serialize>(
         self,
-        session_id: Option<i64>,
+        session_id: Option<SessionId>,
         r: Result<T, crate::sfu::SignalError>,
         errors: &crate::sfu::Sfu,
     ) {

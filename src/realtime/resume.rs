@@ -54,7 +54,7 @@ pub async fn announce<A: Adapter>(state: &AppState, socket: &SocketRef<A>, who: 
     for session in lost_places(&open, |s| state.sfu.is_in(who, s)) {
         tracing::info!(session = %session, "a participant is back after a restart: session_moved");
         let ev = Outgoing::SessionMoved(events::SessionMoved {
-            session_id: session.0,
+            session_id: session,
             reason: "node_restarted",
             from: node.id.clone(),
             node: node.clone(),

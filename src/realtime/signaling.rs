@@ -121,65 +121,65 @@ fn client_ip<A: Adapter>(socket: &SocketRef<A>) -> Option<std::net::IpAddr> {
 
 /// A client payload that names its session and is one request to the SFU.
 trait IntoRequest {
-    fn session_id(&self) -> i64;
+    fn session_id(&self) -> SessionId;
     fn into_request(self) -> SfuRequest;
 }
 
 impl IntoRequest for events::ClientOffer {
-    fn session_id(&self) -> i64 {
+    fn session_id(&self) -> SessionId {
         self.session_id
     }
     fn into_request(self) -> SfuRequest {
         SfuRequest::Publish {
-            session: SessionId(self.session_id),
+            session: self.session_id,
             sdp: self.sdp_offer,
         }
     }
 }
 
 impl IntoRequest for events::RequestOffer {
-    fn session_id(&self) -> i64 {
+    fn session_id(&self) -> SessionId {
         self.session_id
     }
     fn into_request(self) -> SfuRequest {
         SfuRequest::Join {
-            session: SessionId(self.session_id),
+            session: self.session_id,
             code: self.code,
         }
     }
 }
 
 impl IntoRequest for events::ClientAnswer {
-    fn session_id(&self) -> i64 {
+    fn session_id(&self) -> SessionId {
         self.session_id
     }
     fn into_request(self) -> SfuRequest {
         SfuRequest::Answer {
-            session: SessionId(self.session_id),
+            session: self.session_id,
             sdp: self.sdp_answer,
         }
     }
 }
 
 impl IntoRequest for events::ClientCandidates {
-    fn session_id(&self) -> i64 {
+    fn session_id(&self) -> SessionId {
         self.session_id
     }
     fn into_request(self) -> SfuRequest {
         SfuRequest::Candidates {
-            session: SessionId(self.session_id),
+            session: self.session_id,
             candidates: self.candidates,
         }
     }
 }
 
 impl IntoRequest for events::StartRecording {
-    fn session_id(&self) -> i64 {
+    fn session_id(&self) -> SessionId {
         self.session_id
     }
     fn into_request(self) -> SfuRequest {
         SfuRequest::StartRecording {
-            session: SessionId(self.session_id),
+            session: self.session_id,
             consent: self.consent,
         }
     }
@@ -199,11 +199,11 @@ impl<'de, const OP: u8> serde::Deserialize<'de> for SessionOnly<OP> {
 }
 
 impl<const OP: u8> IntoRequest for SessionOnly<OP> {
-    fn session_id(&self) -> i64 {
+    fn session_id(&self) -> SessionId {
         self.0.session_id
     }
     fn into_request(self) -> SfuRequest {
-        let session = SessionId(self.0.session_id);
+        let session = self.0.session_id;
         match OP {
             LEAVE => SfuRequest::Leave { session },
             END => SfuRequest::End { session },
@@ -299,7 +299,7 @@ where
 }
 
 /// The acknowledgement of a signaling event that succeeded, as the seed's clients read it.
-fn ack(session_id: i64, reply: SfuReply) -> Value {
+fn ack(session_id: SessionId, reply: SfuReply) -> Value {
     match reply {
         SfuReply::Done => serde_json::json!({ "sessionId": session_id }),
         SfuReply::Accepted(n) => serde_json::json!({ "sessionId": session_id, "accepted": n }),

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::to_rfc3339;
-use crate::ids::{Identity, Role};
+use crate::ids::{ConversationId, Identity, MessageId, Role};
 use crate::store::{Attachment, Message, MessageType};
 
 /// The seed's `sender` object on `new_message`.
@@ -42,14 +42,16 @@ impl From<&Attachment> for AttachmentView {
 /// A message: the seed's REST answer and `new_message` payload (one shape for both).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageView {
-    pub id: i64,
+    #[schema(value_type = i64)]
+    pub id: MessageId,
     pub contenu: String,
     /// `texte`, `image`, `file` or `audio`.
     #[schema(value_type = String)]
     pub type_message: crate::store::MessageType,
     pub expediteur_id: i64,
     pub expediteur_type: Role,
-    pub conversation_id: i64,
+    #[schema(value_type = i64)]
+    pub conversation_id: ConversationId,
     pub timestamp: String,
     pub created_at: String,
     pub sender: SenderView,
@@ -74,12 +76,12 @@ impl From<&Message> for MessageView {
     fn from(m: &Message) -> Self {
         let at = to_rfc3339(m.created_at);
         Self {
-            id: m.id.0,
+            id: m.id,
             contenu: m.contenu.clone(),
             type_message: m.type_message,
             expediteur_id: m.sender.id.0,
             expediteur_type: m.sender.role,
-            conversation_id: m.conversation_id.0,
+            conversation_id: m.conversation_id,
             timestamp: at.clone(),
             created_at: at,
             sender: SenderView {

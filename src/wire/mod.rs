@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ids::{Identity, Role};
+use crate::ids::{ConversationId, Identity, MessageId, Role, SessionId};
 
 mod messages;
 mod out;
@@ -52,8 +52,9 @@ pub mod outgoing {
     pub const RECORDING_STOPPED: &str = "recording_stopped";
 }
 
-/// Reads an id given as a number or as a string of digits.
-pub fn flexible_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+/// Reads an id given as a number or as a string of digits, into `i64` or a typed id
+/// ([`SessionId`], [`ConversationId`], [`MessageId`], …).
+pub fn flexible_id<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<T, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -61,10 +62,11 @@ pub fn flexible_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         Str(String),
     }
     match Raw::deserialize(d)? {
-        Raw::Num(n) => Ok(n),
+        Raw::Num(n) => Ok(T::from(n)),
         Raw::Str(s) => s
             .trim()
-            .parse()
+            .parse::<i64>()
+            .map(T::from)
             .map_err(|_| serde::de::Error::custom("expected a numeric id")),
     }
 }
@@ -90,7 +92,7 @@ impl From<Identity> for UserRef {
 #[serde(rename_all = "camelCase")]
 pub struct JoinConversation {
     #[serde(deserialize_with = "flexible_id")]
-    pub conversation_id: i64,
+    pub conversation_id: ConversationId,
     /// Sent by the seed's clients; identity comes from the token, not from here.
     #[serde(default)]
     pub user: Option<serde_json::Value>,
@@ -100,21 +102,21 @@ pub struct JoinConversation {
 #[serde(rename_all = "camelCase")]
 pub struct LeaveConversation {
     #[serde(deserialize_with = "flexible_id")]
-    pub conversation_id: i64,
+    pub conversation_id: ConversationId,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Typing {
     #[serde(deserialize_with = "flexible_id")]
-    pub conversation_id: i64,
+    pub conversation_id: ConversationId,
     pub is_typing: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TypingRelay {
-    pub conversation_id: i64,
+    pub conversation_id: ConversationId,
     pub is_typing: bool,
     pub user: UserRef,
 }
@@ -123,16 +125,16 @@ pub struct TypingRelay {
 #[serde(rename_all = "camelCase")]
 pub struct MessageRead {
     #[serde(deserialize_with = "flexible_id")]
-    pub conversation_id: i64,
+    pub conversation_id: ConversationId,
     #[serde(deserialize_with = "flexible_id")]
-    pub message_id: i64,
+    pub message_id: MessageId,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageReadRelay {
-    pub conversation_id: i64,
-    pub message_id: i64,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
     pub user: UserRef,
     pub read_at: String,
 }
@@ -145,7 +147,7 @@ pub struct SendMessage {
         alias = "conversation_id",
         deserialize_with = "flexible_id"
     )]
-    pub conversation_id: i64,
+    pub conversation_id: ConversationId,
     #[serde(flatten)]
     pub body: SendMessageBody,
 }
@@ -198,7 +200,7 @@ impl Default for ServerRef {
 #[serde(rename_all = "camelCase")]
 pub struct ClientOffer {
     #[serde(deserialize_with = "flexible_id")]
-    pub session_id: i64,
+    pub session_id: SessionId,
     #[serde(default)]
     pub conversation_id: Option<serde_json::Value>,
     pub sdp_offer: String,
@@ -212,7 +214,7 @@ pub struct ClientOffer {
 pub struct RequestOffer {
     pub code: String,
     #[serde(deserialize_with = "flexible_id")]
-    pub session_id: i64,
+    pub session_id: SessionId,
     #[serde(default)]
     pub user: Option<serde_json::Value>,
     #[serde(default)]
@@ -224,7 +226,7 @@ pub struct RequestOffer {
 #[serde(rename_all = "camelCase")]
 pub struct ClientAnswer {
     #[serde(deserialize_with = "flexible_id")]
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub sdp_answer: String,
 }
 
@@ -233,7 +235,7 @@ pub struct ClientAnswer {
 #[serde(rename_all = "camelCase")]
 pub struct ClientCandidates {
     #[serde(deserialize_with = "flexible_id")]
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
 }
 
@@ -242,15 +244,15 @@ pub struct ClientCandidates {
 #[serde(rename_all = "camelCase")]
 pub struct SessionRef {
     #[serde(deserialize_with = "flexible_id")]
-    pub session_id: i64,
+    pub session_id: SessionId,
 }
 
 /// Server → client `webrtc_offer`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Offer {
-    pub session_id: i64,
-    pub conversation_id: i64,
+    pub session_id: SessionId,
+    pub conversation_id: ConversationId,
     pub sdp_offer: String,
     pub session_type: crate::store::SessionType,
     pub from: ServerRef,
@@ -260,7 +262,7 @@ pub struct Offer {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Answer {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub sdp_answer: String,
     pub from: ServerRef,
 }
@@ -269,7 +271,7 @@ pub struct Answer {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidates {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub candidates: Vec<rtc::peer_connection::transport::RTCIceCandidateInit>,
     pub from: ServerRef,
 }
@@ -278,7 +280,7 @@ pub struct Candidates {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantEvent {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub participant: UserRef,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -290,7 +292,7 @@ pub struct ParticipantEvent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionEnded {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub reason: &'static str,
 }
 
@@ -307,7 +309,7 @@ pub struct NodeRef {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionMoved {
-    pub session_id: i64,
+    pub session_id: SessionId,
     /// `node_lost`, `node_shutdown` or `node_restarted`.
     pub reason: &'static str,
     /// The node the session was on.
@@ -320,7 +322,7 @@ pub struct SessionMoved {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebrtcError {
-    pub session_id: Option<i64>,
+    pub session_id: Option<SessionId>,
     pub code: crate::error::ErrorCode,
     pub message: String,
 }
@@ -330,7 +332,7 @@ pub struct WebrtcError {
 #[serde(rename_all = "camelCase")]
 pub struct StartRecording {
     #[serde(deserialize_with = "flexible_id")]
-    pub session_id: i64,
+    pub session_id: SessionId,
     #[serde(default)]
     pub consent: Option<bool>,
 }
@@ -347,7 +349,7 @@ pub struct RecordingConsent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingStarted {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub started_at: String,
     pub started_by: UserRef,
     pub consent: RecordingConsent,
@@ -357,7 +359,70 @@ pub struct RecordingStarted {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingStopped {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub reason: &'static str,
     pub stopped_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_ids_read_numbers_and_numeric_strings_and_refuse_garbage() {
+        let n: SessionRef = serde_json::from_str(r#"{"sessionId": 42}"#).unwrap();
+        assert_eq!(n.session_id, SessionId(42));
+        let s: SessionRef = serde_json::from_str(r#"{"sessionId": " 42 "}"#).unwrap();
+        assert_eq!(s.session_id, SessionId(42));
+        let m: MessageRead =
+            serde_json::from_str(r#"{"conversationId": "7", "messageId": 9}"#).unwrap();
+        assert_eq!(
+            (m.conversation_id, m.message_id),
+            (ConversationId(7), MessageId(9))
+        );
+        for bad in [
+            r#"{"sessionId": "abc"}"#,
+            r#"{"sessionId": "4x2"}"#,
+            r#"{"sessionId": 4.5}"#,
+            r#"{"sessionId": null}"#,
+            r#"{"sessionId": true}"#,
+        ] {
+            assert!(serde_json::from_str::<SessionRef>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn typed_ids_go_out_as_bare_numbers() {
+        let ended = SessionEnded {
+            session_id: SessionId(42),
+            reason: "ended",
+        };
+        assert_eq!(
+            serde_json::to_string(&ended).unwrap(),
+            r#"{"sessionId":42,"reason":"ended"}"#
+        );
+        let err = WebrtcError {
+            session_id: None,
+            code: crate::error::ErrorCode::InvalidBody,
+            message: String::new(),
+        };
+        assert!(
+            serde_json::to_string(&err)
+                .unwrap()
+                .starts_with(r#"{"sessionId":null,"#)
+        );
+        let relay = MessageReadRelay {
+            conversation_id: ConversationId(7),
+            message_id: MessageId(9),
+            user: UserRef {
+                user_id: 1,
+                user_type: Role::Patient,
+            },
+            read_at: "t".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&relay).unwrap(),
+            r#"{"conversationId":7,"messageId":9,"user":{"userId":1,"userType":"patient"},"readAt":"t"}"#
+        );
+    }
 }

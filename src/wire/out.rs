@@ -70,12 +70,12 @@ impl Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Identity, Role};
+    use crate::ids::{Identity, Role, SessionId};
 
     #[test]
     fn an_event_serializes_as_its_payload_under_its_name() {
         let ev = Outgoing::SessionEnded(SessionEnded {
-            session_id: 7,
+            session_id: SessionId(7),
             reason: "ended_by_doctor",
         });
         assert_eq!(ev.name(), "session_ended");
@@ -85,7 +85,7 @@ mod tests {
         );
         let who = Identity::new(Role::Patient, 11);
         let ev = Outgoing::ParticipantLeft(ParticipantEvent {
-            session_id: 7,
+            session_id: SessionId(7),
             participant: who.into(),
             reason: Some("left"),
             participants: vec![],

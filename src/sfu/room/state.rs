@@ -372,7 +372,7 @@ impl RoomState {
     ) -> Vec<Action> {
         if let Some(sid) = self.get(who).and_then(|p| p.sid) {
             let event = Outgoing::WebrtcAnswer(events::Answer {
-                session_id: self.session.0,
+                session_id: self.session,
                 sdp_answer: answer.sdp,
                 from: events::ServerRef::default(),
             });
@@ -473,7 +473,7 @@ impl RoomState {
         if reason != MOVED {
             self.out.push(Action::NotifySession(Outgoing::SessionEnded(
                 events::SessionEnded {
-                    session_id: self.session.0,
+                    session_id: self.session,
                     reason,
                 },
             )));
@@ -814,7 +814,7 @@ impl RoomState {
         self.out
             .push(Action::NotifySession(Outgoing::RecordingStopped(
                 events::RecordingStopped {
-                    session_id: self.session.0,
+                    session_id: self.session,
                     reason,
                     stopped_at: to_rfc3339(wall),
                 },
@@ -832,7 +832,7 @@ impl RoomState {
     fn recording_started_event(&self) -> Option<events::RecordingStarted> {
         let r = self.recording.as_ref()?;
         Some(events::RecordingStarted {
-            session_id: self.session.0,
+            session_id: self.session,
             started_at: to_rfc3339(r.consent.at),
             started_by: r.consent.by.into(),
             consent: events::RecordingConsent {
@@ -983,7 +983,7 @@ impl RoomState {
             self.out
                 .push(Action::Store(StoreWrite::ParticipantJoined(who)));
             let event = Outgoing::ParticipantJoined(events::ParticipantEvent {
-                session_id: self.session.0,
+                session_id: self.session,
                 participant: who.into(),
                 reason: None,
                 participants: self.everyone(),
@@ -1071,7 +1071,7 @@ impl RoomState {
         self.out
             .push(Action::Store(StoreWrite::ParticipantLeft(who)));
         let event = Outgoing::ParticipantLeft(events::ParticipantEvent {
-            session_id: self.session.0,
+            session_id: self.session,
             participant: who.into(),
             reason: Some(reason),
             participants: self.everyone(),
@@ -1086,8 +1086,8 @@ impl RoomState {
             return;
         };
         let event = Outgoing::WebrtcOffer(events::Offer {
-            session_id: self.session.0,
-            conversation_id: self.conversation.0,
+            session_id: self.session,
+            conversation_id: self.conversation,
             sdp_offer: sdp,
             session_type: self.session_type,
             from: events::ServerRef::default(),
@@ -1107,7 +1107,7 @@ impl RoomState {
             return;
         };
         let event = Outgoing::WebrtcIceCandidates(events::Candidates {
-            session_id: self.session.0,
+            session_id: self.session,
             candidates,
             from: events::ServerRef::default(),
         });
@@ -1120,7 +1120,7 @@ impl RoomState {
         };
         self.out.push(Action::CountError(code));
         let event = Outgoing::WebrtcError(events::WebrtcError {
-            session_id: Some(self.session.0),
+            session_id: Some(self.session),
             code,
             message,
         });
