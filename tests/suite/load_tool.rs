@@ -166,6 +166,9 @@ fn media_against_a_server_refusing_sessions_says_why() {
 
 #[test]
 fn media_against_a_server_dying_mid_run_exits_non_zero() {
+    // The tool is built (on first use) before the server's clock starts: the server must die
+    // while the tool runs, not while it compiles.
+    relais_load_bin();
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(dir.path(), &[]);
     let secret = std::fs::read_to_string(dir.path().join("data/jwt-secret.dev")).unwrap();
