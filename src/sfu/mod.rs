@@ -51,6 +51,7 @@ use peer::setup::PeerFactory;
 use room::{ParticipantStats, RoomCommand, RoomHandle};
 pub mod api;
 pub use api::{Caller, RemoteError, SfuReply, SfuRequest};
+use room::state::not_in_session;
 pub use types::{PeerId, SignalError, SignalResult, TrackId};
 
 /// What every room shares.
@@ -545,13 +546,6 @@ fn advertised(public_ips: &[IpAddr], bound: SocketAddr) -> Vec<SocketAddr> {
     ips.into_iter()
         .map(|ip| SocketAddr::new(ip, bound.port()))
         .collect()
-}
-
-fn not_in_session() -> SignalError {
-    SignalError::new(
-        ErrorCode::NotInSession,
-        "you are not in this consultation: join with its code first",
-    )
 }
 
 fn session_ended() -> SignalError {

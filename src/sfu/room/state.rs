@@ -1143,7 +1143,8 @@ fn link(out: &mut Vec<Action>, track: &TrackInfo, subscriber: PeerId, publisher:
     });
 }
 
-pub(super) fn not_in_session() -> SignalError {
+/// The refusal for someone with no part in the room (the SFU and the room say it alike).
+pub(crate) fn not_in_session() -> SignalError {
     SignalError::new(
         ErrorCode::NotInSession,
         "you are not in this consultation: join with its code first",
