@@ -296,6 +296,7 @@ impl App {
             MediaSettings {
                 udp_addr: config.media.udp_addr,
                 tcp_addr: config.media.ice_tcp.then_some(config.media.tcp_addr),
+                shared_tcp_addr: https_addr.filter(|_| config.https.multiplexed()),
                 public_ips: config.media.public_ips.clone(),
                 reconnect_grace: config.sessions.reconnect_grace,
                 workers: config.media.workers,
@@ -313,6 +314,7 @@ impl App {
                     &store,
                     &sfu,
                     &public_base_url,
+                    https_addr.filter(|_| config.https.multiplexed()),
                     tls_material.as_ref(),
                     metrics.clone(),
                 )
@@ -466,17 +468,33 @@ impl App {
             ),
         );
         let https = self.https.map(|(listener, material)| {
+            let service = crate::http::guard::strict_transport(router)
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let config = &self.state.config.https;
+            if config.multiplexed() {
+                let shared = crate::mux::Shared::new(
+                    &material.server_config,
+                    crate::mux::Handlers {
+                        sfu: self.state.sfu.clone(),
+                        turn: self.state.turn.clone(),
+                    },
+                    config.identify_timeout,
+                    config.unidentified_per_address,
+                    self.state.trusted_proxies.clone(),
+                    self.state.metrics.clone(),
+                );
+                let mut server = axum_server::from_tcp(listener)
+                    .acceptor(Limited::new(shared, limits.clone()))
+                    .handle(handle.clone());
+                configure(server.http_builder());
+                return tokio::spawn(server.serve(service));
+            }
             let tls = axum_server::tls_rustls::RustlsConfig::from_config(material.server_config);
             let mut server = axum_server::from_tcp_rustls(listener, tls)
                 .map(|a| Limited::new(a, limits.clone()))
                 .handle(handle.clone());
             configure(server.http_builder());
-            tokio::spawn(
-                server.serve(
-                    crate::http::guard::strict_transport(router)
-                        .into_make_service_with_connect_info::<SocketAddr>(),
-                ),
-            )
+            tokio::spawn(server.serve(service))
         });
         tracing::info!(
             http = %self.http_addr,
@@ -567,6 +585,7 @@ async fn start_turn(
     store: &Store,
     sfu: &Sfu,
     public_base_url: &url::Url,
+    shared: Option<SocketAddr>,
     tls: Option<&TlsMaterial>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<TurnServer> {
@@ -593,10 +612,17 @@ async fn start_turn(
             secret,
             realm: config.turn.realm.clone(),
             public_ip,
-            tls_host: public_base_url
-                .host_str()
-                .unwrap_or("localhost")
-                .to_string(),
+            tls_host: match &config.turn.tls_host {
+                Some(host) => match host.parse::<IpAddr>() {
+                    Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+                    _ => host.clone(),
+                },
+                None => public_base_url
+                    .host_str()
+                    .unwrap_or("localhost")
+                    .to_string(),
+            },
+            shared_tls_port: shared.filter(|_| tls.is_some()).map(|a| a.port()),
             credential_ttl: config.turn.credential_ttl,
             limits: Limits {
                 quotas: Quotas {

@@ -111,6 +111,25 @@ pub struct HttpsConfig {
     pub certs_dir: PathBuf,
     /// Extra DNS names and IPs the generated certificate must cover.
     pub hostnames: Vec<String>,
+    /// One port for everything: the HTTPS listener also serves TURN (over TLS, ALPN
+    /// `stun.turn`, or plain TCP) and ICE-TCP, told apart by their first bytes, and
+    /// advertises `turns:` URLs and ICE-TCP candidates on its port. Unset: on when
+    /// `https.addr`'s port is 443.
+    pub multiplex: Option<bool>,
+    /// On the shared port: time a connection has to say what it speaks (TLS handshake
+    /// included) before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub identify_timeout: Duration,
+    /// On the shared port: connections from one address (a /64 in IPv6) that have not said
+    /// yet what they speak; more are closed at once (trusted proxies are not counted).
+    pub unidentified_per_address: u32,
+}
+
+impl HttpsConfig {
+    /// Whether the HTTPS listener is the shared port (see [`HttpsConfig::multiplex`]).
+    pub fn multiplexed(&self) -> bool {
+        self.enabled && self.multiplex.unwrap_or(self.addr.port() == 443)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +214,9 @@ pub struct TurnConfig {
     /// More TLS listeners, typically `0.0.0.0:443` for clinics that allow only HTTPS out
     /// (use a certificate clients trust: `https.cert_file`/`https.key_file`).
     pub extra_tls_addrs: Vec<SocketAddr>,
+    /// The host put in `turns:` URLs, a name the certificate covers (for TURN/TLS on an
+    /// address of its own). Unset: the public base URL's host.
+    pub tls_host: Option<String>,
     /// The address put in `turn:` URLs and relayed addresses. Unset: first media address.
     pub public_ip: Option<IpAddr>,
     /// Long-term credential realm.
@@ -359,6 +381,9 @@ impl Default for HttpsConfig {
             key_file: None,
             certs_dir: PathBuf::from("certs"),
             hostnames: Vec::new(),
+            multiplex: None,
+            identify_timeout: Duration::from_secs(5),
+            unidentified_per_address: 16,
         }
     }
 }
@@ -416,6 +441,7 @@ impl Default for TurnConfig {
             tcp_addr: addr("0.0.0.0:3478"),
             tls_addr: addr("0.0.0.0:5349"),
             extra_tls_addrs: Vec::new(),
+            tls_host: None,
             public_ip: None,
             realm: "relais".into(),
             secret: None,
@@ -514,6 +540,17 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     ("RELAIS_TLS_KEY_FILE", "https.key_file", Kind::Str),
     ("RELAIS_CERTS_DIR", "https.certs_dir", Kind::Str),
     ("RELAIS_TLS_HOSTNAMES", "https.hostnames", Kind::List),
+    ("RELAIS_HTTPS_MULTIPLEX", "https.multiplex", Kind::Bool),
+    (
+        "RELAIS_HTTPS_IDENTIFY_TIMEOUT",
+        "https.identify_timeout",
+        Kind::Str,
+    ),
+    (
+        "RELAIS_HTTPS_UNIDENTIFIED_PER_ADDRESS",
+        "https.unidentified_per_address",
+        Kind::Int,
+    ),
     ("RELAIS_JWT_SECRET", "auth.jwt_secret", Kind::Str),
     (
         "RELAIS_JWT_PUBLIC_KEY_FILE",
@@ -545,6 +582,7 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     ("RELAIS_TURN_TCP_ADDR", "turn.tcp_addr", Kind::Str),
     ("RELAIS_TURN_TLS_ADDR", "turn.tls_addr", Kind::Str),
     ("RELAIS_TURN_PUBLIC_IP", "turn.public_ip", Kind::Str),
+    ("RELAIS_TURN_TLS_HOST", "turn.tls_host", Kind::Str),
     (
         "RELAIS_TURN_EXTRA_TLS_ADDRS",
         "turn.extra_tls_addrs",
@@ -793,6 +831,29 @@ impl Config {
         }
         if let Err(e) = crate::net::TrustedProxies::parse(&self.http.trusted_proxies) {
             return Err(bad("http.trusted_proxies", e));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60))
+            .contains(&self.https.identify_timeout)
+        {
+            return Err(bad(
+                "https.identify_timeout",
+                "must be between 1s and 60s".into(),
+            ));
+        }
+        if self.https.unidentified_per_address == 0 {
+            return Err(bad(
+                "https.unidentified_per_address",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(host) = &self.turn.tls_host
+            && host.parse::<IpAddr>().is_err()
+            && (host.contains([':', '/', '?', '#', '@', ' ']) || url::Host::parse(host).is_err())
+        {
+            return Err(bad(
+                "turn.tls_host",
+                format!("`{host}` is not a host name or address (no scheme, no port)"),
+            ));
         }
         if self.http.header_timeout < Duration::from_secs(1) {
             return Err(bad("http.header_timeout", "must be at least 1s".into()));
@@ -1230,6 +1291,60 @@ mod tests {
         );
         let err = load(None, &[], &["recording.queue_packets=3"]).unwrap_err();
         assert!(err.to_string().contains("recording.queue_packets"), "{err}");
+    }
+
+    #[test]
+    fn the_https_port_is_shared_on_443_unless_told_otherwise() {
+        let c = load(None, &[], &[]).unwrap();
+        assert!(!c.https.multiplexed(), "3443 by default: not shared");
+        let c = load(None, &[("RELAIS_HTTPS_ADDR", "0.0.0.0:443")], &[]).unwrap();
+        assert!(c.https.multiplexed());
+        let c = load(
+            None,
+            &[("RELAIS_HTTPS_ADDR", "0.0.0.0:443")],
+            &["https.multiplex=false"],
+        )
+        .unwrap();
+        assert!(!c.https.multiplexed());
+        let c = load(None, &[("RELAIS_HTTPS_MULTIPLEX", "true")], &[]).unwrap();
+        assert!(c.https.multiplexed());
+        let c = load(
+            None,
+            &[("RELAIS_HTTPS_ADDR", "0.0.0.0:443")],
+            &["https.enabled=false"],
+        )
+        .unwrap();
+        assert!(!c.https.multiplexed(), "nothing to share without HTTPS");
+        let c = load(
+            None,
+            &[("RELAIS_HTTPS_IDENTIFY_TIMEOUT", "3s")],
+            &["https.unidentified_per_address=4"],
+        )
+        .unwrap();
+        assert_eq!(c.https.identify_timeout, Duration::from_secs(3));
+        assert_eq!(c.https.unidentified_per_address, 4);
+        for bad in [
+            "https.identify_timeout=0s",
+            "https.unidentified_per_address=0",
+        ] {
+            let err = load(None, &[], &[bad]).unwrap_err();
+            assert!(
+                err.to_string().contains(bad.split('=').next().unwrap()),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_turns_host_is_a_bare_host() {
+        for good in ["turn.clinic.example", "192.0.2.7", "2001:db8::7"] {
+            let c = load(None, &[("RELAIS_TURN_TLS_HOST", good)], &[]).unwrap();
+            assert_eq!(c.turn.tls_host.as_deref(), Some(good));
+        }
+        for bad in ["turns://x", "x:443", "a b", "x/y"] {
+            let err = load(None, &[("RELAIS_TURN_TLS_HOST", bad)], &[]).unwrap_err();
+            assert!(err.to_string().contains("turn.tls_host"), "{bad}: {err}");
+        }
     }
 
     #[test]

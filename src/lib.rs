@@ -20,6 +20,8 @@
 //!   typed bus between nodes, and [`cluster::Router`], which runs each [`sfu::SfuRequest`] on
 //!   this node or on the session's owner); off without `redis_url` (the router then runs
 //!   everything here);
+//! - [`mux`]: the shared HTTPS port (`https.multiplex`), where TURN and ICE-TCP arrive too,
+//!   told apart by their first bytes;
 //! - [`limits`]: what one client may cost the others (failure windows, token buckets,
 //!   connection counts, log budgets); [`net`]: the client address behind trusted proxies;
 //! - [`metrics`], [`telemetry`], [`tls`], [`clock`], [`ids`]: shared plumbing.
@@ -62,6 +64,7 @@ pub mod ids;
 pub mod limits;
 pub mod messaging;
 pub mod metrics;
+pub mod mux;
 pub mod net;
 pub mod ports;
 pub mod private_files;
@@ -111,6 +114,7 @@ pub const LAYERS: &[&str] = &[
     "state",
     "realtime",
     "http",
+    "mux",
     // composition
     "app",
 ];

@@ -77,6 +77,12 @@ pub struct Metrics {
     pub auth_failures: Family<TransportLabels, Counter>,
     pub limited: Family<LimitLabels, Counter>,
     pub db_pool_connections: Family<PoolLabels, Gauge>,
+    /// Connections to the shared HTTPS port by what they turned out to be (`https`,
+    /// `turn_tls`, `turn_tcp`, `ice_tcp`) or why they were closed (`unrecognised`, `timeout`,
+    /// `pending_cap`, `tls_failed`, `closed_early`, `refused`, `io_error`).
+    pub shared_port: Family<KindLabels, Counter>,
+    /// Connections to the shared HTTPS port not identified yet.
+    pub shared_port_pending: Gauge,
     pub media: MediaMetrics,
     pub turn: TurnMetrics,
     pub recording: RecordingMetrics,
@@ -290,6 +296,18 @@ impl Metrics {
             "Database pool connections by pool and state (idle, in_use)",
             db_pool_connections.clone(),
         );
+        let shared_port = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "shared_port_connections",
+            "Connections to the shared HTTPS port, by protocol found or reason closed",
+            shared_port.clone(),
+        );
+        let shared_port_pending = Gauge::default();
+        registry.register(
+            "shared_port_pending",
+            "Connections to the shared HTTPS port not identified yet",
+            shared_port_pending.clone(),
+        );
         let media = MediaMetrics::default();
         media.register(&mut registry);
         let turn = TurnMetrics::default();
@@ -305,6 +323,8 @@ impl Metrics {
             auth_failures,
             limited,
             db_pool_connections,
+            shared_port,
+            shared_port_pending,
             media,
             turn,
             recording,

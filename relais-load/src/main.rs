@@ -32,6 +32,10 @@ struct Cli {
     /// Write the report as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// A certificate (PEM) to trust for an `https` `--url`, e.g. relais's self-signed one
+    /// (`certs/relais-selfsigned.crt`); `peer` only.
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,11 +182,12 @@ struct MessagingArgs {
 
 /// The server's TURN URL for `transport` with fresh credentials, as an ICE server.
 async fn turn_server(
+    http: reqwest::Client,
     base: &str,
     token: &str,
     transport: &str,
 ) -> anyhow::Result<rtc::peer_connection::configuration::RTCIceServer> {
-    let api = relais_load::client::api::ApiClient::new(reqwest::Client::new(), base, token);
+    let api = relais_load::client::api::ApiClient::new(http, base, token);
     let (status, v) = api
         .call(
             reqwest::Method::GET,
@@ -235,6 +240,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Entry::Publish,
             };
             let mut cfg = PeerConfig::new(&cli.url, &minter.token(who), who, a.session, entry);
+            let mut http = reqwest::Client::builder();
+            if let Some(path) = &cli.ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+                http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+                cfg.socket.root_cert_pem = Some(pem);
+            }
+            let http = http.build()?;
             cfg.conversation_id = a.conversation;
             cfg.video = !a.audio_only;
             let bind = std::net::SocketAddr::new(a.bind, 0).to_string();
@@ -248,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if let Some(transport) = &a.turn {
-                cfg.ice_servers = vec![turn_server(&cli.url, &cfg.token, transport).await?];
+                cfg.ice_servers = vec![turn_server(http, &cli.url, &cfg.token, transport).await?];
             }
             cfg.relay_only = a.relay;
             let mut peer = ClientPeer::start(cfg).await?;
@@ -266,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "corrupt": streams.values().map(|s| s.corrupt).sum::<u64>(),
                 "local_candidate": pair.as_ref().map(|p| p.local_type.clone()),
                 "protocol": pair.as_ref().map(|p| p.protocol.clone()),
+                "remote_port": pair.as_ref().and_then(|p| p.remote_port),
             });
             println!("{summary}");
             peer.close().await;

@@ -64,6 +64,13 @@ pub struct Datagram {
     pub at: Instant,
 }
 
+/// One open ICE-TCP connection.
+struct TcpConnection {
+    writer: mpsc::Sender<Bytes>,
+    /// The port it reached us on: which of our TCP candidates it is.
+    local_port: u16,
+}
+
 #[derive(Clone)]
 struct Route {
     peer: PeerId,
@@ -82,8 +89,8 @@ struct Routes {
 pub struct MediaPlane {
     socket: Arc<UdpSocket>,
     routes: RwLock<Routes>,
-    /// Writers of the open ICE-TCP connections, by remote address.
-    tcp_writers: RwLock<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    /// The open ICE-TCP connections, by remote address.
+    tcp_writers: RwLock<HashMap<SocketAddr, TcpConnection>>,
     tcp_connections: AtomicUsize,
     /// UDP datagrams waiting for [`MediaPlane::run_sender`].
     outbox: parking_lot::Mutex<Vec<(Bytes, SocketAddr)>>,
@@ -174,7 +181,8 @@ impl MediaPlane {
                 }
             }
             Transport::Tcp => {
-                let Some(writer) = self.tcp_writers.read().get(&to).cloned() else {
+                let Some(writer) = self.tcp_writers.read().get(&to).map(|c| c.writer.clone())
+                else {
                     return;
                 };
                 let mut frame = BytesMut::with_capacity(2 + data.len());
@@ -338,20 +346,60 @@ impl MediaPlane {
                     continue;
                 }
             };
-            if self.tcp_connections.load(Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
-                self.drop_reason("tcp_connection_limit");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            self.tcp_connections.fetch_add(1, Ordering::Relaxed);
-            let plane = self.clone();
-            tokio::spawn(async move {
-                plane.serve_tcp(stream, from).await;
-                plane.tcp_writers.write().remove(&from);
-                plane.forget_tuple((Transport::Tcp, from));
-                plane.tcp_connections.fetch_sub(1, Ordering::Relaxed);
-            });
+            self.adopt_tcp(stream, from);
         }
+    }
+
+    /// Serves an ICE-TCP connection accepted elsewhere (the shared HTTPS port, which peeked at
+    /// its first bytes without reading them): it moves to the media runtime. False when over
+    /// [`MAX_TCP_CONNECTIONS`] (the connection is then closed).
+    pub fn adopt_std_tcp(self: &Arc<Self>, stream: std::net::TcpStream, from: SocketAddr) -> bool {
+        if !self.take_tcp_place() {
+            return false;
+        }
+        let plane = self.clone();
+        self.spawn(async move {
+            // Registered with the media runtime's I/O driver, since this runs there.
+            match TcpStream::from_std(stream) {
+                Ok(stream) => plane.serve_tcp_then_forget(stream, from).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "ice-tcp connection not adopted");
+                    plane.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        });
+        true
+    }
+
+    fn adopt_tcp(self: &Arc<Self>, stream: TcpStream, from: SocketAddr) {
+        if !self.take_tcp_place() {
+            return;
+        }
+        let plane = self.clone();
+        self.spawn(async move { plane.serve_tcp_then_forget(stream, from).await });
+    }
+
+    fn take_tcp_place(&self) -> bool {
+        if self.tcp_connections.fetch_add(1, Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+            self.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+            self.drop_reason("tcp_connection_limit");
+            return false;
+        }
+        true
+    }
+
+    /// Serves one connection, then forgets its routes and gives its place back.
+    async fn serve_tcp_then_forget(&self, stream: TcpStream, from: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        self.serve_tcp(stream, from).await;
+        self.tcp_writers.write().remove(&from);
+        self.forget_tuple((Transport::Tcp, from));
+        self.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The local port of the open ICE-TCP connection from `from` (the listener it came in on).
+    pub fn tcp_local_port(&self, from: SocketAddr) -> Option<u16> {
+        self.tcp_writers.read().get(&from).map(|c| c.local_port)
     }
 
     fn forget_tuple(&self, tuple: Tuple) {
@@ -365,9 +413,16 @@ impl MediaPlane {
 
     /// One ICE-TCP connection: RFC 4571 frames in both directions.
     async fn serve_tcp(&self, stream: TcpStream, from: SocketAddr) {
+        let local_port = stream.local_addr().map_or(0, |a| a.port());
         let (mut reader, mut writer) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_WRITE_QUEUE);
-        self.tcp_writers.write().insert(from, tx);
+        self.tcp_writers.write().insert(
+            from,
+            TcpConnection {
+                writer: tx,
+                local_port,
+            },
+        );
         let write_task = tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 if writer.write_all(&frame).await.is_err() {

@@ -128,6 +128,9 @@ pub struct MediaSettings {
     pub udp_addr: SocketAddr,
     /// ICE-TCP listener; `None` disables ICE-TCP.
     pub tcp_addr: Option<SocketAddr>,
+    /// The shared HTTPS port's bound address, when it also serves ICE-TCP (its connections
+    /// come through [`Sfu::adopt_ice_tcp`]): candidates on that port are advertised too.
+    pub shared_tcp_addr: Option<SocketAddr>,
     /// Addresses advertised as host candidates (the socket's port is added).
     pub public_ips: Vec<IpAddr>,
     pub reconnect_grace: Duration,
@@ -167,10 +170,13 @@ impl Sfu {
             }
             None => None,
         };
-        let tcp_candidates = match &tcp_listener {
+        let mut tcp_candidates = match &tcp_listener {
             Some(l) => advertised(&settings.public_ips, l.local_addr()?),
             None => Vec::new(),
         };
+        if let (Some(_), Some(shared)) = (&tcp_listener, settings.shared_tcp_addr) {
+            tcp_candidates.extend(advertised(&settings.public_ips, shared));
+        }
         let media_tcp_addr = match &tcp_listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
@@ -219,6 +225,12 @@ impl Sfu {
     /// The ICE-TCP listener's bound address, when ICE-TCP is on.
     pub fn media_tcp_addr(&self) -> Option<SocketAddr> {
         self.media_tcp_addr
+    }
+
+    /// Serves an ICE-TCP connection the shared HTTPS port accepted and identified, on the
+    /// media runtime. False (the connection is closed) when ICE-TCP is off or at its cap.
+    pub fn adopt_ice_tcp(&self, stream: std::net::TcpStream, from: SocketAddr) -> bool {
+        self.media_tcp_addr.is_some() && self.shared.plane.adopt_std_tcp(stream, from)
     }
 
     /// The host candidates advertised to clients.

@@ -111,7 +111,7 @@ pub async fn run_tcp(shell: Arc<Shell>, listener: TcpListener, tls: Option<TlsAc
 
 /// One client connection: split TURN messages off the stream, answer them, and write what the
 /// relay sends back through a bounded queue.
-async fn serve_stream<S>(shell: &Shell, stream: S, tuple: FiveTuple)
+pub async fn serve_stream<S>(shell: &Shell, stream: S, tuple: FiveTuple)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {

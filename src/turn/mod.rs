@@ -28,6 +28,7 @@ pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -36,6 +37,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
+use self::allocation::{FiveTuple, Transport};
 use self::core::{InSession, Limits, RelayIps, Server};
 use self::credentials::Credentials;
 use self::policy::PeerPolicy;
@@ -55,6 +57,9 @@ pub struct TurnSettings {
     pub public_ip: IpAddr,
     /// Host put in `turns:` URLs (the name the certificate covers).
     pub tls_host: String,
+    /// The shared HTTPS port, when it also serves TURN (its connections come through
+    /// [`TurnServer::serve_connection`]): advertised as a `turns:` URL too.
+    pub shared_tls_port: Option<u16>,
     pub credential_ttl: Duration,
     pub limits: Limits,
     pub policy: PeerPolicy,
@@ -89,6 +94,9 @@ pub struct TurnServer {
     tls_addrs: Vec<SocketAddr>,
     public_ip: IpAddr,
     tls_host: String,
+    shared_tls_port: Option<u16>,
+    /// Connections the shared HTTPS port handed over that are still open.
+    shared_open: Arc<AtomicUsize>,
     credential_ttl: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -173,6 +181,8 @@ impl TurnServer {
             tls_addrs,
             public_ip: settings.public_ip,
             tls_host: settings.tls_host,
+            shared_tls_port: settings.shared_tls_port,
+            shared_open: Arc::new(AtomicUsize::new(0)),
             credential_ttl: settings.credential_ttl,
             tasks: Mutex::new(tasks),
         })
@@ -206,12 +216,12 @@ impl TurnServer {
             format!("turn:{host}:{}?transport=udp", self.udp_addr.port()),
             format!("turn:{host}:{}?transport=tcp", self.tcp_addr.port()),
         ];
-        for addr in &self.tls_addrs {
-            urls.push(format!(
-                "turns:{}:{}?transport=tcp",
-                self.tls_host,
-                addr.port()
-            ));
+        let tls_ports = self.tls_addrs.iter().map(|a| a.port());
+        for port in self.shared_tls_port.into_iter().chain(tls_ports) {
+            let url = format!("turns:{}:{port}?transport=tcp", self.tls_host);
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
         }
         IceServers {
             ice_servers: vec![IceServer {
@@ -222,6 +232,38 @@ impl TurnServer {
             ttl,
             expires_at: now + ttl,
         }
+    }
+
+    /// Serves a connection the shared HTTPS port accepted and identified as TURN (over TLS,
+    /// or plain TCP), in a task of its own. False (the connection is closed) at the cap of
+    /// [`listeners::MAX_CONNECTIONS`].
+    pub fn serve_connection<S>(
+        &self,
+        stream: S,
+        tls: bool,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> bool
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        if self.shared_open.fetch_add(1, Ordering::Relaxed) >= listeners::MAX_CONNECTIONS {
+            self.shared_open.fetch_sub(1, Ordering::Relaxed);
+            self.shell.metrics.turn.drop("too_many_connections");
+            return false;
+        }
+        let tuple = FiveTuple {
+            transport: if tls { Transport::Tls } else { Transport::Tcp },
+            client,
+            server,
+        };
+        let shell = self.shell.clone();
+        let open = self.shared_open.clone();
+        tokio::spawn(async move {
+            listeners::serve_stream(&shell, stream, tuple).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        true
     }
 
     /// Stops listening and releases every allocation.

@@ -31,6 +31,7 @@ mod recording_sessions;
 mod restart;
 mod safe_defaults;
 mod screen_share;
+mod shared_port;
 mod socketio;
 mod socketio_js;
 mod tls;

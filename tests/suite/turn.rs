@@ -38,7 +38,7 @@ async fn ice_servers(app: &TestApp, role: Role, id: i64) -> Value {
 }
 
 /// Username and password handed to patient `id`.
-async fn credentials(app: &TestApp, id: i64) -> (String, String) {
+pub(crate) async fn credentials(app: &TestApp, id: i64) -> (String, String) {
     credentials_of(app, Role::Patient, id).await
 }
 
@@ -299,7 +299,7 @@ async fn authentication_and_bad_requests_get_the_right_errors() {
 }
 
 /// Relays both ways once permitted, by Send/Data indications and by channels.
-async fn relay_round_trip(c: &mut TurnClient, app: &TestApp) {
+pub(crate) async fn relay_round_trip(c: &mut TurnClient, app: &TestApp) {
     let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_addr = peer.local_addr().unwrap();
     let a = c.allocate().await;
@@ -356,7 +356,7 @@ async fn relay_round_trip(c: &mut TurnClient, app: &TestApp) {
     assert!(app.metric("relais_turn_packets_to_peer_total").await >= 2.0);
 }
 
-fn with_loopback_peers(c: &mut relais::config::Config) {
+pub(crate) fn with_loopback_peers(c: &mut relais::config::Config) {
     // The peer sockets of these tests are on loopback, not the media port.
     c.turn.extra_peer_ips = vec!["127.0.0.1".parse().unwrap()];
 }

@@ -109,6 +109,17 @@ impl TurnClient {
         username: &str,
         password: &str,
     ) -> Self {
+        Self::tls_with_alpn(server, cert_pem, None, username, password).await
+    }
+
+    /// The same, offering ALPN `alpn` (`stun.turn`, RFC 7443) when given.
+    pub async fn tls_with_alpn(
+        server: SocketAddr,
+        cert_pem: &std::path::Path,
+        alpn: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(cert_pem).unwrap();
         use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -116,11 +127,12 @@ impl TurnClient {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        config.alpn_protocols = alpn.into_iter().map(|p| p.as_bytes().to_vec()).collect();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(server).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();

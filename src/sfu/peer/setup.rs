@@ -182,10 +182,26 @@ impl PeerFactory {
     /// With several addresses of one family, it is the one this host routes `peer` from (the
     /// address replies leave with, which is what the client's checks verify); costs a route
     /// lookup, so callers cache the answer per peer address.
-    pub fn local_addr_for(&self, peer: SocketAddr, transport: Transport) -> Option<SocketAddr> {
-        let list = match transport {
+    ///
+    /// ICE-TCP may listen on two ports (`media.tcp_addr` and the shared HTTPS port): `port`,
+    /// the one the connection reached, narrows the choice to that port's candidates.
+    pub fn local_addr_for(
+        &self,
+        peer: SocketAddr,
+        transport: Transport,
+        port: Option<u16>,
+    ) -> Option<SocketAddr> {
+        let all = match transport {
             Transport::Udp => &self.candidates,
             Transport::Tcp => &self.tcp_candidates,
+        };
+        let on_port: Vec<SocketAddr>;
+        let list = match port {
+            Some(p) if all.iter().any(|c| c.port() != p) => {
+                on_port = all.iter().filter(|c| c.port() == p).copied().collect();
+                &on_port
+            }
+            _ => all,
         };
         let mut same_family = list.iter().filter(|c| c.is_ipv4() == peer.is_ipv4());
         let first = same_family.next().copied()?;

@@ -187,7 +187,11 @@ impl Peer {
         {
             return Some(*local);
         }
-        let local = self.ctx.factory.local_addr_for(from, transport)?;
+        let port = match transport {
+            Transport::Udp => None,
+            Transport::Tcp => self.ctx.plane.tcp_local_port(from),
+        };
+        let local = self.ctx.factory.local_addr_for(from, transport, port)?;
         if self.local_addrs.len() >= MAX_REMOTE_ADDRS {
             self.local_addrs.remove(0);
         }
