@@ -279,7 +279,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "corrupt": streams.values().map(|s| s.corrupt).sum::<u64>(),
                 "local_candidate": pair.as_ref().map(|p| p.local_type.clone()),
                 "protocol": pair.as_ref().map(|p| p.protocol.clone()),
-                "remote_port": pair.as_ref().and_then(|p| p.remote_port),
             });
             println!("{summary}");
             peer.close().await;

@@ -110,6 +110,11 @@ pub struct ParticipantStats {
     /// `udp` or `tcp` (ICE-TCP): how the server reaches this participant's media.
     #[schema(value_type = Option<String>)]
     pub transport: Option<std::borrow::Cow<'static, str>>,
+    /// The server's port that media arrives on: the media UDP port, the ICE-TCP listener's,
+    /// or the shared HTTPS port (`https.multiplex`). With TURN, the media UDP port (the relay
+    /// is in between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
     pub tracks: Vec<TrackStatsView>,
 }
 
@@ -488,19 +493,20 @@ impl Room {
         let mut out = Vec::new();
         for member in self.state.members() {
             let mut tracks = Vec::new();
-            let mut transport = None;
+            let mut path = None;
             if let Some(peer) = member.peer {
                 let (tx, rx) = oneshot::channel();
                 self.send_peer(peer, PeerCommand::Stats { reply: tx });
-                if let Ok(Ok((path, t))) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-                    transport = path;
+                if let Ok(Ok((p, t))) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                    path = p;
                     tracks = t;
                 }
             }
             out.push(ParticipantStats {
                 participant: member.who.into(),
                 connected: member.connected,
-                transport: transport.map(Into::into),
+                transport: path.map(|p| p.transport.into()),
+                server_port: path.and_then(|p| p.server_port),
                 tracks,
             });
         }

@@ -151,7 +151,7 @@ pub enum PeerCommand {
         tap: Option<crate::recording::worker::RecordTap>,
     },
     Stats {
-        reply: oneshot::Sender<(Option<&'static str>, Vec<TrackStatsView>)>,
+        reply: oneshot::Sender<(Option<MediaPath>, Vec<TrackStatsView>)>,
     },
     Close,
 }
@@ -214,4 +214,13 @@ pub enum PeerEvent {
     Closed {
         peer: PeerId,
     },
+}
+
+/// How the server reaches a participant's media: the transport and the server's own port it
+/// arrives on (the media UDP port, the ICE-TCP listener's, or the shared HTTPS port's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPath {
+    /// `udp` or `tcp` (ICE-TCP).
+    pub transport: &'static str,
+    pub server_port: Option<u16>,
 }

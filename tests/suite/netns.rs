@@ -66,6 +66,14 @@ fn only_tcp_out_to(ns: &Ns, ports: &[&str]) -> Result<(), String> {
     ))
 }
 
+/// Drops everything `ns` sends except TCP to `ip` port `port` (and loopback).
+fn only_tcp_out_to_one_address(ns: &Ns, ip: &str, port: u16) -> Result<(), String> {
+    ns.nft(&format!(
+        "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
+         oifname \"lo\" accept\n  ip daddr {ip} tcp dport {port} accept\n }}\n}}\n"
+    ))
+}
+
 /// How the clinic reaches the server.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Clinic {
@@ -252,6 +260,8 @@ impl Drop for Lab {
 struct Consultation {
     base_for_doctor: String,
     base_for_clinic: String,
+    /// The certificate clinic clients trust, when `base_for_clinic` is `https`.
+    clinic_ca: Option<String>,
     session: i64,
     conversation: i64,
     code: String,
@@ -288,6 +298,7 @@ impl Consultation {
         Self {
             base_for_doctor,
             base_for_clinic,
+            clinic_ca: None,
             session: v["data"]["session"]["id"].as_i64().unwrap(),
             conversation,
             code: v["data"]["conferenceLink"]["joinCode"]
@@ -331,6 +342,11 @@ impl Consultation {
                 SECRET,
                 "peer",
             ])
+            .args(
+                self.clinic_ca
+                    .iter()
+                    .flat_map(|ca| ["--ca-cert", ca.as_str()]),
+            )
             .args(["--session", &self.session.to_string()])
             .args(["--id", &id.to_string(), "--code", &self.code])
             .args(["--bind", &lab.client_ip(), "--duration", "5s"])
@@ -362,6 +378,11 @@ impl Consultation {
             .env("CODE", &self.code)
             .env("HOST_IPS", lab.client_ip())
             .env("SECONDS", "5")
+            .envs(
+                self.clinic_ca
+                    .iter()
+                    .map(|ca| ("SSL_CERT_FILE", ca.as_str())),
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .envs(std::env::var("AIORTC_LOG").map(|v| ("AIORTC_LOG", v)))
             .output()
@@ -417,6 +438,31 @@ impl Consultation {
             ("ICE_USERNAME", s["username"].as_str().unwrap().into()),
             ("ICE_CREDENTIAL", s["credential"].as_str().unwrap().into()),
         ]
+    }
+
+    /// What the server says of patient `id` in the session's statistics once its media
+    /// path is chosen (polled for at most 15 s; `Null` if it never is).
+    async fn participant_path(&self, id: i64) -> Value {
+        let api = relais_load::client::api::ApiClient::new(
+            reqwest::Client::new(),
+            &self.base_for_doctor,
+            &self.minter.token(Identity::new(Role::Medecin, 79)),
+        );
+        let path = format!("/api/messaging/webrtc/sessions/{}/stats", self.session);
+        for _ in 0..75 {
+            let (status, v) = api.call(reqwest::Method::GET, &path, None).await.unwrap();
+            assert_eq!(status, 200, "{v}");
+            let found = v["data"]["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["participant"]["userId"] == id && !p["transport"].is_null());
+            if let Some(p) = found {
+                return p.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Value::Null
     }
 
     /// `/metrics` from the test's namespace: not this machine, so with the token.
@@ -575,6 +621,101 @@ async fn https_only_clinic_connects_over_ice_tcp_on_443() {
     assert_eq!(at_doctor, (1, 1), "{report}");
     assert_webrtc_rs_received(&report, 1, true);
     assert_eq!(report["protocol"], "tcp", "{report}");
+    doctor.close().await;
+}
+
+/// One address, one port: the clinic lets out only TCP to the server's clinic-side address on
+/// 443. With `https.addr = 0.0.0.0:443` (shared by default on 443), the web client, the API,
+/// Socket.IO, TURN over TLS (aiortc) and ICE-TCP (webrtc-rs) all go through that one port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clinic_allowed_only_tcp_443_to_one_address_gets_everything_there() {
+    require_netns!();
+    let lab = Lab::build(9, Clinic::Direct).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(
+        web.join("index.html"),
+        "<!doctype html><title>relais-443</title>",
+    )
+    .unwrap();
+    let server = lab.serve(
+        dir.path(),
+        &[
+            "https.enabled=true".into(),
+            "https.addr=0.0.0.0:443".into(),
+            format!("web_dir={}", web.display()),
+        ],
+    );
+    let ip = lab.srv_clinic_side();
+    only_tcp_out_to_one_address(&lab.cli, &ip, 443).unwrap();
+    let ca = dir
+        .path()
+        .join("certs/relais-selfsigned.crt")
+        .display()
+        .to_string();
+    let curl = |url: String| {
+        let mut cmd = lab.cli.tokio_command("curl");
+        cmd.args(["-sS", "--max-time", "3", "--cacert", &ca, &url]);
+        cmd.output()
+    };
+
+    // The firewall holds: the plain HTTP port is out of reach from the clinic.
+    let http_port = server.base.rsplit(':').next().unwrap().to_string();
+    let out = curl(format!("http://{ip}:{http_port}/healthz"))
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the clinic must not reach port {http_port}"
+    );
+    // The web client loads over 443.
+    let out = curl(format!("https://{ip}/conference/1")).await.unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains("relais-443"),
+        "{page}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut c = Consultation::create(&lab, &server, &[11, 12]).await;
+    c.base_for_clinic = format!("https://{ip}");
+    c.clinic_ca = Some(ca.clone());
+    let doctor = c.doctor(&lab).await;
+    let mut env = c.turn_url(12, |u| u.starts_with("turns:")).await;
+    assert_eq!(env[0].1, format!("turns:{ip}:443?transport=tcp"), "{env:?}");
+    env.push(("ICE_POLICY", "all".into()));
+    let ice_tcp = c.webrtc_rs_patient(&lab, 11, &["--transports", "udp,tcp"]);
+    let turn_tls = c.aiortc_patient(&lab, 12, &env);
+    let ((ice_tcp, turn_tls), at_doctor, stats) = tokio::join!(
+        async { tokio::join!(ice_tcp, turn_tls) },
+        doctor_receives(&doctor, 2),
+        c.participant_path(11)
+    );
+    assert_eq!(at_doctor, (2, 2), "{ice_tcp}\n{turn_tls}");
+    // webrtc-rs: a host candidate pair over TCP (its statistics do not name the remote port:
+    // the server says which of its ports the media arrives on). It receives the doctor and
+    // the aiortc patient, whose media is not synthetic.
+    assert_webrtc_rs_received(&ice_tcp, 2, false);
+    assert_eq!(ice_tcp["protocol"], "tcp", "{ice_tcp}");
+    assert_eq!(ice_tcp["local_candidate"], "host", "{ice_tcp}");
+    assert_eq!(stats["transport"], "tcp", "{stats}");
+    assert_eq!(stats["server_port"], 443, "{stats}");
+    // aiortc: relayed through TURN over TLS on 443 (its only way out).
+    assert_aiortc_received(&turn_tls);
+    assert_eq!(turn_tls["local_candidate"], "relay", "{turn_tls}");
+    let m = c.metrics().await;
+    for (kind, at_least) in [("https", 3.0), ("turn_tls", 1.0), ("ice_tcp", 1.0)] {
+        let v = metric_value(
+            &m,
+            &format!("relais_shared_port_connections_total{{kind=\"{kind}\"}}"),
+        );
+        assert!(v >= at_least, "{kind}: {v}\n{m}");
+    }
+    assert!(
+        metric_value(&m, "relais_turn_packets_to_client_total") > 100.0,
+        "{m}"
+    );
     doctor.close().await;
 }
 

@@ -130,8 +130,8 @@ pub(super) struct Peer {
     connected: bool,
     saw_media: bool,
     closed: bool,
-    /// How media last left for the client: `udp` or `tcp` (ICE-TCP).
-    path: Option<&'static str>,
+    /// How media last left for the client.
+    path: Option<super::types::MediaPath>,
     /// Our candidate address per remote address seen (see [`PeerFactory::local_addr_for`]).
     local_addrs: Vec<(SocketAddr, Transport, SocketAddr)>,
     /// Tuples whose binding requests the PeerConnection answered (ICE-validated paths).

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use super::Peer;
 use crate::sfu::media_plane::Transport;
+use crate::sfu::types::MediaPath;
 
 impl Peer {
     /// After a binding request from `tuple` was handled: a valid nomination selects its path.
@@ -38,8 +39,14 @@ impl Peer {
             self.media_dest = Some(tuple);
             self.outbound.lock().set_path(tuple);
             self.path = Some(match tuple.1 {
-                Transport::Udp => "udp",
-                Transport::Tcp => "tcp",
+                Transport::Udp => MediaPath {
+                    transport: "udp",
+                    server_port: self.ctx.plane.local_addr().ok().map(|a| a.port()),
+                },
+                Transport::Tcp => MediaPath {
+                    transport: "tcp",
+                    server_port: self.ctx.plane.tcp_local_port(tuple.0),
+                },
             });
         }
         self.start_secure();
