@@ -1,5 +1,8 @@
 //! The media sockets: one UDP socket, and one TCP listener for ICE-TCP (RFC 6544 passive,
-//! RFC 4571 framing), for every PeerConnection of every session.
+//! RFC 4571 framing), for every PeerConnection of every session; ICE-TCP connections that
+//! reached the shared HTTPS port (`crate::mux`, above this layer) are adopted and served the
+//! same way ([`MediaPlane::adopt_std_tcp`]), each remembering the port it came in on, which
+//! names our candidate of its pairs.
 //!
 //! Invariants:
 //! - a datagram (or TCP frame) from a known 5-tuple goes to that tuple's PeerConnection; from
