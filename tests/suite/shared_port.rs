@@ -65,6 +65,30 @@ async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
     }
 }
 
+/// A TLS connection to `addr` trusting the server's certificate, offering `alpn`.
+async fn tls_connect(
+    app: &TestApp,
+    addr: SocketAddr,
+    alpn: &[&str],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&cert_pem(app)) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await
+}
+
 async fn shared_port_count(app: &TestApp, kind: &str) -> f64 {
     app.metric(&format!(
         "relais_shared_port_connections_total{{kind=\"{kind}\"}}"
@@ -178,6 +202,25 @@ async fn https_turn_and_ice_tcp_share_one_port() {
         assert!(closed_within(&mut s, Duration::from_secs(2)).await);
     }
 
+    // A TLS client offering a protocol not served here fails its handshake; one that offers
+    // none and then says nothing is closed when its time to identify itself is up.
+    assert!(tls_connect(&app, addr, &["spdy/3"]).await.is_err());
+    let mut silent = tls_connect(&app, addr, &[]).await.expect("handshake");
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(IDENTIFY + Duration::from_secs(3), silent.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0) | Err(_))),
+        "a silent TLS client is closed"
+    );
+    assert!(
+        t.elapsed() <= IDENTIFY + Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+
+    assert_eq!(shared_port_count(&app, "tls_failed").await, 1.0);
+    assert_eq!(shared_port_count(&app, "timeout").await, 1.0);
     assert_eq!(shared_port_count(&app, "turn_tls").await, 2.0);
     assert_eq!(shared_port_count(&app, "turn_tcp").await, 1.0);
     assert!(shared_port_count(&app, "ice_tcp").await >= 1.0);
