@@ -499,6 +499,8 @@ impl App {
         tracing::info!(
             http = %self.http_addr,
             https = ?self.https_addr,
+            https_shared_with_turn_and_ice_tcp = self.https_addr.is_some()
+                && self.state.config.https.multiplexed(),
             media_udp = %self.state.sfu.media_addr(),
             media_tcp = ?self.state.sfu.media_tcp_addr(),
             turn_udp = ?self.state.turn.as_ref().map(|t| t.udp_addr()),
