@@ -105,6 +105,47 @@ pub fn classify_tls(alpn: Option<&[u8]>, bytes: &[u8]) -> Inner {
     }
 }
 
+/// Where a TLS connection is handshaken, from the ALPN protocols its ClientHello offers
+/// (read from peeked bytes, before any handshake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// The ClientHello is not whole yet.
+    NeedMore,
+    /// It offers `h2` or `http/1.1`: an HTTPS client (the handshake will pick one of them, the
+    /// shared port preferring HTTP's protocols).
+    Http,
+    /// It offers neither (no ALPN, as TURN clients and browsers' TURN/TLS do, or `stun.turn`):
+    /// most likely TURN; the first decrypted bytes will tell ([`classify_tls`]).
+    Other,
+    /// Not a ClientHello rustls can read: the handshake would fail.
+    Invalid,
+}
+
+/// Reads the ClientHello at the start of `bytes` (peeked, so nothing is consumed).
+pub fn client_hello(bytes: &[u8]) -> Hello {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Hello::Invalid,
+        }
+        match acceptor.accept() {
+            Ok(None) => {}
+            Ok(Some(accepted)) => {
+                let http = accepted
+                    .client_hello()
+                    .alpn()
+                    .is_some_and(|mut offered| offered.any(|p| p == b"h2" || p == b"http/1.1"));
+                return if http { Hello::Http } else { Hello::Other };
+            }
+            Err(_) => return Hello::Invalid,
+        }
+    }
+    Hello::NeedMore
+}
+
 /// The ALPN protocols the shared port offers, most preferred first.
 pub fn alpn_protocols() -> Vec<Vec<u8>> {
     vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"stun.turn".to_vec()]
@@ -186,6 +227,50 @@ mod tests {
         assert_eq!(classify_tls(None, &stun(0x0003, 0)), Inner::Turn);
         assert_eq!(classify_tls(None, &stun(0x0003, 0)[..7]), Inner::NeedMore);
         assert_eq!(classify_tls(None, &[0; 20]), Inner::Unknown);
+    }
+
+    /// A real ClientHello offering `alpn`, as rustls's client writes it.
+    fn client_hello_bytes(alpn: &[&str]) -> Vec<u8> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let name = rustls::pki_types::ServerName::try_from("relais.example").unwrap();
+        let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut out = Vec::new();
+        client.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_client_hello_says_where_to_handshake() {
+        let http = client_hello_bytes(&["h2", "http/1.1"]);
+        assert_eq!(classify(&http), First::Tls);
+        assert_eq!(client_hello(&http), Hello::Http);
+        assert_eq!(
+            client_hello(&client_hello_bytes(&["http/1.1"])),
+            Hello::Http
+        );
+        assert_eq!(client_hello(&client_hello_bytes(&[])), Hello::Other);
+        assert_eq!(
+            client_hello(&client_hello_bytes(&["stun.turn"])),
+            Hello::Other
+        );
+        // Offering both: the shared port prefers HTTP's protocols.
+        assert_eq!(
+            client_hello(&client_hello_bytes(&["stun.turn", "http/1.1"])),
+            Hello::Http
+        );
+        // Cut anywhere, it waits for the rest.
+        for cut in [1, 5, 6, http.len() / 2, http.len() - 1] {
+            assert_eq!(client_hello(&http[..cut]), Hello::NeedMore, "{cut}");
+        }
+        let mut garbage = http.clone();
+        garbage[5] = 0x02; // a ServerHello where a ClientHello must be
+        assert_eq!(client_hello(&garbage), Hello::Invalid);
     }
 
     #[test]

@@ -10,7 +10,13 @@
 //!
 //! Invariants:
 //! - plaintext is identified by peeking: nothing is read from a connection handed to the
-//!   TURN server or the media plane, which see it from its first byte;
+//!   TURN server or the media plane, which see it from its first byte; so is a TLS
+//!   ClientHello's ALPN offer;
+//! - HTTP stays on the runtime that accepts (hyper's): TLS clients offering `h2`/`http/1.1`
+//!   are handshaken there. Everything else moves to the media runtime before any byte is
+//!   read: ICE-TCP, TURN over TCP, and TLS clients offering no HTTP protocol (TURN clients,
+//!   browsers' TURN/TLS included, send no ALPN or `stun.turn`), which are handshaken there
+//!   and, in the rare case they turn out to speak HTTP, handed back to the HTTP server;
 //! - a connection must say what it speaks within `https.identify_timeout` (TLS handshake
 //!   included), or it is closed; so is one that speaks nothing served here (plain HTTP goes to
 //!   `http.addr`, not here);
@@ -35,10 +41,11 @@ use axum_server::accept::Accept;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use self::detect::{First, Inner};
+use self::detect::{First, Hello, Inner};
 use self::rewind::Rewind;
 use crate::limits::{AddrKey, Counted, Counts};
 use crate::metrics::{KindLabels, Metrics};
@@ -72,12 +79,30 @@ struct SharedInner {
     metrics: Arc<Metrics>,
 }
 
-/// What identification found.
+/// What identification found on the accepting (HTTP) runtime.
 enum Found {
-    Https(Rewind<TlsStream<TcpStream>>),
-    TurnTls(Rewind<TlsStream<TcpStream>>),
+    Https(Box<HttpsStream>),
+    Elsewhere(Elsewhere),
+}
+
+/// Connections for the media runtime.
+enum Elsewhere {
+    /// A TLS client that offers no HTTP protocol: handshaken on the media runtime.
+    Tls(TcpStream),
     TurnTcp(TcpStream),
     IceTcp(TcpStream),
+}
+
+/// An identified HTTPS connection, as the HTTP server reads it.
+pub type HttpsStream = Rewind<TlsStream<TcpStream>>;
+
+/// What became of a connection handed to the media runtime.
+enum Outcome {
+    /// HTTPS after all (a client offering no ALPN): back to the HTTP server.
+    Https(Box<HttpsStream>),
+    /// Served there: TURN over TLS, or plain TCP, or ICE-TCP.
+    Taken(&'static str),
+    Closed(&'static str),
 }
 
 /// Why a connection was not served.
@@ -138,84 +163,167 @@ impl SharedInner {
         r.ok()
     }
 
+    /// Peeks at a new connection: HTTPS clients are handshaken here, the rest is sorted
+    /// for the media runtime.
     async fn identify(&self, stream: TcpStream) -> Result<Found, Closed> {
-        match peek_first(&stream).await? {
+        match peek_until(&stream, detect::DECISIVE, detect::classify).await? {
             Some(First::Tls) => {}
-            Some(First::IceTcp) => return Ok(Found::IceTcp(stream)),
-            Some(First::Turn) => return Ok(Found::TurnTcp(stream)),
+            Some(First::IceTcp) => return Ok(Found::Elsewhere(Elsewhere::IceTcp(stream))),
+            Some(First::Turn) => return Ok(Found::Elsewhere(Elsewhere::TurnTcp(stream))),
             Some(First::NeedMore | First::Unknown) => return Err(Closed("unrecognised")),
             None => return Err(Closed("closed_early")),
         }
-        let mut tls = self
-            .tls
-            .accept(stream)
-            .await
-            .map_err(|_| Closed("tls_failed"))?;
-        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let mut first = BytesMut::new();
-        loop {
-            match detect::classify_tls(alpn.as_deref(), &first) {
-                Inner::Http => return Ok(Found::Https(Rewind::new(first.freeze(), tls))),
-                Inner::Turn => return Ok(Found::TurnTls(Rewind::new(first.freeze(), tls))),
-                Inner::Unknown => return Err(Closed("unrecognised")),
-                Inner::NeedMore => {
-                    if tls.read_buf(&mut first).await? == 0 {
-                        return Err(Closed("closed_early"));
-                    }
+        match peek_until(&stream, MAX_HELLO, detect::client_hello).await? {
+            Some(Hello::Http) => {}
+            Some(Hello::Other) => return Ok(Found::Elsewhere(Elsewhere::Tls(stream))),
+            Some(Hello::Invalid | Hello::NeedMore) => return Err(Closed("tls_failed")),
+            None => return Err(Closed("closed_early")),
+        }
+        match handshake(&self.tls, stream).await? {
+            Tls::Http(s) => Ok(Found::Https(s)),
+            // It offered an HTTP protocol: the handshake agreed on one.
+            Tls::Turn(_) => Err(Closed("unrecognised")),
+        }
+    }
+}
+
+/// The largest ClientHello waited for (one TLS record).
+const MAX_HELLO: usize = 5 + 16 * 1024;
+
+/// A TLS connection, handshaken and identified.
+enum Tls {
+    Http(Box<HttpsStream>),
+    Turn(Box<HttpsStream>),
+}
+
+/// The TLS handshake, then ALPN or the first decrypted bytes say HTTP or TURN.
+async fn handshake(tls: &TlsAcceptor, stream: TcpStream) -> Result<Tls, Closed> {
+    let mut tls = tls.accept(stream).await.map_err(|_| Closed("tls_failed"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let mut first = BytesMut::new();
+    loop {
+        match detect::classify_tls(alpn.as_deref(), &first) {
+            Inner::Http => return Ok(Tls::Http(Box::new(Rewind::new(first.freeze(), tls)))),
+            Inner::Turn => return Ok(Tls::Turn(Box::new(Rewind::new(first.freeze(), tls)))),
+            Inner::Unknown => return Err(Closed("unrecognised")),
+            Inner::NeedMore => {
+                if tls.read_buf(&mut first).await? == 0 {
+                    return Err(Closed("closed_early"));
                 }
             }
         }
     }
-
-    /// Hands a connection that is not HTTPS to its server; what it was, or `refused` when it
-    /// was closed instead (its server is off or full).
-    fn hand_over(&self, found: Found, peer: SocketAddr, local: SocketAddr) -> &'static str {
-        let turn = self.handlers.turn.as_deref();
-        let (kind, taken) = match found {
-            Found::Https(_) => unreachable!("HTTPS is served by the HTTP server"),
-            Found::TurnTls(s) => (
-                "turn_tls",
-                turn.is_some_and(|t| t.serve_connection(s, true, peer, local)),
-            ),
-            Found::TurnTcp(s) => (
-                "turn_tcp",
-                turn.is_some_and(|t| t.serve_connection(s, false, peer, local)),
-            ),
-            Found::IceTcp(s) => (
-                "ice_tcp",
-                s.into_std()
-                    .is_ok_and(|s| self.handlers.sfu.adopt_ice_tcp(s, peer)),
-            ),
-        };
-        if taken { kind } else { "refused" }
-    }
 }
 
-/// Peeks until the first bytes tell what the connection speaks (bytes are left unread);
-/// `None` when the client closed before that.
-async fn peek_first(stream: &TcpStream) -> io::Result<Option<First>> {
-    let mut buf = [0u8; detect::DECISIVE];
+/// Peeks (up to `max` bytes, nothing read) until `decide` is sure; `None` when the client
+/// closed first.
+async fn peek_until<T: PartialEq + NeedMore>(
+    stream: &TcpStream,
+    max: usize,
+    decide: impl Fn(&[u8]) -> T,
+) -> io::Result<Option<T>> {
+    let mut buf = vec![0u8; max];
     let mut seen = 0;
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
             return Ok(None);
         }
-        match detect::classify(&buf[..n]) {
-            First::NeedMore => {
-                // Peeking returns at once while bytes wait unread: wait for more instead.
-                if n == seen {
-                    tokio::time::sleep(PEEK_AGAIN).await;
+        let found = decide(&buf[..n]);
+        if !found.need_more() || n == max {
+            return Ok(Some(found));
+        }
+        // Peeking returns at once while bytes wait unread: wait for more instead.
+        if n == seen {
+            tokio::time::sleep(PEEK_AGAIN).await;
+        }
+        seen = n;
+    }
+}
+
+/// A decision that may want more bytes.
+trait NeedMore {
+    fn need_more(&self) -> bool;
+}
+
+impl NeedMore for First {
+    fn need_more(&self) -> bool {
+        *self == First::NeedMore
+    }
+}
+
+impl NeedMore for Hello {
+    fn need_more(&self) -> bool {
+        *self == Hello::NeedMore
+    }
+}
+
+/// On the media runtime: what the HTTP runtime did not keep. Runs until the connection is
+/// identified (answering `reply`), then, when it is TURN, until it closes.
+async fn on_media_runtime(
+    found: Elsewhere,
+    handlers: Arc<SharedInner>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    deadline: tokio::time::Instant,
+    reply: oneshot::Sender<Outcome>,
+) {
+    let h = &handlers.handlers;
+    // Registered with this runtime's I/O driver.
+    let adopt = |s: TcpStream| s.into_std().and_then(TcpStream::from_std);
+    match found {
+        Elsewhere::IceTcp(s) => {
+            let taken = s.into_std().is_ok_and(|s| h.sfu.adopt_ice_tcp(s, peer));
+            let _ = reply.send(if taken {
+                Outcome::Taken("ice_tcp")
+            } else {
+                Outcome::Closed("refused")
+            });
+        }
+        Elsewhere::TurnTcp(s) => {
+            let (Some(turn), Ok(s)) = (h.turn.as_ref(), adopt(s)) else {
+                let _ = reply.send(Outcome::Closed("refused"));
+                return;
+            };
+            let _ = reply.send(Outcome::Taken("turn_tcp"));
+            turn.serve_connection(s, false, peer, local).await;
+        }
+        Elsewhere::Tls(s) => {
+            let Ok(s) = adopt(s) else {
+                let _ = reply.send(Outcome::Closed("io_error"));
+                return;
+            };
+            let tls = match tokio::time::timeout_at(deadline, handshake(&handlers.tls, s)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(Closed(why))) => {
+                    let _ = reply.send(Outcome::Closed(why));
+                    return;
                 }
-                seen = n;
+                Err(_) => {
+                    let _ = reply.send(Outcome::Closed("timeout"));
+                    return;
+                }
+            };
+            match (tls, h.turn.as_ref()) {
+                (Tls::Http(s), _) => {
+                    // Served by the HTTP runtime; its I/O stays registered here, which works
+                    // across runtimes (rare: HTTPS clients offer ALPN).
+                    let _ = reply.send(Outcome::Https(s));
+                }
+                (Tls::Turn(s), Some(turn)) => {
+                    let _ = reply.send(Outcome::Taken("turn_tls"));
+                    turn.serve_connection(s, true, peer, local).await;
+                }
+                (Tls::Turn(_), None) => {
+                    let _ = reply.send(Outcome::Closed("refused"));
+                }
             }
-            found => return Ok(Some(found)),
         }
     }
 }
 
 impl<S: Send + 'static> Accept<TcpStream, S> for Shared {
-    type Stream = Rewind<TlsStream<TcpStream>>;
+    type Stream = HttpsStream;
     type Service = S;
     type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, S)>> + Send + 'static>>;
 
@@ -230,28 +338,32 @@ impl<S: Send + 'static> Accept<TcpStream, S> for Shared {
                 return Err(io::Error::other("unidentified connections cap"));
             };
             inner.metrics.shared_port_pending.inc();
-            let found = tokio::time::timeout(inner.identify_timeout, inner.identify(stream)).await;
+            let deadline = tokio::time::Instant::now() + inner.identify_timeout;
+            let outcome = match tokio::time::timeout_at(deadline, inner.identify(stream)).await {
+                Ok(Ok(Found::Https(s))) => Outcome::Https(s),
+                Ok(Ok(Found::Elsewhere(found))) => {
+                    // Everything but HTTPS is served on the media runtime.
+                    let (tx, rx) = oneshot::channel();
+                    let task = on_media_runtime(found, inner.clone(), peer, local, deadline, tx);
+                    inner.handlers.sfu.media_plane().spawn(task);
+                    rx.await.unwrap_or(Outcome::Closed("refused"))
+                }
+                Ok(Err(Closed(why))) => Outcome::Closed(why),
+                Err(_) => Outcome::Closed("timeout"),
+            };
             inner.metrics.shared_port_pending.dec();
             drop(place);
-            let found = match found {
-                Ok(Ok(found)) => found,
-                Ok(Err(Closed(why))) => {
-                    inner.count(why);
-                    return Err(io::Error::other(why));
+            match outcome {
+                Outcome::Https(s) => {
+                    inner.count("https");
+                    Ok((*s, service))
                 }
-                Err(_) => {
-                    inner.count("timeout");
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "not identified"));
+                // Served elsewhere, or closed: the HTTP server has nothing to serve.
+                Outcome::Taken(kind) | Outcome::Closed(kind) => {
+                    inner.count(kind);
+                    Err(io::Error::other(kind))
                 }
-            };
-            if let Found::Https(stream) = found {
-                inner.count("https");
-                return Ok((stream, service));
             }
-            let kind = inner.hand_over(found, peer, local);
-            inner.count(kind);
-            // Handed over (or closed): the HTTP server has nothing to serve.
-            Err(io::Error::other(kind))
         })
     }
 }

@@ -227,6 +227,12 @@ impl Sfu {
         self.media_tcp_addr
     }
 
+    /// The media plane (the embedded TURN server reaches it in-process and runs on its
+    /// runtime).
+    pub fn media_plane(&self) -> &Arc<MediaPlane> {
+        &self.shared.plane
+    }
+
     /// Serves an ICE-TCP connection the shared HTTPS port accepted and identified, on the
     /// media runtime. False (the connection is closed) when ICE-TCP is off or at its cap.
     pub fn adopt_ice_tcp(&self, stream: std::net::TcpStream, from: SocketAddr) -> bool {

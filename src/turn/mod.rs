@@ -96,7 +96,7 @@ pub struct TurnServer {
     tls_host: String,
     shared_tls_port: Option<u16>,
     /// Connections the shared HTTPS port handed over that are still open.
-    shared_open: Arc<AtomicUsize>,
+    shared_open: AtomicUsize,
     credential_ttl: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -182,7 +182,7 @@ impl TurnServer {
             public_ip: settings.public_ip,
             tls_host: settings.tls_host,
             shared_tls_port: settings.shared_tls_port,
-            shared_open: Arc::new(AtomicUsize::new(0)),
+            shared_open: AtomicUsize::new(0),
             credential_ttl: settings.credential_ttl,
             tasks: Mutex::new(tasks),
         })
@@ -235,9 +235,10 @@ impl TurnServer {
     }
 
     /// Serves a connection the shared HTTPS port accepted and identified as TURN (over TLS,
-    /// or plain TCP), in a task of its own. False (the connection is closed) at the cap of
-    /// [`listeners::MAX_CONNECTIONS`].
-    pub fn serve_connection<S>(
+    /// or plain TCP) until it closes, in the caller's task (the shared port runs it on the
+    /// media runtime, like this server's own listeners). False, at once, at the cap of
+    /// [`listeners::MAX_CONNECTIONS`] (the caller then drops the connection).
+    pub async fn serve_connection<S>(
         &self,
         stream: S,
         tls: bool,
@@ -252,17 +253,20 @@ impl TurnServer {
             self.shell.metrics.turn.drop("too_many_connections");
             return false;
         }
+        /// Gives the place back however the connection ends (its task may be dropped).
+        struct Place<'a>(&'a AtomicUsize);
+        impl Drop for Place<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _place = Place(&self.shared_open);
         let tuple = FiveTuple {
             transport: if tls { Transport::Tls } else { Transport::Tcp },
             client,
             server,
         };
-        let shell = self.shell.clone();
-        let open = self.shared_open.clone();
-        tokio::spawn(async move {
-            listeners::serve_stream(&shell, stream, tuple).await;
-            open.fetch_sub(1, Ordering::Relaxed);
-        });
+        listeners::serve_stream(&self.shell, stream, tuple).await;
         true
     }
 

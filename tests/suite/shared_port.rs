@@ -202,6 +202,18 @@ async fn https_turn_and_ice_tcp_share_one_port() {
         assert!(closed_within(&mut s, Duration::from_secs(2)).await);
     }
 
+    // An HTTPS client that offers no ALPN (as old clients do) is handshaken where TURN clients
+    // are, then served HTTP all the same.
+    let mut legacy = tls_connect(&app, addr, &[]).await.expect("handshake");
+    legacy
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: relais\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), legacy.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
     // A TLS client offering a protocol not served here fails its handshake; one that offers
     // none and then says nothing is closed when its time to identify itself is up.
     assert!(tls_connect(&app, addr, &["spdy/3"]).await.is_err());
@@ -224,7 +236,7 @@ async fn https_turn_and_ice_tcp_share_one_port() {
     assert_eq!(shared_port_count(&app, "turn_tls").await, 2.0);
     assert_eq!(shared_port_count(&app, "turn_tcp").await, 1.0);
     assert!(shared_port_count(&app, "ice_tcp").await >= 1.0);
-    assert!(shared_port_count(&app, "https").await >= 3.0);
+    assert!(shared_port_count(&app, "https").await >= 4.0);
     assert_eq!(shared_port_count(&app, "unrecognised").await, 2.0);
     // The server is still whole.
     let r = https_client(&app, false)
