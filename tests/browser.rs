@@ -78,7 +78,23 @@ impl Drop for Server {
     }
 }
 
-fn start_server(ns: &Netns, dir: &Path, web_dir: &Path) -> Result<Server, String> {
+/// The settings of the loopback consultation test: everything on 127.0.0.1, fixed ports.
+fn loopback_settings() -> Vec<String> {
+    vec![
+        format!("http.addr={HTTP_ADDR}"),
+        format!("https.addr={HTTPS_ADDR}"),
+        format!("media.udp_addr=127.0.0.1:{MEDIA_PORT}"),
+        "media.public_ips=127.0.0.1".into(),
+    ]
+}
+
+/// relais in `ns`, with its files in `dir`, serving `web_dir`, with `settings` (`key=value`).
+fn start_server(
+    ns: &Netns,
+    dir: &Path,
+    web_dir: &Path,
+    settings: &[String],
+) -> Result<Server, String> {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_relais"));
     cmd.env_remove("RUST_LOG").env_remove("DATABASE_URL");
     for (k, _) in std::env::vars() {
@@ -96,10 +112,7 @@ fn start_server(ns: &Netns, dir: &Path, web_dir: &Path) -> Result<Server, String
         .arg(format!("https.certs_dir={}", dir.join("certs").display()))
         .arg("--set")
         .arg(format!("web_dir={}", web_dir.display()))
-        .args(["--set", &format!("http.addr={HTTP_ADDR}")])
-        .args(["--set", &format!("https.addr={HTTPS_ADDR}")])
-        .args(["--set", &format!("media.udp_addr=127.0.0.1:{MEDIA_PORT}")])
-        .args(["--set", "media.public_ips=127.0.0.1"])
+        .args(settings.iter().flat_map(|kv| ["--set", kv.as_str()]))
         .env("RELAIS_LOG_FORMAT", "json")
         .env("RELAIS_LOG", "info")
         .stdin(Stdio::null())
@@ -153,12 +166,14 @@ fn start_server(ns: &Netns, dir: &Path, web_dir: &Path) -> Result<Server, String
     ))
 }
 
-/// Runs the playwright script inside the namespace; returns its JSON result and its stderr.
-/// When the script asks (it writes `restart/kill` mid-call), `restart` kills relais with SIGKILL
-/// and starts it again with the same command; then the script finds `restart/restarted`.
+/// Runs the playwright `script` (in tests/e2e) inside the namespace with `env`; returns its JSON
+/// result and its stderr. When the script asks (it writes `$RESTART_DIR/kill` mid-call),
+/// `restart` kills relais with SIGKILL and starts it again with the same command; then the
+/// script finds `$RESTART_DIR/restarted`.
 fn run_script(
     ns: &Netns,
-    artifacts: &Path,
+    script: &str,
+    env: &[(&str, String)],
     scratch: &Path,
     restart: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<(Value, String), String> {
@@ -172,17 +187,12 @@ fn run_script(
     let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
     let mut child = ns
         .command("node")
-        .arg("consultation.mjs")
+        .arg(script)
         .current_dir(&e2e)
-        .env("HTTP_BASE", format!("http://{HTTP_ADDR}"))
-        .env("HTTPS_BASE", format!("https://{HTTPS_ADDR}"))
-        .env("MEDIA_PORT", MEDIA_PORT.to_string())
-        .env("ARTIFACTS", artifacts)
         .env("CHROMIUM", CHROMIUM)
         .env("E2E_TIMEOUT_MS", "180000")
-        // The namespace is ours: the script may cut the media path to prove reconnection.
-        .env("CUT_MEDIA", "1")
         .env("RESTART_DIR", &control)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -237,16 +247,20 @@ fn num(v: &Value, path: &[&str]) -> f64 {
     cur.as_f64().unwrap_or(f64::NAN)
 }
 
-#[test]
-fn consultation_in_chromium_through_the_sfu() {
+/// One browser test at a time: each drives two or three chromium processes and a server, and
+/// the machines that run the suite may have two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The built client's directory, when the browser tests can run: `None` (after saying why) when
+/// not root. As root a missing piece is a failure, with how to get it.
+fn prerequisites() -> Option<PathBuf> {
     if !netns_support::is_root() {
         println!(
             "skipped: the browser end-to-end test needs root to create a network namespace \
              (run `scripts/test.sh` as root, as CI does)"
         );
-        return;
+        return None;
     }
-    // As root it runs for real: a missing piece is a failure, with how to get it.
     let web_dir = root().join("web/dist");
     assert!(
         web_dir.join("index.html").exists(),
@@ -263,6 +277,15 @@ fn consultation_in_chromium_through_the_sfu() {
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run scripts/prepare/20-web.sh (installs Debian's chromium)"
     );
+    Some(web_dir)
+}
+
+#[test]
+fn consultation_in_chromium_through_the_sfu() {
+    let Some(web_dir) = prerequisites() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
 
     let scratch = tempfile::tempdir().expect("temp dir");
     let artifacts = root().join("tests/artifacts/browser");
@@ -271,15 +294,24 @@ fn consultation_in_chromium_through_the_sfu() {
 
     let ns = Netns::create(format!("relais-e2e-{}", std::process::id()))
         .unwrap_or_else(|e| panic!("cannot create the network namespace: {e}"));
-    let mut server = start_server(&ns, scratch.path(), &web_dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut server = start_server(&ns, scratch.path(), &web_dir, &loopback_settings())
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut first_log = Vec::new();
-    let outcome = run_script(&ns, &artifacts, scratch.path(), &mut || {
+    let env = [
+        ("HTTP_BASE", format!("http://{HTTP_ADDR}")),
+        ("HTTPS_BASE", format!("https://{HTTPS_ADDR}")),
+        ("MEDIA_PORT", MEDIA_PORT.to_string()),
+        ("ARTIFACTS", artifacts.display().to_string()),
+        // The namespace is ours: the script may cut the media path to prove reconnection.
+        ("CUT_MEDIA", "1".to_string()),
+    ];
+    let outcome = run_script(&ns, "consultation.mjs", &env, scratch.path(), &mut || {
         // kill -9, then the very same command, as systemd's Restart= would.
         let _ = server.child.kill();
         let _ = server.child.wait();
         server.drain();
         first_log = std::mem::take(&mut server.lines);
-        server = start_server(&ns, scratch.path(), &web_dir)?;
+        server = start_server(&ns, scratch.path(), &web_dir, &loopback_settings())?;
         Ok(())
     });
     server.drain();
