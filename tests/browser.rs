@@ -772,6 +772,8 @@ fn assert_clinic_call(run: &ClinicRun) {
     }
     assert!(run.dropped > 0, "the firewall dropped nothing: {pretty}");
     assert!(num(r, &["sharedPort", "https"]) >= 1.0, "{pretty}");
+    // Everything chromium opened to 443 was told apart (HTTPS, TURN/TLS, ICE-TCP).
+    assert!(r["sharedPort"].get("unrecognised").is_none(), "{pretty}");
 }
 
 /// Issue 19, in Chromium: the clinic lets out only TCP to the server's address on 443, and the

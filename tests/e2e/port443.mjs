@@ -101,7 +101,9 @@ async function launch(executablePath, extra) {
     args: [
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
+      // No --allow-loopback-in-peer-connection: nobody here talks over loopback, and with it
+      // chromium also gathers on `lo`, whose TURN port opens a TLS connection to the server that
+      // it then leaves idle (its socket is not on the loopback network).
       '--no-sandbox',
       '--disable-background-networking',
       '--disable-component-update',
