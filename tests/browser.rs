@@ -619,8 +619,8 @@ struct ClinicRun {
     dropped: u64,
 }
 
-/// The consultation with the patient in the clinic: `mode` is `ice-tcp` or `turn-tls`
-/// (tests/e2e/port443.mjs). The server's certificate is one the patient's chromium trusts: its
+/// The consultation with the patient in the clinic: `mode` is `as-served`, `ice-tcp` or
+/// `turn-tls` (tests/e2e/port443.mjs). The server's certificate is one the patient's chromium trusts: its
 /// page ignores no certificate error, and neither does its TURN client.
 fn consult_from_the_clinic(mode: &str) -> Option<ClinicRun> {
     let web_dir = prerequisites()?;
@@ -639,7 +639,11 @@ fn consult_from_the_clinic(mode: &str) -> Option<ClinicRun> {
     let _ = std::fs::remove_dir_all(&artifacts);
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
 
-    let tag = if mode == "ice-tcp" { "ict" } else { "tls" };
+    let tag = match mode {
+        "ice-tcp" => "ict",
+        "turn-tls" => "tls",
+        _ => "srv",
+    };
     let lab = ClinicLab::build(tag).unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
     // The patient's chromium runs in the clinic; node (playwright, over a pipe) drives it from
     // the server's namespace.
@@ -879,5 +883,48 @@ fn https_only_clinic_in_chromium_connects_through_turn_tls_on_443() {
         remote["address"],
         remote["port"],
         stats["delta"]["framesDecoded"]
+    );
+}
+
+/// Issue 19, in Chromium, with nothing narrowed: the web client as served, with the ICE servers
+/// the server hands out (TURN over UDP, TCP, TLS on 5349 and on 443) and the server's candidates
+/// (UDP and ICE-TCP on the media port, ICE-TCP on 443). Whichever way chromium picks, it is one
+/// on 443. (Chromium 156 picks TURN/TLS: its relay candidate is ready before it gathers TCP.)
+#[test]
+fn https_only_clinic_in_chromium_connects_on_443_as_served() {
+    let Some(run) = consult_from_the_clinic("as-served") else {
+        return;
+    };
+    assert_clinic_call(&run);
+    let (r, pretty) = (&run.r, &run.pretty);
+    let stats = &r["patientStats"];
+    assert_eq!(
+        stats["configs"][0]["given"], stats["configs"][0]["asked"],
+        "{pretty}"
+    );
+    assert_eq!(stats["configs"][0]["policy"], "all", "{pretty}");
+    let pair = &stats["selectedPair"];
+    let (local, remote) = (&pair["local"], &pair["remote"]);
+    let turn_tls_443 = local["relayProtocol"] == "tls"
+        && local["url"] == format!("turns:{SERVER_IP}:443?transport=tcp").as_str();
+    let ice_tcp_443 = remote["protocol"] == "tcp" && remote["port"] == 443;
+    assert!(turn_tls_443 || ice_tcp_443, "{pretty}");
+    println!(
+        "as served: {} — selected pair {} {} {}:{} (relayProtocol {}, {}) -> {} {} {}:{}",
+        if turn_tls_443 {
+            "TURN/TLS on 443"
+        } else {
+            "ICE-TCP on 443"
+        },
+        local["candidateType"],
+        local["protocol"],
+        local["address"],
+        local["port"],
+        local["relayProtocol"],
+        local["url"],
+        remote["candidateType"],
+        remote["protocol"],
+        remote["address"],
+        remote["port"]
     );
 }

@@ -6,8 +6,9 @@
 // it). Prints one JSON line (the last line of stdout) that the Rust test asserts.
 //
 // Environment: DOCTOR_BASE (the doctor's origin, e.g. http://127.0.0.1:3000), METRICS_URL,
-// MODE (`ice-tcp`: the patient's PeerConnection gets no ICE servers, so the server's passive
-// TCP candidate on 443 is its only way; `turn-tls`: iceTransportPolicy `relay` with only the
+// MODE (`as-served`: the patient's PeerConnection as the web client makes it, with the ICE
+// servers the server hands out; `ice-tcp`: no ICE servers, so the server's passive TCP
+// candidate on 443 is its only way; `turn-tls`: iceTransportPolicy `relay` with only the
 // server's `turns:…:443` URL), CHROMIUM (the doctor's), PATIENT_CHROMIUM, PATIENT_ARGS
 // (extra chromium flags for the patient, space-separated), PATIENT_VERIFIES_TLS (`1`: the
 // patient's page does not ignore certificate errors), ARTIFACTS, E2E_TIMEOUT_MS.
@@ -28,7 +29,7 @@ const ARTIFACTS = process.env.ARTIFACTS ?? 'artifacts';
 const TOTAL_MS = Number(process.env.E2E_TIMEOUT_MS ?? '150000');
 const STEP_MS = 30_000;
 
-if (MODE !== 'ice-tcp' && MODE !== 'turn-tls') throw new Error(`MODE: ${MODE}`);
+if (!['as-served', 'ice-tcp', 'turn-tls'].includes(MODE)) throw new Error(`MODE: ${MODE}`);
 mkdirSync(ARTIFACTS, { recursive: true });
 const consoleLog = [];
 const result = { ok: false, mode: MODE, step: 'start', timings: {} };
