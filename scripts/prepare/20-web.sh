@@ -2,7 +2,8 @@
 # The browser client (web/): install from the lockfile, type-check and build into web/dist (the
 # server serves it), run its unit tests (Vitest); the end-to-end test's own packages
 # (tests/e2e: playwright-core, no browser download); and Debian's chromium, which that test
-# drives (installed when running as root and missing: this is how CI gets it).
+# drives, with certutil (libnss3-tools: the port-443 browser tests make chromium trust a test CA)
+# (installed when running as root and missing: this is how CI gets them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CI=${CI:-true}
@@ -15,12 +16,15 @@ npm_ci() { npm ci --no-audit --no-fund --loglevel=error; }
 (cd web && npm_ci && npm run build && npx --no-install vitest run --reporter=dot)
 (cd tests/e2e && npm_ci)
 
-if [ ! -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "installing Debian's chromium for the browser end-to-end test"
+    echo "installing ${missing[*]} for the browser end-to-end tests"
     apt-get update -q </dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null
   else
-    echo "note: /usr/bin/chromium is missing and this is not root; the browser end-to-end test will skip" >&2
+    echo "note: ${missing[*]} missing and this is not root; the browser end-to-end tests will skip" >&2
   fi
 fi
