@@ -509,6 +509,29 @@ impl App {
             public_base_url = %self.public_base_url,
             "relais listening"
         );
+        let config = &self.state.config;
+        if let Some(https) = self.https_addr
+            && https.port() == 443
+            && config.https.multiplexed()
+            && config.media.ice_tcp
+        {
+            let private: Vec<String> = self
+                .state
+                .sfu
+                .host_candidates()
+                .iter()
+                .filter(|a| crate::net::private_for_browsers(a.ip()))
+                .map(|a| a.ip().to_string())
+                .collect();
+            if !private.is_empty() {
+                tracing::warn!(
+                    addresses = %private.join(", "),
+                    "ICE-TCP on the shared port 443 is advertised at private addresses, which \
+                     Chromium-based browsers ignore on port 443: they will use TURN over TLS on \
+                     443 instead; set media.public_ips to the address clinics reach"
+                );
+            }
+        }
         for line in self.state.config.exposure(self.http_addr, self.https_addr) {
             if self.state.config.development_mode() {
                 tracing::warn!("{line}");

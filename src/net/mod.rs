@@ -9,4 +9,4 @@ pub mod fd_limit;
 pub mod interfaces;
 
 pub use client_addr::{Cidr, ClientAddr, TrustedProxies, client_ip};
-pub use interfaces::interface_ips;
+pub use interfaces::{interface_ips, private_for_browsers};
