@@ -4,7 +4,9 @@
 #
 #   start_bench_server [wrapper command …]   # e.g. valgrind …; sets server_pid
 #
-# BENCH_RELAIS=path runs another build; BENCH_SERVER_LOG=file keeps the server's log.
+# BENCH_RELAIS=path runs another build; BENCH_SERVER_LOG=file keeps the server's log;
+# BENCH_SHARED_PORT=1 turns HTTPS on at 127.0.0.1:3943, shared with TURN and ICE-TCP
+# (`https.multiplex`): `--tcp-port 3943` / `--transport turn-tls --turn-port 3943` use it.
 
 bench_url="http://127.0.0.1:${BENCH_HTTP_PORT:-3900}"
 bench_dir=$(mktemp -d -t relais-bench.XXXXXX)
@@ -22,8 +24,12 @@ stop_bench_server() {
 trap stop_bench_server EXIT
 
 start_bench_server() {
+  local https=(--set https.enabled=false)
+  if [ -n "${BENCH_SHARED_PORT:-}" ]; then
+    https=(--set https.enabled=true --set https.addr=127.0.0.1:3943 --set https.multiplex=true)
+  fi
   (cd "$bench_dir" && RELAIS_JWT_SECRET="$bench_secret" RELAIS_LOG="${RELAIS_LOG:-warn}" \
-    exec "$@" "$relais_bin" --set https.enabled=false \
+    exec "$@" "$relais_bin" "${https[@]}" \
     --set http.addr="${bench_url#http://}" --set media.public_ips=127.0.0.1 \
     --set media.udp_addr=127.0.0.1:3979 --set media.tcp_addr=127.0.0.1:3979 \
     --set turn.udp_addr=127.0.0.1:3978 --set turn.tcp_addr=127.0.0.1:3978 \
