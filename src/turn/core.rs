@@ -126,10 +126,16 @@ pub trait RelayBinder {
 pub enum Command {
     /// An allocation was created: relay what arrives on the socket bound for `id` to
     /// `client`, as `relay` decides, and send through it what [`ClientInput::ToPeer`] names.
+    /// A [`ClientInput::ToPeer`] to `own_media` is for relais's own media socket, which the
+    /// shell may reach in-process, as if from `relayed` (see [`super::local`]).
     StartRelay {
         id: AllocationId,
         client: FiveTuple,
         relay: Relay,
+        /// The relayed transport address given to the client.
+        relayed: SocketAddr,
+        /// Where [`PeerPolicy::route`] sends what this allocation relays to relais's media.
+        own_media: SocketAddr,
     },
     /// The allocation `id` is gone: close its relayed socket.
     FreeRelay { id: AllocationId },
@@ -138,10 +144,18 @@ pub enum Command {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::StartRelay { id, client, .. } => f
+            Command::StartRelay {
+                id,
+                client,
+                relayed,
+                own_media,
+                ..
+            } => f
                 .debug_struct("StartRelay")
                 .field("id", id)
                 .field("client", client)
+                .field("relayed", relayed)
+                .field("own_media", own_media)
                 .finish_non_exhaustive(),
             Command::FreeRelay { id } => f.debug_struct("FreeRelay").field("id", id).finish(),
         }
@@ -653,6 +667,8 @@ impl Server {
             id,
             client: tuple,
             relay,
+            relayed,
+            own_media: self.policy.media_local(relay_ip),
         });
         tracing::debug!(
             transport = tuple.transport.as_str(),
