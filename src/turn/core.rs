@@ -34,7 +34,7 @@
 //!   that created it.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +71,7 @@ use super::policy::PeerPolicy;
 use super::quota::{Held, QuotaRefusal, Quotas};
 use super::wire;
 use crate::metrics::{Metrics, TurnRequestLabels};
+use crate::sfu::types::FastMap;
 
 #[cfg(test)]
 mod tests;
@@ -208,7 +209,8 @@ pub struct Server {
     policy: PeerPolicy,
     limits: Limits,
     in_session: InSession,
-    allocations: HashMap<FiveTuple, Allocation>,
+    /// Looked up on every datagram from a client.
+    allocations: FastMap<FiveTuple, Allocation>,
     held: Held,
     next_id: u64,
     commands: VecDeque<Command>,
@@ -282,7 +284,7 @@ impl Server {
             policy,
             limits,
             in_session,
-            allocations: HashMap::new(),
+            allocations: FastMap::default(),
             held: Held::default(),
             next_id: 1,
             commands: VecDeque::new(),

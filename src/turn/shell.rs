@@ -23,7 +23,6 @@
 //! - the timer sleeps until [`Server::poll_timeout`] and is woken after every request, which
 //!   may have moved it.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +39,7 @@ use super::core::{ClientInput, Command, Now, RelayBinder, Server};
 use super::local::LocalLink;
 use crate::metrics::Metrics;
 use crate::sfu::media_plane::{MediaPlane, RelayedClient};
+use crate::sfu::types::FastMap;
 
 /// Largest datagram relayed; larger ones are truncated by the kernel and dropped.
 const MAX_DATAGRAM: usize = 4096;
@@ -105,7 +105,7 @@ struct RelaySocket {
 
 struct Inner {
     server: Server,
-    relays: HashMap<AllocationId, RelaySocket>,
+    relays: FastMap<AllocationId, RelaySocket>,
 }
 
 pub struct Shell {
@@ -213,7 +213,7 @@ impl Shell {
         Arc::new(Self {
             inner: RwLock::new(Inner {
                 server,
-                relays: HashMap::new(),
+                relays: FastMap::default(),
             }),
             timer: Notify::new(),
             metrics,
