@@ -8,6 +8,7 @@
 #   cargo build --release
 #   scripts/callgrind-media.sh                 # 1 consultation
 #   SESSIONS=2 BENCH_RELAIS=/tmp/relais-old scripts/callgrind-media.sh
+#   scripts/callgrind-media.sh --transport turn-tls --insecure   # more relais-load media flags
 #
 # callgrind runs the server ~50 times slower: keep SESSIONS at 1 or 2. The profile stays in
 # $OUT (callgrind_annotate --inclusive=yes "$OUT" shows where the instructions go). User space
@@ -27,7 +28,7 @@ start_bench_server env MIMALLOC_ARENA_EAGER_COMMIT=0 \
 forwarded() { curl -sf "$bench_url/metrics" | awk '/^relais_rtp_packets_forwarded_total/ {print $2}'; }
 
 "$load_bin" --url "$bench_url" --jwt-secret "$bench_secret" media --sessions "$sessions" \
-  --warmup 20s --duration 30s --quiet >"$bench_dir/load.txt" 2>&1 &
+  --warmup 20s --duration 30s --quiet "$@" >"$bench_dir/load.txt" 2>&1 &
 load_pid=$!
 sleep 25
 callgrind_control -z "$server_pid" >/dev/null 2>&1

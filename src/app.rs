@@ -669,10 +669,10 @@ async fn start_turn(
                 sfu.media_addr(),
                 config.turn.extra_peer_ips.clone(),
             ),
+            media: sfu.media_plane().clone(),
         },
         metrics,
     )
-    .await
 }
 
 /// Resolves on SIGINT or SIGTERM.

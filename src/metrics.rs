@@ -103,6 +103,8 @@ pub struct TurnMetrics {
     pub requests: Family<TurnRequestLabels, Counter>,
     pub packets_to_peer: Counter,
     pub packets_to_client: Counter,
+    /// Of those, between a client and relais's own media plane without a socket.
+    pub packets_in_process: Counter,
     pub bytes_relayed: Counter,
     pub dropped: Family<ReasonLabels, Counter>,
 }
@@ -137,6 +139,11 @@ impl TurnMetrics {
             "turn_packets_to_client",
             "Datagrams relayed from peers to TURN clients",
             self.packets_to_client.clone(),
+        );
+        r.register(
+            "turn_packets_in_process",
+            "Of the relayed datagrams (both directions), those between a TURN client and relais's own media plane, handed over in-process",
+            self.packets_in_process.clone(),
         );
         r.register(
             "turn_bytes_relayed",

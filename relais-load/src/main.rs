@@ -80,10 +80,22 @@ struct MediaArgs {
     codec: String,
     #[arg(long)]
     audio_only: bool,
-    /// Media transport: `udp`, `tcp` (ICE-TCP) or `turn-udp` (relay candidates only,
-    /// through the server's TURN over UDP).
+    /// Media transport: `udp`, `tcp` (ICE-TCP), or relay candidates only through the
+    /// server's TURN over UDP (`turn-udp`), TCP (`turn-tcp`) or TLS (`turn-tls`, with
+    /// `--insecure`).
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// TURN: use the server's URL on this port for the transport (default: its first one),
+    /// e.g. TURN/TLS on the shared HTTPS port.
+    #[arg(long)]
+    turn_port: Option<u16>,
+    /// ICE-TCP: use only the server's passive candidate on this port.
+    #[arg(long)]
+    tcp_port: Option<u16>,
+    /// TURN over TLS: accept the server's certificate without checking it (relais's
+    /// self-signed one).
+    #[arg(long)]
+    insecure: bool,
     /// Tasks driving the synthetic peers (default: one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -344,7 +356,10 @@ async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result
     use relais_load::load::report;
     use relais_load::synthetic::{Pattern, VideoCodec};
     let transport = TransportKind::parse(&a.transport).ok_or_else(|| {
-        anyhow::anyhow!("--transport: `{}` is not udp, tcp or turn-udp", a.transport)
+        anyhow::anyhow!(
+            "--transport: `{}` is not udp, tcp, turn-udp, turn-tcp or turn-tls",
+            a.transport
+        )
     })?;
     let codec = VideoCodec::parse(&a.codec)
         .ok_or_else(|| anyhow::anyhow!("--codec: `{}` is not vp8, vp9 or h264", a.codec))?;
@@ -376,6 +391,9 @@ async fn media(cli: &Cli, a: &MediaArgs, minter: &TokenMinter) -> anyhow::Result
         rejoin_within: a.rejoin_within,
         progress: !a.quiet,
         record: a.record,
+        turn_port: a.turn_port,
+        tcp_port: a.tcp_port,
+        insecure: a.insecure,
     };
     let targets: Vec<&str> = match a.target.as_deref() {
         Some(t @ ("relais" | "bare-relay" | "janus")) => vec![t],

@@ -18,7 +18,13 @@
 //! - a peer's routes disappear with it ([`MediaPlane::unregister`]); a TCP connection's with
 //!   the connection;
 //! - a TCP connection that does not start with a routable STUN message within
-//!   [`TCP_HANDSHAKE_TIMEOUT`] is closed, and at most [`MAX_TCP_CONNECTIONS`] exist.
+//!   [`TCP_HANDSHAKE_TIMEOUT`] is closed, and at most [`MAX_TCP_CONNECTIONS`] exist;
+//! - the embedded TURN server's allocations reach this plane without a socket
+//!   ([`MediaPlane::deliver_relayed`], [`MediaPlane::attach_relayed`]): their datagrams are
+//!   routed and answered exactly as UDP datagrams from the relayed address would be, and a
+//!   UDP send to an attached relayed address goes to its [`RelayedClient`] instead of the
+//!   socket. An address is attached from its allocation's creation to its release, and the
+//!   routes learnt for it go when it is detached.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,6 +80,13 @@ struct TcpConnection {
     local_port: u16,
 }
 
+/// A TURN allocation of this process, reached in-process at its relayed address.
+pub trait RelayedClient: Send + Sync {
+    /// A datagram the plane sends to the relayed address: relay it to the TURN client (or
+    /// drop and count it, as the allocation decides). Must not block.
+    fn send_from_media(&self, data: &[u8], at: Instant);
+}
+
 #[derive(Clone)]
 struct Route {
     peer: PeerId,
@@ -98,6 +111,10 @@ pub struct MediaPlane {
     /// UDP datagrams waiting for [`MediaPlane::run_sender`].
     outbox: parking_lot::Mutex<Vec<(Bytes, SocketAddr)>>,
     outbox_ready: Notify,
+    /// TURN allocations reached in-process, by relayed address.
+    relayed: RwLock<FastMap<SocketAddr, Arc<dyn RelayedClient>>>,
+    /// `relayed.len()`, read without the lock on every UDP send.
+    relayed_count: AtomicUsize,
     metrics: Arc<Metrics>,
     /// The media runtime, where every task that touches the sockets runs.
     runtime: tokio::runtime::Handle,
@@ -117,6 +134,8 @@ impl MediaPlane {
             tcp_connections: AtomicUsize::new(0),
             outbox: parking_lot::Mutex::new(Vec::new()),
             outbox_ready: Notify::new(),
+            relayed: RwLock::new(FastMap::default()),
+            relayed_count: AtomicUsize::new(0),
             metrics,
             runtime,
         })
@@ -130,8 +149,49 @@ impl MediaPlane {
         self.runtime.spawn(task);
     }
 
+    /// The media runtime (sockets its tasks use must be created under its `enter`).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// From now on, UDP sends to `relayed` go to `client` (a TURN allocation of this process).
+    pub fn attach_relayed(&self, relayed: SocketAddr, client: Arc<dyn RelayedClient>) {
+        let mut links = self.relayed.write();
+        links.insert(relayed, client);
+        self.relayed_count.store(links.len(), Ordering::Relaxed);
+    }
+
+    /// TURN allocations attached ([`attach_relayed`](Self::attach_relayed)).
+    pub fn relayed_count(&self) -> usize {
+        self.relayed_count.load(Ordering::Relaxed)
+    }
+
+    /// The allocation of `relayed` is gone: so are its link and the routes learnt for it.
+    pub fn detach_relayed(&self, relayed: SocketAddr) {
+        {
+            let mut links = self.relayed.write();
+            links.remove(&relayed);
+            self.relayed_count.store(links.len(), Ordering::Relaxed);
+        }
+        self.forget_tuple((Transport::Udp, relayed));
+    }
+
+    /// A datagram a TURN client relayed to this plane from its allocation's `relayed`
+    /// address, handled as if it had arrived on the UDP socket from there.
+    pub fn deliver_relayed(&self, data: BytesMut, relayed: SocketAddr, at: Instant) {
+        self.deliver(data, relayed, Transport::Udp, at);
+    }
+
+    /// The TURN allocation at `to`, when it is one of this process's.
+    fn relayed_client(&self, to: SocketAddr) -> Option<Arc<dyn RelayedClient>> {
+        if self.relayed_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.relayed.read().get(&to).cloned()
     }
 
     /// Makes a peer reachable by its local ICE ufrag (replacing an older ufrag of it).
@@ -172,6 +232,10 @@ impl MediaPlane {
     pub fn send(&self, data: Bytes, to: SocketAddr, transport: Transport) {
         match transport {
             Transport::Udp => {
+                if let Some(client) = self.relayed_client(to) {
+                    client.send_from_media(&data, Instant::now());
+                    return;
+                }
                 let mut outbox = self.outbox.lock();
                 if outbox.len() >= OUTBOX_LIMIT {
                     drop(outbox);

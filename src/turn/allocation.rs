@@ -13,7 +13,6 @@
 //! - a channel is bound to one peer and a peer to one channel until the binding expires;
 //! - at most [`MAX_PERMISSIONS`] permissions and [`MAX_CHANNELS`] channels are held.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use rtc::turn::proto::peeraddr::PeerAddress;
 
 use super::policy::PeerPolicy;
 use super::wire;
+use crate::sfu::types::FastMap;
 
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
@@ -129,10 +129,11 @@ impl ToClient {
     }
 }
 
+/// Looked up on every relayed datagram, both ways: foldhash maps (a few entries each).
 struct State {
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, (SocketAddr, Instant)>,
-    channel_of: HashMap<SocketAddr, u16>,
+    permissions: FastMap<IpAddr, Instant>,
+    channels: FastMap<u16, (SocketAddr, Instant)>,
+    channel_of: FastMap<SocketAddr, u16>,
     /// The address the relay really sends to, and the peer address the client named for it
     /// (they differ for relais's own media address, see [`PeerPolicy`]).
     routes: Vec<(SocketAddr, SocketAddr)>,
@@ -191,9 +192,9 @@ pub struct Relay(Arc<Mutex<State>>);
 impl Relay {
     pub fn new(bytes_per_sec: u64, now: Instant) -> Self {
         Self(Arc::new(Mutex::new(State {
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            channel_of: HashMap::new(),
+            permissions: FastMap::default(),
+            channels: FastMap::default(),
+            channel_of: FastMap::default(),
             routes: Vec::new(),
             bucket: TokenBucket::new(bytes_per_sec, now),
         })))

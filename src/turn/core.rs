@@ -34,7 +34,7 @@
 //!   that created it.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +71,7 @@ use super::policy::PeerPolicy;
 use super::quota::{Held, QuotaRefusal, Quotas};
 use super::wire;
 use crate::metrics::{Metrics, TurnRequestLabels};
+use crate::sfu::types::FastMap;
 
 #[cfg(test)]
 mod tests;
@@ -126,10 +127,16 @@ pub trait RelayBinder {
 pub enum Command {
     /// An allocation was created: relay what arrives on the socket bound for `id` to
     /// `client`, as `relay` decides, and send through it what [`ClientInput::ToPeer`] names.
+    /// A [`ClientInput::ToPeer`] to `own_media` is for relais's own media socket, which the
+    /// shell may reach in-process, as if from `relayed` (see [`super::local`]).
     StartRelay {
         id: AllocationId,
         client: FiveTuple,
         relay: Relay,
+        /// The relayed transport address given to the client.
+        relayed: SocketAddr,
+        /// Where [`PeerPolicy::route`] sends what this allocation relays to relais's media.
+        own_media: SocketAddr,
     },
     /// The allocation `id` is gone: close its relayed socket.
     FreeRelay { id: AllocationId },
@@ -138,10 +145,18 @@ pub enum Command {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::StartRelay { id, client, .. } => f
+            Command::StartRelay {
+                id,
+                client,
+                relayed,
+                own_media,
+                ..
+            } => f
                 .debug_struct("StartRelay")
                 .field("id", id)
                 .field("client", client)
+                .field("relayed", relayed)
+                .field("own_media", own_media)
                 .finish_non_exhaustive(),
             Command::FreeRelay { id } => f.debug_struct("FreeRelay").field("id", id).finish(),
         }
@@ -194,7 +209,8 @@ pub struct Server {
     policy: PeerPolicy,
     limits: Limits,
     in_session: InSession,
-    allocations: HashMap<FiveTuple, Allocation>,
+    /// Looked up on every datagram from a client.
+    allocations: FastMap<FiveTuple, Allocation>,
     held: Held,
     next_id: u64,
     commands: VecDeque<Command>,
@@ -268,7 +284,7 @@ impl Server {
             policy,
             limits,
             in_session,
-            allocations: HashMap::new(),
+            allocations: FastMap::default(),
             held: Held::default(),
             next_id: 1,
             commands: VecDeque::new(),
@@ -653,6 +669,8 @@ impl Server {
             id,
             client: tuple,
             relay,
+            relayed,
+            own_media: self.policy.media_local(relay_ip),
         });
         tracing::debug!(
             transport = tuple.transport.as_str(),

@@ -6,7 +6,9 @@
 //!   handshake included) and, while it holds no allocation, is closed after
 //!   [`IDLE_WITHOUT_ALLOCATION`] of silence; at most [`MAX_CONNECTIONS`] are open;
 //! - a byte stream that is not TURN framing closes the connection;
-//! - closing a connection releases its allocation (RFC 8656 §5).
+//! - closing a connection releases its allocation (RFC 8656 §5);
+//! - UDP datagrams longer than [`udp_batch::SLOT`](crate::sfu::udp_batch::SLOT) are dropped
+//!   and counted (`oversized_datagram`): media datagrams are MTU-sized.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::shared::turn_framing::TurnStreamDecoder;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -22,37 +24,53 @@ use tokio_rustls::TlsAcceptor;
 use super::allocation::{FiveTuple, Transport};
 use super::shell::{ClientSink, Shell};
 use crate::metrics::TransportLabels;
+use crate::sfu::udp_batch::RecvBatch;
 
 pub const MAX_CONNECTIONS: usize = 4096;
 pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
 /// Messages waiting to be written to one connection.
 const WRITE_QUEUE: usize = 512;
+/// Bytes gathered into one write.
+const WRITE_BATCH: usize = 16 * 1024;
 
+/// Reads the UDP socket a batch of datagrams per system call, as the media socket is read.
 pub async fn run_udp(shell: Arc<Shell>, socket: Arc<UdpSocket>) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
-    let mut buf = vec![0u8; 65_536];
+    let mut batch = RecvBatch::new();
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        // Awaited before every batch: it is what yields to the runtime under constant load.
+        if socket.readable().await.is_err() {
+            return;
+        }
+        match socket.try_io(Interest::READABLE, || batch.recv(&*socket)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // ICMP errors from a vanished client, and the like: the socket stays usable.
             Err(_) => {
                 shell.metrics.turn.drop("recv_error");
                 continue;
             }
-        };
-        let tuple = FiveTuple {
-            transport: Transport::Udp,
-            client: from,
-            server: local,
-        };
-        let sink = ClientSink::Udp {
-            socket: socket.clone(),
-            to: from,
-        };
-        if let Some(response) = shell.handle(tuple, &sink, &buf[..n]) {
-            let _ = socket.try_send_to(&response, from);
+        }
+        for r in batch.iter() {
+            if r.truncated {
+                shell.metrics.turn.drop("oversized_datagram");
+                continue;
+            }
+            let tuple = FiveTuple {
+                transport: Transport::Udp,
+                client: r.from,
+                server: local,
+            };
+            let sink = ClientSink::Udp {
+                socket: socket.clone(),
+                to: r.from,
+            };
+            if let Some(response) = shell.handle(tuple, &sink, r.data) {
+                let _ = socket.try_send_to(&response, r.from);
+            }
         }
     }
 }
@@ -127,8 +145,19 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let mut write_task = tokio::spawn(async move {
+        // What is queued when the writer wakes goes out in one write (one TLS record, one
+        // system call) rather than one per message.
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            batch.clear();
+            batch.extend_from_slice(&bytes);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if writer.write_all(&batch).await.is_err() {
                 break;
             }
         }

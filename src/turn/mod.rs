@@ -10,6 +10,7 @@
 //! - [`credentials`]: time-limited REST credentials (`expiry:user`, HMAC-SHA1) and nonces;
 //! - [`quota`]: allocations per user, per client address, in all, and kept for consultations;
 //! - [`policy`]: the peers the relay may reach (relais's own media addresses only, by default);
+//! - [`local`]: the short-circuit to relais's own media plane (no socket, no runtime hop);
 //! - [`wire`]: ChannelData framing and XOR addresses;
 //! - [`shell`]: the IO around the core: relayed sockets and their tasks, the timer, the clock;
 //! - [`listeners`]: the UDP socket and the TCP/TLS listeners feeding the shell.
@@ -21,6 +22,7 @@ pub mod allocation;
 pub mod core;
 pub mod credentials;
 pub mod listeners;
+pub mod local;
 pub mod policy;
 pub mod quota;
 pub mod shell;
@@ -43,6 +45,7 @@ use self::credentials::Credentials;
 use self::policy::PeerPolicy;
 use self::shell::Shell;
 use crate::metrics::Metrics;
+use crate::sfu::media_plane::MediaPlane;
 
 /// Everything the TURN server needs to start.
 pub struct TurnSettings {
@@ -65,6 +68,8 @@ pub struct TurnSettings {
     pub policy: PeerPolicy,
     /// Whether a user is in a live consultation here (the capacity kept for them).
     pub in_session: InSession,
+    /// relais's media plane: reached in-process, and its runtime runs the TURN server.
+    pub media: Arc<MediaPlane>,
 }
 
 /// One `RTCIceServer` entry, as browsers take it.
@@ -101,6 +106,13 @@ pub struct TurnServer {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// A non-blocking TCP listener on `addr`, for tokio to take over.
+fn std_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
 fn url_host(ip: IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -110,7 +122,7 @@ fn url_host(ip: IpAddr) -> String {
 
 impl TurnServer {
     /// Binds every listener and starts serving.
-    pub async fn start(settings: TurnSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn start(settings: TurnSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let relay_ips = match settings.public_ip {
             IpAddr::V4(v4) => RelayIps {
                 v4: Some(v4),
@@ -131,21 +143,22 @@ impl TurnServer {
             settings.in_session.clone(),
             metrics.clone(),
         )?;
-        let shell = Shell::new(server, metrics);
-        let udp = tokio::net::UdpSocket::bind(settings.udp_addr)
-            .await
+        let shell = Shell::new(server, metrics, settings.media);
+        // Every socket of the TURN server belongs to the media runtime, which runs its tasks:
+        // a relayed packet is read, relayed and handed to the media plane on one thread.
+        let runtime = shell.runtime().clone();
+        let udp = std::net::UdpSocket::bind(settings.udp_addr)
             .with_context(|| format!("turn.udp_addr: cannot bind {}", settings.udp_addr))?;
+        udp.set_nonblocking(true)?;
         crate::udp_buffers::enlarge(&udp, "turn");
         let udp_addr = udp.local_addr()?;
-        let tcp = tokio::net::TcpListener::bind(settings.tcp_addr)
-            .await
+        let tcp = std_listener(settings.tcp_addr)
             .with_context(|| format!("turn.tcp_addr: cannot listen on {}", settings.tcp_addr))?;
         let tcp_addr = tcp.local_addr()?;
         let mut tls_listeners = Vec::new();
         if settings.tls.is_some() {
             for addr in &settings.tls_addrs {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
+                let l = std_listener(*addr)
                     .with_context(|| format!("turn.tls_addr: cannot listen on {addr}"))?;
                 tls_listeners.push(l);
             }
@@ -154,11 +167,22 @@ impl TurnServer {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        let (udp, tcp, tls_listeners) = {
+            let _media = runtime.enter();
+            (
+                tokio::net::UdpSocket::from_std(udp)?,
+                tokio::net::TcpListener::from_std(tcp)?,
+                tls_listeners
+                    .into_iter()
+                    .map(tokio::net::TcpListener::from_std)
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        };
 
         let mut tasks = vec![
-            tokio::spawn(shell.clone().run_timer()),
-            tokio::spawn(listeners::run_udp(shell.clone(), Arc::new(udp))),
-            tokio::spawn(listeners::run_tcp(shell.clone(), tcp, None)),
+            runtime.spawn(shell.clone().run_timer()),
+            runtime.spawn(listeners::run_udp(shell.clone(), Arc::new(udp))),
+            runtime.spawn(listeners::run_tcp(shell.clone(), tcp, None)),
         ];
         if let Some(tls) = settings.tls {
             // TURN clients may offer ALPN "stun.turn"; the HTTPS list would refuse them.
@@ -166,7 +190,7 @@ impl TurnServer {
             tls.alpn_protocols.clear();
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
             for l in tls_listeners {
-                tasks.push(tokio::spawn(listeners::run_tcp(
+                tasks.push(runtime.spawn(listeners::run_tcp(
                     shell.clone(),
                     l,
                     Some(acceptor.clone()),

@@ -42,7 +42,10 @@ impl PeerPolicy {
         self.extra_ips.contains(&peer.ip()).then_some(peer)
     }
 
-    fn media_local(&self, peer_ip: IpAddr) -> SocketAddr {
+    /// relais's media socket as the relay reaches it for peers of `peer_ip`'s family: where
+    /// [`route`](Self::route) sends what the client addresses to a media host candidate. The
+    /// IO shell hands what is sent there to the media plane in-process.
+    pub fn media_local(&self, peer_ip: IpAddr) -> SocketAddr {
         let ip = match (self.media_bound.ip(), peer_ip) {
             (IpAddr::V4(v4), _) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             (IpAddr::V6(v6), IpAddr::V4(_)) if v6.is_unspecified() => {
@@ -86,5 +89,18 @@ mod tests {
     fn bound_media_address_is_used_as_is() {
         let p = PeerPolicy::new(vec![a("10.1.0.1:3479")], a("10.1.0.1:3479"), vec![]);
         assert_eq!(p.route(a("10.1.0.1:3479")), Some(a("10.1.0.1:3479")));
+    }
+
+    #[test]
+    fn media_local_is_where_own_media_is_routed() {
+        let p = PeerPolicy::new(vec![a("203.0.113.5:3479")], a("0.0.0.0:3479"), vec![]);
+        let v4 = "203.0.113.5".parse().unwrap();
+        assert_eq!(p.route(a("203.0.113.5:3479")), Some(p.media_local(v4)));
+        let p6 = PeerPolicy::new(vec![a("[2001:db8::5]:3479")], a("[::]:3479"), vec![]);
+        assert_eq!(
+            p6.media_local("2001:db8::5".parse().unwrap()),
+            a("[::1]:3479")
+        );
+        assert_eq!(p6.media_local(v4), a("127.0.0.1:3479"));
     }
 }

@@ -400,6 +400,48 @@ async fn relays_over_tcp_and_closing_releases_the_allocation() {
     assert_eq!(open, 0.0, "the connection is gone");
 }
 
+/// What a client relays to relais's own media address reaches the media plane without a
+/// socket (as if from the relayed address), and the link goes with the allocation.
+#[tokio::test]
+async fn own_media_is_reached_in_process_until_the_client_vanishes() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let plane = app.state().sfu.media_plane().clone();
+    let (u, p) = credentials(&app, 11).await;
+    let mut c = TurnClient::tcp(turn(&app).tcp_addr(), &u, &p).await;
+    let a = c.allocate().await;
+    assert!(a.is_success(), "{:?}", a.code());
+    assert_eq!(plane.relayed_count(), 1);
+    let media = media_addr(&app);
+    assert!(c.create_permission(media).await.is_success());
+    let unrouted = app.metric("relais_udp_datagrams_unrouted_total").await;
+    // Not STUN for a known ufrag: the plane counts it as unrouted, which shows it got there.
+    c.send_indication(media, b"not for anyone").await;
+    let mut now_unrouted = unrouted;
+    for _ in 0..30 {
+        now_unrouted = app.metric("relais_udp_datagrams_unrouted_total").await;
+        if now_unrouted > unrouted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now_unrouted, unrouted + 1.0, "the media plane got it");
+    assert_eq!(
+        app.metric("relais_turn_packets_in_process_total").await,
+        1.0
+    );
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(3), || turn(&app).allocation_count()
+            == 0)
+        .await
+    );
+    assert_eq!(
+        plane.relayed_count(),
+        0,
+        "the link went with the allocation"
+    );
+}
+
 #[tokio::test]
 async fn relays_over_tls() {
     let app = spawn_app_with(Options::new(Backend::Sqlite).configure(with_loopback_peers)).await;
@@ -599,6 +641,14 @@ async fn a_call_forced_through_turn_over_udp() {
     );
     assert_eq!(turn(&app).allocation_count(), 2);
     assert!(app.metric("relais_turn_packets_to_client_total").await > 100.0);
+    // relais's own media is reached in-process, both ways: every relayed packet.
+    let in_process = app.metric("relais_turn_packets_in_process_total").await;
+    let relayed = app.metric("relais_turn_packets_to_client_total").await
+        + app.metric("relais_turn_packets_to_peer_total").await;
+    assert!(
+        in_process > 200.0 && in_process >= relayed - 2.0,
+        "{in_process} of {relayed}"
+    );
     doctor.close().await;
     patient.close().await;
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::TokenMinter;
-use super::engine::io::{TransportKind, TurnConfig};
+use super::engine::io::{TransportKind, TurnConfig, turn_url_host_port};
 use super::engine::rtc_leg::{RtcFactory, RtcLeg};
 use super::engine::{self, ShardHandle};
 use super::failures::Failures;
@@ -58,6 +58,13 @@ pub struct MediaLoad {
     pub progress: bool,
     /// The doctor records each consultation once everyone has joined (with consent).
     pub record: bool,
+    /// TURN: the URL of this port among those the server offers for the transport (the
+    /// first one otherwise), e.g. TURN/TLS on the shared HTTPS port.
+    pub turn_port: Option<u16>,
+    /// ICE-TCP: only the server's passive candidate on this port (all of them otherwise).
+    pub tcp_port: Option<u16>,
+    /// TURN over TLS: accept the server's certificate unchecked (relais's self-signed one).
+    pub insecure: bool,
 }
 
 impl MediaLoad {
@@ -81,8 +88,13 @@ fn http() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// The server's TURN over UDP with fresh credentials (`/webrtc/ice-servers`).
-pub async fn turn_config(api: &ApiClient) -> anyhow::Result<TurnConfig> {
+/// The server's TURN for `cfg.transport` with fresh credentials (`/webrtc/ice-servers`): the
+/// first URL of that kind, or the one on `cfg.turn_port`.
+pub async fn turn_config(api: &ApiClient, cfg: &MediaLoad) -> anyhow::Result<TurnConfig> {
+    let carrier = cfg
+        .transport
+        .turn_carrier()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a TURN transport", cfg.transport.name()))?;
     let (status, v) = api
         .call(
             reqwest::Method::GET,
@@ -92,21 +104,31 @@ pub async fn turn_config(api: &ApiClient) -> anyhow::Result<TurnConfig> {
         .await?;
     anyhow::ensure!(status.is_success(), "ice-servers: {status} {v}");
     let server = &v["data"]["iceServers"][0];
-    let url = server["urls"]
+    let (host, port) = server["urls"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|u| u.as_str())
-        .find(|u| u.starts_with("turn:") && u.ends_with("?transport=udp"))
-        .ok_or_else(|| anyhow::anyhow!("the server offers no TURN over UDP"))?;
-    let hostport = url
-        .trim_start_matches("turn:")
-        .trim_end_matches("?transport=udp");
-    let server_addr = tokio::net::lookup_host(hostport)
+        .filter(|u| carrier.matches(u))
+        .filter_map(turn_url_host_port)
+        .find(|(_, port)| cfg.turn_port.is_none_or(|p| p == *port))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the server offers no {} URL{}",
+                cfg.transport.name(),
+                cfg.turn_port
+                    .map(|p| format!(" on port {p}"))
+                    .unwrap_or_default()
+            )
+        })?;
+    let server_addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("TURN address {hostport} does not resolve"))?;
+        .ok_or_else(|| anyhow::anyhow!("TURN address {host}:{port} does not resolve"))?;
     Ok(TurnConfig {
+        carrier,
+        host,
+        insecure: cfg.insecure,
         server: server_addr,
         username: server["username"].as_str().unwrap_or_default().to_string(),
         password: server["credential"]
@@ -132,10 +154,10 @@ pub async fn run(cfg: &MediaLoad, minter: &TokenMinter) -> anyhow::Result<MediaR
     );
     let failures = Failures::default();
     let bar = ProgressBar::new(cfg.progress);
-    let turn = if cfg.transport == TransportKind::TurnUdp {
+    let turn = if cfg.transport.is_turn() {
         let who = Identity::new(Role::Medecin, cfg.first_id);
         let api = ApiClient::new(http.clone(), &cfg.base, &minter.token(who));
-        Some(turn_config(&api).await?)
+        Some(turn_config(&api, cfg).await?)
     } else {
         None
     };
@@ -287,7 +309,7 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
         let turn = match &ctx.turn {
             Some(_) => {
                 let own = ApiClient::new(ctx.http.clone(), &cfg.base, &token);
-                match turn_config(&own).await {
+                match turn_config(&own, cfg).await {
                     Ok(t) => Some(t),
                     Err(e) => {
                         ctx.failures.add(&format!("TURN credentials: {e}"));
@@ -315,6 +337,7 @@ async fn start_session(ctx: SessionCtx, s: usize, tokens: Vec<String>) -> (Vec<J
             video: cfg.pattern.video,
             transport: cfg.transport,
             turn,
+            tcp_port: cfg.tcp_port,
             bind: cfg.bind,
             tag_base: ((s * cfg.participants + k) as u32) << 4,
             rejoin_within: cfg.rejoin_within,

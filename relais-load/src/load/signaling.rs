@@ -46,6 +46,8 @@ pub struct Participant {
     pub video: bool,
     pub transport: TransportKind,
     pub turn: Option<TurnConfig>,
+    /// ICE-TCP: connect only to the server's passive candidate on this port.
+    pub tcp_port: Option<u16>,
     pub bind: std::net::IpAddr,
     pub tag_base: u32,
     /// After a loss (signaling, or media once connected), how long the participant keeps
@@ -144,11 +146,11 @@ async fn new_io(p: &Participant) -> anyhow::Result<Io> {
     Ok(match p.transport {
         TransportKind::Udp => Io::udp(p.bind).await?,
         TransportKind::Tcp => Io::tcp_unconnected(p.bind),
-        TransportKind::TurnUdp => {
+        TransportKind::TurnUdp | TransportKind::TurnTcp | TransportKind::TurnTls => {
             let turn = p
                 .turn
                 .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("turn-udp without TURN settings"))?;
+                .ok_or_else(|| anyhow::anyhow!("TURN without TURN settings"))?;
             Io::turn(p.bind, turn, Instant::now()).await?
         }
     })
@@ -495,7 +497,10 @@ async fn connect_tcp(
         return Ok(());
     }
     let mut last_error = None;
-    for addr in passive_tcp_candidates(sdp) {
+    let candidates = passive_tcp_candidates(sdp)
+        .into_iter()
+        .filter(|a| p.tcp_port.is_none_or(|port| a.port() == port));
+    for addr in candidates {
         match tokio::time::timeout(TCP_CONNECT, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 shard

@@ -618,6 +618,37 @@ fn allocate_binds_a_relay_and_starts_it() {
 }
 
 #[test]
+fn start_relay_names_the_relayed_address_and_where_own_media_is_reached() {
+    let mut h = Harness::new();
+    let mut c = h.client("patient-1", "192.0.2.50:40000");
+    let a = h.allocate(&mut c);
+    let (relayed, own_media) = h
+        .commands
+        .iter()
+        .find_map(|cmd| match cmd {
+            Command::StartRelay {
+                relayed, own_media, ..
+            } => Some((*relayed, *own_media)),
+            Command::FreeRelay { .. } => None,
+        })
+        .expect("a relay started");
+    assert_eq!(Some(relayed), xor_addr(&a, ATTR_XOR_RELAYED_ADDRESS));
+    assert_eq!(own_media, addr(MEDIA_LOCAL));
+    // What the client sends to relais's media is routed there (the shell's short-circuit),
+    // what it sends to an extra peer is not.
+    assert!(is_success(&h.create_permission(&mut c, MEDIA)));
+    assert!(is_success(&h.create_permission(&mut c, EXTRA)));
+    let (_, to, _) = h
+        .relay_from(c.tuple, &c.send_indication(MEDIA, b"x"))
+        .unwrap();
+    assert_eq!(to, own_media);
+    let (_, to, _) = h
+        .relay_from(c.tuple, &c.send_indication(EXTRA, b"x"))
+        .unwrap();
+    assert_ne!(to, own_media);
+}
+
+#[test]
 fn lifetimes_are_clamped() {
     let mut h = Harness::new();
     let mut c = h.client("patient-1", "192.0.2.50:40000");
