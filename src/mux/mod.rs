@@ -269,8 +269,11 @@ async fn on_media_runtime(
     reply: oneshot::Sender<Outcome>,
 ) {
     let h = &handlers.handlers;
-    // Registered with this runtime's I/O driver.
-    let adopt = |s: TcpStream| s.into_std().and_then(TcpStream::from_std);
+    // Registered with this runtime's I/O driver; media does not wait for Nagle's algorithm.
+    let adopt = |s: TcpStream| {
+        let _ = s.set_nodelay(true);
+        s.into_std().and_then(TcpStream::from_std)
+    };
     match found {
         Elsewhere::IceTcp(s) => {
             let taken = s.into_std().is_ok_and(|s| h.sfu.adopt_ice_tcp(s, peer));
