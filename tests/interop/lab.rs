@@ -22,6 +22,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn build() -> Result<Self, String> {
+        remove_stale_labs();
         let pid = std::process::id();
         let host = format!("ri{}", pid % 100_000);
         let _ = Command::new("ip")
@@ -60,5 +61,25 @@ impl Lab {
         let mut c = self.ns.tokio_command(program);
         c.kill_on_drop(false);
         c
+    }
+}
+
+/// Labs of runs of this test that were killed before they could clean up (their process is
+/// gone): their veth holds 10.213.0.1 too, and would take this lab's traffic.
+fn remove_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name.strip_prefix("relais-iop-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
