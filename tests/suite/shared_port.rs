@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
-use crate::turn::{credentials, relay_round_trip, with_loopback_peers};
+use crate::turn::{credentials, ice_servers, relay_round_trip, with_loopback_peers};
 use crate::turn_client::TurnClient;
 
 const IDENTIFY: Duration = Duration::from_secs(2);
@@ -89,6 +89,17 @@ async fn tls_connect(
     connector.connect(name, tcp).await
 }
 
+/// The TURN URLs handed to patient 11.
+async fn turn_urls(app: &TestApp) -> Vec<String> {
+    let data = ice_servers(app, Role::Patient, 11).await;
+    data["iceServers"][0]["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str().map(String::from))
+        .collect()
+}
+
 async fn shared_port_count(app: &TestApp, kind: &str) -> f64 {
     app.metric(&format!(
         "relais_shared_port_connections_total{{kind=\"{kind}\"}}"
@@ -157,25 +168,9 @@ async fn https_turn_and_ice_tcp_share_one_port() {
     assert!(r.text().await.unwrap().contains("<title>relais</title>"));
 
     // The shared port is handed out as a `turns:` URL.
-    let (status, v) = app
-        .patient(11)
-        .call(
-            reqwest::Method::GET,
-            "/api/messaging/webrtc/ice-servers",
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{v}");
     let wanted = format!("turns:127.0.0.1:{}?transport=tcp", addr.port());
-    assert!(
-        v["data"]["iceServers"][0]["urls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| u.as_str() == Some(wanted.as_str())),
-        "{v}"
-    );
+    let urls = turn_urls(&app).await;
+    assert!(urls.contains(&wanted), "{urls:?}");
 
     // TURN over TLS (ALPN `stun.turn`, and none) and over plain TCP relay on the same port.
     let cert = app.running().tls_cert_path.clone().unwrap();
@@ -319,27 +314,12 @@ async fn the_turns_host_is_a_setting() {
         c.turn.tls_host = Some("turn.clinique.example".into());
     }))
     .await;
-    let (status, v) = app
-        .patient(11)
-        .call(
-            reqwest::Method::GET,
-            "/api/messaging/webrtc/ice-servers",
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{v}");
-    let urls: Vec<&str> = v["data"]["iceServers"][0]["urls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|u| u.as_str())
-        .collect();
+    let urls = turn_urls(&app).await;
     let turn = app.state().turn.as_deref().unwrap();
     let tls_port = turn.tls_addrs()[0].port();
     let turns: Vec<&str> = urls
         .iter()
-        .copied()
+        .map(String::as_str)
         .filter(|u| u.starts_with("turns:"))
         .collect();
     assert_eq!(

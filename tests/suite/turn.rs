@@ -19,7 +19,7 @@ use crate::turn_client::{TurnClient, decode};
 
 const SHORT: Duration = Duration::from_millis(300);
 
-async fn ice_servers(app: &TestApp, role: Role, id: i64) -> Value {
+pub(crate) async fn ice_servers(app: &TestApp, role: Role, id: i64) -> Value {
     let api = if role == Role::Patient {
         app.patient(id)
     } else {
