@@ -177,6 +177,14 @@ impl App {
             .await
             .context("database_url: cannot connect")?;
         store.migrate().await.context("database migration")?;
+        // Guests' tokens are signed by relais itself, with a key every node shares.
+        let guest_key = store
+            .server_secret("guest_token_key", crate::sessions::codes::new_key)
+            .await
+            .context("guest token key")?;
+        let verifier = verifier.with_guest_key(
+            &hex::decode(guest_key.trim()).context("server secret guest_token_key is not hex")?,
+        );
         tracing::info!(backend = store.backend().as_str(), "database ready");
 
         let http_listener = bind_tcp(config.http.addr, "http.addr")?;

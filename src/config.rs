@@ -202,6 +202,12 @@ pub struct SessionConfig {
     /// How long a participant whose signaling socket dropped keeps its place.
     #[serde(with = "humantime_serde")]
     pub reconnect_grace: Duration,
+    /// Whether a new session has a waiting room (newcomers wait for the doctor's admission)
+    /// when its creation does not say.
+    pub waiting_room: bool,
+    /// Longest validity a doctor may give a guest link.
+    #[serde(with = "humantime_serde")]
+    pub guest_link_max_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -429,6 +435,8 @@ impl Default for SessionConfig {
         Self {
             code_ttl: Duration::from_secs(2 * 3600),
             reconnect_grace: Duration::from_secs(10),
+            waiting_room: true,
+            guest_link_max_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -575,6 +583,12 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
     (
         "RELAIS_RECONNECT_GRACE",
         "sessions.reconnect_grace",
+        Kind::Str,
+    ),
+    ("RELAIS_WAITING_ROOM", "sessions.waiting_room", Kind::Bool),
+    (
+        "RELAIS_GUEST_LINK_MAX_TTL",
+        "sessions.guest_link_max_ttl",
         Kind::Str,
     ),
     ("RELAIS_TURN_ENABLED", "turn.enabled", Kind::Bool),
@@ -799,6 +813,12 @@ impl Config {
         }
         if self.sessions.code_ttl < Duration::from_secs(60) {
             return Err(bad("sessions.code_ttl", "must be at least 1m".into()));
+        }
+        if self.sessions.guest_link_max_ttl < Duration::from_secs(60) {
+            return Err(bad(
+                "sessions.guest_link_max_ttl",
+                "must be at least 1m".into(),
+            ));
         }
         if let Some(secret) = &self.turn.secret
             && secret.len() < 16

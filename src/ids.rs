@@ -71,6 +71,9 @@ id_newtype!(
 pub enum Role {
     Patient,
     Medecin,
+    /// A guest of one consultation (an interpreter, a family member), admitted by a guest
+    /// link: no account, no conversation, only the session its token is bound to.
+    Invite,
 }
 
 impl Role {
@@ -78,6 +81,7 @@ impl Role {
         match self {
             Role::Patient => "patient",
             Role::Medecin => "medecin",
+            Role::Invite => "invite",
         }
     }
 }
@@ -89,7 +93,7 @@ impl fmt::Display for Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}` (expected `patient` or `medecin`)")]
+#[error("unknown role `{0}` (expected `patient`, `medecin` or `invite`)")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -98,6 +102,7 @@ impl FromStr for Role {
         match s {
             "patient" => Ok(Role::Patient),
             "medecin" => Ok(Role::Medecin),
+            "invite" => Ok(Role::Invite),
             other => Err(UnknownRole(other.chars().take(32).collect())),
         }
     }

@@ -85,6 +85,8 @@ fn loopback_settings() -> Vec<String> {
         format!("https.addr={HTTPS_ADDR}"),
         format!("media.udp_addr=127.0.0.1:{MEDIA_PORT}"),
         "media.public_ips=127.0.0.1".into(),
+        // The page's doctor does not admit anyone: no waiting room in this test.
+        "sessions.waiting_room=false".into(),
     ]
 }
 
@@ -677,6 +679,8 @@ fn consult_from_the_clinic(mode: &str) -> Option<ClinicRun> {
         "auth.dev_sign_in=network".into(),
         format!("https.cert_file={}", cert.display()),
         format!("https.key_file={}", key.display()),
+        // About the transport, not admission: no waiting room.
+        "sessions.waiting_room=false".into(),
     ];
     let mut server = start_server(&lab.srv, scratch.path(), &web_dir, &settings)
         .unwrap_or_else(|e| panic!("{e}"));

@@ -63,6 +63,19 @@ pub struct Principal {
     pub name: Option<String>,
 }
 
+/// What starts a guest token: `rlg.` then an HS256 JWT under the server's own guest key.
+pub const GUEST_TOKEN_PREFIX: &str = "rlg.";
+
+/// The server's own key for guest tokens (a server secret kept in the database, the same on
+/// every node): guests have no account at the clinic's identity provider, so relais signs
+/// their tokens itself, whatever algorithm the clinic's tokens use.
+#[derive(Clone)]
+struct GuestKey {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+}
+
 /// How tokens are checked (and, with a shared secret, minted).
 #[derive(Clone)]
 pub struct TokenVerifier {
@@ -70,6 +83,7 @@ pub struct TokenVerifier {
     encoding: Option<EncodingKey>,
     validation: Validation,
     algorithm: Algorithm,
+    guest: Option<GuestKey>,
     /// True when the secret was generated for this data directory (no configured secret).
     pub development_mode: bool,
 }
@@ -139,32 +153,66 @@ impl TokenVerifier {
             encoding,
             validation,
             algorithm,
+            guest: None,
             development_mode,
         }
     }
 
+    /// Accepts (and can mint) guest tokens signed with `key`.
+    pub fn with_guest_key(mut self, key: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.leeway = self.validation.leeway;
+        validation.validate_aud = false;
+        self.guest = Some(GuestKey {
+            decoding: DecodingKey::from_secret(key),
+            encoding: EncodingKey::from_secret(key),
+            validation,
+        });
+        self
+    }
+
+    /// A guest's token (`rlg.…`), valid until `expires_at` (seconds since the epoch): the
+    /// bearer is `(invite, guest_id)` named `name`.
+    pub fn mint_guest(&self, guest_id: i64, name: &str, expires_at: u64) -> anyhow::Result<String> {
+        let key = self
+            .guest
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no guest key: guest tokens are not enabled"))?;
+        let claims = serde_json::json!({
+            "sub": guest_id.to_string(),
+            "role": Role::Invite,
+            "userType": Role::Invite,
+            "userId": guest_id,
+            "nom": name,
+            "iat": jsonwebtoken::get_current_timestamp(),
+            "exp": expires_at,
+        });
+        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key.encoding)?;
+        Ok(format!("{GUEST_TOKEN_PREFIX}{jwt}"))
+    }
+
     /// Verifies a token and extracts who it speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        use jsonwebtoken::errors::ErrorKind;
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        if let Some(jwt) = token.strip_prefix(GUEST_TOKEN_PREFIX) {
+            let key = self.guest.as_ref().ok_or(AuthError::BadSignature)?;
+            let data =
+                jsonwebtoken::decode::<Map<String, Value>>(jwt, &key.decoding, &key.validation)
+                    .map_err(decode_error)?;
+            let principal = claims_principal(&data.claims, true)?;
+            return if principal.identity.role == Role::Invite {
+                Ok(principal)
+            } else {
+                Err(AuthError::BadRole)
+            };
+        }
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::InvalidSignature => AuthError::BadSignature,
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        AuthError::WrongAlgorithm
-                    }
-                    ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingExp,
-                    ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::BadIssuer,
-                    ErrorKind::InvalidIssuer => AuthError::BadIssuer,
-                    ErrorKind::InvalidAudience => AuthError::BadAudience,
-                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                    _ => AuthError::Malformed,
-                })?;
+                .map_err(decode_error)?;
         principal_from_claims(&data.claims)
     }
 
@@ -204,6 +252,21 @@ impl TokenVerifier {
     }
 }
 
+fn decode_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::WrongAlgorithm,
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingExp,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::BadIssuer,
+        ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+        ErrorKind::InvalidAudience => AuthError::BadAudience,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        _ => AuthError::Malformed,
+    }
+}
+
 fn claim_id(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
@@ -213,8 +276,14 @@ fn claim_id(v: &Value) -> Option<i64> {
     .filter(|id| *id > 0)
 }
 
-/// Reads (role, id, name) from a verified token's claims.
+/// Reads (role, id, name) from a verified token's claims. The guest role is refused here:
+/// only the server's own guest tokens carry it ([`TokenVerifier::mint_guest`]), never a
+/// token from the clinic's identity provider.
 pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, AuthError> {
+    claims_principal(claims, false)
+}
+
+fn claims_principal(claims: &Map<String, Value>, guest: bool) -> Result<Principal, AuthError> {
     let role_of = |key: &str| -> Result<Option<Role>, AuthError> {
         match claims.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -227,6 +296,9 @@ pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, A
         (Some(r), _) | (None, Some(r)) => r,
         (None, None) => return Err(AuthError::BadRole),
     };
+    if (role == Role::Invite) != guest {
+        return Err(AuthError::BadRole);
+    }
     let mut ids = ["sub", "userId", "id"]
         .iter()
         .filter_map(|k| claims.get(*k).filter(|v| !v.is_null()).map(|v| (k, v)));
@@ -431,5 +503,44 @@ mod tests {
             Algorithm::HS256,
         );
         assert_eq!(v.verify(&t), Err(AuthError::BadAudience));
+    }
+
+    #[test]
+    fn guest_tokens_come_only_from_the_guest_key() {
+        let v = verifier(AuthConfig::default()).with_guest_key(b"guest-key-guest-key-guest-key-32");
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let t = v.mint_guest(9, "Interprète", exp).unwrap();
+        assert!(t.starts_with(GUEST_TOKEN_PREFIX));
+        let p = v.verify(&t).unwrap();
+        assert_eq!(p.identity, Identity::new(Role::Invite, 9));
+        assert_eq!(p.name.as_deref(), Some("Interprète"));
+
+        // The clinic's tokens cannot make a guest, even signed with the right secret.
+        let forged = sign(
+            json!({"role": "invite", "sub": "9", "exp": exp}),
+            b"0123456789abcdef0123456789abcdef",
+            Algorithm::HS256,
+        );
+        assert_eq!(v.verify(&forged), Err(AuthError::BadRole));
+        // Nor can the guest key make anyone else.
+        let other =
+            verifier(AuthConfig::default()).with_guest_key(b"another-guest-key-another-key-32");
+        let foreign = other.mint_guest(9, "x", exp).unwrap();
+        assert_eq!(v.verify(&foreign), Err(AuthError::BadSignature));
+        let as_doctor = format!(
+            "{GUEST_TOKEN_PREFIX}{}",
+            sign(
+                json!({"role": "medecin", "sub": "1", "exp": exp}),
+                b"guest-key-guest-key-guest-key-32",
+                Algorithm::HS256,
+            )
+        );
+        assert_eq!(v.verify(&as_doctor), Err(AuthError::BadRole));
+        let expired = v
+            .mint_guest(9, "x", jsonwebtoken::get_current_timestamp() - 3600)
+            .unwrap();
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        // Without a guest key, no guest token passes.
+        assert!(verifier(AuthConfig::default()).verify(&t).is_err());
     }
 }

@@ -426,6 +426,7 @@ mod tests {
                     who: Identity::new(Role::Patient, 3),
                     socket: Some(sid),
                     ip: Some("127.0.0.1".parse().unwrap()),
+                    name: None,
                 },
                 request: SfuRequest::Publish {
                     session: SessionId(1),

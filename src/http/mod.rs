@@ -10,6 +10,7 @@
 //! - JSON bodies are capped at `http.json_body_limit`, uploads at the attachment limit;
 //! - request logs carry the route template, never a raw path or query.
 
+pub mod admission;
 pub mod attachments;
 pub mod conn_limit;
 pub mod conversations;
@@ -72,7 +73,23 @@ pub fn api_endpoints(upload_limit: usize) -> Vec<Endpoint> {
         ),
         ("/attachments/{id}", get(attachments::download)),
         ("/webrtc/sessions", post(webrtc::create)),
-        ("/webrtc/sessions/{id}", get(webrtc::get)),
+        (
+            "/webrtc/sessions/{id}",
+            get(webrtc::get).patch(admission::settings),
+        ),
+        ("/webrtc/sessions/{id}/waiting", get(admission::waiting)),
+        ("/webrtc/sessions/{id}/admit", post(admission::admit)),
+        ("/webrtc/sessions/{id}/decline", post(admission::decline)),
+        ("/webrtc/sessions/{id}/remove", post(admission::remove)),
+        (
+            "/webrtc/sessions/{id}/guests",
+            post(admission::invite).get(admission::guests),
+        ),
+        (
+            "/webrtc/sessions/{id}/guests/{guest}",
+            axum::routing::delete(admission::revoke),
+        ),
+        ("/webrtc/guest-token", post(admission::guest_token)),
         ("/webrtc/sessions/{id}/end", post(webrtc::end)),
         ("/webrtc/sessions/{id}/stats", get(webrtc::stats)),
         (

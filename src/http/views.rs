@@ -82,6 +82,8 @@ pub struct SessionView {
     pub conversation_id: i64,
     pub session_type: SessionType,
     pub statut: SessionStatus,
+    /// Newcomers wait for the doctor's admission.
+    pub waiting_room: bool,
 }
 
 impl From<&SessionRecord> for SessionView {
@@ -91,6 +93,7 @@ impl From<&SessionRecord> for SessionView {
             conversation_id: s.conversation_id.0,
             session_type: s.session_type,
             statut: s.statut,
+            waiting_room: s.waiting_room,
         }
     }
 }
@@ -427,6 +430,7 @@ mod tests {
             node_id: node.map(str::to_string),
             moved_from: node.map(|_| "old".to_string()),
             moved_at: node.map(|_| 1_700_000_150_000),
+            waiting_room: true,
         }
     }
 
@@ -436,6 +440,7 @@ mod tests {
             "conversation_id": s.conversation_id.0,
             "session_type": s.session_type,
             "statut": s.statut,
+            "waiting_room": s.waiting_room,
         })
     }
 

@@ -38,6 +38,9 @@ pub struct CreateSessionBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub initiator: Option<UserRef>,
+    /// Newcomers wait for the doctor's admission (default: `sessions.waiting_room`, true).
+    #[serde(default)]
+    pub waiting_room: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
@@ -97,6 +100,8 @@ pub async fn create(
             conversation,
             body.session_type.unwrap_or(SessionType::AudioVideo),
             placed.as_ref().map(|n| n.id.to_string()),
+            body.waiting_room
+                .unwrap_or(state.config.sessions.waiting_room),
         )
         .await?;
     let base = match &placed {

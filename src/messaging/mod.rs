@@ -112,6 +112,19 @@ impl Messaging {
         kind: ConversationKind,
         others: &[Identity],
     ) -> DomainResult<(Conversation, bool)> {
+        // Guests are invited into one video consultation, never into a conversation.
+        if caller.role == Role::Invite {
+            return Err(DomainError::forbidden(
+                ErrorCode::GuestNotAllowed,
+                "guests of a consultation have no access to conversations",
+            ));
+        }
+        if others.iter().any(|o| o.role == Role::Invite) {
+            return Err(DomainError::bad_request(
+                ErrorCode::InvalidParticipants,
+                "a guest of a consultation cannot take part in a conversation",
+            ));
+        }
         let mut members: Vec<Identity> = others.to_vec();
         members.push(caller);
         members.sort();

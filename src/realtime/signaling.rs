@@ -185,6 +185,55 @@ impl IntoRequest for events::StartRecording {
     }
 }
 
+/// `admit_participant`, `decline_participant`, `remove_participant`: `{sessionId, user}`.
+struct AboutParticipant<const OP: u8>(events::ParticipantRequest);
+
+const ADMIT: u8 = 0;
+const DECLINE: u8 = 1;
+const REMOVE: u8 = 2;
+
+impl<'de, const OP: u8> serde::Deserialize<'de> for AboutParticipant<OP> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        events::ParticipantRequest::deserialize(d).map(Self)
+    }
+}
+
+impl<const OP: u8> IntoRequest for AboutParticipant<OP> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        let events::ParticipantRequest {
+            session_id: session,
+            user,
+            reason,
+        } = self.0;
+        let user = crate::ids::Identity::new(user.user_type, user.user_id);
+        match OP {
+            ADMIT => SfuRequest::Admit { session, user },
+            DECLINE => SfuRequest::Decline {
+                session,
+                user,
+                reason,
+            },
+            _ => SfuRequest::Remove { session, user },
+        }
+    }
+}
+
+impl IntoRequest for events::SetAudioOnly {
+    fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+    fn into_request(self) -> SfuRequest {
+        SfuRequest::AudioOnly {
+            session: self.session_id,
+            on: self.audio_only,
+            reason: self.reason,
+        }
+    }
+}
+
 /// `leave_session`, `end_session` and `stop_recording` carry only their session.
 struct SessionOnly<const OP: u8>(events::SessionRef);
 
@@ -251,10 +300,12 @@ where
                 let r = async {
                     let p = parsed?;
                     let session_id = p.session_id();
+                    let principal = user(&job_socket)?.principal;
                     let caller = Caller {
-                        who: user(&job_socket)?.principal.identity,
+                        who: principal.identity,
                         socket: Some(job_socket.id.into()),
                         ip: client_ip(&job_socket),
+                        name: principal.name,
                     };
                     let request = p.into_request();
                     let doctor_only = matches!(
@@ -262,6 +313,9 @@ where
                         SfuRequest::End { .. }
                             | SfuRequest::StartRecording { .. }
                             | SfuRequest::StopRecording { .. }
+                            | SfuRequest::Admit { .. }
+                            | SfuRequest::Decline { .. }
+                            | SfuRequest::Remove { .. }
                     );
                     let routed = job_state.router.route(caller, request).await;
                     if let Some(node) = &routed.via {
@@ -319,6 +373,11 @@ fn ack(session_id: SessionId, reply: SfuReply) -> Value {
             "sessionId": session_id,
             "participants": participants,
         }),
+        SfuReply::Waiting => serde_json::json!({ "sessionId": session_id, "waiting": true }),
+        SfuReply::WaitingList(waiting) => serde_json::json!({
+            "sessionId": session_id,
+            "waiting": waiting,
+        }),
     }
 }
 
@@ -331,4 +390,8 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, state: &AppState) {
     on_signal::<A, SessionOnly<END>>(socket, state, incoming::END_SESSION);
     on_signal::<A, events::StartRecording>(socket, state, incoming::START_RECORDING);
     on_signal::<A, SessionOnly<STOP_RECORDING>>(socket, state, incoming::STOP_RECORDING);
+    on_signal::<A, AboutParticipant<ADMIT>>(socket, state, incoming::ADMIT_PARTICIPANT);
+    on_signal::<A, AboutParticipant<DECLINE>>(socket, state, incoming::DECLINE_PARTICIPANT);
+    on_signal::<A, AboutParticipant<REMOVE>>(socket, state, incoming::REMOVE_PARTICIPANT);
+    on_signal::<A, events::SetAudioOnly>(socket, state, incoming::SET_AUDIO_ONLY);
 }

@@ -15,6 +15,26 @@ pub fn generate() -> String {
     hex::encode_upper(bytes)
 }
 
+/// Length of a guest code: longer than a join code, since it is the guest's only credential.
+pub const GUEST_CODE_LEN: usize = 16;
+
+/// A fresh guest code (16 upper-case hex characters, 64 bits).
+pub fn generate_guest() -> String {
+    let mut bytes = [0u8; GUEST_CODE_LEN / 2];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode_upper(bytes)
+}
+
+/// A guest code as typed or pasted, made comparable; `None` when it cannot be one.
+pub fn normalize_guest(input: &str) -> Option<String> {
+    let code: String = input
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (code.len() == GUEST_CODE_LEN && code.chars().all(|c| c.is_ascii_hexdigit())).then_some(code)
+}
+
 /// What a person typed, made comparable: trimmed, upper-case, without spaces or dashes.
 /// `None` when it cannot be a code.
 pub fn normalize(input: &str) -> Option<String> {
@@ -59,6 +79,17 @@ mod tests {
         );
         let distinct: std::collections::HashSet<String> = (0..1000).map(|_| generate()).collect();
         assert!(distinct.len() > 990);
+    }
+
+    #[test]
+    fn guest_codes() {
+        let g = generate_guest();
+        assert_eq!(
+            normalize_guest(&g.to_lowercase()).as_deref(),
+            Some(g.as_str())
+        );
+        assert_eq!(normalize_guest("81392D21"), None);
+        assert_eq!(normalize(&g), None);
     }
 
     #[test]

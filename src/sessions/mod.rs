@@ -9,7 +9,9 @@
 //! - wrong codes are limited per person, per client address (IPv6 per /64) and on the whole
 //!   server, but a person with no wrong code of their own this minute always has theirs
 //!   checked: limits stop guessers, never the invited ([`CodeLimits`]);
-//! - `statut` only moves forward: initiating → active → ended.
+//! - `statut` only moves forward: initiating → active → ended;
+//! - a guest (`invite`) touches only the session its guest link was made for, while the link
+//!   is neither expired nor revoked; a guest code is exchanged for a token once.
 
 pub mod codes;
 
@@ -22,7 +24,9 @@ use crate::error::ErrorCode;
 use crate::ids::{ConversationId, Identity, Role, SessionId};
 use crate::limits::{AddrKey, FailureWindows};
 use crate::messaging::{DomainError, DomainResult, ErrorKind, Messaging};
-use crate::store::{NewSession, SessionRecord, SessionStatus, SessionType, Store};
+use crate::store::{
+    GuestRecord, NewGuest, NewSession, SessionRecord, SessionStatus, SessionType, Store,
+};
 
 /// Wrong codes allowed per minute, per person, per client address and on the whole server
 /// (`limits.code_failures_*`).
@@ -158,8 +162,9 @@ impl Sessions {
         caller: Identity,
         conversation: ConversationRef,
         session_type: SessionType,
+        waiting_room: bool,
     ) -> DomainResult<(SessionRecord, String)> {
-        self.create_on(caller, conversation, session_type, None)
+        self.create_on(caller, conversation, session_type, None, waiting_room)
             .await
     }
 
@@ -170,6 +175,7 @@ impl Sessions {
         conversation: ConversationRef,
         session_type: SessionType,
         node: Option<String>,
+        waiting_room: bool,
     ) -> DomainResult<(SessionRecord, String)> {
         if caller.role != Role::Medecin {
             return Err(DomainError::forbidden(
@@ -207,6 +213,7 @@ impl Sessions {
                 code_expires_at: now + self.inner.code_ttl.as_millis() as Millis,
                 created_at: now,
                 node_id: node.clone(),
+                waiting_room,
             };
             if let Some(session) = self.inner.store.create_session(&new).await? {
                 self.inner
@@ -234,6 +241,9 @@ impl Sessions {
     async fn may_see(&self, caller: Identity, session: &SessionRecord) -> DomainResult<bool> {
         if session.created_by == caller {
             return Ok(true);
+        }
+        if caller.role == Role::Invite {
+            return self.guest_of(caller, session.id).await.map(|g| g.is_some());
         }
         if self
             .inner
@@ -328,6 +338,9 @@ impl Sessions {
 
     /// Whom a session's code admits: its doctor and the members of its conversation.
     async fn invited(&self, caller: Identity, session: &SessionRecord) -> DomainResult<bool> {
+        if caller.role == Role::Invite {
+            return Ok(false);
+        }
         Ok(session.created_by == caller
             || self
                 .inner
@@ -419,6 +432,22 @@ impl Sessions {
         session_id: SessionId,
         code: &str,
     ) -> DomainResult<SessionRecord> {
+        if caller.role == Role::Invite {
+            // A guest's token is its proof; its link must still be good for this session.
+            let session = self.load(session_id).await?;
+            if self.guest_of(caller, session_id).await?.is_none() {
+                return Err(session_not_found());
+            }
+            if session.statut == SessionStatus::Ended {
+                return Err(DomainError::new(
+                    ErrorKind::Conflict,
+                    ErrorCode::SessionEnded,
+                    "this consultation is over",
+                ));
+            }
+            self.participant_joined(session.id, caller).await?;
+            return Ok(session);
+        }
         let check = self.check_code(caller, ip, code, Some(session_id)).await?;
         match (check.verdict, check.session) {
             (CodeVerdict::Valid, Some(session)) => {
@@ -442,6 +471,198 @@ impl Sessions {
                  consultation's conversation; ask the doctor to add you)",
             )),
         }
+    }
+}
+
+impl Sessions {
+    /// Records that the doctor declined or removed `who`: refused for the rest of the session.
+    pub async fn refuse(&self, id: SessionId, who: Identity, removed: bool) -> DomainResult<()> {
+        let kind = if removed { "removed" } else { "declined" };
+        Ok(self
+            .inner
+            .store
+            .refuse_participant(id, who, kind, self.now())
+            .await?)
+    }
+
+    /// Refuses `who` if the doctor declined or removed them from this session (their retries
+    /// count as wrong codes, so that retrying is limited like guessing).
+    pub async fn check_not_refused(
+        &self,
+        id: SessionId,
+        who: Identity,
+        ip: Option<IpAddr>,
+    ) -> DomainResult<()> {
+        let Some(kind) = self.inner.store.refusal(id, who).await? else {
+            return Ok(());
+        };
+        self.record_wrong_code(who, ip.map(AddrKey::of));
+        Err(if kind == "removed" {
+            DomainError::forbidden(
+                ErrorCode::Removed,
+                "the doctor removed you from this consultation",
+            )
+        } else {
+            DomainError::forbidden(
+                ErrorCode::Declined,
+                "the doctor declined to admit you to this consultation",
+            )
+        })
+    }
+
+    /// Turns the session's waiting room on or off (its doctor only).
+    pub async fn set_waiting_room(
+        &self,
+        caller: Identity,
+        id: SessionId,
+        on: bool,
+    ) -> DomainResult<SessionRecord> {
+        let mut session = self.require_owner(caller, id).await?;
+        self.inner.store.set_waiting_room(id, on).await?;
+        session.waiting_room = on;
+        Ok(session)
+    }
+
+    /// `caller`'s guest link when it is a guest of `session` whose link is still good
+    /// (neither revoked nor expired).
+    pub async fn guest_of(
+        &self,
+        caller: Identity,
+        session: SessionId,
+    ) -> DomainResult<Option<GuestRecord>> {
+        if caller.role != Role::Invite {
+            return Ok(None);
+        }
+        let now = self.now();
+        Ok(self
+            .inner
+            .store
+            .guest(caller.id.0)
+            .await?
+            .filter(|g| g.session_id == session && g.revoked_at.is_none() && g.expires_at > now))
+    }
+
+    /// The doctor invites a guest into a live session: the link's record and its code in
+    /// clear (the only time it exists outside the doctor's hands).
+    pub async fn invite_guest(
+        &self,
+        caller: Identity,
+        id: SessionId,
+        display_name: &str,
+        ttl: Duration,
+    ) -> DomainResult<(GuestRecord, String)> {
+        let session = self.require_owner(caller, id).await?;
+        if session.statut == SessionStatus::Ended {
+            return Err(DomainError::conflict(
+                ErrorCode::SessionEnded,
+                "this consultation is over",
+            ));
+        }
+        let name: String = display_name.trim().chars().take(80).collect();
+        if name.is_empty() {
+            return Err(DomainError::bad_request(
+                ErrorCode::InvalidBody,
+                "display_name must not be empty",
+            ));
+        }
+        let code = codes::generate_guest();
+        let now = self.now();
+        let guest = self
+            .inner
+            .store
+            .create_guest(&NewGuest {
+                session_id: id,
+                display_name: name,
+                code_hash: codes::hash(&self.inner.code_key, &code),
+                created_by: caller,
+                created_at: now,
+                expires_at: now + ttl.as_millis() as Millis,
+            })
+            .await?;
+        Ok((guest, code))
+    }
+
+    /// The guest links of a session (its doctor only).
+    pub async fn guests(&self, caller: Identity, id: SessionId) -> DomainResult<Vec<GuestRecord>> {
+        self.require_owner(caller, id).await?;
+        Ok(self.inner.store.guests_of(id).await?)
+    }
+
+    /// Revokes a guest link (its session's doctor only).
+    pub async fn revoke_guest(
+        &self,
+        caller: Identity,
+        id: SessionId,
+        guest: i64,
+    ) -> DomainResult<GuestRecord> {
+        self.require_owner(caller, id).await?;
+        let record = self
+            .inner
+            .store
+            .guest(guest)
+            .await?
+            .filter(|g| g.session_id == id)
+            .ok_or_else(|| DomainError::not_found(ErrorCode::NotFound, "no such guest link"))?;
+        self.inner.store.revoke_guest(guest, self.now()).await?;
+        Ok(record)
+    }
+
+    /// Exchanges a guest code (with no account: limited per address like join codes) for the
+    /// guest's record, once. The caller mints the token.
+    pub async fn exchange_guest_code(
+        &self,
+        ip: Option<IpAddr>,
+        session: SessionId,
+        input: &str,
+    ) -> DomainResult<GuestRecord> {
+        let address = ip.map(AddrKey::of);
+        // Nobody to count per person: the address and the whole server bound the guessing.
+        let i = &self.inner;
+        if address.is_some_and(|a| i.wrong_by_address.is_over(&a)) || i.wrong_overall.is_over(&()) {
+            return Err(Self::too_many_guesses());
+        }
+        let wrong = || {
+            if let Some(a) = address {
+                i.wrong_by_address.record(a);
+            }
+            i.wrong_overall.record(());
+            DomainError::new(
+                ErrorKind::Forbidden,
+                ErrorCode::InvalidCode,
+                "this guest link is not valid; ask the doctor for a new one",
+            )
+        };
+        let Some(code) = codes::normalize_guest(input) else {
+            return Err(wrong());
+        };
+        let hash = codes::hash(&i.code_key, &code);
+        let Some(guest) = i.store.guest_by_code(session, &hash).await? else {
+            return Err(wrong());
+        };
+        if guest.revoked_at.is_some() {
+            return Err(wrong());
+        }
+        if guest.expires_at <= self.now() {
+            return Err(DomainError::new(
+                ErrorKind::Forbidden,
+                ErrorCode::ExpiredCode,
+                "this guest link has expired; ask the doctor for a new one",
+            ));
+        }
+        let record = self.load(session).await?;
+        if record.statut == SessionStatus::Ended {
+            return Err(DomainError::conflict(
+                ErrorCode::SessionEnded,
+                "this consultation is over",
+            ));
+        }
+        if !i.store.claim_guest(guest.id, self.now()).await? {
+            return Err(DomainError::conflict(
+                ErrorCode::GuestCodeUsed,
+                "this guest link was already used; ask the doctor for a new one",
+            ));
+        }
+        Ok(guest)
     }
 }
 

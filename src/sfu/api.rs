@@ -15,8 +15,8 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use serde::{Deserialize, Serialize};
 
 use super::Sfu;
-use super::room::ParticipantStats;
 use super::room::recording::RecordingStarted;
+use super::room::{Admission, ParticipantStats};
 use crate::error::{DomainError, DomainResult, ErrorCode, ErrorKind, SignalError};
 use crate::ids::{Identity, SessionId, SocketId};
 use crate::store::RecordingRecord;
@@ -27,6 +27,9 @@ pub struct Caller {
     pub who: Identity,
     pub socket: Option<SocketId>,
     pub ip: Option<IpAddr>,
+    /// The display name the caller's token carries (shown to the doctor in the waiting room).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl Caller {
@@ -36,6 +39,7 @@ impl Caller {
             who,
             socket: None,
             ip,
+            name: None,
         }
     }
 
@@ -74,6 +78,24 @@ pub enum SfuRequest {
     StopRecording { session: SessionId },
     /// Live media statistics (`GET …/stats`; the handler checked the caller is its doctor).
     Stats { session: SessionId },
+    /// `admit_participant` or `POST …/admit` (its doctor only).
+    Admit { session: SessionId, user: Identity },
+    /// `decline_participant` or `POST …/decline` (its doctor only).
+    Decline {
+        session: SessionId,
+        user: Identity,
+        reason: Option<String>,
+    },
+    /// `remove_participant` or `POST …/remove` (its doctor only).
+    Remove { session: SessionId, user: Identity },
+    /// `set_audio_only`.
+    AudioOnly {
+        session: SessionId,
+        on: bool,
+        reason: Option<String>,
+    },
+    /// `GET …/waiting` (its doctor only).
+    Waiting { session: SessionId },
 }
 
 impl SfuRequest {
@@ -87,7 +109,12 @@ impl SfuRequest {
             | SfuRequest::End { session }
             | SfuRequest::StartRecording { session, .. }
             | SfuRequest::StopRecording { session }
-            | SfuRequest::Stats { session } => *session,
+            | SfuRequest::Stats { session }
+            | SfuRequest::Admit { session, .. }
+            | SfuRequest::Decline { session, .. }
+            | SfuRequest::Remove { session, .. }
+            | SfuRequest::AudioOnly { session, .. }
+            | SfuRequest::Waiting { session } => *session,
         }
     }
 }
@@ -103,6 +130,19 @@ pub enum SfuReply {
     /// The recordings the stop closed, finished.
     RecordingStopped(Vec<RecordingRecord>),
     Stats(Vec<ParticipantStats>),
+    /// A join that waits for the doctor's admission.
+    Waiting,
+    /// Who waits in the waiting room.
+    WaitingList(Vec<WaitingView>),
+}
+
+/// A person in the waiting room, as the doctor sees them.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WaitingView {
+    pub user: crate::wire::UserRef,
+    pub name: Option<String>,
+    /// RFC 3339.
+    pub since: String,
 }
 
 /// A failed request as it crosses nodes: the domain error without its internal cause (the
@@ -169,10 +209,59 @@ impl Sfu {
                 Ok(SfuReply::Done)
             }
             SfuRequest::Join { session, code } => {
-                self.join(who, caller.ip, caller.socket()?, session, &code)
+                let waiting = self
+                    .join(
+                        who,
+                        caller.name.clone(),
+                        caller.ip,
+                        caller.socket()?,
+                        session,
+                        &code,
+                    )
+                    .await?;
+                Ok(if waiting {
+                    SfuReply::Waiting
+                } else {
+                    SfuReply::Done
+                })
+            }
+            SfuRequest::Admit { session, user } => {
+                self.admission(who, session, user, Admission::Admit).await?;
+                Ok(SfuReply::Done)
+            }
+            SfuRequest::Decline {
+                session,
+                user,
+                reason,
+            } => {
+                self.admission(who, session, user, Admission::Decline { reason })
                     .await?;
                 Ok(SfuReply::Done)
             }
+            SfuRequest::Remove { session, user } => {
+                self.admission(who, session, user, Admission::Remove)
+                    .await?;
+                Ok(SfuReply::Done)
+            }
+            SfuRequest::AudioOnly {
+                session,
+                on,
+                reason,
+            } => {
+                self.audio_only(who, session, on, reason).await?;
+                Ok(SfuReply::Done)
+            }
+            SfuRequest::Waiting { session } => Ok(SfuReply::WaitingList(
+                self.waiting(who, session)
+                    .await?
+                    .into_iter()
+                    .map(|w| WaitingView {
+                        user: w.who.into(),
+                        name: w.name,
+                        since: crate::clock::to_rfc3339(w.since),
+                    })
+                    .collect(),
+            )),
             SfuRequest::Answer { session, sdp } => {
                 self.answer(who, session, sdp).await?;
                 Ok(SfuReply::Done)

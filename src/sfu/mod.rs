@@ -50,7 +50,7 @@ use media_plane::MediaPlane;
 use peer::setup::PeerFactory;
 use room::{ParticipantStats, RoomCommand, RoomHandle};
 pub mod api;
-pub use api::{Caller, RemoteError, SfuReply, SfuRequest};
+pub use api::{Caller, RemoteError, SfuReply, SfuRequest, WaitingView};
 use room::state::not_in_session;
 pub use types::{PeerId, SignalError, SignalResult, TrackId};
 
@@ -347,23 +347,96 @@ impl Sfu {
             .is_some_and(|s| !s.is_empty())
     }
 
-    /// `request_webrtc_offer` with a code: admission, then the server's offer.
+    /// `request_webrtc_offer` with a code: admission, then the server's offer, or a place in
+    /// the waiting room (`Ok(true)`). A person the doctor declined or removed is refused, and
+    /// their retries count as wrong codes (limited like guessing).
     pub async fn join(
         &self,
         who: Identity,
+        name: Option<String>,
         ip: Option<IpAddr>,
         sid: SocketId,
         session: SessionId,
         code: &str,
-    ) -> SignalResult<()> {
-        self.shared
-            .sessions
+    ) -> SignalResult<bool> {
+        let sessions = &self.shared.sessions;
+        let to_signal = |e: DomainError| SignalError::new(e.code, e.message);
+        sessions
             .admit(who, ip, session, code)
             .await
-            .map_err(|e| SignalError::new(e.code, e.message))?;
+            .map_err(to_signal)?;
+        sessions
+            .check_not_refused(session, who, ip)
+            .await
+            .map_err(to_signal)?;
         let room = self.room(session).await?;
-        self.ask(&room, |reply| RoomCommand::Join { who, sid, reply })
-            .await?
+        let at = self.shared.recordings.now();
+        self.ask(&room, |reply| RoomCommand::Join {
+            who,
+            sid,
+            name,
+            at,
+            reply,
+        })
+        .await?
+    }
+
+    /// The session's doctor admits, declines or removes someone.
+    pub async fn admission(
+        &self,
+        by: Identity,
+        session: SessionId,
+        who: Identity,
+        decision: room::Admission,
+    ) -> DomainResult<()> {
+        self.shared.sessions.require_owner(by, session).await?;
+        let room = self.existing_room(session).ok_or_else(|| {
+            DomainError::conflict(
+                ErrorCode::NotWaiting,
+                "nobody waits or takes part in this consultation now",
+            )
+        })?;
+        Ok(self
+            .ask(&room, |reply| RoomCommand::Admission {
+                by,
+                who,
+                decision,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Who waits in the session's waiting room (its doctor only).
+    pub async fn waiting(
+        &self,
+        by: Identity,
+        session: SessionId,
+    ) -> DomainResult<Vec<room::state::WaitingPerson>> {
+        self.shared.sessions.require_owner(by, session).await?;
+        let Some(room) = self.existing_room(session) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .ask(&room, |reply| RoomCommand::Waiting { reply })
+            .await?)
+    }
+
+    /// `set_audio_only` from a participant.
+    pub async fn audio_only(
+        &self,
+        who: Identity,
+        session: SessionId,
+        on: bool,
+        reason: Option<String>,
+    ) -> SignalResult<()> {
+        let room = self.existing_room(session).ok_or_else(not_in_session)?;
+        self.ask(&room, |reply| RoomCommand::AudioOnly {
+            who,
+            on,
+            reason,
+            reply,
+        })
+        .await?
     }
 
     pub async fn answer(&self, who: Identity, session: SessionId, sdp: String) -> SignalResult<()> {

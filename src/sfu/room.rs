@@ -55,11 +55,32 @@ pub enum RoomCommand {
         sdp: String,
         reply: oneshot::Sender<SignalResult<()>>,
     },
-    /// `request_webrtc_offer` (already admitted with the code): the server offers.
+    /// `request_webrtc_offer` (already admitted with the code): the server offers, or the
+    /// person waits for the doctor (answered `true`). `at` is the wall-clock time.
     Join {
         who: Identity,
         sid: SocketId,
+        name: Option<String>,
+        at: crate::clock::Millis,
+        reply: oneshot::Sender<SignalResult<bool>>,
+    },
+    /// The doctor (already authorized) acts on someone: admit, decline, remove.
+    Admission {
+        by: Identity,
+        who: Identity,
+        decision: Admission,
         reply: oneshot::Sender<SignalResult<()>>,
+    },
+    /// `set_audio_only`.
+    AudioOnly {
+        who: Identity,
+        on: bool,
+        reason: Option<String>,
+        reply: oneshot::Sender<SignalResult<()>>,
+    },
+    /// Who waits in the waiting room.
+    Waiting {
+        reply: oneshot::Sender<Vec<state::WaitingPerson>>,
     },
     Answer {
         who: Identity,
@@ -100,6 +121,14 @@ pub enum RoomCommand {
             crate::messaging::DomainResult<Vec<(String, crate::recording::Closing)>>,
         >,
     },
+}
+
+/// What the doctor decides about someone.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    Admit,
+    Decline { reason: Option<String> },
+    Remove,
 }
 
 /// One participant in `GET …/stats`.
@@ -209,10 +238,53 @@ impl Room {
                 let r = self.publish(who, sid, sdp).await;
                 let _ = reply.send(r);
             }
-            RoomCommand::Join { who, sid, reply } => {
-                let actions = self.state.join(who, sid);
-                let r = self.execute(actions).await.map(drop);
+            RoomCommand::Join {
+                who,
+                sid,
+                name,
+                at,
+                reply,
+            } => {
+                let r = match self.state.join(who, sid, name, at) {
+                    Ok(outcome) => self.execute(outcome.actions).await.map(|_| outcome.waiting),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
+            }
+            RoomCommand::Admission {
+                by,
+                who,
+                decision,
+                reply,
+            } => {
+                let decided = match decision {
+                    Admission::Admit => self.state.admit(by, who),
+                    Admission::Decline { reason } => self.state.decline(by, who, reason),
+                    Admission::Remove => self.state.remove(by, who),
+                };
+                let r = match decided {
+                    Ok(actions) => self.execute(actions).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            RoomCommand::AudioOnly {
+                who,
+                on,
+                reason,
+                reply,
+            } => {
+                let r = match self.state.set_audio_only(who, on, reason) {
+                    Ok(actions) => {
+                        self.run_actions(actions).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            RoomCommand::Waiting { reply } => {
+                let _ = reply.send(self.state.waiting().to_vec());
             }
             RoomCommand::Answer { who, sdp, reply } => {
                 let r = self.answer(who, sdp).await;
@@ -366,9 +438,21 @@ impl Room {
                 }
                 Action::Peer { peer, order } => self.order(peer, order),
                 Action::Recording(action) => self.recording_action(action, &mut closings).await,
+                Action::Audit(note) => self.audit(note),
             }
         }
         Ok(closings)
+    }
+
+    fn audit(&self, note: state::AuditNote) {
+        // Who did what to whom: never a name, a reason's text goes only to the audit trail.
+        tracing::info!(
+            session = %self.session,
+            actor = %note.actor.key(),
+            subject = %note.subject.key(),
+            act = ?note.act,
+            "audit"
+        );
     }
 
     async fn store(&self, write: StoreWrite) {
@@ -382,6 +466,11 @@ impl Room {
             StoreWrite::ParticipantLeft(who) => {
                 if let Err(e) = sessions.participant_left(self.session, who).await {
                     tracing::warn!(error = %e, "could not record a departure");
+                }
+            }
+            StoreWrite::Refused { who, removed } => {
+                if let Err(e) = sessions.refuse(self.session, who, removed).await {
+                    tracing::warn!(error = %e, "could not record a refusal");
                 }
             }
             StoreWrite::MarkActive => {

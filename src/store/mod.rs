@@ -28,7 +28,8 @@ pub use conversations::{Conversation, ConversationKind, ConversationSummary};
 pub use messages::{Message, MessageType, NewMessage, Page};
 pub use recordings::{RecordingEnd, RecordingRecord, RecordingStatus};
 pub use sessions::{
-    NewSession, PlacedSession, SessionParticipant, SessionRecord, SessionStatus, SessionType,
+    GuestRecord, NewGuest, NewSession, PlacedSession, SessionParticipant, SessionRecord,
+    SessionStatus, SessionType,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

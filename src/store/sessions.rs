@@ -86,6 +86,8 @@ pub struct SessionRecord {
     /// The last node lost with this session on it, and when the session moved.
     pub moved_from: Option<String>,
     pub moved_at: Option<Millis>,
+    /// Newcomers wait for the doctor's admission.
+    pub waiting_room: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +100,49 @@ pub struct NewSession {
     pub created_at: Millis,
     /// Where it is placed (several nodes).
     pub node_id: Option<String>,
+    pub waiting_room: bool,
+}
+
+/// A guest link: someone without an account invited into one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRecord {
+    pub id: i64,
+    pub session_id: SessionId,
+    pub display_name: String,
+    pub code_hash: String,
+    pub created_by: Identity,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// When the code was exchanged for a token (it is used once).
+    pub used_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewGuest {
+    pub session_id: SessionId,
+    pub display_name: String,
+    pub code_hash: String,
+    pub created_by: Identity,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+const GUEST_COLUMNS: &str = "id, session_id, display_name, code_hash, created_by_role, \
+    created_by_id, created_at, expires_at, used_at, revoked_at";
+
+fn guest_from_row(row: &AnyRow) -> StoreResult<GuestRecord> {
+    Ok(GuestRecord {
+        id: row.try_get("id")?,
+        session_id: SessionId(row.try_get("session_id")?),
+        display_name: row.try_get("display_name")?,
+        code_hash: row.try_get("code_hash")?,
+        created_by: identity(row, "created_by_role", "created_by_id")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }
 
 /// A session that is not over, and the node it is placed on.
@@ -118,7 +163,7 @@ pub struct SessionParticipant {
 
 const COLUMNS: &str = "id, conversation_id, session_type, statut, created_by_role, created_by_id, \
     code_hash, code_expires_at, created_at, started_at, ended_at, end_reason, node_id, moved_from, \
-    moved_at";
+    moved_at, waiting_room";
 
 fn session_from_row(row: &AnyRow) -> StoreResult<SessionRecord> {
     let session_type: String = row.try_get("session_type")?;
@@ -138,6 +183,7 @@ fn session_from_row(row: &AnyRow) -> StoreResult<SessionRecord> {
         node_id: row.try_get("node_id")?,
         moved_from: row.try_get("moved_from")?,
         moved_at: row.try_get("moved_at")?,
+        waiting_room: row.try_get::<i64, _>("waiting_room")? != 0,
     })
 }
 
@@ -150,8 +196,8 @@ impl Store {
     pub async fn create_session(&self, new: &NewSession) -> StoreResult<Option<SessionRecord>> {
         let result: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO webrtc_sessions (conversation_id, session_type, statut, created_by_role, \
-                 created_by_id, code_hash, code_expires_at, created_at, node_id) \
-             VALUES ($1, $2, 'initiating', $3, $4, $5, $6, $7, $8) RETURNING id",
+                 created_by_id, code_hash, code_expires_at, created_at, node_id, waiting_room) \
+             VALUES ($1, $2, 'initiating', $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(new.conversation_id.0)
         .bind(new.session_type.as_str())
@@ -161,6 +207,7 @@ impl Store {
         .bind(new.code_expires_at)
         .bind(new.created_at)
         .bind(new.node_id.clone())
+        .bind(i64::from(new.waiting_room))
         .fetch_one(self.writer())
         .await;
         match result {
@@ -179,6 +226,7 @@ impl Store {
                 node_id: new.node_id.clone(),
                 moved_from: None,
                 moved_at: None,
+                waiting_room: new.waiting_room,
             })),
             Err(e) if is_unique_violation(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -215,6 +263,145 @@ impl Store {
             .fetch_optional(self.writer())
             .await?;
         row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    /// Turns the waiting room on or off; false when there is no such session.
+    pub async fn set_waiting_room(&self, id: SessionId, on: bool) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE webrtc_sessions SET waiting_room = $1 WHERE id = $2")
+            .bind(i64::from(on))
+            .bind(id.0)
+            .execute(self.writer())
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn create_guest(&self, new: &NewGuest) -> StoreResult<GuestRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO webrtc_guests (session_id, display_name, code_hash, created_by_role, \
+                 created_by_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(new.session_id.0)
+        .bind(new.display_name.clone())
+        .bind(new.code_hash.clone())
+        .bind(new.created_by.role.as_str())
+        .bind(new.created_by.id.0)
+        .bind(new.created_at)
+        .bind(new.expires_at)
+        .fetch_one(self.writer())
+        .await?;
+        Ok(GuestRecord {
+            id,
+            session_id: new.session_id,
+            display_name: new.display_name.clone(),
+            code_hash: new.code_hash.clone(),
+            created_by: new.created_by,
+            created_at: new.created_at,
+            expires_at: new.expires_at,
+            used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    pub async fn guest(&self, id: i64) -> StoreResult<Option<GuestRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {GUEST_COLUMNS} FROM webrtc_guests WHERE id = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(self.writer())
+            .await?;
+        row.map(|r| guest_from_row(&r)).transpose()
+    }
+
+    /// The guest of `session` whose code hashes to `code_hash`.
+    pub async fn guest_by_code(
+        &self,
+        session: SessionId,
+        code_hash: &str,
+    ) -> StoreResult<Option<GuestRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {GUEST_COLUMNS} FROM webrtc_guests WHERE session_id = $1 AND code_hash = $2"
+        ));
+        let row = sqlx::query(sql)
+            .bind(session.0)
+            .bind(code_hash.to_string())
+            .fetch_optional(self.writer())
+            .await?;
+        row.map(|r| guest_from_row(&r)).transpose()
+    }
+
+    pub async fn guests_of(&self, session: SessionId) -> StoreResult<Vec<GuestRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {GUEST_COLUMNS} FROM webrtc_guests WHERE session_id = $1 ORDER BY id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(session.0)
+            .fetch_all(self.writer())
+            .await?;
+        rows.iter().map(guest_from_row).collect()
+    }
+
+    /// Marks the guest's code used, once: true for the one call that did (two exchanges at
+    /// once cannot both win), false when it was used or revoked already.
+    pub async fn claim_guest(&self, id: i64, now: Millis) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE webrtc_guests SET used_at = $1 \
+             WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.writer())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Revokes a guest link; false when it was revoked already.
+    pub async fn revoke_guest(&self, id: i64, now: Millis) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE webrtc_guests SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.writer())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records that `who` was declined or removed (`kind`): refused for the rest of the session.
+    pub async fn refuse_participant(
+        &self,
+        id: SessionId,
+        who: Identity,
+        kind: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webrtc_session_refusals (session_id, role, user_id, kind, at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (session_id, role, user_id) DO UPDATE SET kind = $4, at = $5",
+        )
+        .bind(id.0)
+        .bind(who.role.as_str())
+        .bind(who.id.0)
+        .bind(kind.to_string())
+        .bind(now)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// `declined` or `removed` when `who` was refused in this session.
+    pub async fn refusal(&self, id: SessionId, who: Identity) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT kind FROM webrtc_session_refusals \
+             WHERE session_id = $1 AND role = $2 AND user_id = $3",
+        )
+        .bind(id.0)
+        .bind(who.role.as_str())
+        .bind(who.id.0)
+        .fetch_optional(self.writer())
+        .await?)
     }
 
     /// initiating → active; false when it was not initiating.

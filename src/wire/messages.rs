@@ -69,6 +69,7 @@ pub fn default_name(who: Identity) -> String {
     match who.role {
         Role::Medecin => format!("Médecin {}", who.id),
         Role::Patient => format!("Patient {}", who.id),
+        Role::Invite => format!("Invité {}", who.id),
     }
 }
 

@@ -29,6 +29,14 @@ pub mod incoming {
     /// The session's doctor starts recording (`{sessionId, consent: true}`).
     pub const START_RECORDING: &str = "start_recording";
     pub const STOP_RECORDING: &str = "stop_recording";
+    /// The session's doctor lets a waiting person in (`{sessionId, user}`).
+    pub const ADMIT_PARTICIPANT: &str = "admit_participant";
+    /// The session's doctor turns a waiting person away (`{sessionId, user, reason?}`).
+    pub const DECLINE_PARTICIPANT: &str = "decline_participant";
+    /// The session's doctor takes someone out of the call (`{sessionId, user}`).
+    pub const REMOVE_PARTICIPANT: &str = "remove_participant";
+    /// A participant switches to audio only, or back (`{sessionId, audioOnly, reason?}`).
+    pub const SET_AUDIO_ONLY: &str = "set_audio_only";
 }
 
 /// Server → client.
@@ -50,6 +58,20 @@ pub mod outgoing {
     /// The consultation is being recorded (to everyone in it, and to each who joins later).
     pub const RECORDING_STARTED: &str = "recording_started";
     pub const RECORDING_STOPPED: &str = "recording_stopped";
+    /// To a person who asked to join: they wait for the doctor to admit them.
+    pub const WAITING: &str = "waiting";
+    /// To the session's doctor: someone waits in the waiting room.
+    pub const PARTICIPANT_WAITING: &str = "participant_waiting";
+    /// To the session's doctor: someone stopped waiting (left, disconnected).
+    pub const PARTICIPANT_WAITING_LEFT: &str = "participant_waiting_left";
+    /// To the person admitted: the server's `webrtc_offer` follows.
+    pub const ADMITTED: &str = "admitted";
+    /// To the person turned away.
+    pub const DECLINED: &str = "declined";
+    /// To the person the doctor took out of the call.
+    pub const REMOVED: &str = "removed";
+    /// To everyone in the session: a participant is (or no longer is) audio only.
+    pub const AUDIO_ONLY: &str = "audio_only";
 }
 
 /// Reads an id given as a number or as a string of digits, into `i64` or a typed id
@@ -75,6 +97,7 @@ pub fn flexible_id<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<T, D
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRef {
+    #[serde(deserialize_with = "flexible_id")]
     pub user_id: i64,
     pub user_type: Role,
 }
@@ -208,10 +231,12 @@ pub struct ClientOffer {
     pub session_type: Option<String>,
 }
 
-/// Client → server `request_webrtc_offer`: join with the code.
+/// Client → server `request_webrtc_offer`: join with the code (a guest's token is its proof:
+/// guests may leave `code` out).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestOffer {
+    #[serde(default)]
     pub code: String,
     #[serde(deserialize_with = "flexible_id")]
     pub session_id: SessionId,
@@ -286,6 +311,76 @@ pub struct ParticipantEvent {
     pub reason: Option<&'static str>,
     /// Everyone in the session after this change.
     pub participants: Vec<UserRef>,
+}
+
+/// Client → server `admit_participant`, `decline_participant`, `remove_participant`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantRequest {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: SessionId,
+    pub user: UserRef,
+    /// Why (declines): shown to the person, kept to 200 characters.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Client → server `set_audio_only`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetAudioOnly {
+    #[serde(deserialize_with = "flexible_id")]
+    pub session_id: SessionId,
+    pub audio_only: bool,
+    /// Why the call falls back to audio (recorded in the audit trail), kept to 200 characters.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `waiting`: the person waits for the doctor to admit them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub session_id: SessionId,
+    /// RFC 3339.
+    pub since: String,
+}
+
+/// `participant_waiting` (to the doctor).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantWaiting {
+    pub session_id: SessionId,
+    pub user: UserRef,
+    pub name: Option<String>,
+    /// RFC 3339.
+    pub since: String,
+}
+
+/// `participant_waiting_left` (to the doctor), `admitted` (to the person; `user` is them).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionUser {
+    pub session_id: SessionId,
+    pub user: UserRef,
+}
+
+/// `declined`, `removed`: to the person concerned.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnedAway {
+    pub session_id: SessionId,
+    pub message: String,
+}
+
+/// `audio_only`: to everyone in the session.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioOnly {
+    pub session_id: SessionId,
+    pub user: UserRef,
+    pub audio_only: bool,
+    pub reason: Option<String>,
 }
 
 /// `session_ended`.

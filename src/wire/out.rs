@@ -7,9 +7,9 @@
 use serde::{Serialize, Serializer};
 
 use super::{
-    Answer, Candidates, MessageReadRelay, MessageView, MessagingError, Offer, ParticipantEvent,
-    RecordingStarted, RecordingStopped, SessionEnded, SessionMoved, TypingRelay, WebrtcError,
-    outgoing,
+    Answer, AudioOnly, Candidates, MessageReadRelay, MessageView, MessagingError, Offer,
+    ParticipantEvent, ParticipantWaiting, RecordingStarted, RecordingStopped, SessionEnded,
+    SessionMoved, SessionUser, TurnedAway, TypingRelay, Waiting, WebrtcError, outgoing,
 };
 
 macro_rules! outgoing_events {
@@ -56,6 +56,13 @@ outgoing_events! {
     WebrtcError(WebrtcError) = outgoing::WEBRTC_ERROR,
     RecordingStarted(RecordingStarted) = outgoing::RECORDING_STARTED,
     RecordingStopped(RecordingStopped) = outgoing::RECORDING_STOPPED,
+    Waiting(Waiting) = outgoing::WAITING,
+    ParticipantWaiting(ParticipantWaiting) = outgoing::PARTICIPANT_WAITING,
+    ParticipantWaitingLeft(SessionUser) = outgoing::PARTICIPANT_WAITING_LEFT,
+    Admitted(SessionUser) = outgoing::ADMITTED,
+    Declined(TurnedAway) = outgoing::DECLINED,
+    Removed(TurnedAway) = outgoing::REMOVED,
+    AudioOnly(AudioOnly) = outgoing::AUDIO_ONLY,
 }
 
 impl Outgoing {

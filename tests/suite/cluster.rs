@@ -183,7 +183,7 @@ impl TestCluster {
             .call_ok(
                 Method::POST,
                 "/api/messaging/webrtc/sessions?generate_conference_link=true",
-                Some(&json!({"conversation_id": conv, "session_type": "audio_video"})),
+                Some(&json!({"conversation_id": conv, "session_type": "audio_video", "waiting_room": false})),
             )
             .await
             .unwrap();

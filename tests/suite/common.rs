@@ -395,7 +395,7 @@ pub async fn create_session(
             reqwest::Method::POST,
             "/api/messaging/webrtc/sessions?generate_conference_link=true",
             Some(
-                &json!({"conversation_id": conv, "session_type": session_type, "sdp_offer": null,
+                &json!({"conversation_id": conv, "session_type": session_type, "sdp_offer": null, "waiting_room": false,
                          "initiator": {"userType": "medecin", "userId": doctor}}),
             ),
         )

@@ -13,6 +13,7 @@ mod probe;
 #[allow(dead_code)]
 mod rtp;
 
+mod admission;
 mod aiortc;
 mod bad_input;
 mod cli;

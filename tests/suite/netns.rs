@@ -290,7 +290,7 @@ impl Consultation {
             .call(
                 reqwest::Method::POST,
                 "/api/messaging/webrtc/sessions",
-                Some(&json!({"conversation_id": conversation})),
+                Some(&json!({"conversation_id": conversation, "waiting_room": false})),
             )
             .await
             .unwrap();
@@ -835,7 +835,7 @@ async fn server_behind_nat_1to1_with_the_example_configuration() {
         .call(
             reqwest::Method::POST,
             "/api/messaging/webrtc/sessions",
-            Some(&json!({"conversation_id": conversation})),
+            Some(&json!({"conversation_id": conversation, "waiting_room": false})),
         )
         .await
         .unwrap();

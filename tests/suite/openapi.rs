@@ -51,7 +51,7 @@ fn routed_paths() -> Vec<String> {
 }
 
 fn concrete(template: &str) -> String {
-    template.replace("{id}", "1")
+    template.replace("{id}", "1").replace("{guest}", "1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +65,8 @@ async fn every_routed_operation_is_documented_with_its_bodies_and_back() {
     for template in routed_paths() {
         assert!(
             !template.contains('{')
-                || template.matches('{').count() == template.matches("{id}").count(),
+                || template.matches('{').count()
+                    == template.matches("{id}").count() + template.matches("{guest}").count(),
             "{template}: teach `concrete` its parameters"
         );
         for method in METHODS {
@@ -702,6 +703,7 @@ fn the_schema_check_refuses_what_the_document_does_not_say() {
     );
     let session = json!({
         "id": 1, "conversation_id": 2, "session_type": "audio_video", "statut": "initiating",
+        "waiting_room": true,
         "created_by": {"userId": 79, "userType": "medecin"},
         "created_at": "2026-01-01T00:00:00.000Z", "started_at": null, "ended_at": null,
         "end_reason": null, "code_expires_at": "2026-01-01T00:00:00.000Z", "node_id": null,

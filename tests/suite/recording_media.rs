@@ -365,7 +365,7 @@ async fn killed_server_leaves_playable_recordings_and_repairs_their_rows() {
         .call_ok(
             Method::POST,
             "/api/messaging/webrtc/sessions",
-            Some(&json!({"conversation_id": conversation})),
+            Some(&json!({"conversation_id": conversation, "waiting_room": false})),
         )
         .await
         .unwrap();

@@ -103,7 +103,7 @@ async fn a_node_killed_mid_call_resumes_it_after_a_restart() {
             reqwest::Method::POST,
             "/api/messaging/webrtc/sessions?generate_conference_link=true",
             Some(
-                &json!({"conversation_id": conv, "session_type": "audio_video",
+                &json!({"conversation_id": conv, "session_type": "audio_video", "waiting_room": false,
                          "initiator": {"userType": "medecin", "userId": 79}}),
             ),
         )

@@ -124,7 +124,7 @@ async fn ice_servers_come_with_sessions_and_on_their_own() {
         .call(
             reqwest::Method::POST,
             "/api/messaging/webrtc/sessions",
-            Some(&serde_json::json!({"conversation_id": conv})),
+            Some(&serde_json::json!({"conversation_id": conv, "waiting_room": false})),
         )
         .await
         .unwrap();

@@ -89,7 +89,7 @@ impl Remote {
             .call_ok(
                 reqwest::Method::POST,
                 "/api/messaging/webrtc/sessions?generate_conference_link=true",
-                Some(&json!({"conversation_id": conv})),
+                Some(&json!({"conversation_id": conv, "waiting_room": false})),
             )
             .await
             .unwrap();

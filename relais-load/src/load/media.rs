@@ -402,7 +402,9 @@ async fn create_session(
         .call_ok(
             reqwest::Method::POST,
             "/api/messaging/webrtc/sessions?generate_conference_link=true",
-            Some(&json!({"conversation_id": conv, "session_type": if cfg.pattern.video { "audio_video" } else { "audio_only" }})),
+            Some(&json!({"conversation_id": conv, "session_type": if cfg.pattern.video { "audio_video" } else { "audio_only" },
+                // Synthetic peers: nobody in the waiting room to admit them.
+                "waiting_room": false})),
         )
         .await
         .map_err(|e| anyhow::anyhow!("create session: {e}"))?;

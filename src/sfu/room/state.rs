@@ -22,9 +22,16 @@
 //! - while recording is on, each stream a participant publishes has exactly one recording,
 //!   fed by that stream's tracks (a replaced connection's tracks continue the same file); a
 //!   participant who leaves has theirs finished, one who comes back gets new ones; a further
-//!   stream whose tracks all stopped (the screen share ended) has its file finished.
+//!   stream whose tracks all stopped (the screen share ended) has its file finished;
+//! - with the waiting room on, nobody but the session's doctor enters before the doctor
+//!   admits them: a waiting person has no PeerConnection, hears none of the session's events
+//!   and is not a participant; once admitted, a person rejoins (a rebuilt connection) without
+//!   waiting again; a person declined or removed is refused until the room closes;
+//! - a participant in audio-only mode neither sends nor receives video: no video track links
+//!   them to anyone, in either direction, while the mode lasts; everyone (and every newcomer)
+//!   is told who is audio only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Millis, to_rfc3339};
@@ -35,7 +42,7 @@ use crate::messaging::{DomainError, DomainResult};
 use crate::recording::Consent;
 use crate::sfu::sdp;
 use crate::sfu::types::{
-    LocalAnswer, PeerEvent, PeerId, SignalError, SignalResult, TrackId, TrackInfo,
+    LocalAnswer, MediaKind, PeerEvent, PeerId, SignalError, SignalResult, TrackId, TrackInfo,
 };
 use crate::store::{SessionRecord, SessionType};
 use crate::wire::{self as events, Outgoing};
@@ -79,6 +86,59 @@ pub enum Action {
         order: PeerOrder,
     },
     Recording(RecordingAction),
+    /// A security-relevant act to write to the audit trail.
+    Audit(AuditNote),
+}
+
+/// What the room decided that the audit trail keeps: who did it, to whom, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNote {
+    pub actor: Identity,
+    pub act: AuditAct,
+    pub subject: Identity,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAct {
+    Admitted,
+    Declined,
+    Removed,
+    AudioOnlyOn,
+    AudioOnlyOff,
+}
+
+/// How a `request_webrtc_offer` went.
+#[derive(Debug)]
+pub struct JoinOutcome {
+    pub actions: Vec<Action>,
+    /// The person waits in the waiting room (no offer yet).
+    pub waiting: bool,
+}
+
+/// A person in the waiting room.
+#[derive(Debug, Clone)]
+pub struct WaitingPerson {
+    pub who: Identity,
+    pub name: Option<String>,
+    /// Wall-clock time they started waiting.
+    pub since: Millis,
+    sid: Option<SocketId>,
+    grace_deadline: Option<Instant>,
+}
+
+/// Why a person may not come back while the room lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Declined,
+    Removed,
+}
+
+/// A free-text reason, bounded.
+fn bounded_reason(reason: Option<String>) -> Option<String> {
+    reason
+        .map(|r| r.trim().chars().take(200).collect::<String>())
+        .filter(|r| !r.is_empty())
 }
 
 /// A write to the store, in the session's row.
@@ -86,6 +146,12 @@ pub enum Action {
 pub enum StoreWrite {
     ParticipantJoined(Identity),
     ParticipantLeft(Identity),
+    /// The doctor declined (`removed: false`) or removed this person: refused from now on,
+    /// by any room of this session on any node.
+    Refused {
+        who: Identity,
+        removed: bool,
+    },
     /// The first media arrived: the session is active.
     MarkActive,
 }
@@ -220,6 +286,16 @@ pub struct RoomState {
     recording: Option<Recording>,
     /// Per published track whose codec some subscriber could not decode: what they accept.
     codec_constraints: HashMap<TrackId, CodecConstraint>,
+    /// Newcomers wait for the doctor's admission.
+    waiting_room: bool,
+    waiting: Vec<WaitingPerson>,
+    /// Let in by the doctor (they rejoin without waiting).
+    admitted: HashSet<Identity>,
+    refused: HashMap<Identity, Refusal>,
+    /// Admitted while their socket was away: their socket that comes back joins them.
+    admitted_away: Vec<Identity>,
+    /// Participants in audio-only mode, with why.
+    audio_only: BTreeMap<Identity, Option<String>>,
     out: Vec<Action>,
 }
 
@@ -245,6 +321,12 @@ impl RoomState {
             ended: false,
             recording: None,
             codec_constraints: HashMap::new(),
+            waiting_room: session.waiting_room,
+            waiting: Vec::new(),
+            admitted: HashSet::new(),
+            refused: HashMap::new(),
+            admitted_away: Vec::new(),
+            audio_only: BTreeMap::new(),
             out: Vec::new(),
         }
     }
@@ -277,7 +359,8 @@ impl RoomState {
 
     /// The room has nothing left to do: the session ended, or nobody (and no peer) is left.
     pub fn is_done(&self) -> bool {
-        self.ended || (self.participants.is_empty() && self.peers.is_empty())
+        self.ended
+            || (self.participants.is_empty() && self.peers.is_empty() && self.waiting.is_empty())
     }
 
     /// The next grace deadline: [`Self::handle_timeout`] is due then.
@@ -285,7 +368,13 @@ impl RoomState {
         self.participants
             .iter()
             .filter_map(|p| p.grace_deadline)
+            .chain(self.waiting.iter().filter_map(|w| w.grace_deadline))
             .min()
+    }
+
+    /// Who waits in the waiting room, in the order they came.
+    pub fn waiting(&self) -> &[WaitingPerson] {
+        &self.waiting
     }
 
     /// Everyone, in the order they came in.
@@ -393,19 +482,306 @@ impl RoomState {
         self.take()
     }
 
-    /// `request_webrtc_offer` (already admitted with the code): a new PeerConnection whose
-    /// first offer (ours) carries everything the others publish.
-    pub fn join(&mut self, who: Identity, sid: SocketId) -> Vec<Action> {
+    /// `request_webrtc_offer` (the code already checked): with the waiting room on, a person
+    /// the doctor has not admitted waits ([`JoinOutcome::waiting`]); otherwise a new
+    /// PeerConnection whose first offer (ours) carries everything the others publish.
+    /// `wall` is the time shown as "waiting since".
+    pub fn join(
+        &mut self,
+        who: Identity,
+        sid: SocketId,
+        name: Option<String>,
+        wall: Millis,
+    ) -> SignalResult<JoinOutcome> {
+        if let Some(refusal) = self.refused.get(&who) {
+            return Err(refused_error(*refusal));
+        }
+        let must_wait = self.waiting_room
+            && who != self.created_by
+            && !self.admitted.contains(&who)
+            && !self.contains(who);
+        if must_wait {
+            self.wait(who, sid, name, wall);
+            return Ok(JoinOutcome {
+                actions: self.take(),
+                waiting: true,
+            });
+        }
+        self.enter_with_peer(who, sid);
+        Ok(JoinOutcome {
+            actions: self.take(),
+            waiting: false,
+        })
+    }
+
+    /// `who` (not admitted yet) waits: told so, and the doctor is told (once per person).
+    fn wait(&mut self, who: Identity, sid: SocketId, name: Option<String>, wall: Millis) {
+        let session = self.session;
+        let entry = match self.waiting.iter_mut().find(|w| w.who == who) {
+            Some(w) => {
+                w.sid = Some(sid);
+                w.grace_deadline = None;
+                w.clone()
+            }
+            None => {
+                let w = WaitingPerson {
+                    who,
+                    name,
+                    since: wall,
+                    sid: Some(sid),
+                    grace_deadline: None,
+                };
+                self.waiting.push(w.clone());
+                self.tell_doctor_waiting(&w);
+                w
+            }
+        };
+        self.out.push(Action::Notify {
+            to: sid,
+            event: Outgoing::Waiting(events::Waiting {
+                session_id: session,
+                since: to_rfc3339(entry.since),
+            }),
+        });
+    }
+
+    fn doctor_sid(&self) -> Option<SocketId> {
+        self.get(self.created_by).and_then(|p| p.sid)
+    }
+
+    fn tell_doctor_waiting(&mut self, w: &WaitingPerson) {
+        if let Some(sid) = self.doctor_sid() {
+            let event = Outgoing::ParticipantWaiting(events::ParticipantWaiting {
+                session_id: self.session,
+                user: w.who.into(),
+                name: w.name.clone(),
+                since: to_rfc3339(w.since),
+            });
+            self.out.push(Action::Notify { to: sid, event });
+        }
+    }
+
+    fn tell_doctor_waiting_left(&mut self, who: Identity) {
+        if let Some(sid) = self.doctor_sid() {
+            let event = Outgoing::ParticipantWaitingLeft(events::SessionUser {
+                session_id: self.session,
+                user: who.into(),
+            });
+            self.out.push(Action::Notify { to: sid, event });
+        }
+    }
+
+    fn take_waiting(&mut self, who: Identity) -> Option<WaitingPerson> {
+        let i = self.waiting.iter().position(|w| w.who == who)?;
+        Some(self.waiting.remove(i))
+    }
+
+    /// The doctor (already authorized) admits a waiting person: they are told, and join.
+    pub fn admit(&mut self, by: Identity, who: Identity) -> SignalResult<Vec<Action>> {
+        let Some(w) = self.take_waiting(who) else {
+            return Err(not_waiting());
+        };
+        self.admitted.insert(who);
+        self.audit(by, AuditAct::Admitted, who, None);
+        // A waiting person whose socket is away (grace period) is admitted all the same: the
+        // socket that comes back gets the offer (`socket_back`).
+        match w.sid {
+            Some(sid) => {
+                self.out.push(Action::Notify {
+                    to: sid,
+                    event: Outgoing::Admitted(events::SessionUser {
+                        session_id: self.session,
+                        user: who.into(),
+                    }),
+                });
+                self.enter_with_peer(who, sid);
+            }
+            None => self.admitted_away.push(who),
+        }
+        Ok(self.take())
+    }
+
+    /// The doctor turns a waiting person away: told so, refused until the room closes.
+    pub fn decline(
+        &mut self,
+        by: Identity,
+        who: Identity,
+        reason: Option<String>,
+    ) -> SignalResult<Vec<Action>> {
+        let Some(w) = self.take_waiting(who) else {
+            return Err(not_waiting());
+        };
+        let reason = bounded_reason(reason);
+        self.refused.insert(who, Refusal::Declined);
+        self.out.push(Action::Store(StoreWrite::Refused {
+            who,
+            removed: false,
+        }));
+        self.audit(by, AuditAct::Declined, who, reason.clone());
+        if let Some(sid) = w.sid {
+            let message = match &reason {
+                Some(r) => format!("the doctor declined to admit you: {r}"),
+                None => "the doctor declined to admit you to this consultation".to_string(),
+            };
+            self.out.push(Action::Notify {
+                to: sid,
+                event: Outgoing::Declined(events::TurnedAway {
+                    session_id: self.session,
+                    message,
+                }),
+            });
+        }
+        Ok(self.take())
+    }
+
+    /// The doctor takes someone out of the call (or out of the waiting room): their
+    /// connection closes, the others are told, and they cannot come back while the room lasts.
+    pub fn remove(&mut self, by: Identity, who: Identity) -> SignalResult<Vec<Action>> {
+        if who == self.created_by {
+            return Err(SignalError::new(
+                ErrorCode::InvalidRequest,
+                "the session's doctor cannot remove themselves: end the session instead",
+            ));
+        }
+        let waiting = self.take_waiting(who);
+        if waiting.is_none() && !self.contains(who) {
+            return Err(not_in_session());
+        }
+        self.refused.insert(who, Refusal::Removed);
+        self.out
+            .push(Action::Store(StoreWrite::Refused { who, removed: true }));
+        self.admitted.remove(&who);
+        self.audit(by, AuditAct::Removed, who, None);
+        let sid = waiting
+            .and_then(|w| w.sid)
+            .or_else(|| self.get(who).and_then(|p| p.sid));
+        if let Some(sid) = sid {
+            self.out.push(Action::Notify {
+                to: sid,
+                event: Outgoing::Removed(events::TurnedAway {
+                    session_id: self.session,
+                    message: "the doctor removed you from this consultation".to_string(),
+                }),
+            });
+        }
+        if self.contains(who) {
+            self.remove_participant(who, "removed");
+        }
+        Ok(self.take())
+    }
+
+    /// `set_audio_only`: `who` stops (or resumes) sending and receiving video; everyone is
+    /// told. Setting the mode it is already in changes nothing and tells nobody.
+    pub fn set_audio_only(
+        &mut self,
+        who: Identity,
+        on: bool,
+        reason: Option<String>,
+    ) -> SignalResult<Vec<Action>> {
+        if !self.contains(who) {
+            return Err(not_in_session());
+        }
+        if self.audio_only.contains_key(&who) == on {
+            return Ok(Vec::new());
+        }
+        let before = self.video_links_of(who);
+        let reason = bounded_reason(reason);
+        if on {
+            self.audio_only.insert(who, reason.clone());
+        } else {
+            self.audio_only.remove(&who);
+        }
+        let after = self.video_links_of(who);
+        for (sub, publisher, track) in &before {
+            if !after.iter().any(|(s, _, t)| s == sub && t.id == track.id) {
+                self.out.push(Action::Peer {
+                    peer: *sub,
+                    order: PeerOrder::Unsubscribe(track.id),
+                });
+                self.out.push(Action::Peer {
+                    peer: *publisher,
+                    order: PeerOrder::RemoveSubscriber {
+                        track: track.id,
+                        peer: *sub,
+                    },
+                });
+            }
+        }
+        for (sub, publisher, track) in &after {
+            if !before.iter().any(|(s, _, t)| s == sub && t.id == track.id) {
+                link(&mut self.out, track, *sub, *publisher);
+            }
+        }
+        let act = if on {
+            AuditAct::AudioOnlyOn
+        } else {
+            AuditAct::AudioOnlyOff
+        };
+        self.audit(who, act, who, reason.clone());
+        self.out.push(Action::NotifySession(Outgoing::AudioOnly(
+            events::AudioOnly {
+                session_id: self.session,
+                user: who.into(),
+                audio_only: on,
+                reason,
+            },
+        )));
+        Ok(self.take())
+    }
+
+    /// Whether `subscriber` receives `track` (audio always; video unless either side is in
+    /// audio-only mode).
+    fn carries(&self, subscriber: Identity, track: &TrackInfo) -> bool {
+        carries(&self.audio_only, subscriber, track)
+    }
+
+    /// The video links (subscriber peer, publisher peer, track) that involve `who` as things
+    /// stand.
+    fn video_links_of(&self, who: Identity) -> Vec<(PeerId, PeerId, TrackInfo)> {
+        let mut links = Vec::new();
+        for publisher in &self.participants {
+            let Some(pp) = &publisher.peer else { continue };
+            for subscriber in self.participants.iter().filter(|s| s.who != publisher.who) {
+                if publisher.who != who && subscriber.who != who {
+                    continue;
+                }
+                let Some(sp) = &subscriber.peer else { continue };
+                for track in pp.published.iter().filter(|t| t.kind == MediaKind::Video) {
+                    if self.carries(subscriber.who, track) {
+                        links.push((sp.id, pp.id, track.clone()));
+                    }
+                }
+            }
+        }
+        links
+    }
+
+    fn audit(&mut self, actor: Identity, act: AuditAct, subject: Identity, reason: Option<String>) {
+        self.out.push(Action::Audit(AuditNote {
+            actor,
+            act,
+            subject,
+            reason,
+        }));
+    }
+
+    /// Enters `who` with a new PeerConnection whose first offer (ours) carries what the
+    /// others publish.
+    fn enter_with_peer(&mut self, who: Identity, sid: SocketId) {
         self.enter(who, sid);
         // A join is a new PeerConnection on the client's side.
         self.drop_peer(who);
         let peer = self.new_peer(who, None);
         let mut subscribe = Vec::new();
+        let mut orders = Vec::new();
         for other in self.participants.iter().filter(|o| o.who != who) {
             let Some(op) = &other.peer else { continue };
             for track in &op.published {
+                if !self.carries(who, track) {
+                    continue;
+                }
                 subscribe.push(track.clone());
-                self.out.push(Action::Peer {
+                orders.push(Action::Peer {
                     peer: op.id,
                     order: PeerOrder::AddSubscriber {
                         track: track.id,
@@ -414,6 +790,7 @@ impl RoomState {
                 });
             }
         }
+        self.out.extend(orders);
         self.out.push(Action::Peer {
             peer,
             order: PeerOrder::StartOffer {
@@ -422,7 +799,6 @@ impl RoomState {
                 subscribe,
             },
         });
-        self.take()
     }
 
     /// A peer of [`Action::CreatePeer`] could not start: `who` stays, without a peer.
@@ -449,6 +825,10 @@ impl RoomState {
 
     /// `leave_session`.
     pub fn leave(&mut self, who: Identity) -> SignalResult<Vec<Action>> {
+        if self.take_waiting(who).is_some() {
+            self.tell_doctor_waiting_left(who);
+            return Ok(self.take());
+        }
         if !self.contains(who) {
             return Err(not_in_session());
         }
@@ -520,11 +900,44 @@ impl RoomState {
                 p.grace_deadline = Some(deadline);
             }
         }
+        for w in &mut self.waiting {
+            if w.sid == Some(sid) {
+                w.sid = None;
+                w.grace_deadline = Some(deadline);
+            }
+        }
     }
 
     /// A socket of `who` connected: if they wait for one, it carries them now (and gets our
     /// unanswered offer again).
     pub fn socket_back(&mut self, who: Identity, sid: SocketId) -> Vec<Action> {
+        if let Some(i) = self.admitted_away.iter().position(|w| *w == who) {
+            self.admitted_away.remove(i);
+            self.out.push(Action::Notify {
+                to: sid,
+                event: Outgoing::Admitted(events::SessionUser {
+                    session_id: self.session,
+                    user: who.into(),
+                }),
+            });
+            self.enter_with_peer(who, sid);
+            return self.take();
+        }
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.who == who) {
+            if w.sid.is_none() {
+                w.sid = Some(sid);
+                w.grace_deadline = None;
+                let since = w.since;
+                self.out.push(Action::Notify {
+                    to: sid,
+                    event: Outgoing::Waiting(events::Waiting {
+                        session_id: self.session,
+                        since: to_rfc3339(since),
+                    }),
+                });
+            }
+            return self.take();
+        }
         let Some(p) = self.get_mut(who) else {
             return Vec::new();
         };
@@ -553,6 +966,16 @@ impl RoomState {
             .collect();
         for who in expired {
             self.remove_participant(who, "disconnected");
+        }
+        let gone: Vec<Identity> = self
+            .waiting
+            .iter()
+            .filter(|w| w.grace_deadline.is_some_and(|d| d <= now))
+            .map(|w| w.who)
+            .collect();
+        for who in gone {
+            self.take_waiting(who);
+            self.tell_doctor_waiting_left(who);
         }
         self.take()
     }
@@ -640,7 +1063,10 @@ impl RoomState {
         let publisher = state.id;
         for other in self.participants.iter().filter(|o| o.who != who) {
             let Some(op) = &other.peer else { continue };
-            for track in &tracks {
+            for track in tracks
+                .iter()
+                .filter(|t| carries(&self.audio_only, other.who, t))
+            {
                 link(&mut self.out, track, op.id, publisher);
             }
         }
@@ -842,6 +1268,21 @@ impl RoomState {
         })
     }
 
+    /// Tells one socket (a newcomer, a reconnection) who is audio only.
+    fn tell_audio_only(&mut self, sid: SocketId) {
+        for (who, reason) in &self.audio_only {
+            self.out.push(Action::Notify {
+                to: sid,
+                event: Outgoing::AudioOnly(events::AudioOnly {
+                    session_id: self.session,
+                    user: (*who).into(),
+                    audio_only: true,
+                    reason: reason.clone(),
+                }),
+            });
+        }
+    }
+
     /// Tells one socket (a newcomer, a reconnection) that the consultation is recorded.
     fn tell_recording(&mut self, sid: SocketId) {
         if let Some(event) = self.recording_started_event() {
@@ -977,6 +1418,12 @@ impl RoomState {
         self.out.push(Action::JoinRoom(sid));
         if rebound {
             self.tell_recording(sid);
+            self.tell_audio_only(sid);
+            if who == self.created_by {
+                for w in self.waiting.clone() {
+                    self.tell_doctor_waiting(&w);
+                }
+            }
         }
         if is_new {
             self.out.push(Action::Presence { who, present: true });
@@ -1018,7 +1465,11 @@ impl RoomState {
         };
         for other in self.participants.iter().filter(|o| o.who != who) {
             let Some(op) = &other.peer else { continue };
-            for track in &op.published {
+            for track in op
+                .published
+                .iter()
+                .filter(|t| carries(&self.audio_only, who, t))
+            {
                 link(&mut self.out, track, me, op.id);
             }
         }
@@ -1058,6 +1509,7 @@ impl RoomState {
 
     fn remove_participant(&mut self, who: Identity, reason: &'static str) {
         self.drop_peer(who);
+        self.audio_only.remove(&who);
         self.stop_recording_participant(who, "participant_left");
         let Some(i) = self.index(who) else { return };
         let p = self.participants.remove(i);
@@ -1128,6 +1580,17 @@ impl RoomState {
     }
 }
 
+/// Whether `subscriber` receives `track`: audio always, video unless either side is in
+/// audio-only mode (`audio_only`).
+fn carries(
+    audio_only: &BTreeMap<Identity, Option<String>>,
+    subscriber: Identity,
+    track: &TrackInfo,
+) -> bool {
+    track.kind != MediaKind::Video
+        || !(audio_only.contains_key(&subscriber) || audio_only.contains_key(&track.owner))
+}
+
 /// `subscriber` receives `track`, published by `publisher`.
 fn link(out: &mut Vec<Action>, track: &TrackInfo, subscriber: PeerId, publisher: PeerId) {
     out.push(Action::Peer {
@@ -1141,6 +1604,26 @@ fn link(out: &mut Vec<Action>, track: &TrackInfo, subscriber: PeerId, publisher:
             subscriber,
         },
     });
+}
+
+fn not_waiting() -> SignalError {
+    SignalError::new(
+        ErrorCode::NotWaiting,
+        "this person is not in the waiting room of this consultation",
+    )
+}
+
+fn refused_error(refusal: Refusal) -> SignalError {
+    match refusal {
+        Refusal::Declined => SignalError::new(
+            ErrorCode::Declined,
+            "the doctor declined to admit you to this consultation",
+        ),
+        Refusal::Removed => SignalError::new(
+            ErrorCode::Removed,
+            "the doctor removed you from this consultation",
+        ),
+    }
 }
 
 /// The refusal for someone with no part in the room (the SFU and the room say it alike).

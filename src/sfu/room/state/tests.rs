@@ -47,6 +47,7 @@ fn record(kind: SessionType, statut: SessionStatus) -> SessionRecord {
         node_id: None,
         moved_from: None,
         moved_at: None,
+        waiting_room: false,
     }
 }
 
@@ -138,6 +139,11 @@ fn event(e: &Outgoing) -> String {
         Outgoing::WebrtcAnswer(a) => format!("{name} {}", a.sdp_answer),
         Outgoing::WebrtcIceCandidates(c) => format!("{name} {}", c.candidates.len()),
         Outgoing::RecordingStopped(r) => format!("{name} {}", r.reason),
+        Outgoing::ParticipantWaiting(w) => format!("{name} {}", user(&w.user)),
+        Outgoing::ParticipantWaitingLeft(w) | Outgoing::Admitted(w) => {
+            format!("{name} {}", user(&w.user))
+        }
+        Outgoing::AudioOnly(a) => format!("{name} {} {}", user(&a.user), a.audio_only),
         _ => name.to_string(),
     }
 }
@@ -173,6 +179,9 @@ fn line(a: &Action) -> String {
         Action::Store(StoreWrite::ParticipantJoined(who)) => format!("store joined {who}"),
         Action::Store(StoreWrite::ParticipantLeft(who)) => format!("store left {who}"),
         Action::Store(StoreWrite::MarkActive) => "store active".to_string(),
+        Action::Store(StoreWrite::Refused { who, removed }) => {
+            format!("store refused {who} removed={removed}")
+        }
         Action::CreatePeer {
             peer,
             who,
@@ -218,6 +227,16 @@ fn line(a: &Action) -> String {
                 format!("rec close {stream} {reason}")
             }
         },
+        Action::Audit(n) => format!(
+            "audit {} {:?} {}{}",
+            n.actor,
+            n.act,
+            n.subject,
+            n.reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -236,9 +255,16 @@ fn doctor_publishes(r: &mut RoomState) -> PeerId {
     plan.peer
 }
 
+/// `who` asks to join with the code on socket `s` (no waiting room): the actions.
+fn join(r: &mut RoomState, who: Identity, s: SocketId) -> Vec<Action> {
+    let outcome = r.join(who, s, None, 0).unwrap();
+    assert!(!outcome.waiting);
+    outcome.actions
+}
+
 /// `who` joins with the code on socket `s` and answers the first offer; their new peer.
 fn joins(r: &mut RoomState, who: Identity, s: &str) -> PeerId {
-    let actions = r.join(who, sid(s));
+    let actions = join(r, who, sid(s));
     let peer = r.peer_of(who).unwrap();
     assert!(
         lines(&actions).contains(&format!("create peer {peer} for {who} video=true max=4")),
@@ -358,7 +384,7 @@ fn a_newcomer_by_code_gets_everything_published_in_its_first_offer() {
     let d = doctor_publishes(&mut r);
     // The doctor's tracks reach nobody yet.
     assert!(publishes(&mut r, d, pubs.camera(doctor(), 10)).is_empty());
-    let actions = r.join(patient(), sid("p"));
+    let actions = join(&mut r, patient(), sid("p"));
     assert_eq!(
         lines(&actions),
         [
@@ -445,7 +471,7 @@ fn an_audio_only_session_starts_peers_without_video() {
     // The doctor's peer publishes audio only (it ignores video in an audio-only session).
     let mic = pubs.track(10, doctor(), "medecin-79", MediaKind::Audio);
     publishes(&mut r, plan.peer, vec![mic]);
-    let actions = lines(&r.join(patient(), sid("p")));
+    let actions = lines(&join(&mut r, patient(), sid("p")));
     assert!(actions.contains(&"create peer 2 for patient:11 video=false max=4".to_string()));
     assert_eq!(
         actions.last().unwrap(),
@@ -509,7 +535,7 @@ fn a_removed_participant_is_withdrawn_from_the_others_renegotiated_in_join_order
         ]
     );
     // Nothing of the patient's is linked any more: a newcomer gets the others' tracks only.
-    let actions = lines(&r.join(patient(), sid("p")));
+    let actions = lines(&join(&mut r, patient(), sid("p")));
     assert_eq!(
         actions.last().unwrap(),
         "peer 4: start_offer audio=true video=true [10, 11, 30, 31]"
@@ -546,7 +572,7 @@ fn joining_again_replaces_the_participants_peer() {
     // The page reloaded: a new socket asks for an offer again. Nobody is told of a newcomer;
     // the old peer goes, the new one gets everything in its first offer.
     assert_eq!(
-        lines(&r.join(patient(), sid("p2"))),
+        lines(&join(&mut r, patient(), sid("p2"))),
         [
             "join p2".to_string(),
             format!("peer {p}: close"),
@@ -587,7 +613,7 @@ fn a_peer_task_that_stops_on_its_own_takes_its_participant_along() {
 fn a_peer_that_cannot_start_leaves_its_participant_in_without_one() {
     let mut r = room();
     doctor_publishes(&mut r);
-    let actions = r.join(patient(), sid("p"));
+    let actions = join(&mut r, patient(), sid("p"));
     let Some(Action::CreatePeer { peer, .. }) = actions
         .iter()
         .find(|a| matches!(a, Action::CreatePeer { .. }))
@@ -913,7 +939,7 @@ fn recordings_open_and_close_per_participant_as_they_come_and_go() {
     let (mut r, _) = recording_room(&mut pubs);
     r.start_recording(doctor(), 1_000).unwrap();
     // A newcomer is told on entering; their file opens when they publish.
-    let actions = lines(&r.join(patient(), sid("p")));
+    let actions = lines(&join(&mut r, patient(), sid("p")));
     assert_eq!(actions[..2], ["join p", "to p: recording_started"]);
     let p = r.peer_of(patient()).unwrap();
     let out = publishes(&mut r, p, pubs.camera(patient(), 20));
@@ -954,7 +980,7 @@ fn recordings_open_and_close_per_participant_as_they_come_and_go() {
     assert!(out.contains(&"rec remove patient-11 20".to_string()));
     assert!(out.contains(&"rec close patient-11 participant_left".to_string()));
     // Back, they get a new one.
-    r.join(patient(), sid("p"));
+    join(&mut r, patient(), sid("p"));
     let p = r.peer_of(patient()).unwrap();
     let out = publishes(&mut r, p, pubs.camera(patient(), 40));
     assert!(out.contains(&"rec open patient-11 [opus, vp8]".to_string()));
@@ -1035,5 +1061,257 @@ fn a_reconnection_is_told_the_session_is_recorded() {
     assert_eq!(
         lines(&plan.actions),
         ["join d3", "to d3: recording_started"]
+    );
+}
+
+// ---- Waiting room, admission, audio only ------------------------------------------------------
+
+fn waiting_room() -> RoomState {
+    let mut next = 0;
+    let mut rec = record(SessionType::AudioVideo, SessionStatus::Initiating);
+    rec.waiting_room = true;
+    RoomState::new(
+        &rec,
+        GRACE,
+        MAX_TRACKS,
+        Box::new(move || {
+            next += 1;
+            PeerId(next)
+        }),
+    )
+}
+
+fn guest() -> Identity {
+    Identity::new(Role::Invite, 4)
+}
+
+#[test]
+fn with_a_waiting_room_newcomers_wait_unseen_until_the_doctor_admits_them() {
+    let mut pubs = Publishers(Vec::new());
+    let mut r = waiting_room();
+    // The patient arrives first: waits, nobody to tell yet, no peer, not a member.
+    let o = r
+        .join(patient(), sid("p"), Some("Mme Durand".into()), 1_000)
+        .unwrap();
+    assert!(o.waiting);
+    assert_eq!(lines(&o.actions), ["to p: waiting"]);
+    assert!(members(&r).is_empty());
+    assert!(!r.is_done(), "someone waits: the room stays");
+    assert!(r.peer_of(patient()).is_err());
+    // Asking again (a reload) keeps their place and time.
+    let o = r.join(patient(), sid("p"), None, 5_000).unwrap();
+    assert!(o.waiting);
+    assert_eq!(r.waiting()[0].since, 1_000);
+    // The doctor opens the room: told who waits.
+    let plan = r.publish(doctor(), sid("d"), &offer("AA")).unwrap();
+    assert!(
+        lines(&plan.actions).contains(&"to d: participant_waiting patient:11".to_string()),
+        "{:?}",
+        lines(&plan.actions)
+    );
+    r.offer_answered(doctor(), plan.fresh, answer("answer-d"));
+    let d = plan.peer;
+    publishes(&mut r, d, pubs.camera(doctor(), 10));
+    // A guest arrives while the doctor is there: the doctor is told at once.
+    let o = r
+        .join(guest(), sid("g"), Some("Interprète".into()), 2_000)
+        .unwrap();
+    assert!(o.waiting);
+    assert_eq!(
+        lines(&o.actions),
+        ["to d: participant_waiting invite:4", "to g: waiting"]
+    );
+    // Admitted: told, then joins like anyone with a code.
+    let actions = lines(&r.admit(doctor(), patient()).unwrap());
+    assert_eq!(
+        actions,
+        [
+            "audit medecin:79 Admitted patient:11",
+            "to p: admitted patient:11",
+            "join p",
+            "present patient:11",
+            "store joined patient:11",
+            "session: participant_joined patient:11 [medecin:79, patient:11]",
+            "create peer 2 for patient:11 video=true max=4",
+            "peer 1: add_subscriber 10 -> 2",
+            "peer 1: add_subscriber 11 -> 2",
+            "peer 2: start_offer audio=true video=true [10, 11]",
+        ]
+    );
+    assert_eq!(r.waiting().len(), 1);
+    // Admitted once: a rebuilt connection rejoins without waiting.
+    assert!(!r.join(patient(), sid("p"), None, 9_000).unwrap().waiting);
+    // The doctor never waits.
+    assert_eq!(
+        r.admit(doctor(), patient()).unwrap_err().code,
+        ErrorCode::NotWaiting
+    );
+}
+
+#[test]
+fn a_declined_person_is_told_and_refused_until_the_room_closes() {
+    let mut r = waiting_room();
+    doctor_publishes(&mut r);
+    r.join(patient(), sid("p"), None, 1_000).unwrap();
+    let actions = lines(
+        &r.decline(doctor(), patient(), Some("  pas de rendez-vous  ".into()))
+            .unwrap(),
+    );
+    assert_eq!(
+        actions,
+        [
+            "store refused patient:11 removed=false",
+            "audit medecin:79 Declined patient:11 (pas de rendez-vous)",
+            "to p: declined",
+        ]
+    );
+    assert_eq!(
+        r.join(patient(), sid("p"), None, 2_000).unwrap_err().code,
+        ErrorCode::Declined
+    );
+    // Nobody waits now: deciding again is refused, as is a decision about a stranger.
+    assert_eq!(
+        r.decline(doctor(), patient(), None).unwrap_err().code,
+        ErrorCode::NotWaiting
+    );
+    assert_eq!(
+        r.admit(doctor(), relative()).unwrap_err().code,
+        ErrorCode::NotWaiting
+    );
+}
+
+#[test]
+fn a_waiting_person_who_goes_away_leaves_the_list_after_the_grace_period() {
+    let mut r = waiting_room();
+    doctor_publishes(&mut r);
+    r.join(patient(), sid("p"), None, 1_000).unwrap();
+    r.join(relative(), sid("q"), None, 1_000).unwrap();
+    let t0 = Instant::now();
+    r.socket_gone(sid("p"), t0);
+    assert_eq!(r.poll_timeout(), Some(t0 + GRACE));
+    // Back in time: waits on, told again.
+    assert_eq!(
+        lines(&r.socket_back(patient(), sid("p2"))),
+        ["to p2: waiting"]
+    );
+    r.socket_gone(sid("p2"), t0);
+    assert!(lines(&r.handle_timeout(t0 + GRACE / 2)).is_empty());
+    assert_eq!(
+        lines(&r.handle_timeout(t0 + GRACE)),
+        ["to d: participant_waiting_left patient:11"]
+    );
+    // One who leaves on purpose goes at once.
+    assert_eq!(
+        lines(&r.leave(relative()).unwrap()),
+        ["to d: participant_waiting_left patient:12"]
+    );
+    assert!(r.waiting().is_empty());
+}
+
+#[test]
+fn the_doctor_removes_a_participant_who_cannot_come_back() {
+    let mut pubs = Publishers(Vec::new());
+    let mut r = room();
+    let d = doctor_publishes(&mut r);
+    publishes(&mut r, d, pubs.camera(doctor(), 10));
+    let g = joins(&mut r, guest(), "g");
+    publishes(&mut r, g, pubs.camera(guest(), 20));
+    let actions = lines(&r.remove(doctor(), guest()).unwrap());
+    assert_eq!(actions[0], "store refused invite:4 removed=true");
+    assert_eq!(actions[1], "audit medecin:79 Removed invite:4");
+    assert_eq!(actions[2], "to g: removed");
+    for expected in [
+        "peer 2: close",
+        "peer 1: unsubscribe 20",
+        "peer 1: unsubscribe 21",
+        "session: participant_left invite:4 (removed) [medecin:79]",
+    ] {
+        assert!(
+            actions.contains(&expected.to_string()),
+            "{expected}: {actions:?}"
+        );
+    }
+    assert_eq!(members(&r), [doctor()]);
+    assert_eq!(
+        r.join(guest(), sid("g"), None, 0).unwrap_err().code,
+        ErrorCode::Removed
+    );
+    assert_eq!(
+        r.remove(doctor(), doctor()).unwrap_err().code,
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(
+        r.remove(doctor(), relative()).unwrap_err().code,
+        ErrorCode::NotInSession
+    );
+}
+
+#[test]
+fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
+    let mut pubs = Publishers(Vec::new());
+    let mut r = room();
+    let d = doctor_publishes(&mut r);
+    publishes(&mut r, d, pubs.camera(doctor(), 10));
+    let p = joins(&mut r, patient(), "p");
+    publishes(&mut r, p, pubs.camera(patient(), 20));
+    let q = joins(&mut r, relative(), "q");
+    publishes(&mut r, q, pubs.camera(relative(), 30));
+    let mut on = lines(
+        &r.set_audio_only(patient(), true, Some("connexion insuffisante".into()))
+            .unwrap(),
+    );
+    let event = on.pop().unwrap();
+    assert_eq!(event, "session: audio_only patient:11 true");
+    let audit = on.pop().unwrap();
+    assert_eq!(
+        audit,
+        "audit patient:11 AudioOnlyOn patient:11 (connexion insuffisante)"
+    );
+    on.sort();
+    let mut expected = vec![
+        format!("peer {d}: remove_subscriber 11 -> {p}"),
+        format!("peer {d}: unsubscribe 21"),
+        format!("peer {p}: remove_subscriber 21 -> {d}"),
+        format!("peer {p}: remove_subscriber 21 -> {q}"),
+        format!("peer {p}: unsubscribe 11"),
+        format!("peer {p}: unsubscribe 31"),
+        format!("peer {q}: remove_subscriber 31 -> {p}"),
+        format!("peer {q}: unsubscribe 21"),
+    ];
+    expected.sort();
+    assert_eq!(
+        on, expected,
+        "audio (10, 20, 30) untouched, the relative's video to the doctor too"
+    );
+    // Already audio only: nothing changes, nobody is told.
+    assert!(r.set_audio_only(patient(), true, None).unwrap().is_empty());
+    // A newcomer's first offer carries no video of theirs, and they are told.
+    let joined = lines(&join(&mut r, Identity::new(Role::Patient, 13), sid("n")));
+    assert!(
+        joined.contains(&"to n: audio_only patient:11 true".to_string()),
+        "{joined:?}"
+    );
+    assert!(
+        joined
+            .iter()
+            .any(|l| l.contains("start_offer") && l.contains("20") && !l.contains("21")),
+        "{joined:?}"
+    );
+    // Back to video: every link restored.
+    let mut off = lines(&r.set_audio_only(patient(), false, None).unwrap());
+    assert_eq!(off.pop().unwrap(), "session: audio_only patient:11 false");
+    assert_eq!(
+        off.pop().unwrap(),
+        "audit patient:11 AudioOnlyOff patient:11"
+    );
+    assert!(off.contains(&format!("peer {p}: subscribe 11")), "{off:?}");
+    assert!(off.contains(&format!("peer {d}: subscribe 21")), "{off:?}");
+    assert!(off.contains(&format!("peer {q}: subscribe 21")), "{off:?}");
+    // Someone not in the call cannot switch.
+    assert_eq!(
+        r.set_audio_only(Identity::new(Role::Patient, 99), true, None)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotInSession
     );
 }
