@@ -11,6 +11,7 @@
 //! - request logs carry the route template, never a raw path or query.
 
 pub mod attachments;
+pub mod audit;
 pub mod conn_limit;
 pub mod conversations;
 mod envelope;
@@ -88,6 +89,7 @@ pub fn api_endpoints(upload_limit: usize) -> Vec<Endpoint> {
         ("/webrtc/validate-code", post(webrtc::validate_code)),
         ("/webrtc/ice-servers", get(webrtc::ice_servers)),
         ("/nodes", get(nodes::list)),
+        ("/audit", get(audit::list)),
     ]
 }
 

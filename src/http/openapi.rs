@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, conversations, messages, nodes, ops, recordings, web, webrtc};
+use super::{attachments, audit, conversations, messages, nodes, ops, recordings, web, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{attachments, conversations, messages, nodes, ops, recordings, web, w
         recordings::start, recordings::stop, recordings::stop_by_post, recordings::list,
         recordings::download,
         ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode, nodes::list,
+        audit::list,
         document,
     ),
     components(schemas(
@@ -30,6 +31,8 @@ use super::{attachments, conversations, messages, nodes, ops, recordings, web, w
         crate::messaging::views::SenderView,
         crate::cluster::directory::NodeInfo, crate::cluster::directory::NodeLoad,
         crate::cluster::directory::MediaAddrs,
+        audit::AuditPageData, audit::AuditRecordView, audit::AuditActorView,
+        audit::AuditTargetView,
         super::error::ErrorBody,
     )),
     modifiers(&BearerAuth),

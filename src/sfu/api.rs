@@ -192,10 +192,11 @@ impl Sfu {
                 Ok(SfuReply::Done)
             }
             SfuRequest::StartRecording { session, consent } => Ok(SfuReply::RecordingStarted(
-                self.start_recording(who, session, consent).await?,
+                self.start_recording(who, caller.ip, session, consent)
+                    .await?,
             )),
             SfuRequest::StopRecording { session } => Ok(SfuReply::RecordingStopped(
-                self.stop_recording(who, session).await?,
+                self.stop_recording(who, caller.ip, session).await?,
             )),
             SfuRequest::Stats { session } => Ok(SfuReply::Stats(self.stats(session).await)),
         }
