@@ -14,6 +14,7 @@ mod probe;
 mod rtp;
 
 mod aiortc;
+mod audit;
 mod bad_input;
 mod cli;
 mod cluster;
