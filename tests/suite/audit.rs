@@ -591,6 +591,74 @@ async fn audit_verify_names_the_record_changed_in_the_database() {
     db.close().await;
 }
 
+/// When the trail cannot be written: reads (downloads, administrator calls) are refused with
+/// `audit_unavailable` and serve nothing; acts already done (a session created) go on; every
+/// failure is counted and logged with the action's name and nothing of the act's content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_write_fails_reads_closed_and_acts_open() {
+    let app = spawn(manual_clock(), |_| {}).await;
+    let patient = app.patient(11);
+    let conv = app
+        .doctor(79)
+        .create_conversation("private", &[("patient", 11)])
+        .await
+        .unwrap();
+    let attachment = upload(&patient, conv, "analyse-secrete.png").await;
+    send_image(&patient, conv, &attachment, "texte secret").await;
+    let url = format!("/api/messaging/attachments/{attachment}");
+    let db = sqlite(&app).await;
+    sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let (status, v) = app.doctor(79).call(Method::GET, &url, None).await.unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(v["error"]["code"], "audit_unavailable", "{v}");
+    let (status, v) = app
+        .doctor(ADMIN)
+        .call(Method::GET, "/api/messaging/nodes", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    let (session, _, _) = create_session(&app, 79, &[11], "audio_video").await;
+    assert!(session > 0);
+    let m = app.metrics().await;
+    assert_eq!(
+        metric_value(&m, "relais_audit_write_failures_total"),
+        3.0,
+        "{m}"
+    );
+    let logs = captured_logs();
+    for action in ["attachment_downloaded", "admin_call", "session_created"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("audit record not written") && l.contains(action)),
+            "{action}"
+        );
+    }
+    assert!(!logs.contains("texte secret") && !logs.contains("analyse-secrete"));
+
+    // Back: the download is served (and recorded), and the chain is whole.
+    sqlx::query("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let (status, _) = app.doctor(79).call(Method::GET, &url, None).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        only(&app, "attachment_downloaded").await["actor"],
+        person("medecin", 79)
+    );
+    let out = verify(&app);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `messaging.retention_days`: old messages and their attachment files go (and uploads never
 /// sent), recent ones stay, conversation views follow, and each run that deleted something
 /// leaves one `messages_expired` record with counts only.

@@ -113,8 +113,9 @@ fn audit_verify_on_a_fresh_database() {
         relais()
             .current_dir(dir.path())
             .arg("migrate")
-            .status()
+            .output()
             .unwrap()
+            .status
             .success()
     );
     let out = relais()
