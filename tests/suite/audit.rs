@@ -38,9 +38,17 @@ async fn spawn(
     clock: Arc<ManualClock>,
     f: impl FnOnce(&mut relais::config::Config) + Send + 'static,
 ) -> TestApp {
+    spawn_on(Backend::Sqlite, clock, f).await
+}
+
+async fn spawn_on(
+    backend: Backend,
+    clock: Arc<ManualClock>,
+    f: impl FnOnce(&mut relais::config::Config) + Send + 'static,
+) -> TestApp {
     spawn_app_with(Options {
         clock: Some(clock),
-        ..Options::new(Backend::Sqlite).configure(move |c| {
+        ..Options::new(backend).configure(move |c| {
             c.auth.admins = vec![format!("medecin:{ADMIN}")];
             f(c);
         })
@@ -413,10 +421,9 @@ async fn only_administrators_read_the_trail() {
 }
 
 /// Cursor pages (newest first) cover the trail once; filters narrow it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_and_filters() {
+async fn pages_and_filters(backend: Backend) {
     let clock = manual_clock();
-    let app = spawn(clock.clone(), |_| {}).await;
+    let app = spawn_on(backend, clock.clone(), |_| {}).await;
     let t0 = relais::clock::to_rfc3339(clock.now_ms());
     let (s1, _, code1) = create_session(&app, 79, &[11, 12], "audio_video").await;
     clock.advance(60_000);
@@ -500,6 +507,8 @@ async fn pages_and_filters() {
     }
     assert_eq!(all.last().unwrap()["prev_hash"], "0".repeat(64));
 }
+
+crate::on_both_backends!(pages_and_filters);
 
 fn verify(app: &TestApp) -> std::process::Output {
     relais_command()
@@ -662,10 +671,12 @@ async fn a_failed_audit_write_fails_reads_closed_and_acts_open() {
 /// `messaging.retention_days`: old messages and their attachment files go (and uploads never
 /// sent), recent ones stay, conversation views follow, and each run that deleted something
 /// leaves one `messages_expired` record with counts only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_old_messages_and_attachments() {
+async fn retention_deletes_old_messages_and_attachments(backend: Backend) {
     let clock = manual_clock();
-    let app = spawn(clock.clone(), |c| c.messaging.retention_days = Some(30)).await;
+    let app = spawn_on(backend, clock.clone(), |c| {
+        c.messaging.retention_days = Some(30)
+    })
+    .await;
     let doctor = app.doctor(1);
     let patient = app.patient(2);
     let conv = doctor
@@ -764,6 +775,8 @@ async fn retention_deletes_old_messages_and_attachments() {
     assert_eq!(metric_value(&m, "relais_messages_expired_total"), 2.0);
     assert_eq!(metric_value(&m, "relais_attachments_expired_total"), 2.0);
 }
+
+crate::on_both_backends!(retention_deletes_old_messages_and_attachments);
 
 /// Appends from many tasks (and, on PostgreSQL, from two `Audit`s on two pools, as two nodes
 /// would) form one chain with no gap.
