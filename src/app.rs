@@ -13,12 +13,14 @@ use axum::http::HeaderValue;
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
+use crate::audit::Audit;
 use crate::auth::TokenVerifier;
 use crate::clock::{SharedClock, SystemClock};
 use crate::cluster::{Cluster, LocalNode};
 use crate::config::Config;
 use crate::http::conn_limit::{ConnLimits, Limited};
 use crate::limits::{FailureWindows, LogBudget, Rate};
+use crate::messaging::retention::MessageRetention;
 use crate::messaging::{Messaging, Uploads};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
@@ -258,6 +260,16 @@ impl App {
                     config.uploads_dir().display()
                 )
             })?;
+        let audit = Audit::new(store.clone(), clock.clone(), &metrics);
+        let message_retention = MessageRetention::new(
+            store.clone(),
+            clock.clone(),
+            uploads.clone(),
+            audit.clone(),
+            metrics.clone(),
+            config.messaging.retention_days,
+            config.messaging.retention_interval,
+        );
         let messaging = Messaging::new(
             store.clone(),
             clock.clone(),
@@ -274,6 +286,7 @@ impl App {
             store.clone(),
             clock.clone(),
             messaging.clone(),
+            audit.clone(),
             config.sessions.code_ttl,
             CodeLimits {
                 per_person: config.limits.code_failures_per_person,
@@ -347,6 +360,8 @@ impl App {
             clock,
             metrics,
             messaging,
+            message_retention,
+            audit,
             sessions,
             sfu: sfu.clone(),
             recordings,
@@ -549,6 +564,7 @@ impl App {
         }
 
         let retention = self.state.recordings.spawn_retention();
+        let message_retention = self.state.message_retention.spawn();
         let renewal = self.tls.as_ref().and_then(TlsMaterial::spawn_renewal);
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -566,7 +582,10 @@ impl App {
         let grace = self.state.config.http.shutdown_grace;
         handle.graceful_shutdown(Some(grace));
         self.state.sfu.shutdown().await;
-        for task in [retention, renewal].into_iter().flatten() {
+        for task in [retention, message_retention, renewal]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         // Every recording's file finished and its row closed before the database goes.

@@ -172,6 +172,12 @@ pub struct MessagingConfig {
     pub attachment_max_bytes: u64,
     /// Longest text message, in characters.
     pub max_message_chars: usize,
+    /// Messages (and their attachments, file and row) are deleted this many days after they
+    /// were sent; unset keeps them until deleted otherwise.
+    pub retention_days: Option<u32>,
+    /// How often the retention setting is applied.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -413,6 +419,8 @@ impl Default for MessagingConfig {
         Self {
             attachment_max_bytes: 20 * 1024 * 1024,
             max_message_chars: 10_000,
+            retention_days: None,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -572,6 +580,16 @@ const ENV_VARS: &[(&str, &str, Kind)] = &[
         "RELAIS_ATTACHMENT_MAX_BYTES",
         "messaging.attachment_max_bytes",
         Kind::Int,
+    ),
+    (
+        "RELAIS_MESSAGING_RETENTION_DAYS",
+        "messaging.retention_days",
+        Kind::Int,
+    ),
+    (
+        "RELAIS_MESSAGING_RETENTION_INTERVAL",
+        "messaging.retention_interval",
+        Kind::Str,
     ),
     ("RELAIS_MEDIA_UDP_ADDR", "media.udp_addr", Kind::Str),
     ("RELAIS_MEDIA_TCP_ADDR", "media.tcp_addr", Kind::Str),
@@ -809,6 +827,18 @@ impl Config {
             return Err(bad(
                 "messaging.attachment_max_bytes",
                 "must be positive".into(),
+            ));
+        }
+        if self.messaging.retention_days == Some(0) {
+            return Err(bad(
+                "messaging.retention_days",
+                "must be at least 1 (leave it unset to keep messages)".into(),
+            ));
+        }
+        if self.messaging.retention_interval < Duration::from_secs(1) {
+            return Err(bad(
+                "messaging.retention_interval",
+                "must be at least 1s".into(),
             ));
         }
         if self.sessions.code_ttl < Duration::from_secs(60) {
@@ -1311,6 +1341,56 @@ mod tests {
         );
         let err = load(None, &[], &["recording.queue_packets=3"]).unwrap_err();
         assert!(err.to_string().contains("recording.queue_packets"), "{err}");
+    }
+
+    #[test]
+    fn messaging_retention_settings() {
+        let c = load(None, &[], &[]).unwrap();
+        assert_eq!(c.messaging.retention_days, None, "off by default");
+        let c = load(
+            None,
+            &[
+                ("RELAIS_MESSAGING_RETENTION_DAYS", "365"),
+                ("RELAIS_MESSAGING_RETENTION_INTERVAL", "15m"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.messaging.retention_days, Some(365));
+        assert_eq!(c.messaging.retention_interval, Duration::from_secs(900));
+        let c = load(
+            Some("[messaging]\nretention_days = 30\n"),
+            &[],
+            &["messaging.retention_interval=1h"],
+        )
+        .unwrap();
+        assert_eq!(c.messaging.retention_days, Some(30));
+        assert_eq!(c.messaging.retention_interval, Duration::from_secs(3600));
+        for (env, flags, key) in [
+            (
+                vec![("RELAIS_MESSAGING_RETENTION_DAYS", "0")],
+                vec![],
+                "messaging.retention_days",
+            ),
+            (
+                vec![("RELAIS_MESSAGING_RETENTION_DAYS", "-3")],
+                vec![],
+                "messaging.retention_days",
+            ),
+            (
+                vec![],
+                vec!["messaging.retention_interval=0s"],
+                "messaging.retention_interval",
+            ),
+            (
+                vec![],
+                vec!["messaging.retention_interval=soon"],
+                "messaging.retention_interval",
+            ),
+        ] {
+            let err = load(None, &env, &flags).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

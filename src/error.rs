@@ -58,6 +58,7 @@ error_codes! {
     AttachmentRequired = "attachment_required",
     AttachmentTooLarge = "attachment_too_large",
     AttachmentTypeMismatch = "attachment_type_mismatch",
+    AuditUnavailable = "audit_unavailable",
     BadCandidate = "bad_candidate",
     BadSdp = "bad_sdp",
     CodecUnsupported = "codec_unsupported",

@@ -6,6 +6,7 @@
 //! - [`app`]: builds everything from a `Config`, binds, runs until shutdown;
 //! - [`auth`]: JWT verification into an [`ids::Identity`], development secrets;
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`);
+//! - [`audit`]: the hash-chained audit trail of security-relevant acts, and its verification;
 //! - [`error`]: the errors every layer returns, with one enum of error codes;
 //! - [`messaging`]: the messaging service both transports call, and its wire views;
 //! - [`http`]: the REST router, errors and extractors;
@@ -53,6 +54,7 @@
 //! - errors cross layers as typed values (`StoreError` → `DomainError` → HTTP/ack), mapped once.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
@@ -102,6 +104,7 @@ pub const LAYERS: &[&str] = &[
     "error",
     "wire",
     "ports",
+    "audit",
     // domain and media
     "messaging",
     "sessions",

@@ -1,4 +1,4 @@
-//! The `relais` command: `serve` (default), `migrate`, `token`, `ready`.
+//! The `relais` command: `serve` (default), `migrate`, `token`, `audit verify`, `ready`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +96,11 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Health check: exit 0 when the server on this machine answers `/readyz` (its database
     /// answers), 1 otherwise. For container and service-manager health checks.
     Ready {
@@ -105,6 +110,13 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain of the configured database's audit trail: print the number of
+    /// records when every one checks (exit 0), or name the first broken record (exit 1).
+    Verify,
 }
 
 fn overrides(cli: &Cli) -> Result<Vec<Override>, relais::config::ConfigError> {
@@ -179,6 +191,28 @@ fn main() -> ExitCode {
                     verifier.mint(Identity::new(role, id), name.as_deref(), ttl)?
                 );
                 Ok(())
+            }
+            Command::Audit {
+                command: AuditCommand::Verify,
+            } => {
+                let store = relais::store::Store::connect(&config.database_url()).await?;
+                let verdict = relais::audit::Audit::verify(&store).await;
+                store.close().await;
+                match verdict? {
+                    relais::audit::Verdict::Intact { count, head } => {
+                        match head {
+                            Some(h) => println!(
+                                "audit trail OK: {count} records, newest #{} ({})",
+                                h.seq, h.hash
+                            ),
+                            None => println!("audit trail OK: 0 records"),
+                        }
+                        Ok(())
+                    }
+                    relais::audit::Verdict::Broken { checked, broken } => Err(anyhow::anyhow!(
+                        "audit trail BROKEN: {broken} ({checked} records before it check)"
+                    )),
+                }
             }
             Command::Ready { url, timeout } => {
                 let url =

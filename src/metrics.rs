@@ -86,6 +86,13 @@ pub struct Metrics {
     pub media: MediaMetrics,
     pub turn: TurnMetrics,
     pub recording: RecordingMetrics,
+    /// Audit records written, and appends that failed (the act was logged and, for reads,
+    /// refused).
+    pub audit_records: Counter,
+    pub audit_write_failures: Counter,
+    /// Messages and attachments deleted by `messaging.retention_days`.
+    pub messages_expired: Counter,
+    pub attachments_expired: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -321,6 +328,30 @@ impl Metrics {
         turn.register(&mut registry);
         let recording = RecordingMetrics::default();
         recording.register(&mut registry);
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit trail records written",
+            audit_records.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit trail records that could not be written",
+            audit_write_failures.clone(),
+        );
+        let messages_expired = Counter::default();
+        registry.register(
+            "messages_expired",
+            "Messages deleted by messaging.retention_days",
+            messages_expired.clone(),
+        );
+        let attachments_expired = Counter::default();
+        registry.register(
+            "attachments_expired",
+            "Attachments (files and rows) deleted by messaging.retention_days",
+            attachments_expired.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -335,6 +366,10 @@ impl Metrics {
             media,
             turn,
             recording,
+            audit_records,
+            audit_write_failures,
+            messages_expired,
+            attachments_expired,
         }
     }
 

@@ -3,12 +3,14 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::audit::Audit;
 use crate::auth::TokenVerifier;
 use crate::clock::SharedClock;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::limits::{AddrKey, FailureWindows, LogBudget};
 use crate::messaging::Messaging;
+use crate::messaging::retention::MessageRetention;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::recording::Recordings;
@@ -36,6 +38,10 @@ pub struct AppInner {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub messaging: Messaging,
+    /// `messaging.retention_days`, applied periodically ([`crate::app`]).
+    pub message_retention: MessageRetention,
+    /// The audit trail (also reachable as `sessions.audit()`, the same trail).
+    pub audit: Audit,
     pub sessions: Sessions,
     pub sfu: Sfu,
     pub recordings: Recordings,

@@ -6,6 +6,7 @@
 //! session get 403, anyone else 404); admission runs where the session's room lives
 //! ([`crate::cluster::Router`]); a guest code is never logged nor answered twice.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,6 +18,7 @@ use super::envelope::{WebrtcSuccess, webrtc};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, Caller, ClientIp};
 use super::views::SessionView;
+use crate::audit::{Action, Entry, Target};
 use crate::clock::to_rfc3339;
 use crate::error::ErrorCode;
 use crate::ids::{Identity, Role, SessionId};
@@ -120,8 +122,29 @@ pub struct GuestTokenData {
     pub expires_at: String,
 }
 
-fn rest_caller(caller: &crate::auth::Principal) -> crate::sfu::Caller {
-    crate::sfu::Caller::rest(caller.identity, None)
+fn rest_caller(caller: &crate::auth::Principal, ip: Option<IpAddr>) -> crate::sfu::Caller {
+    crate::sfu::Caller::rest(caller.identity, ip)
+}
+
+/// Writes a guest link's act to the audit trail (fail-open: the act stands). Never the code.
+async fn audit_guest(
+    state: &AppState,
+    action: Action,
+    actor: Option<Identity>,
+    ip: Option<IpAddr>,
+    guest: &GuestRecord,
+) {
+    let target = Target::Guest {
+        session: guest.session_id,
+        guest: guest.id,
+    };
+    let mut entry = Entry::new(action, target).ip(ip).detail(serde_json::json!({
+        "expires_at": to_rfc3339(guest.expires_at),
+    }));
+    if let Some(actor) = actor {
+        entry = entry.by(actor);
+    }
+    state.audit.note(entry).await;
 }
 
 fn unexpected(reply: SfuReply) -> ApiError {
@@ -142,10 +165,11 @@ fn identity(user: UserRef) -> Identity {
 async fn decide(
     state: &AppState,
     caller: &crate::auth::Principal,
+    ip: Option<IpAddr>,
     request: SfuRequest,
 ) -> ApiResult<WebrtcSuccess<serde_json::Value>> {
     let session = request.session();
-    match state.router.run(rest_caller(caller), request).await? {
+    match state.router.run(rest_caller(caller, ip), request).await? {
         SfuReply::Done => Ok(webrtc_ok(serde_json::json!({ "sessionId": session }))),
         other => Err(unexpected(other)),
     }
@@ -162,12 +186,13 @@ async fn decide(
 pub async fn waiting(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<WebrtcSuccess<WaitingData>> {
     let request = SfuRequest::Waiting {
         session: SessionId(id),
     };
-    match state.router.run(rest_caller(&caller), request).await? {
+    match state.router.run(rest_caller(&caller, ip), request).await? {
         SfuReply::WaitingList(waiting) => Ok(webrtc_ok(WaitingData { waiting })),
         other => Err(unexpected(other)),
     }
@@ -185,6 +210,7 @@ pub async fn waiting(
 pub async fn admit(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ParticipantBody>,
 ) -> ApiResult<WebrtcSuccess<serde_json::Value>> {
@@ -192,7 +218,7 @@ pub async fn admit(
         session: SessionId(id),
         user: identity(body.user),
     };
-    decide(&state, &caller, request).await
+    decide(&state, &caller, ip, request).await
 }
 
 /// Turn a waiting person away (the session's doctor): they get `declined` and cannot retry.
@@ -207,6 +233,7 @@ pub async fn admit(
 pub async fn decline(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ParticipantBody>,
 ) -> ApiResult<WebrtcSuccess<serde_json::Value>> {
@@ -215,7 +242,7 @@ pub async fn decline(
         user: identity(body.user),
         reason: body.reason,
     };
-    decide(&state, &caller, request).await
+    decide(&state, &caller, ip, request).await
 }
 
 /// Take someone out of the call or the waiting room (the session's doctor).
@@ -230,6 +257,7 @@ pub async fn decline(
 pub async fn remove(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ParticipantBody>,
 ) -> ApiResult<WebrtcSuccess<serde_json::Value>> {
@@ -237,7 +265,7 @@ pub async fn remove(
         session: SessionId(id),
         user: identity(body.user),
     };
-    decide(&state, &caller, request).await
+    decide(&state, &caller, ip, request).await
 }
 
 /// Change a session's settings (its doctor): the waiting room, for those who join from now.
@@ -277,6 +305,7 @@ pub async fn settings(
 pub async fn invite(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<InviteGuestBody>,
 ) -> ApiResult<(StatusCode, WebrtcSuccess<GuestData>)> {
@@ -297,6 +326,14 @@ pub async fn invite(
         .sessions
         .invite_guest(caller.identity, SessionId(id), &body.display_name, ttl)
         .await?;
+    audit_guest(
+        &state,
+        Action::GuestInvited,
+        Some(caller.identity),
+        ip,
+        &guest,
+    )
+    .await;
     let root = state.public_base_url.as_str().trim_end_matches('/');
     let mut view = GuestView::of(&guest);
     view.url = Some(format!("{root}/conference/{id}?guest={code}"));
@@ -337,6 +374,7 @@ pub async fn guests(
 pub async fn revoke(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath((id, guest)): ApiPath<(i64, i64)>,
 ) -> ApiResult<WebrtcSuccess<GuestData>> {
     let mut record = state
@@ -344,12 +382,20 @@ pub async fn revoke(
         .revoke_guest(caller.identity, SessionId(id), guest)
         .await?;
     record.revoked_at = Some(record.revoked_at.unwrap_or_else(|| state.clock.now_ms()));
+    audit_guest(
+        &state,
+        Action::GuestRevoked,
+        Some(caller.identity),
+        ip,
+        &record,
+    )
+    .await;
     // A guest who is in the call (or waits) goes now; one who is not is not an error.
     let request = SfuRequest::Remove {
         session: SessionId(id),
         user: Identity::new(Role::Invite, guest),
     };
-    match state.router.run(rest_caller(&caller), request).await {
+    match state.router.run(rest_caller(&caller, ip), request).await {
         Ok(_) => {}
         Err(e) if matches!(e.code, ErrorCode::NotInSession | ErrorCode::NotWaiting) => {}
         Err(e) => return Err(e.into()),
@@ -383,6 +429,15 @@ pub async fn guest_token(
         .verifier
         .mint_guest(guest.id, &guest.display_name, expires_at)
         .map_err(DomainError::internal)?;
+    let guest_identity = Identity::new(Role::Invite, guest.id);
+    audit_guest(
+        &state,
+        Action::GuestTokenIssued,
+        Some(guest_identity),
+        ip,
+        &guest,
+    )
+    .await;
     Ok(webrtc_ok(GuestTokenData {
         token,
         user: Identity::new(Role::Invite, guest.id).into(),

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod attachments;
+pub mod audit;
 pub mod conn_limit;
 pub mod conversations;
 mod envelope;
@@ -105,6 +106,7 @@ pub fn api_endpoints(upload_limit: usize) -> Vec<Endpoint> {
         ("/webrtc/validate-code", post(webrtc::validate_code)),
         ("/webrtc/ice-servers", get(webrtc::ice_servers)),
         ("/nodes", get(nodes::list)),
+        ("/audit", get(audit::list)),
     ]
 }
 

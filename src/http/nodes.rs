@@ -6,8 +6,9 @@ use axum::extract::State;
 
 use super::envelope::{Success, ok};
 use super::error::{ApiResult, ErrorBody};
-use super::extract::Caller;
+use super::extract::{Caller, ClientIp};
 use super::views::{NodesData, NodesMode};
+use crate::audit::{Action, Entry, Target};
 use crate::cluster::directory::{MediaAddrs, NodeInfo};
 use crate::error::ErrorCode;
 use crate::messaging::DomainError;
@@ -22,6 +23,7 @@ use crate::state::AppState;
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
 ) -> ApiResult<Success<NodesData>> {
     if !state.config.is_admin(caller.identity) {
         return Err(DomainError::forbidden(
@@ -69,5 +71,14 @@ pub async fn list(
             }
         }
     };
+    // Fails closed: an administrator's read is in the audit trail or is not answered.
+    let entry = Entry::new(Action::AdminCall, Target::Api(ROUTE))
+        .by(caller.identity)
+        .ip(ip)
+        .detail(serde_json::json!({ "nodes": data.nodes.len() }));
+    state.audit.record(entry).await?;
     Ok(ok(data))
 }
+
+/// This endpoint, as the audit trail names it.
+const ROUTE: &str = "GET /api/messaging/nodes";

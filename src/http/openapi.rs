@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admission, attachments, conversations, messages, nodes, ops, recordings, web, webrtc};
+use super::{
+    admission, attachments, audit, conversations, messages, nodes, ops, recordings, web, webrtc,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +22,7 @@ use super::{admission, attachments, conversations, messages, nodes, ops, recordi
         recordings::start, recordings::stop, recordings::stop_by_post, recordings::list,
         recordings::download,
         ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode, nodes::list,
+        audit::list,
         document,
     ),
     components(schemas(
@@ -35,6 +38,8 @@ use super::{admission, attachments, conversations, messages, nodes, ops, recordi
         crate::messaging::views::SenderView,
         crate::cluster::directory::NodeInfo, crate::cluster::directory::NodeLoad,
         crate::cluster::directory::MediaAddrs,
+        audit::AuditPageData, audit::AuditRecordView, audit::AuditActorView,
+        audit::AuditTargetView,
         super::error::ErrorBody,
     )),
     modifiers(&BearerAuth),

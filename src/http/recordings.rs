@@ -2,17 +2,22 @@
 //! recordings, download one (Range requests honoured). The session's doctor only; answers in
 //! the WebRTC envelope `{"status": "success", "data": …}`.
 
+use std::net::IpAddr;
+
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
+use serde_json::json;
 use utoipa::ToSchema;
 
+use super::attachments::requested_range;
 use super::attachments::{content_disposition, serve_file};
 use super::envelope::{WebrtcSuccess, webrtc};
 use super::error::{ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiPath, Caller};
+use super::extract::{ApiJson, ApiPath, Caller, ClientIp};
 use super::views::{FileBytes, RecordingsData};
+use crate::audit::{Action, Entry, Target};
 use crate::clock::to_rfc3339;
 use crate::ids::SessionId;
 use crate::realtime::views::{RecordingStartedView, RecordingStoppedView, RecordingView};
@@ -41,6 +46,7 @@ pub struct StartRecordingBody {
 pub async fn start(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<StartRecordingBody>,
 ) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingStartedView>)> {
@@ -48,7 +54,7 @@ pub async fn start(
         session: SessionId(id),
         consent: body.consent,
     };
-    match state.router.run(rest_caller(&caller), request).await? {
+    match state.router.run(rest_caller(&caller, ip), request).await? {
         SfuReply::RecordingStarted(started) => Ok(webrtc(
             StatusCode::CREATED,
             RecordingStartedView::new(id, &started),
@@ -57,9 +63,9 @@ pub async fn start(
     }
 }
 
-/// The SFU's caller for a REST request: the person, no socket.
-fn rest_caller(caller: &crate::auth::Principal) -> crate::sfu::Caller {
-    crate::sfu::Caller::rest(caller.identity, None)
+/// The SFU's caller for a REST request: the person and their address, no socket.
+fn rest_caller(caller: &crate::auth::Principal, ip: Option<IpAddr>) -> crate::sfu::Caller {
+    crate::sfu::Caller::rest(caller.identity, ip)
 }
 
 /// A reply of another kind than the request's (a bug on the node that answered).
@@ -81,12 +87,13 @@ fn unexpected(reply: SfuReply) -> super::error::ApiError {
 pub async fn stop(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingStoppedView>)> {
     let request = SfuRequest::StopRecording {
         session: SessionId(id),
     };
-    match state.router.run(rest_caller(&caller), request).await? {
+    match state.router.run(rest_caller(&caller, ip), request).await? {
         SfuReply::RecordingStopped(closed) => Ok(webrtc(
             StatusCode::OK,
             RecordingStoppedView::new(id, &closed),
@@ -107,9 +114,10 @@ pub async fn stop(
 pub async fn stop_by_post(
     state: State<AppState>,
     caller: Caller,
+    ip: ClientIp,
     id: ApiPath<i64>,
 ) -> ApiResult<(StatusCode, WebrtcSuccess<RecordingStoppedView>)> {
-    stop(state, caller, id).await
+    stop(state, caller, ip, id).await
 }
 
 /// A consultation's recordings, oldest first (its doctor only).
@@ -154,10 +162,23 @@ pub async fn list(
 pub async fn download(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<String>,
     request: Request,
 ) -> ApiResult<Response> {
     let (r, path) = state.recordings.file_for(caller.identity, &id).await?;
+    // Fails closed: no byte leaves unless the download is in the audit trail.
+    let entry = Entry::new(
+        Action::RecordingDownloaded,
+        Target::Recording {
+            session: r.session_id,
+            id: r.id.clone(),
+        },
+    )
+    .by(caller.identity)
+    .ip(ip)
+    .detail(json!({ "range": requested_range(&request) }));
+    state.audit.record(entry).await?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("webm");
     let day = to_rfc3339(r.started_at);
     let name = format!(

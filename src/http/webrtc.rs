@@ -69,6 +69,7 @@ pub struct ValidateCodeBody {
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    ClientIp(ip): ClientIp,
     ApiQuery(q): ApiQuery<CreateSessionQuery>,
     ApiJson(body): ApiJson<CreateSessionBody>,
 ) -> ApiResult<(StatusCode, WebrtcSuccess<CreatedSessionData>)> {
@@ -97,6 +98,7 @@ pub async fn create(
         .sessions
         .create_on(
             caller.identity,
+            ip,
             conversation,
             body.session_type.unwrap_or(SessionType::AudioVideo),
             placed.as_ref().map(|n| n.id.to_string()),

@@ -10,6 +10,7 @@
 mod error;
 mod membership;
 mod read_markers;
+pub mod retention;
 pub mod uploads;
 pub mod views;
 

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::worker::{self, RecordTap, Source, TrackSpec, WorkerCounters, WorkerHandle};
 use super::{RecorderConfig, container_for, inspect};
+use crate::audit::{Action, Entry, Target};
 use crate::clock::{Millis, SharedClock};
 use crate::codec::Codec;
 use crate::config::RecordingConfig;
@@ -380,6 +381,20 @@ impl Recordings {
                     deleted += 1;
                     progressed = true;
                     self.inner.metrics.recording.expired.inc();
+                    let entry = Entry::new(
+                        Action::RecordingDeleted,
+                        Target::Recording {
+                            session: r.session_id,
+                            id: r.id.clone(),
+                        },
+                    )
+                    .detail(serde_json::json!({
+                        "reason": "retention",
+                        "retention_days": days,
+                        "participant": r.participant.to_string(),
+                        "started_at": crate::clock::to_rfc3339(r.started_at),
+                    }));
+                    self.inner.sessions.audit().note(entry).await;
                 }
             }
             if !full || !progressed {

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{Action, Audit, Entry, Target};
 use crate::clock::{Millis, SharedClock};
 use crate::error::ErrorCode;
 use crate::ids::{ConversationId, Identity, Role, SessionId};
@@ -118,6 +119,7 @@ struct Inner {
     store: Store,
     clock: SharedClock,
     messaging: Messaging,
+    audit: Audit,
     code_key: Vec<u8>,
     code_ttl: Duration,
     wrong_by_person: FailureWindows<Identity>,
@@ -130,6 +132,7 @@ impl Sessions {
         store: Store,
         clock: SharedClock,
         messaging: Messaging,
+        audit: Audit,
         code_ttl: Duration,
         limits: CodeLimits,
     ) -> DomainResult<Self> {
@@ -145,10 +148,16 @@ impl Sessions {
                 store,
                 clock,
                 messaging,
+                audit,
                 code_key,
                 code_ttl,
             }),
         })
+    }
+
+    /// The audit trail, for the SFU and recordings (which reach the server through here).
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
     }
 
     fn now(&self) -> Millis {
@@ -164,14 +173,15 @@ impl Sessions {
         session_type: SessionType,
         waiting_room: bool,
     ) -> DomainResult<(SessionRecord, String)> {
-        self.create_on(caller, conversation, session_type, None, waiting_room)
+        self.create_on(caller, None, conversation, session_type, None, waiting_room)
             .await
     }
 
-    /// [`create`](Self::create), placed on `node` (several nodes).
+    /// [`create`](Self::create), from `ip`, placed on `node` (several nodes).
     pub async fn create_on(
         &self,
         caller: Identity,
+        ip: Option<IpAddr>,
         conversation: ConversationRef,
         session_type: SessionType,
         node: Option<String>,
@@ -220,6 +230,15 @@ impl Sessions {
                     .store
                     .session_participant_joined(session.id, caller, now)
                     .await?;
+                let entry = Entry::new(Action::SessionCreated, Target::Session(session.id))
+                    .by(caller)
+                    .ip(ip)
+                    .detail(serde_json::json!({
+                        "conversation_id": conversation_id.0,
+                        "session_type": session_type,
+                        "node": node,
+                    }));
+                self.inner.audit.note(entry).await;
                 return Ok((session, code));
             }
         }
@@ -353,8 +372,36 @@ impl Sessions {
     /// Checks `caller`'s join code, for a given session or among the live sessions of the
     /// caller's conversations. Someone the session's code is not for gets `Invalid` whatever
     /// the code (the code is not even compared), like a wrong code. Past the limits
-    /// ([`CodeLimits`]) the answer is 429.
+    /// ([`CodeLimits`]) the answer is 429. Every answer but the 429 (where no code is looked
+    /// at) is recorded in the audit trail, without the code.
     pub async fn check_code(
+        &self,
+        caller: Identity,
+        ip: Option<IpAddr>,
+        input: &str,
+        session_id: Option<SessionId>,
+    ) -> DomainResult<CodeCheck> {
+        let check = self.verdict(caller, ip, input, session_id).await?;
+        let (action, outcome) = match check.verdict {
+            CodeVerdict::Valid => (Action::CodeValidated, "valid"),
+            CodeVerdict::Invalid => (Action::CodeRefused, "invalid"),
+            CodeVerdict::Expired => (Action::CodeRefused, "expired"),
+            CodeVerdict::Ended => (Action::CodeRefused, "ended"),
+        };
+        // The session asked for, else the one the code named; neither: "one of theirs".
+        let target = match check.session.as_ref().map(|s| s.id).or(session_id) {
+            Some(id) => Target::Session(id),
+            None => Target::Sessions,
+        };
+        let entry = Entry::new(action, target)
+            .by(caller)
+            .ip(ip)
+            .detail(serde_json::json!({ "outcome": outcome }));
+        self.inner.audit.note(entry).await;
+        Ok(check)
+    }
+
+    async fn verdict(
         &self,
         caller: Identity,
         ip: Option<IpAddr>,

@@ -226,7 +226,8 @@ impl Sfu {
                 })
             }
             SfuRequest::Admit { session, user } => {
-                self.admission(who, session, user, Admission::Admit).await?;
+                self.admission(who, caller.ip, session, user, Admission::Admit)
+                    .await?;
                 Ok(SfuReply::Done)
             }
             SfuRequest::Decline {
@@ -234,12 +235,12 @@ impl Sfu {
                 user,
                 reason,
             } => {
-                self.admission(who, session, user, Admission::Decline { reason })
+                self.admission(who, caller.ip, session, user, Admission::Decline { reason })
                     .await?;
                 Ok(SfuReply::Done)
             }
             SfuRequest::Remove { session, user } => {
-                self.admission(who, session, user, Admission::Remove)
+                self.admission(who, caller.ip, session, user, Admission::Remove)
                     .await?;
                 Ok(SfuReply::Done)
             }
@@ -248,7 +249,7 @@ impl Sfu {
                 on,
                 reason,
             } => {
-                self.audio_only(who, session, on, reason).await?;
+                self.audio_only(who, caller.ip, session, on, reason).await?;
                 Ok(SfuReply::Done)
             }
             SfuRequest::Waiting { session } => Ok(SfuReply::WaitingList(
@@ -281,10 +282,11 @@ impl Sfu {
                 Ok(SfuReply::Done)
             }
             SfuRequest::StartRecording { session, consent } => Ok(SfuReply::RecordingStarted(
-                self.start_recording(who, session, consent).await?,
+                self.start_recording(who, caller.ip, session, consent)
+                    .await?,
             )),
             SfuRequest::StopRecording { session } => Ok(SfuReply::RecordingStopped(
-                self.stop_recording(who, session).await?,
+                self.stop_recording(who, caller.ip, session).await?,
             )),
             SfuRequest::Stats { session } => Ok(SfuReply::Stats(self.stats(session).await)),
         }

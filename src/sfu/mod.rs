@@ -37,8 +37,10 @@ use std::time::Duration;
 use anyhow::Context;
 use parking_lot::Mutex;
 
+use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::audit::{Action, Entry, Target};
 use crate::error::ErrorCode;
 use crate::ids::{Identity, SessionId, SocketId};
 use crate::messaging::{DomainError, DomainResult};
@@ -385,6 +387,7 @@ impl Sfu {
     pub async fn admission(
         &self,
         by: Identity,
+        ip: Option<IpAddr>,
         session: SessionId,
         who: Identity,
         decision: room::Admission,
@@ -399,6 +402,7 @@ impl Sfu {
         Ok(self
             .ask(&room, |reply| RoomCommand::Admission {
                 by,
+                ip,
                 who,
                 decision,
                 reply,
@@ -425,6 +429,7 @@ impl Sfu {
     pub async fn audio_only(
         &self,
         who: Identity,
+        ip: Option<IpAddr>,
         session: SessionId,
         on: bool,
         reason: Option<String>,
@@ -432,6 +437,7 @@ impl Sfu {
         let room = self.existing_room(session).ok_or_else(not_in_session)?;
         self.ask(&room, |reply| RoomCommand::AudioOnly {
             who,
+            ip,
             on,
             reason,
             reply,
@@ -499,10 +505,11 @@ impl Sfu {
     }
 
     /// Starts recording a live session (its doctor only; `consent` must be true). Everyone
-    /// in it gets `recording_started`.
+    /// in it gets `recording_started`; the audit trail gets the consent and the start.
     pub async fn start_recording(
         &self,
         caller: Identity,
+        ip: Option<IpAddr>,
         session: SessionId,
         consent: Option<bool>,
     ) -> DomainResult<room::recording::RecordingStarted> {
@@ -530,13 +537,31 @@ impl Sfu {
             .filter(|h| !h.tx.is_closed())
             .ok_or_else(not_live)?;
         let at = self.shared.recordings.now();
-        self.ask(&room, |reply| RoomCommand::StartRecording {
-            by: caller,
-            at,
-            reply,
-        })
-        .await
-        .map_err(|_| not_live())?
+        let started = self
+            .ask(&room, |reply| RoomCommand::StartRecording {
+                by: caller,
+                at,
+                reply,
+            })
+            .await
+            .map_err(|_| not_live())??;
+        let audit = self.shared.sessions.audit();
+        let entry = |action| {
+            Entry::new(action, Target::Session(session))
+                .by(caller)
+                .ip(ip)
+        };
+        audit
+            .note(entry(Action::ConsentGiven).detail(json!({
+                "consent_at": crate::clock::to_rfc3339(at),
+            })))
+            .await;
+        audit
+            .note(entry(Action::RecordingStarted).detail(json!({
+                "recordings": started.recordings,
+            })))
+            .await;
+        Ok(started)
     }
 
     /// Stops recording (its doctor only) and waits until every file is finished; returns
@@ -544,6 +569,7 @@ impl Sfu {
     pub async fn stop_recording(
         &self,
         caller: Identity,
+        ip: Option<IpAddr>,
         session: SessionId,
     ) -> DomainResult<Vec<crate::store::RecordingRecord>> {
         self.shared.sessions.require_owner(caller, session).await?;
@@ -566,6 +592,11 @@ impl Sfu {
         {
             tracing::warn!(session = %session, "recordings still closing after 15 s");
         }
+        let entry = Entry::new(Action::RecordingStopped, Target::Session(session))
+            .by(caller)
+            .ip(ip)
+            .detail(json!({ "recordings": ids }));
+        self.shared.sessions.audit().note(entry).await;
         self.shared.recordings.in_session(session, &ids).await
     }
 

@@ -67,6 +67,7 @@ pub enum RoomCommand {
     /// The doctor (already authorized) acts on someone: admit, decline, remove.
     Admission {
         by: Identity,
+        ip: Option<std::net::IpAddr>,
         who: Identity,
         decision: Admission,
         reply: oneshot::Sender<SignalResult<()>>,
@@ -74,6 +75,7 @@ pub enum RoomCommand {
     /// `set_audio_only`.
     AudioOnly {
         who: Identity,
+        ip: Option<std::net::IpAddr>,
         on: bool,
         reason: Option<String>,
         reply: oneshot::Sender<SignalResult<()>>,
@@ -253,14 +255,15 @@ impl Room {
             }
             RoomCommand::Admission {
                 by,
+                ip,
                 who,
                 decision,
                 reply,
             } => {
                 let decided = match decision {
-                    Admission::Admit => self.state.admit(by, who),
-                    Admission::Decline { reason } => self.state.decline(by, who, reason),
-                    Admission::Remove => self.state.remove(by, who),
+                    Admission::Admit => self.state.admit(by, ip, who),
+                    Admission::Decline { reason } => self.state.decline(by, ip, who, reason),
+                    Admission::Remove => self.state.remove(by, ip, who),
                 };
                 let r = match decided {
                     Ok(actions) => self.execute(actions).await.map(drop),
@@ -270,11 +273,12 @@ impl Room {
             }
             RoomCommand::AudioOnly {
                 who,
+                ip,
                 on,
                 reason,
                 reply,
             } => {
-                let r = match self.state.set_audio_only(who, on, reason) {
+                let r = match self.state.set_audio_only(who, ip, on, reason) {
                     Ok(actions) => {
                         self.run_actions(actions).await;
                         Ok(())
@@ -438,21 +442,40 @@ impl Room {
                 }
                 Action::Peer { peer, order } => self.order(peer, order),
                 Action::Recording(action) => self.recording_action(action, &mut closings).await,
-                Action::Audit(note) => self.audit(note),
+                Action::Audit(note) => self.audit(note).await,
             }
         }
         Ok(closings)
     }
 
-    fn audit(&self, note: state::AuditNote) {
-        // Who did what to whom: never a name, a reason's text goes only to the audit trail.
-        tracing::info!(
-            session = %self.session,
-            actor = %note.actor.key(),
-            subject = %note.subject.key(),
-            act = ?note.act,
-            "audit"
-        );
+    /// Writes the room's decision to the audit trail (fail-open: the decision stands).
+    async fn audit(&self, note: state::AuditNote) {
+        use crate::audit::{Action as Act, Entry, Target};
+        let action = match note.act {
+            state::AuditAct::Admitted => Act::ParticipantAdmitted,
+            state::AuditAct::Declined => Act::ParticipantDeclined,
+            state::AuditAct::Removed => Act::ParticipantRemoved,
+            state::AuditAct::AudioOnlyOn => Act::AudioOnlyOn,
+            state::AuditAct::AudioOnlyOff => Act::AudioOnlyOff,
+        };
+        let target = Target::Participant {
+            session: self.session,
+            who: note.subject,
+        };
+        let detail = match note.reason {
+            Some(reason) => serde_json::json!({ "reason": reason }),
+            None => serde_json::json!({}),
+        };
+        self.shared
+            .sessions
+            .audit()
+            .note(
+                Entry::new(action, target)
+                    .by(note.actor)
+                    .ip(note.ip)
+                    .detail(detail),
+            )
+            .await;
     }
 
     async fn store(&self, write: StoreWrite) {

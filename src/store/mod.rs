@@ -9,10 +9,12 @@
 //! - schema changes are migrations under `migrations/<engine>/`, applied at start.
 
 mod attachments;
+mod audit;
 mod conversations;
 mod group_commit;
 mod messages;
 mod recordings;
+mod retention;
 mod rows;
 mod sessions;
 
@@ -24,6 +26,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use attachments::{Attachment, NewAttachment};
+pub use audit::{AuditHead, AuditQuery, AuditRow};
 pub use conversations::{Conversation, ConversationKind, ConversationSummary};
 pub use messages::{Message, MessageType, NewMessage, Page};
 pub use recordings::{RecordingEnd, RecordingRecord, RecordingStatus};

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 const CONNECT: Duration = Duration::from_secs(15);
+/// The administrator who reads the audit trail (`auth.admins`).
+const ADMIN: i64 = 900;
 
 /// Packets received so far, as (audio, video) totals.
 fn totals(p: &ClientPeer) -> (u64, u64) {
@@ -57,7 +59,11 @@ async fn invite(app: &TestApp, session: i64, name: &str) -> (i64, String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_patient_waits_the_doctor_admits_a_guest_joins_by_link_and_is_removed() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app_with(
+        Options::new(Backend::Sqlite)
+            .configure(|c| c.auth.admins = vec![format!("medecin:{ADMIN}")]),
+    )
+    .await;
     let (session, conv, code) = create_session(&app, 79, &[11], "audio_video").await;
     let doctor_api = app.doctor(79);
     // The waiting room on (what a new session gets by default), through the settings call.
@@ -353,6 +359,53 @@ async fn the_patient_waits_the_doctor_admits_a_guest_joins_by_link_and_is_remove
     );
     patient.close().await;
     doctor.close().await;
+
+    // Every act is in the audit trail: who, on whom, why; never a code or a token.
+    let v = app
+        .doctor(ADMIN)
+        .call_ok(
+            Method::GET,
+            &format!("/api/messaging/audit?session_id={session}&limit=500"),
+            None,
+        )
+        .await
+        .unwrap();
+    let records = v["data"]["records"].as_array().unwrap();
+    let acts: Vec<(String, Value)> = records
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap().to_string(), r.clone()))
+        .collect();
+    let count = |a: &str| acts.iter().filter(|(n, _)| n == a).count();
+    assert_eq!(count("participant_admitted"), 2, "{records:#?}");
+    assert_eq!(count("participant_removed"), 1);
+    assert_eq!(count("guest_invited"), 2);
+    assert_eq!(
+        count("guest_token_issued"),
+        2,
+        "the two successful exchanges"
+    );
+    assert_eq!(count("audio_only_on"), 1);
+    assert_eq!(count("audio_only_off"), 1);
+    let on = &acts.iter().find(|(n, _)| n == "audio_only_on").unwrap().1;
+    assert_eq!(on["actor"], json!({"role": "patient", "id": 11}), "{on}");
+    assert!(on.to_string().contains("connexion insuffisante"), "{on}");
+    let removed = &acts
+        .iter()
+        .find(|(n, _)| n == "participant_removed")
+        .unwrap()
+        .1;
+    assert_eq!(
+        removed["actor"],
+        json!({"role": "medecin", "id": 79}),
+        "{removed}"
+    );
+    let text = serde_json::to_string(records).unwrap();
+    for secret in [&guest_code, &second_code, &code, &token] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret in the audit trail"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

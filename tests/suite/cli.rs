@@ -106,6 +106,34 @@ fn migrate_command() {
     assert!(out.status.success());
 }
 
+#[test]
+fn audit_verify_on_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        relais()
+            .current_dir(dir.path())
+            .arg("migrate")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = relais()
+        .current_dir(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "audit trail OK: 0 records"
+    );
+}
+
 fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -15,6 +15,7 @@ mod rtp;
 
 mod admission;
 mod aiortc;
+mod audit;
 mod bad_input;
 mod cli;
 mod cluster;

@@ -585,6 +585,49 @@ async fn real_answers_match_the_documented_schemas() {
         StatusCode::FORBIDDEN,
     )
     .await;
+    // The audit trail: records (actors, targets, nullable fields), errors.
+    let audit = c
+        .call(
+            d,
+            Method::GET,
+            "/api/messaging/audit",
+            "/api/messaging/audit?limit=2",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        audit["data"]["records"].as_array().map(Vec::len),
+        Some(2),
+        "{audit}"
+    );
+    c.call(
+        d,
+        Method::GET,
+        "/api/messaging/audit",
+        "/api/messaging/audit?actor_role=system",
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        p,
+        Method::GET,
+        "/api/messaging/audit",
+        "/api/messaging/audit",
+        None,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    c.call(
+        d,
+        Method::GET,
+        "/api/messaging/audit",
+        "/api/messaging/audit?limit=9999",
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     c.call(
         None,
         Method::GET,

@@ -94,6 +94,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditNote {
     pub actor: Identity,
+    /// Where the actor's request came from.
+    pub ip: Option<std::net::IpAddr>,
     pub act: AuditAct,
     pub subject: Identity,
     pub reason: Option<String>,
@@ -577,12 +579,17 @@ impl RoomState {
     }
 
     /// The doctor (already authorized) admits a waiting person: they are told, and join.
-    pub fn admit(&mut self, by: Identity, who: Identity) -> SignalResult<Vec<Action>> {
+    pub fn admit(
+        &mut self,
+        by: Identity,
+        ip: Option<std::net::IpAddr>,
+        who: Identity,
+    ) -> SignalResult<Vec<Action>> {
         let Some(w) = self.take_waiting(who) else {
             return Err(not_waiting());
         };
         self.admitted.insert(who);
-        self.audit(by, AuditAct::Admitted, who, None);
+        self.audit(by, ip, AuditAct::Admitted, who, None);
         // A waiting person whose socket is away (grace period) is admitted all the same: the
         // socket that comes back gets the offer (`socket_back`).
         match w.sid {
@@ -605,6 +612,7 @@ impl RoomState {
     pub fn decline(
         &mut self,
         by: Identity,
+        ip: Option<std::net::IpAddr>,
         who: Identity,
         reason: Option<String>,
     ) -> SignalResult<Vec<Action>> {
@@ -617,7 +625,7 @@ impl RoomState {
             who,
             removed: false,
         }));
-        self.audit(by, AuditAct::Declined, who, reason.clone());
+        self.audit(by, ip, AuditAct::Declined, who, reason.clone());
         if let Some(sid) = w.sid {
             let message = match &reason {
                 Some(r) => format!("the doctor declined to admit you: {r}"),
@@ -636,7 +644,12 @@ impl RoomState {
 
     /// The doctor takes someone out of the call (or out of the waiting room): their
     /// connection closes, the others are told, and they cannot come back while the room lasts.
-    pub fn remove(&mut self, by: Identity, who: Identity) -> SignalResult<Vec<Action>> {
+    pub fn remove(
+        &mut self,
+        by: Identity,
+        ip: Option<std::net::IpAddr>,
+        who: Identity,
+    ) -> SignalResult<Vec<Action>> {
         if who == self.created_by {
             return Err(SignalError::new(
                 ErrorCode::InvalidRequest,
@@ -651,7 +664,7 @@ impl RoomState {
         self.out
             .push(Action::Store(StoreWrite::Refused { who, removed: true }));
         self.admitted.remove(&who);
-        self.audit(by, AuditAct::Removed, who, None);
+        self.audit(by, ip, AuditAct::Removed, who, None);
         let sid = waiting
             .and_then(|w| w.sid)
             .or_else(|| self.get(who).and_then(|p| p.sid));
@@ -675,6 +688,7 @@ impl RoomState {
     pub fn set_audio_only(
         &mut self,
         who: Identity,
+        ip: Option<std::net::IpAddr>,
         on: bool,
         reason: Option<String>,
     ) -> SignalResult<Vec<Action>> {
@@ -717,7 +731,7 @@ impl RoomState {
         } else {
             AuditAct::AudioOnlyOff
         };
-        self.audit(who, act, who, reason.clone());
+        self.audit(who, ip, act, who, reason.clone());
         self.out.push(Action::NotifySession(Outgoing::AudioOnly(
             events::AudioOnly {
                 session_id: self.session,
@@ -756,9 +770,17 @@ impl RoomState {
         links
     }
 
-    fn audit(&mut self, actor: Identity, act: AuditAct, subject: Identity, reason: Option<String>) {
+    fn audit(
+        &mut self,
+        actor: Identity,
+        ip: Option<std::net::IpAddr>,
+        act: AuditAct,
+        subject: Identity,
+        reason: Option<String>,
+    ) {
         self.out.push(Action::Audit(AuditNote {
             actor,
+            ip,
             act,
             subject,
             reason,

@@ -1122,7 +1122,7 @@ fn with_a_waiting_room_newcomers_wait_unseen_until_the_doctor_admits_them() {
         ["to d: participant_waiting invite:4", "to g: waiting"]
     );
     // Admitted: told, then joins like anyone with a code.
-    let actions = lines(&r.admit(doctor(), patient()).unwrap());
+    let actions = lines(&r.admit(doctor(), None, patient()).unwrap());
     assert_eq!(
         actions,
         [
@@ -1143,7 +1143,7 @@ fn with_a_waiting_room_newcomers_wait_unseen_until_the_doctor_admits_them() {
     assert!(!r.join(patient(), sid("p"), None, 9_000).unwrap().waiting);
     // The doctor never waits.
     assert_eq!(
-        r.admit(doctor(), patient()).unwrap_err().code,
+        r.admit(doctor(), None, patient()).unwrap_err().code,
         ErrorCode::NotWaiting
     );
 }
@@ -1154,8 +1154,13 @@ fn a_declined_person_is_told_and_refused_until_the_room_closes() {
     doctor_publishes(&mut r);
     r.join(patient(), sid("p"), None, 1_000).unwrap();
     let actions = lines(
-        &r.decline(doctor(), patient(), Some("  pas de rendez-vous  ".into()))
-            .unwrap(),
+        &r.decline(
+            doctor(),
+            None,
+            patient(),
+            Some("  pas de rendez-vous  ".into()),
+        )
+        .unwrap(),
     );
     assert_eq!(
         actions,
@@ -1171,11 +1176,11 @@ fn a_declined_person_is_told_and_refused_until_the_room_closes() {
     );
     // Nobody waits now: deciding again is refused, as is a decision about a stranger.
     assert_eq!(
-        r.decline(doctor(), patient(), None).unwrap_err().code,
+        r.decline(doctor(), None, patient(), None).unwrap_err().code,
         ErrorCode::NotWaiting
     );
     assert_eq!(
-        r.admit(doctor(), relative()).unwrap_err().code,
+        r.admit(doctor(), None, relative()).unwrap_err().code,
         ErrorCode::NotWaiting
     );
 }
@@ -1216,7 +1221,7 @@ fn the_doctor_removes_a_participant_who_cannot_come_back() {
     publishes(&mut r, d, pubs.camera(doctor(), 10));
     let g = joins(&mut r, guest(), "g");
     publishes(&mut r, g, pubs.camera(guest(), 20));
-    let actions = lines(&r.remove(doctor(), guest()).unwrap());
+    let actions = lines(&r.remove(doctor(), None, guest()).unwrap());
     assert_eq!(actions[0], "store refused invite:4 removed=true");
     assert_eq!(actions[1], "audit medecin:79 Removed invite:4");
     assert_eq!(actions[2], "to g: removed");
@@ -1237,11 +1242,11 @@ fn the_doctor_removes_a_participant_who_cannot_come_back() {
         ErrorCode::Removed
     );
     assert_eq!(
-        r.remove(doctor(), doctor()).unwrap_err().code,
+        r.remove(doctor(), None, doctor()).unwrap_err().code,
         ErrorCode::InvalidRequest
     );
     assert_eq!(
-        r.remove(doctor(), relative()).unwrap_err().code,
+        r.remove(doctor(), None, relative()).unwrap_err().code,
         ErrorCode::NotInSession
     );
 }
@@ -1257,7 +1262,7 @@ fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
     let q = joins(&mut r, relative(), "q");
     publishes(&mut r, q, pubs.camera(relative(), 30));
     let mut on = lines(
-        &r.set_audio_only(patient(), true, Some("connexion insuffisante".into()))
+        &r.set_audio_only(patient(), None, true, Some("connexion insuffisante".into()))
             .unwrap(),
     );
     let event = on.pop().unwrap();
@@ -1284,7 +1289,11 @@ fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
         "audio (10, 20, 30) untouched, the relative's video to the doctor too"
     );
     // Already audio only: nothing changes, nobody is told.
-    assert!(r.set_audio_only(patient(), true, None).unwrap().is_empty());
+    assert!(
+        r.set_audio_only(patient(), None, true, None)
+            .unwrap()
+            .is_empty()
+    );
     // A newcomer's first offer carries no video of theirs, and they are told.
     let joined = lines(&join(&mut r, Identity::new(Role::Patient, 13), sid("n")));
     assert!(
@@ -1298,7 +1307,7 @@ fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
         "{joined:?}"
     );
     // Back to video: every link restored.
-    let mut off = lines(&r.set_audio_only(patient(), false, None).unwrap());
+    let mut off = lines(&r.set_audio_only(patient(), None, false, None).unwrap());
     assert_eq!(off.pop().unwrap(), "session: audio_only patient:11 false");
     assert_eq!(
         off.pop().unwrap(),
@@ -1309,7 +1318,7 @@ fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
     assert!(off.contains(&format!("peer {q}: subscribe 21")), "{off:?}");
     // Someone not in the call cannot switch.
     assert_eq!(
-        r.set_audio_only(Identity::new(Role::Patient, 99), true, None)
+        r.set_audio_only(Identity::new(Role::Patient, None, 99), true, None)
             .unwrap_err()
             .code,
         ErrorCode::NotInSession
