@@ -1318,7 +1318,7 @@ fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
     assert!(off.contains(&format!("peer {q}: subscribe 21")), "{off:?}");
     // Someone not in the call cannot switch.
     assert_eq!(
-        r.set_audio_only(Identity::new(Role::Patient, None, 99), true, None)
+        r.set_audio_only(Identity::new(Role::Patient, 99), None, true, None)
             .unwrap_err()
             .code,
         ErrorCode::NotInSession
