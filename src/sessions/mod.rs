@@ -492,15 +492,12 @@ impl Sessions {
                     "this consultation is over",
                 ));
             }
-            self.participant_joined(session.id, caller).await?;
             return Ok(session);
         }
         let check = self.check_code(caller, ip, code, Some(session_id)).await?;
         match (check.verdict, check.session) {
-            (CodeVerdict::Valid, Some(session)) => {
-                self.participant_joined(session.id, caller).await?;
-                Ok(session)
-            }
+            // The room records the participant when they enter (after the waiting room).
+            (CodeVerdict::Valid, Some(session)) => Ok(session),
             (CodeVerdict::Expired, _) => Err(DomainError::new(
                 ErrorKind::Forbidden,
                 ErrorCode::ExpiredCode,
@@ -522,6 +519,13 @@ impl Sessions {
 }
 
 impl Sessions {
+    /// Whether `who` entered this session before (admitted once: a rejoin after a restart or
+    /// a node handover does not wait again).
+    pub async fn took_part(&self, id: SessionId, who: Identity) -> DomainResult<bool> {
+        let joined = self.inner.store.session_participants(id).await?;
+        Ok(joined.iter().any(|p| p.who == who))
+    }
+
     /// Records that the doctor declined or removed `who`: refused for the rest of the session.
     pub async fn refuse(&self, id: SessionId, who: Identity, removed: bool) -> DomainResult<()> {
         let kind = if removed { "removed" } else { "declined" };

@@ -371,6 +371,7 @@ impl Sfu {
             .check_not_refused(session, who, ip)
             .await
             .map_err(to_signal)?;
+        let admitted_before = sessions.took_part(session, who).await.map_err(to_signal)?;
         let room = self.room(session).await?;
         let at = self.shared.recordings.now();
         self.ask(&room, |reply| RoomCommand::Join {
@@ -378,6 +379,7 @@ impl Sfu {
             sid,
             name,
             at,
+            admitted_before,
             reply,
         })
         .await?

@@ -62,6 +62,8 @@ pub enum RoomCommand {
         sid: SocketId,
         name: Option<String>,
         at: crate::clock::Millis,
+        /// They entered this session before (in an earlier room): no waiting again.
+        admitted_before: bool,
         reply: oneshot::Sender<SignalResult<bool>>,
     },
     /// The doctor (already authorized) acts on someone: admit, decline, remove.
@@ -245,8 +247,12 @@ impl Room {
                 sid,
                 name,
                 at,
+                admitted_before,
                 reply,
             } => {
+                if admitted_before {
+                    self.state.admitted_before(who);
+                }
                 let r = match self.state.join(who, sid, name, at) {
                     Ok(outcome) => self.execute(outcome.actions).await.map(|_| outcome.waiting),
                     Err(e) => Err(e),

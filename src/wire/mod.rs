@@ -371,6 +371,8 @@ pub struct SessionUser {
 pub struct TurnedAway {
     pub session_id: SessionId,
     pub message: String,
+    /// The doctor's words, when they gave a reason.
+    pub reason: Option<String>,
 }
 
 /// `audio_only`: to everyone in the session.

@@ -516,6 +516,12 @@ impl RoomState {
         })
     }
 
+    /// `who` was admitted to this session by an earlier room (before a restart or a node
+    /// handover): they do not wait again, unless refused since.
+    pub fn admitted_before(&mut self, who: Identity) {
+        self.admitted.insert(who);
+    }
+
     /// `who` (not admitted yet) waits: told so, and the doctor is told (once per person).
     fn wait(&mut self, who: Identity, sid: SocketId, name: Option<String>, wall: Millis) {
         let session = self.session;
@@ -636,6 +642,7 @@ impl RoomState {
                 event: Outgoing::Declined(events::TurnedAway {
                     session_id: self.session,
                     message,
+                    reason: reason.clone(),
                 }),
             });
         }
@@ -674,6 +681,7 @@ impl RoomState {
                 event: Outgoing::Removed(events::TurnedAway {
                     session_id: self.session,
                     message: "the doctor removed you from this consultation".to_string(),
+                    reason: None,
                 }),
             });
         }

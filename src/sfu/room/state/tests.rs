@@ -1324,3 +1324,16 @@ fn audio_only_cuts_video_both_ways_and_back_without_touching_audio_or_others() {
         ErrorCode::NotInSession
     );
 }
+
+#[test]
+fn someone_admitted_by_an_earlier_room_of_the_session_does_not_wait_again() {
+    let mut r = waiting_room();
+    doctor_publishes(&mut r);
+    // After a restart: the store says the patient took part; the new room lets them in.
+    r.admitted_before(patient());
+    let o = r.join(patient(), sid("p"), None, 0).unwrap();
+    assert!(!o.waiting);
+    assert!(members(&r).contains(&patient()));
+    // A newcomer still waits.
+    assert!(r.join(relative(), sid("q"), None, 0).unwrap().waiting);
+}
