@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, conversations, messages, nodes, ops, recordings, web, webrtc};
+use super::{attachments, conversations, messages, nodes, ops, precall, recordings, web, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use super::{attachments, conversations, messages, nodes, ops, recordings, web, w
         attachments::upload, attachments::download,
         webrtc::create, webrtc::get, webrtc::end, webrtc::stats, webrtc::validate_code,
         webrtc::ice_servers,
+        precall::plan, precall::start, precall::answer, precall::stats, precall::close,
         recordings::start, recordings::stop, recordings::stop_by_post, recordings::list,
         recordings::download,
         ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode, nodes::list,
@@ -23,6 +24,7 @@ use super::{attachments, conversations, messages, nodes, ops, recordings, web, w
         conversations::CreateConversationBody, conversations::ParticipantInput, conversations::MarkReadBody,
         crate::messaging::views::SendMessageBody,
         webrtc::CreateSessionBody, webrtc::ValidateCodeBody,
+        precall::CheckOfferBody, precall::CheckAnswerBody,
         recordings::StartRecordingBody, web::DevTokenBody,
         crate::turn::IceServer,
         crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,
