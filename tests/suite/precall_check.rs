@@ -339,6 +339,17 @@ async fn the_check_echoes_the_clients_media_and_leaves_nothing() {
         client.wait_connected(Duration::from_secs(10)).await,
         "the check connects"
     );
+    // Connected, before any media: the server already knows the path.
+    let (status, stats) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/{id}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["data"]["transport"], "udp", "{stats}");
     client.send_for(Duration::from_secs(3)).await;
 
     // Our own audio and video came back: streams whose payloads carry our tracks' tags.
