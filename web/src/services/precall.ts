@@ -394,12 +394,16 @@ async function echoProbe(
       result.error = 'pas de connexion';
       return { result, throughput };
     }
-    const server = await client.stats(checkId).catch(() => null);
-    result.serverTransport = server?.transport ?? undefined;
-    result.serverPort = server?.serverPort ?? undefined;
-    // The round trip needs a consent check or two after the connection.
+    // The round trip needs a consent check or two after the connection; the server knows
+    // its path once the echo has sent something on it.
     await sleep(600);
     result.rttMs = (await sample(pc)).rttMs;
+    const server = await client.stats(checkId).catch((e: unknown) => {
+      console.warn(`pre-call check ${probe.id}: the server's statistics are unavailable`, e);
+      return null;
+    });
+    result.serverTransport = server?.transport ?? undefined;
+    result.serverPort = server?.serverPort ?? undefined;
     if (measureMs !== null) {
       // The first second is the encoder's ramp-up: measured after it.
       await sleep(1000);
@@ -423,8 +427,8 @@ async function echoProbe(
     result.ok = false;
     result.error = e instanceof PrecallError ? `${e.code}: ${e.message}` : String(e);
   } finally {
-    pc.close();
     if (checkId !== null) await client.close(checkId).catch(() => undefined);
+    pc.close();
   }
   return { result, throughput };
 }
