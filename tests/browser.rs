@@ -986,6 +986,16 @@ impl PrecallRun {
 }
 
 fn precall_in_the_clinic(label: &str, tag: &str, rules: &str) -> Option<PrecallRun> {
+    precall_in_the_clinic_with(label, tag, rules, &[])
+}
+
+/// [`precall_in_the_clinic`] with more server settings (`key=value`).
+fn precall_in_the_clinic_with(
+    label: &str,
+    tag: &str,
+    rules: &str,
+    extra: &[&str],
+) -> Option<PrecallRun> {
     let web_dir = prerequisites()?;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -1022,6 +1032,10 @@ fn precall_in_the_clinic(label: &str, tag: &str, rules: &str) -> Option<PrecallR
         format!("https.cert_file={}", cert.display()),
         format!("https.key_file={}", key.display()),
     ];
+    let settings: Vec<String> = settings
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect();
     let mut server = start_server(&lab.srv, scratch.path(), &web_dir, &settings)
         .unwrap_or_else(|e| panic!("{e}"));
     let env = [
@@ -1170,4 +1184,75 @@ fn precall_check_in_chromium_only_tcp_443() {
     assert_eq!(run.r["verdict"]["level"], "video", "{}", run.pretty);
     let text = run.r["verdict"]["text"].as_str().unwrap_or("");
     assert!(text.contains("Relais TURN en TLS"), "{}", run.pretty);
+}
+
+/// Issue 21: only TCP 443 goes out, and the server runs no ICE-TCP (`media.ice_tcp=false`):
+/// TURN over TLS on 443 is the one way left. The page finds it, measures the echo through the
+/// relay (the server sees it arrive over UDP on its media port, from the relay) and says a
+/// call is possible.
+#[test]
+fn precall_check_in_chromium_only_turn_tls_443() {
+    let Some(run) =
+        precall_in_the_clinic_with("turn-tls", "pct", ONLY_443, &["media.ice_tcp=false"])
+    else {
+        return;
+    };
+    let probes = run.r["probes"].as_object().cloned().unwrap_or_default();
+    assert!(
+        !probes.keys().any(|k| k.starts_with("tcp:")),
+        "no ICE-TCP to try: {}",
+        run.pretty
+    );
+    for (id, p) in &probes {
+        assert_eq!(p["ok"], id == "turn-tls:443", "{id}: {}", run.pretty);
+    }
+    assert!(
+        run.dropped > 0,
+        "the firewall dropped nothing: {}",
+        run.pretty
+    );
+    let tls = run.probe("turn-tls:443");
+    assert_eq!(tls["serverTransport"], "udp", "{}", run.pretty);
+    assert_eq!(tls["serverPort"], "3479", "{}", run.pretty);
+    assert_measured(&run, "turn-tls:443");
+    assert_eq!(run.r["verdict"]["level"], "video", "{}", run.pretty);
+    let text = run.r["verdict"]["text"].as_str().unwrap_or("");
+    assert!(text.contains("Relais TURN en TLS"), "{}", run.pretty);
+}
+
+/// Issue 21: only TCP 443 goes out, and 443 carries HTTPS alone (`https.multiplex=false`): the
+/// page loads, but no way to the media works. The verdict says the connection is blocked and
+/// names the server's own ports to open.
+#[test]
+fn precall_check_in_chromium_everything_blocked() {
+    let Some(run) =
+        precall_in_the_clinic_with("blocked", "pcb", ONLY_443, &["https.multiplex=false"])
+    else {
+        return;
+    };
+    let probes = run.r["probes"].as_object().cloned().unwrap_or_default();
+    let mut ids: Vec<&str> = probes.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "tcp:3479",
+            "turn-tcp:3478",
+            "turn-tls:5349",
+            "turn-udp:3478",
+            "udp:3479"
+        ],
+        "{}",
+        run.pretty
+    );
+    assert!(probes.values().all(|p| p["ok"] == false), "{}", run.pretty);
+    assert!(run.r["throughput"].is_null(), "{}", run.pretty);
+    assert_eq!(run.r["verdict"]["level"], "blocked", "{}", run.pretty);
+    assert_eq!(
+        run.r["verdict"]["title"],
+        "Connexion bloquée : contactez votre service informatique (ports UDP 3479 ; TCP 3479 ; \
+         relais TURN UDP 3478, TCP 3478, TLS 5349)",
+        "{}",
+        run.pretty
+    );
 }
