@@ -450,3 +450,88 @@ impl Sfu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ids::Role;
+
+    fn ip(n: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([192, 0, 2, n]))
+    }
+
+    #[test]
+    fn two_at_once_per_person_and_a_place_comes_back_when_one_ends() {
+        let checks = Checks::default();
+        let t0 = Instant::now();
+        let alice = Identity::new(Role::Patient, 1);
+        let a = checks.reserve(alice, ip(1), t0).unwrap();
+        let b = checks.reserve(alice, ip(1), t0).unwrap();
+        let e = checks.reserve(alice, ip(1), t0).err().unwrap();
+        assert_eq!(e.code, ErrorCode::TooManyChecks);
+        assert_eq!(e.kind, ErrorKind::TooManyRequests);
+        // Someone else, from the same address, may.
+        let c = checks
+            .reserve(Identity::new(Role::Medecin, 1), ip(1), t0)
+            .unwrap();
+        assert_eq!(checks.live(), 3);
+        drop(a);
+        assert_eq!(checks.live(), 2);
+        let d = checks.reserve(alice, ip(1), t0).unwrap();
+        assert_ne!(d.0.id, b.0.id);
+        drop((b, c, d));
+        assert_eq!(checks.live(), 0);
+    }
+
+    #[test]
+    fn one_address_runs_at_most_eight() {
+        let checks = Checks::default();
+        let t0 = Instant::now();
+        let held: Vec<_> = (0..MAX_PER_ADDRESS as i64)
+            .map(|n| {
+                checks
+                    .reserve(Identity::new(Role::Patient, n), ip(7), t0)
+                    .unwrap()
+            })
+            .collect();
+        let e = checks
+            .reserve(Identity::new(Role::Patient, 99), ip(7), t0)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, ErrorCode::TooManyChecks);
+        assert!(
+            checks
+                .reserve(Identity::new(Role::Patient, 99), ip(8), t0)
+                .is_ok()
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn twenty_starts_per_person_per_ten_minutes() {
+        let checks = Checks::default();
+        let t0 = Instant::now();
+        let bob = Identity::new(Role::Patient, 2);
+        for i in 0..MAX_STARTS_PER_WINDOW as u64 {
+            // Each closed at once: only the number of starts counts.
+            drop(
+                checks
+                    .reserve(bob, ip(2), t0 + Duration::from_secs(i))
+                    .unwrap(),
+            );
+        }
+        let e = checks
+            .reserve(bob, ip(2), t0 + Duration::from_secs(30))
+            .err()
+            .unwrap();
+        assert_eq!(e.code, ErrorCode::TooManyChecks);
+        assert!(e.message.contains("ten minutes"), "{}", e.message);
+        // The first start leaves the window ten minutes later: one more is allowed, not two.
+        let later = t0 + START_WINDOW;
+        assert!(checks.reserve(bob, ip(2), later).is_ok());
+        assert!(checks.reserve(bob, ip(2), later).is_err());
+    }
+}
