@@ -514,6 +514,10 @@ const CLINIC_IP: &str = "198.51.100.2";
 /// The server's media port (UDP and ICE-TCP), which the clinic's firewall blocks.
 const MEDIA_PORT_443_LAB: u16 = 3479;
 
+/// The issue-19 clinic: only TCP to the server's address on 443 goes out.
+const ONLY_443: &str =
+    "oifname \"lo\" accept\n  ip daddr {server} tcp dport 443 accept\n  counter drop";
+
 /// The server and the clinic, joined by a veth pair; the clinic behind its firewall.
 struct ClinicLab {
     cli: Netns,
@@ -522,6 +526,12 @@ struct ClinicLab {
 
 impl ClinicLab {
     fn build(tag: &str) -> Result<Self, String> {
+        Self::build_with(tag, ONLY_443)
+    }
+
+    /// The lab with the clinic's `output` chain holding `rules` (`{server}` is replaced by the
+    /// server's address; what the rules drop, they count).
+    fn build_with(tag: &str, rules: &str) -> Result<Self, String> {
         let pid = std::process::id();
         let srv = Netns::create(format!("relais-{tag}s-{pid}"))?;
         let cli = Netns::create(format!("relais-{tag}c-{pid}"))?;
@@ -535,8 +545,9 @@ impl ClinicLab {
         // Everything else the clinic sends is dropped and counted (the test reads the counter:
         // the browser did try the other ways).
         cli.nft(&format!(
-            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy drop;\n  \
-             oifname \"lo\" accept\n  ip daddr {SERVER_IP} tcp dport 443 accept\n  counter drop\n }}\n}}\n"
+            "table inet clinic {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
+             {}\n }}\n}}\n",
+            rules.replace("{server}", SERVER_IP)
         ))?;
         Ok(Self { cli, srv })
     }
@@ -930,5 +941,322 @@ fn https_only_clinic_in_chromium_connects_on_443_as_served() {
         remote["protocol"],
         remote["address"],
         remote["port"]
+    );
+}
+
+// ---- the pre-call check page (issue 21) in the clinic lab ---------------------------------
+//
+// The same two namespaces and server as above (HTTPS, TURN/TLS and ICE-TCP multiplexed on 443;
+// media on 3479 over UDP and ICE-TCP; TURN on 3478 over UDP and TCP, on 5349 over TLS), the
+// clinic's firewall as each test says. The patient's chromium loads /test-appel over 443 and
+// runs the check; the test asserts the verdict and what the page found for each way.
+
+/// What the page of one firewall set-up showed, with the firewall's drop count.
+struct PrecallRun {
+    r: Value,
+    pretty: String,
+    dropped: u64,
+}
+
+impl PrecallRun {
+    fn probe(&self, id: &str) -> &Value {
+        let p = &self.r["probes"][id];
+        assert!(p.is_object(), "no probe {id}: {}", self.pretty);
+        p
+    }
+
+    /// Asserts which probes worked: `ok` all worked, every other one failed.
+    fn assert_ways(&self, ok: &[&str]) {
+        let all = self.r["probes"].as_object().cloned().unwrap_or_default();
+        for wanted in [
+            "udp:3479",
+            "tcp:443",
+            "tcp:3479",
+            "turn-udp:3478",
+            "turn-tcp:3478",
+            "turn-tls:5349",
+            "turn-tls:443",
+        ] {
+            assert!(
+                all.contains_key(wanted),
+                "{wanted} not tried: {}",
+                self.pretty
+            );
+        }
+        for (id, p) in &all {
+            assert_eq!(p["ok"], ok.contains(&id.as_str()), "{id}: {}", self.pretty);
+        }
+    }
+}
+
+fn precall_in_the_clinic(label: &str, tag: &str, rules: &str) -> Option<PrecallRun> {
+    precall_in_the_clinic_with(label, tag, rules, &[])
+}
+
+/// [`precall_in_the_clinic`] with more server settings (`key=value`).
+fn precall_in_the_clinic_with(
+    label: &str,
+    tag: &str,
+    rules: &str,
+    extra: &[&str],
+) -> Option<PrecallRun> {
+    let web_dir = prerequisites()?;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let artifacts = root().join(format!("tests/artifacts/browser-precall-{label}"));
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+
+    let lab =
+        ClinicLab::build_with(tag, rules).unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+    let wrapper = scratch.path().join("patient-chromium");
+    let home = scratch.path().join("patient-home");
+    let (cert, key) = trusted_certificate(scratch.path(), &home)
+        .unwrap_or_else(|e| panic!("the test's certificate: {e}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport HOME={}\nexec ip netns exec {} {CHROMIUM} \"$@\"\n",
+            home.display(),
+            lab.cli.name
+        ),
+    )
+    .expect("wrapper");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let settings = [
+        "http.addr=127.0.0.1:3000".to_string(),
+        "https.addr=0.0.0.0:443".into(),
+        format!("public_base_url=https://{SERVER_IP}"),
+        format!("media.udp_addr=0.0.0.0:{MEDIA_PORT_443_LAB}"),
+        format!("media.tcp_addr=0.0.0.0:{MEDIA_PORT_443_LAB}"),
+        format!("media.public_ips={SERVER_IP}"),
+        format!("https.cert_file={}", cert.display()),
+        format!("https.key_file={}", key.display()),
+    ];
+    let settings: Vec<String> = settings
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect();
+    let mut server = start_server(&lab.srv, scratch.path(), &web_dir, &settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let env = [
+        ("DEV_BASE", "http://127.0.0.1:3000".to_string()),
+        ("PAGE_BASE", format!("https://{SERVER_IP}")),
+        ("PATIENT_CHROMIUM", wrapper.display().to_string()),
+        ("LABEL", label.to_string()),
+        ("ARTIFACTS", artifacts.display().to_string()),
+        ("E2E_TIMEOUT_MS", "170000".to_string()),
+    ];
+    let outcome = run_script(
+        &lab.srv,
+        "precall.mjs",
+        &env,
+        scratch.path(),
+        &mut || Ok(()),
+    );
+    let dropped = lab.dropped();
+    server.drain();
+    let _ = std::fs::write(artifacts.join("server.log"), server.lines.join("\n"));
+    drop(server);
+    drop(lab);
+
+    let (r, stderr) = outcome.unwrap_or_else(|e| panic!("{e}"));
+    let pretty = serde_json::to_string_pretty(&r).unwrap_or_default();
+    println!(
+        "pre-call check ({label}):\n{pretty}\nthe clinic's firewall dropped {dropped} packets"
+    );
+    assert_eq!(
+        r["ok"],
+        true,
+        "the browser script failed at step {}: {}\n{stderr}\n{pretty}\n(screenshot, console and server log in {})",
+        r["step"],
+        r["error"],
+        artifacts.display()
+    );
+    assert_eq!(r["pageStatus"], 200, "{pretty}");
+    assert!(num(&r, &["previewWidth"]) > 0.0, "camera preview: {pretty}");
+    assert!(num(&r, &["micLevel"]) > 0.0, "microphone meter: {pretty}");
+    assert_eq!(r["backLink"], "/conference/1", "{pretty}");
+    Some(PrecallRun { r, pretty, dropped })
+}
+
+/// The measured way carried real media both ways, and its round trip was read.
+fn assert_measured(run: &PrecallRun, via: &str) {
+    let (r, pretty) = (&run.r, &run.pretty);
+    let t = &r["throughput"];
+    assert_eq!(t["via"], via, "{pretty}");
+    assert!(num(t, &["uploadKbps"]) >= 150.0, "upload: {pretty}");
+    assert!(num(t, &["downloadKbps"]) >= 150.0, "download: {pretty}");
+    assert!(num(t, &["rttMs"]) >= 0.0, "round trip: {pretty}");
+}
+
+/// Issue 21: nothing blocked. Every way works; the page measures direct UDP and says video.
+#[test]
+fn precall_check_in_chromium_all_open() {
+    let Some(run) = precall_in_the_clinic("open", "pco", "counter") else {
+        return;
+    };
+    run.assert_ways(&[
+        "udp:3479",
+        "tcp:443",
+        "tcp:3479",
+        "turn-udp:3478",
+        "turn-tcp:3478",
+        "turn-tls:5349",
+        "turn-tls:443",
+    ]);
+    let udp = run.probe("udp:3479");
+    assert_eq!(udp["serverTransport"], "udp", "{}", run.pretty);
+    assert_eq!(udp["serverPort"], "3479", "{}", run.pretty);
+    assert_eq!(
+        run.probe("tcp:443")["serverTransport"],
+        "tcp",
+        "{}",
+        run.pretty
+    );
+    assert_eq!(run.probe("tcp:443")["serverPort"], "443", "{}", run.pretty);
+    assert_eq!(
+        run.probe("tcp:3479")["serverPort"],
+        "3479",
+        "{}",
+        run.pretty
+    );
+    assert_measured(&run, "udp:3479");
+    assert_eq!(run.r["verdict"]["level"], "video", "{}", run.pretty);
+    assert_eq!(
+        run.r["verdict"]["title"], "Votre connexion permet la vidéo",
+        "{}",
+        run.pretty
+    );
+}
+
+/// Issue 21: the clinic drops all UDP to the server. Direct UDP and TURN over UDP fail;
+/// ICE-TCP (443 and 3479), TURN over TCP and over TLS work; measured over ICE-TCP: video.
+#[test]
+fn precall_check_in_chromium_udp_blocked() {
+    let Some(run) = precall_in_the_clinic(
+        "no-udp",
+        "pcu",
+        "ip daddr {server} meta l4proto udp counter drop",
+    ) else {
+        return;
+    };
+    run.assert_ways(&[
+        "tcp:443",
+        "tcp:3479",
+        "turn-tcp:3478",
+        "turn-tls:5349",
+        "turn-tls:443",
+    ]);
+    assert!(
+        run.dropped > 0,
+        "the firewall dropped nothing: {}",
+        run.pretty
+    );
+    assert_eq!(
+        run.probe("tcp:443")["serverTransport"],
+        "tcp",
+        "{}",
+        run.pretty
+    );
+    assert_measured(&run, "tcp:443");
+    assert_eq!(run.r["verdict"]["level"], "video", "{}", run.pretty);
+    let text = run.r["verdict"]["text"].as_str().unwrap_or("");
+    assert!(!text.contains("UDP"), "{}", run.pretty);
+}
+
+/// Issue 21: the clinic lets out only TCP to the server's port 443 (issue 19's clinic). What
+/// still works is on 443: ICE-TCP and TURN over TLS; a call is possible, measured over 443.
+#[test]
+fn precall_check_in_chromium_only_tcp_443() {
+    let Some(run) = precall_in_the_clinic("tcp443", "pc4", ONLY_443) else {
+        return;
+    };
+    run.assert_ways(&["tcp:443", "turn-tls:443"]);
+    assert!(
+        run.dropped > 0,
+        "the firewall dropped nothing: {}",
+        run.pretty
+    );
+    let tcp = run.probe("tcp:443");
+    assert_eq!(tcp["serverTransport"], "tcp", "{}", run.pretty);
+    assert_eq!(tcp["serverPort"], "443", "{}", run.pretty);
+    assert_measured(&run, "tcp:443");
+    assert_eq!(run.r["verdict"]["level"], "video", "{}", run.pretty);
+    let text = run.r["verdict"]["text"].as_str().unwrap_or("");
+    assert!(text.contains("Relais TURN en TLS"), "{}", run.pretty);
+}
+
+/// Issue 21: only TCP 443 goes out, and the server runs no ICE-TCP (`media.ice_tcp=false`):
+/// TURN over TLS on 443 is the one way left. The page finds it, measures the echo through the
+/// relay (the server sees it arrive over UDP on its media port, from the relay) and says a
+/// call is possible.
+#[test]
+fn precall_check_in_chromium_only_turn_tls_443() {
+    let Some(run) =
+        precall_in_the_clinic_with("turn-tls", "pct", ONLY_443, &["media.ice_tcp=false"])
+    else {
+        return;
+    };
+    let probes = run.r["probes"].as_object().cloned().unwrap_or_default();
+    assert!(
+        !probes.keys().any(|k| k.starts_with("tcp:")),
+        "no ICE-TCP to try: {}",
+        run.pretty
+    );
+    for (id, p) in &probes {
+        assert_eq!(p["ok"], id == "turn-tls:443", "{id}: {}", run.pretty);
+    }
+    assert!(
+        run.dropped > 0,
+        "the firewall dropped nothing: {}",
+        run.pretty
+    );
+    let tls = run.probe("turn-tls:443");
+    assert_eq!(tls["serverTransport"], "udp", "{}", run.pretty);
+    assert_eq!(tls["serverPort"], "3479", "{}", run.pretty);
+    assert_measured(&run, "turn-tls:443");
+    assert_eq!(run.r["verdict"]["level"], "video", "{}", run.pretty);
+    let text = run.r["verdict"]["text"].as_str().unwrap_or("");
+    assert!(text.contains("Relais TURN en TLS"), "{}", run.pretty);
+}
+
+/// Issue 21: only TCP 443 goes out, and 443 carries HTTPS alone (`https.multiplex=false`): the
+/// page loads, but no way to the media works. The verdict says the connection is blocked and
+/// names the server's own ports to open.
+#[test]
+fn precall_check_in_chromium_everything_blocked() {
+    let Some(run) =
+        precall_in_the_clinic_with("blocked", "pcb", ONLY_443, &["https.multiplex=false"])
+    else {
+        return;
+    };
+    let probes = run.r["probes"].as_object().cloned().unwrap_or_default();
+    let mut ids: Vec<&str> = probes.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "tcp:3479",
+            "turn-tcp:3478",
+            "turn-tls:5349",
+            "turn-udp:3478",
+            "udp:3479"
+        ],
+        "{}",
+        run.pretty
+    );
+    assert!(probes.values().all(|p| p["ok"] == false), "{}", run.pretty);
+    assert!(run.r["throughput"].is_null(), "{}", run.pretty);
+    assert_eq!(run.r["verdict"]["level"], "blocked", "{}", run.pretty);
+    assert_eq!(
+        run.r["verdict"]["title"],
+        "Connexion bloquée : contactez votre service informatique (ports UDP 3479 ; TCP 3479 ; \
+         relais TURN UDP 3478, TCP 3478, TLS 5349)",
+        "{}",
+        run.pretty
     );
 }

@@ -23,6 +23,7 @@ pub mod messages;
 pub mod nodes;
 mod openapi;
 pub mod ops;
+pub mod precall;
 pub mod recordings;
 pub mod views;
 pub mod web;
@@ -105,6 +106,12 @@ pub fn api_endpoints(upload_limit: usize) -> Vec<Endpoint> {
         ("/webrtc/recordings/{id}", get(recordings::download)),
         ("/webrtc/validate-code", post(webrtc::validate_code)),
         ("/webrtc/ice-servers", get(webrtc::ice_servers)),
+        ("/webrtc/check", get(precall::plan).post(precall::start)),
+        (
+            "/webrtc/check/{id}",
+            get(precall::stats).delete(precall::close),
+        ),
+        ("/webrtc/check/{id}/answer", post(precall::answer)),
         ("/nodes", get(nodes::list)),
         ("/audit", get(audit::list)),
     ]

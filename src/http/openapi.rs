@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admission, attachments, audit, conversations, messages, nodes, ops, recordings, web, webrtc,
+    admission, attachments, audit, conversations, messages, nodes, ops, precall, recordings, web,
+    webrtc,
 };
 
 #[derive(OpenApi)]
@@ -19,6 +20,7 @@ use super::{
         admission::waiting, admission::admit, admission::decline, admission::remove,
         admission::settings, admission::invite, admission::guests, admission::revoke,
         admission::guest_token,
+        precall::plan, precall::start, precall::answer, precall::stats, precall::close,
         recordings::start, recordings::stop, recordings::stop_by_post, recordings::list,
         recordings::download,
         ops::healthz, ops::readyz, ops::metrics, web::dev_token, web::dev_mode, nodes::list,
@@ -31,6 +33,7 @@ use super::{
         webrtc::CreateSessionBody, webrtc::ValidateCodeBody,
         admission::ParticipantBody, admission::SessionSettingsBody, admission::InviteGuestBody,
         admission::GuestTokenBody, admission::GuestView, crate::sfu::WaitingView,
+        precall::CheckOfferBody, precall::CheckAnswerBody,
         recordings::StartRecordingBody, web::DevTokenBody,
         crate::turn::IceServer,
         crate::messaging::views::MessageView, crate::messaging::views::AttachmentView,

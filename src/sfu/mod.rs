@@ -17,6 +17,7 @@
 //! when full); a session's room exists only while someone is in it; ending a session closes
 //! all of it.
 
+pub mod check;
 pub mod feedback;
 pub mod forward;
 pub mod media_plane;
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     presence: Mutex<HashMap<Identity, HashSet<SessionId>>>,
     next_peer: AtomicU64,
     next_track_id: Arc<AtomicU64>,
+    /// Pre-call checks running here ([`check`]).
+    checks: check::Checks,
 }
 
 impl Shared {
@@ -212,6 +215,7 @@ impl Sfu {
                 presence: Mutex::new(HashMap::new()),
                 next_peer: AtomicU64::new(1),
                 next_track_id: Arc::new(AtomicU64::new(1)),
+                checks: check::Checks::default(),
             }),
             media_addr,
             media_tcp_addr,

@@ -527,6 +527,7 @@ impl Room {
             metrics: self.shared.metrics.clone(),
             events: self.events_tx.clone(),
             next_track_id: self.shared.next_track_id.clone(),
+            echo: false,
         };
         let handle = peer::spawn(ctx, Instant::now()).map_err(|e| {
             tracing::error!(error = %e, "cannot build a PeerConnection");

@@ -28,6 +28,7 @@ mod netns;
 mod netns_support;
 mod openapi;
 mod persistence;
+mod precall_check;
 mod recording_media;
 mod recording_sessions;
 mod restart;

@@ -4,6 +4,7 @@ import { useServices } from './services/context';
 import { ConferencePage } from './pages/ConferencePage';
 import { DoctorConsole } from './pages/DoctorConsole';
 import { PatientHome } from './pages/PatientHome';
+import { PrecallCheckPage } from './pages/PrecallCheckPage';
 import { SignInPage } from './pages/SignInPage';
 import { navigate, useLocation } from './router';
 
@@ -11,11 +12,19 @@ function homeOf(auth: AuthState): string {
   return auth.user.role === 'medecin' ? '/doctor' : '/patient';
 }
 
+/** `?retour=/conference/…`: where the check's page sends the patient back (this site only). */
+function backToConference(search: string): string | null {
+  const back = new URLSearchParams(search).get('retour');
+  return back && /^\/conference\/\d+/.test(back) ? back : null;
+}
+
 export function App() {
   const place = useLocation();
   const services = useServices();
   const [auth, setAuth] = useState<AuthState | null>(() => loadAuth());
   const conference = /^\/conference\/(\d+)\/?$/.exec(place.pathname);
+  // The pre-call check, for anyone signed in (a patient comes from the conference link).
+  const precall = /^\/test-appel\/?$/.test(place.pathname);
 
   const signOut = () => {
     clearAuth();
@@ -26,13 +35,14 @@ export function App() {
 
   const onSignedIn = (state: AuthState) => {
     setAuth(state);
-    if (!conference) navigate(homeOf(state), { replace: true });
+    if (!conference && !precall) navigate(homeOf(state), { replace: true });
   };
 
   // "/", "/signin" or a page of the other role: go home.
   const redirect =
     auth &&
     !conference &&
+    !precall &&
     !(place.pathname === '/doctor' && auth.user.role === 'medecin') &&
     !(place.pathname === '/patient' && auth.user.role === 'patient')
       ? homeOf(auth)
@@ -46,12 +56,20 @@ export function App() {
     page = (
       <SignInPage
         onSignedIn={onSignedIn}
-        defaultRole={conference ? 'patient' : 'medecin'}
-        intro={conference ? 'Connectez-vous pour rejoindre votre consultation vidéo.' : undefined}
+        defaultRole={conference || precall ? 'patient' : 'medecin'}
+        intro={
+          conference
+            ? 'Connectez-vous pour rejoindre votre consultation vidéo.'
+            : precall
+              ? 'Connectez-vous pour tester votre connexion avant la consultation.'
+              : undefined
+        }
       />
     );
   } else if (conference) {
     page = <ConferencePage auth={auth} link={`${place.pathname}${place.search}`} />;
+  } else if (precall) {
+    page = <PrecallCheckPage auth={auth} back={backToConference(place.search)} />;
   } else if (place.pathname === '/doctor' && auth.user.role === 'medecin') {
     page = <DoctorConsole auth={auth} />;
   } else if (place.pathname === '/patient' && auth.user.role === 'patient') {

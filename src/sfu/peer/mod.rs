@@ -100,6 +100,9 @@ pub struct PeerContext {
     pub metrics: Arc<Metrics>,
     pub events: mpsc::UnboundedSender<PeerEvent>,
     pub next_track_id: Arc<std::sync::atomic::AtomicU64>,
+    /// A pre-call check's peer ([`crate::sfu::check`]): it may receive its own tracks back.
+    /// False for every consultation peer (nobody receives their own media in a room).
+    pub echo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,18 +38,24 @@ impl Peer {
             tracing::debug!(peer = %self.ctx.id, transport = ?tuple.1, "media path selected");
             self.media_dest = Some(tuple);
             self.outbound.lock().set_path(tuple);
-            self.path = Some(match tuple.1 {
-                Transport::Udp => MediaPath {
-                    transport: "udp",
-                    server_port: self.ctx.plane.local_addr().ok().map(|a| a.port()),
-                },
-                Transport::Tcp => MediaPath {
-                    transport: "tcp",
-                    server_port: self.ctx.plane.tcp_local_port(tuple.0),
-                },
-            });
+            self.note_path(tuple);
         }
         self.start_secure();
+    }
+
+    /// What the statistics say of the media path `tuple` (also when DTLS completed on a tuple
+    /// before ICE named one, see [`Peer::on_secure_connected`]).
+    pub(super) fn note_path(&mut self, tuple: (SocketAddr, Transport)) {
+        self.path = Some(match tuple.1 {
+            Transport::Udp => MediaPath {
+                transport: "udp",
+                server_port: self.ctx.plane.local_addr().ok().map(|a| a.port()),
+            },
+            Transport::Tcp => MediaPath {
+                transport: "tcp",
+                server_port: self.ctx.plane.tcp_local_port(tuple.0),
+            },
+        });
     }
 
     /// As the DTLS client, starts the handshake once a path exists.

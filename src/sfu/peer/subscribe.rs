@@ -140,7 +140,7 @@ fn client_track(info: &TrackInfo, ssrc: u32) -> MediaStreamTrack {
 impl Peer {
     pub(super) fn subscribe(&mut self, info: TrackInfo) {
         if self.downs.contains_key(&info.id)
-            || info.owner == self.ctx.owner
+            || (info.owner == self.ctx.owner && !self.ctx.echo)
             || self.deferred.iter().any(|d| d.id == info.id)
         {
             return;

@@ -129,6 +129,7 @@ impl Harness {
             metrics,
             events: events_tx,
             next_track_id: Arc::new(AtomicU64::new(100)),
+            echo: false,
         };
         let (peer, handle, _cmds, _inbox) = Peer::build(ctx, Instant::now()).unwrap();
         Self {

@@ -137,6 +137,11 @@ impl Peer {
         self.connected = true;
         if self.media_dest.is_none() {
             self.media_dest = self.dtls_from;
+            // Chromium's handshake may complete before ICE reports a nomination: the path is
+            // the handshake's, and the statistics say so (they said nothing before).
+            if let Some(tuple) = self.media_dest {
+                self.note_path(tuple);
+            }
         }
         let local = self.secure.as_mut().and_then(|s| s.take_local());
         let mut out = self.outbound.lock();

@@ -13,6 +13,13 @@ export function ConferencePage({ auth, link }: { auth: AuthState; link: string }
   const isDoctor = auth.user.role === 'medecin';
   return (
     <div className="conference-page">
+      {!isDoctor && (
+        <p style={{ gridColumn: '1 / -1', margin: 0 }}>
+          <a id="link-precall" href={`/test-appel?retour=${encodeURIComponent(link)}`}>
+            Tester ma caméra, mon micro et ma connexion avant de rejoindre
+          </a>
+        </p>
+      )}
       <WebRTCWidget
         isInitiator={isDoctor}
         initialConferenceLink={link}
