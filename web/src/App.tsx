@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'react';
-import { clearAuth, displayName, loadAuth, type AuthState } from './services/auth';
+import { clearAuth, displayName, loadAuth, loadGuest, type AuthState } from './services/auth';
 import { useServices } from './services/context';
-import { ConferencePage } from './pages/ConferencePage';
+import { ConferencePage, GuestConferencePage } from './pages/ConferencePage';
 import { DoctorConsole } from './pages/DoctorConsole';
 import { PatientHome } from './pages/PatientHome';
 import { SignInPage } from './pages/SignInPage';
@@ -16,6 +16,12 @@ export function App() {
   const services = useServices();
   const [auth, setAuth] = useState<AuthState | null>(() => loadAuth());
   const conference = /^\/conference\/(\d+)\/?$/.exec(place.pathname);
+  // A guest link (`?guest=CODE`), or a guest of this session reloading its page: no sign-in.
+  const guestCode = conference ? new URLSearchParams(place.search).get('guest') : null;
+  const guestSession =
+    conference && (guestCode !== null || (!auth && loadGuest(Number(conference[1])) !== null))
+      ? Number(conference[1])
+      : null;
 
   const signOut = () => {
     clearAuth();
@@ -42,7 +48,9 @@ export function App() {
   }, [redirect]);
 
   let page;
-  if (!auth) {
+  if (guestSession !== null) {
+    page = <GuestConferencePage sessionId={guestSession} code={guestCode?.trim() || null} />;
+  } else if (!auth) {
     page = (
       <SignInPage
         onSignedIn={onSignedIn}
@@ -64,7 +72,7 @@ export function App() {
     <div className="app">
       <header className="topbar">
         <span className="brand">relais · téléconsultation</span>
-        {auth && (
+        {auth && guestSession === null && (
           <span className="whoami">
             <span id="whoami" data-role={auth.user.role} data-user-id={auth.user.userId}>
               {displayName(auth.user)}
