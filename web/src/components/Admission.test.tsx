@@ -17,7 +17,7 @@ import {
 } from '../test/fakes';
 import { fakeRest, renderWithServices, type Route } from '../test/render';
 import { elapsed } from './Admission';
-import { WebRTCWidget } from './WebRTCWidget';
+import { refusalDetail, WebRTCWidget } from './WebRTCWidget';
 
 afterEach(cleanup);
 beforeEach(() => sessionStorage.clear());
@@ -175,12 +175,14 @@ describe('the patient in the waiting room', () => {
   it("is told the doctor declined, with the doctor's message; the camera stops", async () => {
     const { sig, streams } = await mount({ auth: patientAuth, link: LINK, responder: waitingAck });
     await waitFor(() => expect(state()).toBe('lobby'));
-    act(() => sig.socket.fire('declined', { sessionId: 193, message: 'Veuillez reprendre rendez-vous.' }));
+    act(() =>
+      sig.socket.fire('declined', { sessionId: 193, message: 'the doctor declined to admit you: Veuillez reprendre rendez-vous.' }),
+    );
     expect(state()).toBe('ended');
     const ended = document.querySelector('.call-ended')!;
     expect(ended.getAttribute('data-reason')).toBe('declined');
     expect(ended.textContent).toMatch(/Le médecin n'a pas accepté votre participation/);
-    expect(ended.textContent).toMatch(/Veuillez reprendre rendez-vous\./);
+    expect(ended.querySelector('.ended-message')?.textContent).toBe('Motif : Veuillez reprendre rendez-vous.');
     expect(streams[0].getTracks().every((t) => (t as unknown as FakeTrack).stopped)).toBe(true);
     expect(document.querySelector('.lobby')).toBeNull();
   });
@@ -193,10 +195,12 @@ describe('the patient in the waiting room', () => {
     });
     await waitFor(() => expect(sig.socket.sent('webrtc_answer')).toHaveLength(1));
     act(() => pcs.last.setConnectionState('connected'));
-    act(() => sig.socket.fire('removed', { sessionId: 193 }));
+    act(() => sig.socket.fire('removed', { sessionId: 193, message: 'the doctor removed you from this consultation' }));
     expect(state()).toBe('ended');
     expect(document.querySelector('.call-ended')?.getAttribute('data-reason')).toBe('removed');
     expect(document.querySelector('.call-ended')?.textContent).toMatch(/retiré de la consultation/);
+    // The server's English wording is not repeated under ours.
+    expect(document.querySelector('.ended-message')).toBeNull();
     expect(pcs.last.closed).toBe(true);
     expect(streams[0].getTracks().every((t) => (t as unknown as FakeTrack).stopped)).toBe(true);
     expect(document.querySelector('video.remote-video')).toBeNull();
@@ -225,8 +229,14 @@ describe("the doctor's waiting room, participants and guests", () => {
     expect(sig.socket.sent('admit_participant').map((e) => e.payload)).toEqual([{ sessionId: 193, user: patient }]);
     expect(document.querySelector('[data-user="patient-11"]')).toBeNull();
 
-    await act(async () => fireEvent.click(document.querySelector('[data-user="invite-5"] .btn-decline')!));
-    expect(sig.socket.sent('decline_participant').map((e) => e.payload)).toEqual([{ sessionId: 193, user: guest }]);
+    fireEvent.click(document.querySelector('[data-user="invite-5"] .btn-decline')!);
+    // Not yet: the doctor may say why first.
+    expect(sig.socket.sent('decline_participant')).toHaveLength(0);
+    fireEvent.change(screen.getByLabelText(/Motif du refus/), { target: { value: 'Rappelez demain' } });
+    await act(async () => fireEvent.click(screen.getByRole('button', { name: 'Confirmer le refus' })));
+    expect(sig.socket.sent('decline_participant').map((e) => e.payload)).toEqual([
+      { sessionId: 193, user: guest, reason: 'Rappelez demain' },
+    ]);
     expect(document.querySelector('.waiting-person')).toBeNull();
   });
 
@@ -559,6 +569,16 @@ describe('a guest, by its link', () => {
       expect(sessionStorage.getItem('relais.guest.193')).toBeNull();
     });
   }
+});
+
+describe('refusalDetail', () => {
+  it("keeps the doctor's reason, drops the server's default wording, shows anything else", () => {
+    expect(refusalDetail('the doctor declined to admit you: Rappelez demain')).toBe('Motif : Rappelez demain');
+    expect(refusalDetail('the doctor declined to admit you to this consultation')).toBeNull();
+    expect(refusalDetail('the doctor removed you from this consultation')).toBeNull();
+    expect(refusalDetail('Consultation complète')).toBe('Consultation complète');
+    expect(refusalDetail(null)).toBeNull();
+  });
 });
 
 describe('elapsed', () => {

@@ -67,6 +67,9 @@ export function WaitingList({ call, waiting }: { call: ConsultationCall; waiting
   const now = useNow();
   const [busy, setBusy] = useState<string | null>(null);
   const [error, setError] = useState<{ code: string; message: string } | null>(null);
+  /** The person whose refusal is being confirmed (with an optional reason). */
+  const [declining, setDeclining] = useState<string | null>(null);
+  const [reason, setReason] = useState('');
   if (waiting.length === 0 && !error) return null;
 
   const act = async (w: WaitingPerson, action: 'admit' | 'decline') => {
@@ -74,7 +77,9 @@ export function WaitingList({ call, waiting }: { call: ConsultationCall; waiting
     setError(null);
     try {
       if (action === 'admit') await call.admit(w.user);
-      else await call.decline(w.user);
+      else await call.decline(w.user, reason.trim() || undefined);
+      setDeclining(null);
+      setReason('');
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'error';
       setError({ code, message: describe(code, (e as Error).message) });
@@ -105,10 +110,35 @@ export function WaitingList({ call, waiting }: { call: ConsultationCall; waiting
                 >
                   Admettre
                 </button>
-                <button type="button" className="btn-decline" disabled={busy === key} onClick={() => void act(w, 'decline')}>
-                  Refuser
-                </button>
+                {declining !== key && (
+                  <button type="button" className="btn-decline" disabled={busy === key} onClick={() => setDeclining(key)}>
+                    Refuser
+                  </button>
+                )}
               </span>
+              {declining === key && (
+                <span className="row decline-ask">
+                  <input
+                    className="decline-reason"
+                    aria-label="Motif du refus (facultatif, transmis à la personne)"
+                    placeholder="Motif (facultatif)"
+                    maxLength={200}
+                    value={reason}
+                    onChange={(e) => setReason(e.target.value)}
+                  />
+                  <button
+                    type="button"
+                    className="danger btn-decline-confirm"
+                    disabled={busy === key}
+                    onClick={() => void act(w, 'decline')}
+                  >
+                    Confirmer le refus
+                  </button>
+                  <button type="button" onClick={() => (setDeclining(null), setReason(''))}>
+                    Annuler
+                  </button>
+                </span>
+              )}
             </li>
           );
         })}

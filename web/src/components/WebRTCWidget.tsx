@@ -99,6 +99,19 @@ function stateText(s: CallSnapshot, isDoctor: boolean): string {
   }
 }
 
+/**
+ * What the server said when turning us away, worth showing under our own sentence: the
+ * doctor's reason (`… declined to admit you: {reason}`), or a message we have no sentence for;
+ * nothing for the server's default wording, which our sentence already says.
+ */
+export function refusalDetail(message: string | null): string | null {
+  if (!message) return null;
+  const reason = /declined to admit you: ([\s\S]+)$/.exec(message);
+  if (reason) return `Motif : ${reason[1].trim()}`;
+  if (/^the doctor (declined|removed)/i.test(message)) return null;
+  return message;
+}
+
 /** Copies text; falls back to a selected field when the Clipboard API is unavailable (http). */
 async function copyText(text: string, field: HTMLInputElement | null): Promise<boolean> {
   try {
@@ -536,7 +549,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       {snap?.state === 'ended' && (
         <div className="call-ended" role="status" data-reason={snap.endedReason ?? undefined}>
           <p>{stateText(snap, isDoctor)}</p>
-          {snap.endedMessage && <p className="ended-message">{snap.endedMessage}</p>}
+          {refusalDetail(snap.endedMessage) && <p className="ended-message">{refusalDetail(snap.endedMessage)}</p>}
         </div>
       )}
       {over && onClose && (

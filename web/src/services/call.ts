@@ -281,7 +281,7 @@ export class ConsultationCall {
       s.on('waiting', (p) => mine(p) && this.enterLobby(p.since)),
       s.on('admitted', (p) => mine(p) && this.onAdmitted()),
       s.on('declined', (p) => mine(p) && this.onRefused('declined', p.message)),
-      s.on('removed', (p) => mine(p) && this.onRefused('removed')),
+      s.on('removed', (p) => mine(p) && this.onRefused('removed', p.message)),
       s.on('participant_waiting', (p) => mine(p) && this.onParticipantWaiting(p)),
       s.on('participant_waiting_left', (p) => mine(p) && this.dropWaiting(p.user)),
       s.on('audio_only', (p) => mine(p) && this.onAudioOnly(p)),
@@ -662,7 +662,7 @@ export class ConsultationCall {
     const key = userKey(p.user);
     const rest = this.snap.waitingRoom.filter((w) => !sameUser(w.user, p.user));
     this.update({
-      waitingRoom: [...rest, { user: p.user, name: p.name, since: p.since }],
+      waitingRoom: [...rest, { user: p.user, name: p.name ?? '', since: p.since }],
       names: p.name ? { ...this.snap.names, [key]: p.name } : this.snap.names,
     });
   }

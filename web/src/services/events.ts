@@ -303,7 +303,8 @@ export interface WaitingPayload {
 export interface ParticipantWaitingPayload {
   sessionId: number;
   user: UserRef;
-  name: string;
+  /** Who they are, as their token says (null when it says nothing). */
+  name: string | null;
   since: string;
 }
 /** To the session's doctor(s): a waiting person went away. */
@@ -320,6 +321,7 @@ export interface DeclinedPayload {
 }
 export interface RemovedPayload {
   sessionId: number;
+  message?: string;
 }
 /** Someone switched to audio only (or back to video). */
 export interface AudioOnlyPayload {
