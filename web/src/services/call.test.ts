@@ -918,6 +918,59 @@ describe('ConsultationCall: audio only', () => {
     expect(s.pcs.created).toHaveLength(1);
   });
 
+  it('rebuilt while audio only, the patient sends the new camera in the slot the server offers', async () => {
+    const { socket, pcs, call } = await joinedPatient();
+    await call.setAudioOnly(true, 'autre');
+    pcs.last.setConnectionState('failed');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(pcs.created).toHaveLength(2);
+    socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: sdpOf([
+      { kind: 'audio', mid: '0', direction: 'recvonly' },
+      { kind: 'video', mid: '1', direction: 'recvonly' },
+      { kind: 'audio', mid: '2', direction: 'sendonly', stream: 'medecin-79' },
+      { kind: 'video', mid: '3', direction: 'sendonly', stream: 'medecin-79' },
+    ], 'srv2'), from: server });
+    await settle(20);
+    const byMid = new Map(pcs.last.transceivers.map((t) => [t.mid, t]));
+    expect(byMid.get('1')!.sender.track).toBeNull();
+    expect(byMid.get('1')!.direction).toBe('inactive');
+    expect(byMid.get('3')!.direction).toBe('inactive');
+    await call.setAudioOnly(false);
+    await settle();
+    expect((byMid.get('1')!.sender.track as FakeTrack | null)?.id).toBe('camera-2');
+    expect(byMid.get('1')!.direction).toBe('sendonly');
+    expect(byMid.get('3')!.direction).toBe('recvonly');
+    expect(pcs.created).toHaveLength(2);
+  });
+
+  it("the doctor rebuilt while audio only publishes again with the camera, without waiting for the server's ack", async () => {
+    const s = await setup('publish', { getCamera: async () => camera() });
+    s.call.start();
+    await settle();
+    s.socket.fire('webrtc_answer', {
+      sessionId: 193,
+      sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }, { kind: 'video', mid: '1', direction: 'recvonly' }]),
+      from: server,
+    });
+    await settle();
+    await s.call.setAudioOnly(true, 'autre');
+    s.pcs.last.setConnectionState('failed');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(s.pcs.created).toHaveLength(2);
+    // The rebuilt connection's offer has no video: the camera is off.
+    const offers = () => s.socket.sent('webrtc_offer').map((e) => e.payload.sdpOffer as string);
+    expect(offers()[offers().length - 1]).not.toContain('m=video');
+    // The server does not answer set_audio_only: the camera comes back all the same.
+    s.socket.responder = (event) => (event === 'set_audio_only' ? undefined : { success: true, data: {} });
+    const back = s.call.setAudioOnly(false);
+    await settle(20);
+    expect(s.pcs.created).toHaveLength(3);
+    expect(offers()[offers().length - 1]).toContain('m=video');
+    expect(s.pcs.last.transceivers.find((t) => t.kind === 'video')!.sender.track?.id).toBe('camera-2');
+    await expect(back).rejects.toMatchObject({ code: 'timeout' });
+    s.call.destroy();
+  });
+
   it("shows who else is audio only, from the server's events", async () => {
     const { socket, call } = await joinedPatient();
     socket.fire('audio_only', { sessionId: 193, user: doctor, audioOnly: true, reason: 'connexion insuffisante' });

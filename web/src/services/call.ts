@@ -435,14 +435,15 @@ export class ConsultationCall {
     }
     this.update({ audioOnly: false, audioOnlyReason: null });
     const restored = this.pc ? this.restoreVideo(this.pc, track ?? null) : true;
-    await this.o.signaling.request('set_audio_only', payload);
+    const told = this.o.signaling.request('set_audio_only', payload);
     if (!restored) {
-      // The camera's transceiver is not on this PeerConnection (rebuilt meanwhile): a fresh one
+      // No slot for the camera on this PeerConnection (rebuilt while audio only): a fresh one
       // takes every local track.
-      this.log('no camera transceiver to restore: connecting again');
+      this.log('no slot to send the camera on: connecting again');
       this.update({ state: 'reconnecting', attempt: 0 });
       this.establish();
     }
+    await told;
   }
 
   /** After `failed`: start over (the attempt counter restarts). */
@@ -706,13 +707,26 @@ export class ConsultationCall {
     const cam = this.cameraTransceiver;
     this.cameraTransceiver = null;
     if (!track) return true;
-    if (!cam || !live.has(cam)) {
-      // The doctor's own offer carried the camera: a new PeerConnection publishes it again.
-      return false;
+    if (cam && live.has(cam)) {
+      cam.sender.replaceTrack(track).catch((e) => this.log('restoring the camera failed', e));
+      cam.sender.setStreams?.(this.o.localStream);
+      return true;
     }
-    cam.sender.replaceTrack(track).catch((e) => this.log('restoring the camera failed', e));
-    cam.sender.setStreams?.(this.o.localStream);
-    return true;
+    // Rebuilt while audio only (the camera was never on this connection): joining, the
+    // server's video receive slot takes it, if it offers one.
+    if (this.o.mode === 'join' && pc.remoteDescription?.sdp) {
+      for (const slot of receiveSlots(pc.remoteDescription.sdp)) {
+        if (slot.kind !== 'video' || slot.mid === null) continue;
+        const t = pc.getTransceivers().find((x) => x.mid === slot.mid);
+        if (!t || t.sender.track || t.direction === 'stopped') continue;
+        t.sender.replaceTrack(track).catch((e) => this.log('restoring the camera failed', e));
+        t.sender.setStreams?.(this.o.localStream);
+        t.direction = slot.direction === 'sendrecv' ? 'sendrecv' : 'sendonly';
+        return true;
+      }
+    }
+    // Otherwise (the doctor's camera went with its own offer): a new PeerConnection.
+    return false;
   }
 
   private stopCamera(): void {
