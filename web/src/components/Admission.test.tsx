@@ -556,6 +556,8 @@ describe('a guest, by its link', () => {
     [403, 'expired_code', 'guest_expired', /a expiré/],
     [403, 'invalid_code', 'guest_invalid', /n'est pas valide/],
     [429, 'too_many_attempts', 'too_many_attempts', /Trop de tentatives/],
+    [409, 'session_ended', 'session_ended', /consultation est terminée/],
+    [404, 'session_not_found', 'guest_invalid', /n'est pas valide/],
   ] as const) {
     it(`explains a refused link (${code})`, async () => {
       const { getUserMedia, sig } = await mountGuest({

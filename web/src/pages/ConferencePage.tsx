@@ -43,9 +43,9 @@ function guestErrorCode(e: unknown): string {
   if (!(e instanceof ApiError)) return 'unreachable';
   if (e.status === 0) return 'unreachable';
   if (e.status === 429 || e.code === 'too_many_attempts') return 'too_many_attempts';
+  if (e.code === 'session_ended') return 'session_ended';
   if (e.code === 'guest_code_used' || e.status === 409) return 'guest_code_used';
   if (e.code === 'expired_code') return 'guest_expired';
-  if (e.code === 'session_ended') return 'session_ended';
   return 'guest_invalid';
 }
 
