@@ -297,14 +297,6 @@ try {
   await patient.page.goto(link);
   await signIn(patient.page, 'patient', 11, 'Jean Dupont');
 
-  // New sessions have a waiting room: the doctor lets the patient in (tests/e2e/admission.mjs
-  // covers it in detail). A rebuilt connection later (media cut, server restart) rejoins
-  // without waiting again.
-  step('the patient waits; the doctor admits them');
-  await patient.page.locator('.call-state[data-state="lobby"]').waitFor();
-  await doctor.page.locator('.waiting-list [data-user="patient-11"] .btn-admit').click();
-  result.patientAdmitted = true;
-
   step('both remote videos play');
   await patient.page.locator('.call-state[data-state="connected"]').waitFor();
   await doctor.page.locator('.call-state[data-state="connected"]').waitFor();
