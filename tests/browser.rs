@@ -497,6 +497,211 @@ fn consultation_in_chromium_through_the_sfu() {
     }
 }
 
+// ---- issue 21: waiting room, a guest by its link, removal, audio only ------------------------
+
+/// The per-stream counters of `tests/e2e/admission.mjs` (`receivedDuring`): `what` of `stream`.
+fn got(v: &Value, stream: &str, what: &str) -> f64 {
+    v[stream][what].as_f64().unwrap_or(0.0)
+}
+
+/// Issue 21 in Chromium (`tests/e2e/admission.mjs`): the patient waits until the doctor admits
+/// them; a guest comes by its link without an account, waits, is admitted, and the three
+/// decode each other's video; the doctor removes the guest; the patient switches to audio only
+/// and the doctor's page says so while the patient's video stops and the audio goes on.
+#[test]
+fn waiting_room_guest_removal_and_audio_only_in_chromium() {
+    let Some(web_dir) = prerequisites() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let artifacts = root().join("tests/artifacts/browser-admission");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+
+    let ns = Netns::create(format!("relais-adm-{}", std::process::id()))
+        .unwrap_or_else(|e| panic!("cannot create the network namespace: {e}"));
+    // The loopback settings, with the waiting room on (as for any new session by default).
+    let settings: Vec<String> = loopback_settings()
+        .into_iter()
+        .map(|kv| {
+            if kv.starts_with("sessions.waiting_room=") {
+                "sessions.waiting_room=true".to_string()
+            } else {
+                kv
+            }
+        })
+        .collect();
+    assert!(settings.iter().any(|kv| kv == "sessions.waiting_room=true"));
+    let mut server =
+        start_server(&ns, scratch.path(), &web_dir, &settings).unwrap_or_else(|e| panic!("{e}"));
+    let env = [
+        ("HTTP_BASE", format!("http://{HTTP_ADDR}")),
+        ("HTTPS_BASE", format!("https://{HTTPS_ADDR}")),
+        ("ARTIFACTS", artifacts.display().to_string()),
+    ];
+    let outcome = run_script(&ns, "admission.mjs", &env, scratch.path(), &mut || Ok(()));
+    server.drain();
+    let _ = std::fs::write(artifacts.join("server.log"), server.lines.join("\n"));
+    drop(server);
+    drop(ns);
+
+    let (r, stderr) = outcome.unwrap_or_else(|e| panic!("{e}"));
+    let pretty = serde_json::to_string_pretty(&r).unwrap_or_default();
+    println!("browser result:\n{pretty}");
+    assert_eq!(
+        r["ok"],
+        true,
+        "the browser script failed at step {}: {}\n{stderr}\n(screenshots, browser console and server log in {})",
+        r["step"],
+        r["error"],
+        artifacts.display()
+    );
+
+    // The waiting room is on for a new session; the patient is told and waits, with the
+    // camera preview and no media from the session, until the doctor admits them.
+    assert_eq!(r["waitingRoomSetting"], true, "{pretty}");
+    let lobby = &r["patientLobby"];
+    assert_eq!(lobby["text"], "Le médecin va vous recevoir", "{pretty}");
+    assert!(
+        lobby["since"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("En attente depuis"),
+        "{pretty}"
+    );
+    assert!(num(lobby, &["preview", "width"]) > 0.0, "{pretty}");
+    assert_eq!(lobby["stillWaiting"], true, "{pretty}");
+    let during = lobby["mediaWhileWaiting"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        during
+            .values()
+            .all(|v| v["framesDecoded"].as_f64().unwrap_or(0.0) == 0.0
+                && v["audioBytes"].as_f64().unwrap_or(0.0) == 0.0),
+        "no media before admission: {pretty}"
+    );
+    assert_eq!(r["doctorWaitingList"]["name"], "Jean Dupont", "{pretty}");
+    assert!(
+        r["doctorWaitingList"]["since"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("attend depuis"),
+        "{pretty}"
+    );
+    assert!(
+        got(&r["twoWay"]["patient"], "medecin-79", "framesDecoded") > 0.0,
+        "{pretty}"
+    );
+    assert!(
+        got(&r["twoWay"]["doctor"], "patient-11", "framesDecoded") > 0.0,
+        "{pretty}"
+    );
+
+    // The guest: its link, no sign-in, the waiting room, no messaging.
+    assert!(
+        r["guestUrl"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/conference/")
+            && r["guestUrl"].as_str().unwrap_or("").contains("guest="),
+        "{pretty}"
+    );
+    assert_eq!(
+        r["guestLobby"]["text"], "Le médecin va vous recevoir",
+        "{pretty}"
+    );
+    assert_eq!(r["guestLobby"]["signInShown"], false, "{pretty}");
+    assert_eq!(r["guestLobby"]["messagingShown"], false, "{pretty}");
+    assert_eq!(r["guestMessagingAfterJoin"], false, "{pretty}");
+    assert_eq!(r["doctorSawGuestWaiting"], "Interprète", "{pretty}");
+    let guest = r["guestKey"].as_str().unwrap_or("").to_string();
+    assert!(guest.starts_with("invite-"), "{pretty}");
+
+    // Three people: each page decodes video from both others (counted over one second).
+    let three = &r["threeWay"];
+    for (page, others) in [
+        ("doctor", ["patient-11", guest.as_str()]),
+        ("patient", ["medecin-79", guest.as_str()]),
+        ("guest", ["medecin-79", "patient-11"]),
+    ] {
+        for other in others {
+            assert!(
+                got(&three[page], other, "framesDecoded") > 0.0,
+                "{page} decodes {other}'s video: {pretty}"
+            );
+        }
+    }
+
+    // Removed: the guest's page says so and its connection is closed; the others' tiles of
+    // the guest are gone; the guest cannot come back with its token.
+    assert!(
+        r["guestRemoved"]
+            .as_str()
+            .unwrap_or("")
+            .contains("retiré de la consultation"),
+        "{pretty}"
+    );
+    assert_eq!(r["guestMediaStopped"], true, "{pretty}");
+    for page in ["doctor", "patient"] {
+        let tiles = r["tilesAfterRemoval"][page]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !tiles.iter().any(|t| t.as_str() == Some(guest.as_str())),
+            "{page}: {pretty}"
+        );
+        assert!(!tiles.is_empty(), "{page} still sees the other: {pretty}");
+    }
+    assert_eq!(r["guestAfterReload"]["ended"], "removed", "{pretty}");
+
+    // Audio only: the doctor's page says so; over 3 s the doctor decodes no video from the
+    // patient while the patient's audio keeps arriving, and the patient decodes none from the
+    // doctor; back to video, frames come again.
+    assert_eq!(r["doctorShowsAudioOnly"], "Audio seulement", "{pretty}");
+    assert!(
+        got(&r["beforeAudioOnly"], "patient-11", "framesDecoded") > 0.0,
+        "{pretty}"
+    );
+    let ao = &r["audioOnly"];
+    assert_eq!(
+        got(&ao["doctor"], "patient-11", "framesDecoded"),
+        0.0,
+        "the doctor decodes no video from the patient in audio only: {pretty}"
+    );
+    assert_eq!(
+        got(&ao["doctor"], "patient-11", "videoBytes"),
+        0.0,
+        "no video bytes from the patient in audio only: {pretty}"
+    );
+    assert!(
+        got(&ao["doctor"], "patient-11", "audioBytes") > 1_000.0
+            && got(&ao["doctor"], "patient-11", "audioSamples") > 0.0,
+        "the patient's audio goes on: {pretty}"
+    );
+    assert_eq!(
+        got(&ao["patient"], "medecin-79", "framesDecoded"),
+        0.0,
+        "the patient in audio only receives no video: {pretty}"
+    );
+    assert!(
+        got(&ao["patient"], "medecin-79", "audioBytes") > 1_000.0,
+        "the doctor's audio goes on: {pretty}"
+    );
+    assert!(
+        got(&r["backToVideo"]["doctor"], "patient-11", "framesDecoded") > 0.0,
+        "{pretty}"
+    );
+    assert!(
+        got(&r["backToVideo"]["patient"], "medecin-79", "framesDecoded") > 0.0,
+        "{pretty}"
+    );
+}
+
 // ---- a clinic that lets out only TCP to the server's address on port 443 (issue 19) --------
 //
 //   srv namespace (relais; node and the doctor's chromium)      cli namespace (the clinic)

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'react';
-import { clearAuth, displayName, loadAuth, type AuthState } from './services/auth';
+import { clearAuth, displayName, loadAuth, loadGuest, type AuthState } from './services/auth';
 import { useServices } from './services/context';
-import { ConferencePage } from './pages/ConferencePage';
+import { ConferencePage, GuestConferencePage } from './pages/ConferencePage';
 import { DoctorConsole } from './pages/DoctorConsole';
 import { PatientHome } from './pages/PatientHome';
 import { PrecallCheckPage } from './pages/PrecallCheckPage';
@@ -25,6 +25,12 @@ export function App() {
   const conference = /^\/conference\/(\d+)\/?$/.exec(place.pathname);
   // The pre-call check, for anyone signed in (a patient comes from the conference link).
   const precall = /^\/test-appel\/?$/.test(place.pathname);
+  // A guest link (`?guest=CODE`), or a guest of this session reloading its page: no sign-in.
+  const guestCode = conference ? new URLSearchParams(place.search).get('guest') : null;
+  const guestSession =
+    conference && (guestCode !== null || (!auth && loadGuest(Number(conference[1])) !== null))
+      ? Number(conference[1])
+      : null;
 
   const signOut = () => {
     clearAuth();
@@ -52,7 +58,9 @@ export function App() {
   }, [redirect]);
 
   let page;
-  if (!auth) {
+  if (guestSession !== null) {
+    page = <GuestConferencePage sessionId={guestSession} code={guestCode?.trim() || null} />;
+  } else if (!auth) {
     page = (
       <SignInPage
         onSignedIn={onSignedIn}
@@ -82,7 +90,7 @@ export function App() {
     <div className="app">
       <header className="topbar">
         <span className="brand">relais · téléconsultation</span>
-        {auth && (
+        {auth && guestSession === null && (
           <span className="whoami">
             <span id="whoami" data-role={auth.user.role} data-user-id={auth.user.userId}>
               {displayName(auth.user)}

@@ -8,13 +8,15 @@ export interface VideoTileProps {
   className?: string;
   streamId?: string;
   placeholder?: string;
+  /** Shown over the picture (*Audio seulement*). */
+  badge?: string;
 }
 
 /**
  * One video. A remote one plays with sound; if the browser's autoplay policy refuses sound
  * before any click, it plays muted and offers a button to turn the sound on.
  */
-export function VideoTile({ stream, label, local, className, streamId, placeholder }: VideoTileProps) {
+export function VideoTile({ stream, label, local, className, streamId, placeholder, badge }: VideoTileProps) {
   const ref = useRef<HTMLVideoElement | null>(null);
   const [needsUnmute, setNeedsUnmute] = useState(false);
 
@@ -53,6 +55,11 @@ export function VideoTile({ stream, label, local, className, streamId, placehold
         data-stream-id={streamId}
       />
       {!stream && <div className="video-placeholder">{placeholder ?? 'Pas de vidéo'}</div>}
+      {badge && (
+        <div className="video-badge" data-badge={badge}>
+          {badge}
+        </div>
+      )}
       <figcaption>{label}</figcaption>
       {needsUnmute && (
         <button type="button" className="unmute-remote primary" onClick={unmute}>

@@ -4,8 +4,17 @@ import { ApiError, type ConferenceLink } from '../services/api';
 import { loadAuth, socketAuthOf, type AuthState } from '../services/auth';
 import { ConsultationCall, type CallSnapshot } from '../services/call';
 import { useServices } from '../services/context';
-import { isSecondaryStream, type SessionType, type UserRef } from '../services/events';
+import { isSecondaryStream, userKey, type SessionType, type UserRef } from '../services/events';
 import { describe, mediaErrorCode } from '../services/messages';
+import {
+  AudioOnlyControl,
+  GuestInviteForm,
+  LobbyNotice,
+  ParticipantList,
+  personName,
+  WaitingList,
+  WaitingRoomToggle,
+} from './Admission';
 import { RecordingControls, RecordingIndicator } from './Recording';
 import { VideoTile } from './VideoTile';
 
@@ -37,19 +46,25 @@ export function parseConferenceLink(link: string): { sessionId: number; code: st
   return { sessionId: Number(m[1]), code };
 }
 
+/** The session of a `/conference/{id}` link (a guest's: its token is the proof, no code). */
+export function conferenceSessionOf(link: string): number | null {
+  try {
+    const url = new URL(link, typeof location !== 'undefined' ? location.href : 'http://localhost/');
+    const m = /\/conference\/(\d+)\/?$/.exec(url.pathname);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 type Phase =
   | { kind: 'starting'; step: string }
   | { kind: 'error'; code: string; message: string; retry: boolean }
   | { kind: 'call'; call: ConsultationCall };
 
-function personLabel(u: UserRef | null): string {
-  if (!u) return 'Participant';
-  return u.userType === 'medecin' ? `Médecin ${u.userId}` : `Patient ${u.userId}`;
-}
-
 /** A remote tile's caption: the person, or the screen they share (a further stream of theirs). */
-function streamLabel(id: string, u: UserRef | null): string {
-  return isSecondaryStream(id) ? `Écran partagé — ${personLabel(u)}` : personLabel(u);
+function streamLabel(id: string, u: UserRef | null, names: Record<string, string>): string {
+  return isSecondaryStream(id) ? `Écran partagé — ${personName(u, names)}` : personName(u, names);
 }
 
 const canShareScreen = (): boolean =>
@@ -60,6 +75,8 @@ function stateText(s: CallSnapshot, isDoctor: boolean): string {
     case 'idle':
     case 'connecting':
       return 'Connexion en cours…';
+    case 'lobby':
+      return 'Le médecin va vous recevoir';
     case 'waiting':
       return isDoctor ? 'En attente du patient…' : 'En attente du médecin…';
     case 'connected':
@@ -67,10 +84,32 @@ function stateText(s: CallSnapshot, isDoctor: boolean): string {
     case 'reconnecting':
       return `Connexion perdue — reconnexion en cours${s.attempt ? ` (tentative ${s.attempt})` : ''}…`;
     case 'ended':
-      return s.endedReason === 'left' ? 'Vous avez quitté la consultation.' : 'La consultation est terminée.';
+      switch (s.endedReason) {
+        case 'left':
+          return 'Vous avez quitté la consultation.';
+        case 'declined':
+          return "Le médecin n'a pas accepté votre participation à cette consultation.";
+        case 'removed':
+          return 'Vous avez été retiré de la consultation par le médecin.';
+        default:
+          return 'La consultation est terminée.';
+      }
     case 'failed':
       return s.error?.message ?? 'La connexion a échoué.';
   }
+}
+
+/**
+ * What the server said when turning us away, worth showing under our own sentence: the
+ * doctor's reason (`… declined to admit you: {reason}`), or a message we have no sentence for;
+ * nothing for the server's default wording, which our sentence already says.
+ */
+export function refusalDetail(message: string | null): string | null {
+  if (!message) return null;
+  const reason = /declined to admit you: ([\s\S]+)$/.exec(message);
+  if (reason) return `Motif : ${reason[1].trim()}`;
+  if (/^the doctor (declined|removed)/i.test(message)) return null;
+  return message;
 }
 
 /** Copies text; falls back to a selected field when the Clipboard API is unavailable (http). */
@@ -118,7 +157,10 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
   const call = phase.kind === 'call' ? phase.call : null;
   const snap = useCallSnapshot(call);
   const isDoctor = auth?.user.role === 'medecin';
+  const isGuest = auth?.user.role === 'invite';
   const infoSent = useRef<string>('');
+  const [sessionId, setSessionId] = useState<number | null>(null);
+  const [waitingRoomOn, setWaitingRoomOn] = useState<boolean | null>(null);
 
   useEffect(() => {
     let alive = true;
@@ -131,14 +173,22 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       if (!auth) return fail('refused');
       const api = services.api(auth.token);
       const self: UserRef = { userId: auth.user.userId, userType: auth.user.role };
-      const parsed = initialConferenceLink ? parseConferenceLink(initialConferenceLink) : null;
+      const guest = auth.user.role === 'invite';
+      // A guest's link has no code: its token, bound to the session, is the proof.
+      const guestSession = guest && initialConferenceLink ? conferenceSessionOf(initialConferenceLink) : null;
+      const parsed =
+        guestSession !== null
+          ? { sessionId: guestSession, code: '' }
+          : initialConferenceLink
+            ? parseConferenceLink(initialConferenceLink)
+            : null;
       if (!isInitiator && !parsed) return fail('bad_link');
       if (isInitiator && auth.user.role !== 'medecin') return fail('doctor_only');
 
       // The server's TURN, for clinics without UDP: from the code check or the new session.
       let iceServers: RTCIceServer[] = [];
       // A wrong or expired code is told before asking for the camera.
-      if (parsed && !isInitiator) {
+      if (parsed && !isInitiator && !guest) {
         setPhase({ kind: 'starting', step: "Vérification du code d'accès…" });
         try {
           const v = await api.validateCode(parsed.code, parsed.sessionId);
@@ -177,7 +227,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       if (!alive) return;
 
       let sessionId: number;
-      let code: string | undefined = parsed?.code;
+      let code: string | undefined = parsed?.code || undefined;
       if (parsed) {
         sessionId = parsed.sessionId;
       } else {
@@ -192,6 +242,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           if (!created.conferenceLink) return fail('error');
           setLink(created.conferenceLink);
           sessionId = created.session.id;
+          setWaitingRoomOn(created.session.waiting_room ?? true);
           code = created.conferenceLink.joinCode;
           iceServers = created.iceServers ?? [];
         } catch (e) {
@@ -205,6 +256,10 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           conferenceUrl: `${location.origin}/conference/${sessionId}`,
           fullLink: `${location.origin}/conference/${sessionId}?code=${encodeURIComponent(parsed.code)}`,
         });
+        void api
+          .getSession(sessionId)
+          .then((s) => alive && typeof s.waiting_room === 'boolean' && setWaitingRoomOn(s.waiting_room))
+          .catch(() => undefined);
       }
       if (iceServers.length === 0) {
         iceServers = await api
@@ -214,6 +269,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
         if (!alive) return;
       }
       sessionRef.current = sessionId;
+      setSessionId(sessionId);
       created = new ConsultationCall({
         signaling: services.signaling,
         sessionId,
@@ -225,6 +281,8 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
         localStream: stream,
         createPeerConnection: services.createPeerConnection,
         iceServers,
+        getCamera: () =>
+          devices.getUserMedia({ audio: false, video: { width: { ideal: 640 }, height: { ideal: 480 } } }),
         log: (m, d) => console.debug(`[relais call ${sessionId}] ${m}`, d ?? ''),
       });
       setPhase({ kind: 'call', call: created });
@@ -379,6 +437,10 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
         </div>
       )}
 
+      {snap?.state === 'lobby' && <LobbyNotice since={snap.waitingSince} guest={isGuest} />}
+
+      {isDoctor && call && snap && !over && <WaitingList call={call} waiting={snap.waitingRoom} />}
+
       {snap && (snap.state === 'waiting' || (isDoctor && others.length === 0 && !over)) && (
         <div className="waiting-room" role="status">
           {isDoctor
@@ -390,7 +452,13 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       {(phase.kind === 'call' || localStream) && !over && (
         <div className={`video-grid${(snap?.remoteStreams.length ?? 0) > 1 ? ' multi' : ''}`}>
           {snap?.remoteStreams.map((r) => (
-            <VideoTileRemote key={r.id} id={r.id} stream={r.stream} label={streamLabel(r.id, r.user)} />
+            <VideoTileRemote
+              key={r.id}
+              id={r.id}
+              stream={r.stream}
+              label={streamLabel(r.id, r.user, snap.names)}
+              audioOnly={!!(r.user && !isSecondaryStream(r.id) && snap.audioOnlyUsers[userKey(r.user)])}
+            />
           ))}
           {(!snap || snap.remoteStreams.length === 0) && (
             <div className="video-tile remote empty">
@@ -399,7 +467,13 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
               </div>
             </div>
           )}
-          <VideoTile stream={localStream} label="Vous" local className="self" />
+          <VideoTile
+            stream={localStream}
+            label="Vous"
+            local
+            badge={snap?.audioOnly ? 'Audio seulement' : undefined}
+            className={`self${snap?.audioOnly ? ' audio-only' : ''}`}
+          />
           {snap?.screenStream && (
             <VideoTile stream={snap.screenStream} label="Votre écran partagé" local className="self screen" />
           )}
@@ -429,7 +503,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           >
             {snap.cameraEnabled ? 'Couper la caméra' : 'Activer la caméra'}
           </button>
-          {canShareScreen() && (
+          {canShareScreen() && !snap.audioOnly && snap.state !== 'lobby' && (
             <button
               type="button"
               id="btn-screen"
@@ -443,9 +517,23 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
               {snap.screenStream ? 'Arrêter le partage' : "Partager l'écran"}
             </button>
           )}
+          {snap.state !== 'lobby' && <AudioOnlyControl call={call} audioOnly={snap.audioOnly} />}
           <button type="button" id="btn-hangup" className="danger" onClick={() => void hangUp()}>
             {isDoctor ? 'Terminer la consultation' : 'Raccrocher'}
           </button>
+        </div>
+      )}
+
+      {isDoctor && call && snap && !over && (
+        <ParticipantList call={call} others={others} names={snap.names} audioOnlyUsers={snap.audioOnlyUsers} />
+      )}
+
+      {isDoctor && call && auth && sessionId !== null && !over && (
+        <div className="doctor-session-tools">
+          <GuestInviteForm api={services.api(auth.token)} sessionId={sessionId} />
+          {waitingRoomOn !== null && (
+            <WaitingRoomToggle api={services.api(auth.token)} sessionId={sessionId} initial={waitingRoomOn} />
+          )}
         </div>
       )}
 
@@ -459,8 +547,9 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
       )}
 
       {snap?.state === 'ended' && (
-        <div className="call-ended" role="status">
+        <div className="call-ended" role="status" data-reason={snap.endedReason ?? undefined}>
           <p>{stateText(snap, isDoctor)}</p>
+          {refusalDetail(snap.endedMessage) && <p className="ended-message">{refusalDetail(snap.endedMessage)}</p>}
         </div>
       )}
       {over && onClose && (
@@ -474,9 +563,16 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
   );
 }
 
-function VideoTileRemote({ id, stream, label }: { id: string; stream: MediaStream; label: string }) {
+function VideoTileRemote(props: { id: string; stream: MediaStream; label: string; audioOnly: boolean }) {
+  const { id, stream, label, audioOnly } = props;
   return (
-    <VideoTile stream={stream} label={label} streamId={id} className={isSecondaryStream(id) ? 'other screen' : 'other'} />
+    <VideoTile
+      stream={stream}
+      label={label}
+      streamId={id}
+      className={`${isSecondaryStream(id) ? 'other screen' : 'other'}${audioOnly ? ' audio-only' : ''}`}
+      badge={audioOnly ? 'Audio seulement' : undefined}
+    />
   );
 }
 

@@ -186,7 +186,7 @@ export function DoctorConsole({ auth }: { auth: AuthState }) {
               <ChatMessage
                 key={current.id}
                 userId={auth.user.userId}
-                role={auth.user.role}
+                role="medecin"
                 token={auth.token}
                 conversationId={current.id}
                 medecinId={auth.user.userId}

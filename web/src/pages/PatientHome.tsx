@@ -60,7 +60,7 @@ export function PatientHome({ auth }: { auth: AuthState }) {
           <ChatMessage
             key={current.id}
             userId={auth.user.userId}
-            role={auth.user.role}
+            role="patient"
             token={auth.token}
             conversationId={current.id}
             medecinId={doctor?.id}

@@ -62,6 +62,26 @@ export interface SessionView {
   conversation_id: number;
   session_type: SessionType;
   statut: 'initiating' | 'active' | 'ended';
+  /** Patients and guests wait for the doctor's admission (default true). */
+  waiting_room?: boolean;
+}
+
+/** A guest link the doctor made (the code is shown once, at creation). */
+export interface GuestInvite {
+  id: number;
+  display_name: string;
+  expires_at: string;
+  code: string;
+  url: string;
+}
+
+/** A guest's token for one session, from its single-use code. */
+export interface GuestToken {
+  token: string;
+  user: { userId: number; userType: 'invite' };
+  display_name: string;
+  sessionId: number;
+  expiresAt: string;
 }
 
 export interface ConferenceLink {
@@ -215,6 +235,29 @@ export class Api {
       `/api/messaging/webrtc/sessions/${id}/end`,
     );
     return d.session;
+  }
+
+  /** The session's doctor turns the waiting room on or off. */
+  async setWaitingRoom(id: number, waitingRoom: boolean): Promise<SessionView> {
+    const d = await this.call<{ session: SessionView }>('PATCH', `/api/messaging/webrtc/sessions/${id}`, {
+      waiting_room: waitingRoom,
+    });
+    return d.session;
+  }
+
+  /** The session's doctor invites a guest (interpreter, family): a link of its own. */
+  async inviteGuest(sessionId: number, displayName: string, expiresInMinutes: number): Promise<GuestInvite> {
+    const d = await this.call<{ guest: GuestInvite }>('POST', `/api/messaging/webrtc/sessions/${sessionId}/guests`, {
+      display_name: displayName,
+      expires_in_minutes: expiresInMinutes,
+    });
+    return d.guest;
+  }
+
+  /** No sign-in: a guest's single-use code for its token (409 `guest_code_used`, 403
+   * `expired_code` / `invalid_code`). */
+  guestToken(sessionId: number, code: string): Promise<GuestToken> {
+    return this.call<GuestToken>('POST', '/api/messaging/webrtc/guest-token', { sessionId, code });
   }
 
   // ---- recordings (the session's doctor only) -----------------------------------------------

@@ -3,12 +3,13 @@
  * closes); a clinic's system may instead leave the seed's keys in localStorage (`jwt` or
  * `token`, plus `patient` / `medecin` objects), which are read as a fallback.
  */
-import { Api, ApiError } from './api';
-import type { Role, SocketAuth } from './events';
+import { Api, ApiError, type GuestToken } from './api';
+import type { Role, SocketAuth, UserType } from './events';
 
 export interface AuthUser {
   userId: number;
-  role: Role;
+  /** `invite`: a guest, by its guest link (never from sign-in). */
+  role: UserType;
   name?: string;
 }
 
@@ -106,9 +107,53 @@ export function socketAuthOf(state: AuthState): SocketAuth {
   };
 }
 
-export function displayName(user: { role: Role; userId: number; name?: string }): string {
+export function displayName(user: { role: UserType; userId: number; name?: string }): string {
   if (user.name) return user.name;
+  if (user.role === 'invite') return `Invité ${user.userId}`;
   return user.role === 'medecin' ? `Médecin ${user.userId}` : `Patient ${user.userId}`;
+}
+
+// ---- guests ---------------------------------------------------------------------------------
+
+const guestKey = (sessionId: number) => `relais.guest.${sessionId}`;
+
+/** A guest's token for `sessionId` kept in this tab (the code is single-use: a reload needs it). */
+export function loadGuest(sessionId: number, nowMs: number = Date.now()): GuestToken | null {
+  const store = storage('session');
+  const raw = store?.getItem(guestKey(sessionId));
+  if (!raw) return null;
+  try {
+    const g = JSON.parse(raw) as GuestToken;
+    const until = Date.parse(g.expiresAt);
+    if (g.token && g.sessionId === sessionId && (Number.isNaN(until) || until > nowMs)) return g;
+  } catch {
+    /* dropped below */
+  }
+  store?.removeItem(guestKey(sessionId));
+  return null;
+}
+
+export function clearGuest(sessionId: number): void {
+  storage('session')?.removeItem(guestKey(sessionId));
+}
+
+/** The guest as the client's other code sees a signed-in user. */
+export function guestAuth(g: GuestToken): AuthState {
+  return { token: g.token, user: { userId: g.user.userId, role: 'invite', name: g.display_name || undefined } };
+}
+
+/**
+ * The guest's token for `sessionId`: the one kept in this tab, else `code` exchanged for one
+ * (and kept). Rejects with the server's {@link ApiError} (`guest_code_used`, `expired_code`,
+ * `invalid_code`, `too_many_attempts`).
+ */
+export async function guestSignIn(sessionId: number, code: string | null, api: Api = new Api()): Promise<GuestToken> {
+  const kept = loadGuest(sessionId);
+  if (kept) return kept;
+  if (!code) throw new ApiError(403, 'invalid_code', 'no guest code in the link');
+  const g = await api.guestToken(sessionId, code);
+  storage('session')?.setItem(guestKey(sessionId), JSON.stringify(g));
+  return g;
 }
 
 /** Thrown when the server has a real secret: sign-in belongs to the clinic's system. */

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   fakeSignaling,
+  FakeMediaStream,
   FakeTrack,
   localStream,
   peerConnectionFactory,
@@ -606,5 +607,379 @@ describe('ConsultationCall: sharing the screen', () => {
       ['patient-11', patient],
       ['patient-11.2', patient],
     ]);
+  });
+});
+
+describe('ConsultationCall: the waiting room, patient side', () => {
+  const waitingAck = (event: string) =>
+    event === 'request_webrtc_offer'
+      ? { success: true as const, data: { sessionId: 193, waiting: true } }
+      : { success: true as const, data: {} };
+
+  it('waits in the lobby without timing out, is admitted, then answers the server offer', async () => {
+    vi.useFakeTimers();
+    try {
+      const { socket, pcs, call } = await setup('join');
+      socket.responder = waitingAck;
+      call.start();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(call.getSnapshot().state).toBe('lobby');
+      expect(call.getSnapshot().waitingSince).not.toBeNull();
+      socket.fire('waiting', { sessionId: 193, since: '2026-12-07T15:00:00Z' });
+      expect(call.getSnapshot().waitingSince).toBe('2026-12-07T15:00:00Z');
+      // Far past the connection timeout: still waiting, no rebuild, no second request.
+      await vi.advanceTimersByTimeAsync(20_000);
+      expect(call.getSnapshot().state).toBe('lobby');
+      expect(pcs.created).toHaveLength(1);
+      expect(socket.sent('request_webrtc_offer')).toHaveLength(1);
+      // A participant event meanwhile does not take us out of the lobby.
+      socket.fire('participant_joined', { sessionId: 193, participant: doctor, participants: [doctor] });
+      expect(call.getSnapshot().state).toBe('lobby');
+
+      socket.fire('admitted', { sessionId: 193 });
+      expect(call.getSnapshot().state).toBe('connecting');
+      expect(call.getSnapshot().waitingSince).toBeNull();
+      socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: joinOffer, from: { userType: 'server', userId: null } });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(socket.sent('webrtc_answer')).toHaveLength(1);
+      socket.fire('participant_joined', { sessionId: 193, participant: patient, participants: [doctor, patient] });
+      pcs.last.setConnectionState('connected');
+      expect(call.getSnapshot().state).toBe('connected');
+      call.destroy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('after admission the connection timeout applies again', async () => {
+    vi.useFakeTimers();
+    try {
+      const { socket, pcs, call } = await setup('join');
+      socket.responder = waitingAck;
+      call.start();
+      await vi.advanceTimersByTimeAsync(0);
+      await vi.advanceTimersByTimeAsync(10_000);
+      socket.fire('admitted', { sessionId: 193 });
+      await vi.advanceTimersByTimeAsync(3_100);
+      expect(pcs.created.length).toBeGreaterThan(1);
+      call.destroy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('declined: the call ends with the message and the connection closes', async () => {
+    const { socket, pcs, call } = await setup('join');
+    socket.responder = waitingAck;
+    call.start();
+    await settle();
+    expect(call.getSnapshot().state).toBe('lobby');
+    socket.fire('declined', { sessionId: 193, message: 'Le médecin ne peut pas vous recevoir.' });
+    expect(call.getSnapshot()).toMatchObject({
+      state: 'ended',
+      endedReason: 'declined',
+      endedMessage: 'Le médecin ne peut pas vous recevoir.',
+    });
+    expect(pcs.last.closed).toBe(true);
+    // Nothing more is listened to.
+    socket.fire('admitted', { sessionId: 193 });
+    expect(call.getSnapshot().state).toBe('ended');
+  });
+
+  it('asking again after being declined ends the call the same way', async () => {
+    const { socket, call } = await setup('join');
+    socket.responder = (event) =>
+      event === 'request_webrtc_offer'
+        ? { success: false, error: { code: 'declined', message: 'declined by the doctor' } }
+        : { success: true, data: {} };
+    call.start();
+    await settle();
+    expect(call.getSnapshot()).toMatchObject({ state: 'ended', endedReason: 'declined' });
+  });
+
+  it('removed during the call: ended, connection closed, no reconnection', async () => {
+    vi.useFakeTimers();
+    try {
+      const { socket, pcs, call } = await setup('join');
+      call.start();
+      await vi.advanceTimersByTimeAsync(0);
+      socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: joinOffer, from: { userType: 'server', userId: null } });
+      await vi.advanceTimersByTimeAsync(0);
+      pcs.last.setConnectionState('connected');
+      socket.fire('removed', { sessionId: 193 });
+      expect(call.getSnapshot()).toMatchObject({ state: 'ended', endedReason: 'removed' });
+      expect(pcs.last.closed).toBe(true);
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(pcs.created).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('participant_left about us with reason "removed" ends the call too', async () => {
+    const { socket, call } = await setup('join');
+    call.start();
+    await settle();
+    socket.fire('participant_left', { sessionId: 193, participant: patient, reason: 'removed', participants: [doctor] });
+    expect(call.getSnapshot()).toMatchObject({ state: 'ended', endedReason: 'removed' });
+  });
+
+  it('the socket comes back while waiting: asks again (the server forgot us)', async () => {
+    const { socket, call } = await setup('join');
+    socket.responder = waitingAck;
+    call.start();
+    await settle();
+    expect(call.getSnapshot().state).toBe('lobby');
+    socket.drop();
+    socket.reconnect();
+    await settle();
+    expect(socket.sent('request_webrtc_offer')).toHaveLength(2);
+    expect(call.getSnapshot().state).toBe('lobby');
+    call.destroy();
+  });
+
+  it('a guest asks with its session only: no code, no user (its token says who it is)', async () => {
+    const guest: UserRef = { userId: 5, userType: 'invite' };
+    const { socket, call } = await setup('join', { self: guest, code: undefined });
+    socket.responder = waitingAck;
+    call.start();
+    await settle();
+    expect(socket.sent('request_webrtc_offer')[0].payload).toEqual({ sessionId: 193, action: 'join_conference' });
+    expect(call.getSnapshot().state).toBe('lobby');
+    call.destroy();
+  });
+});
+
+describe('ConsultationCall: the waiting room, doctor side', () => {
+  const guest: UserRef = { userId: 5, userType: 'invite' };
+
+  it('lists who waits, admits, declines, and drops those who leave', async () => {
+    const { socket, call } = await setup('publish');
+    call.start();
+    await settle();
+    socket.fire('participant_waiting', { sessionId: 193, user: patient, name: 'Jean Dupont', since: '2026-12-07T15:00:00Z' });
+    socket.fire('participant_waiting', { sessionId: 193, user: guest, name: 'Interprète', since: '2026-12-07T15:01:00Z' });
+    socket.fire('participant_waiting', { sessionId: 999, user: { userId: 12, userType: 'patient' }, name: 'x', since: 'x' });
+    // The same person again (a reconnection) is listed once.
+    socket.fire('participant_waiting', { sessionId: 193, user: patient, name: 'Jean Dupont', since: '2026-12-07T15:00:00Z' });
+    expect(call.getSnapshot().waitingRoom.map((w) => w.name)).toEqual(['Interprète', 'Jean Dupont']);
+    expect(call.getSnapshot().names).toMatchObject({ 'invite-5': 'Interprète', 'patient-11': 'Jean Dupont' });
+
+    await call.admit(patient);
+    expect(socket.sent('admit_participant')[0].payload).toEqual({ sessionId: 193, user: patient });
+    expect(call.getSnapshot().waitingRoom.map((w) => w.name)).toEqual(['Interprète']);
+
+    await call.decline(guest, 'Pas maintenant');
+    expect(socket.sent('decline_participant')[0].payload).toEqual({ sessionId: 193, user: guest, reason: 'Pas maintenant' });
+    expect(call.getSnapshot().waitingRoom).toEqual([]);
+
+    socket.fire('participant_waiting', { sessionId: 193, user: guest, name: 'Interprète', since: 'x' });
+    socket.fire('participant_waiting_left', { sessionId: 193, user: guest });
+    expect(call.getSnapshot().waitingRoom).toEqual([]);
+  });
+
+  it('someone admitted elsewhere (participant_joined) leaves the list; a stale admission is dropped', async () => {
+    const { socket, call } = await setup('publish');
+    call.start();
+    await settle();
+    socket.fire('participant_waiting', { sessionId: 193, user: patient, name: 'Jean', since: 'x' });
+    socket.fire('participant_joined', { sessionId: 193, participant: patient, participants: [doctor, patient] });
+    expect(call.getSnapshot().waitingRoom).toEqual([]);
+
+    socket.fire('participant_waiting', { sessionId: 193, user: guest, name: 'Interprète', since: 'x' });
+    socket.responder = () => ({ success: false, error: { code: 'not_waiting', message: 'not waiting' } });
+    await expect(call.admit(guest)).rejects.toMatchObject({ code: 'not_waiting' });
+    expect(call.getSnapshot().waitingRoom).toEqual([]);
+  });
+
+  it('removes a participant', async () => {
+    const { socket, call } = await setup('publish');
+    call.start();
+    await settle();
+    await call.remove(guest);
+    expect(socket.sent('remove_participant')[0].payload).toEqual({ sessionId: 193, user: guest });
+    socket.responder = () => ({ success: false, error: { code: 'forbidden', message: 'no' } });
+    await expect(call.remove(guest)).rejects.toMatchObject({ code: 'forbidden' });
+  });
+});
+
+describe('ConsultationCall: audio only', () => {
+  const server = { userType: 'server', userId: null } as const;
+  const camera = () => new FakeMediaStream('cam2', [new FakeTrack('video', 'camera-2')]) as unknown as MediaStream;
+
+  async function joinedPatient() {
+    const s = await setup('join', { getCamera: async () => camera() });
+    s.call.start();
+    await settle();
+    s.socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: joinOffer, from: server });
+    await settle(20);
+    s.pcs.last.setConnectionState('connected');
+    return s;
+  }
+
+  it('stops the camera and every video transceiver, tells the server why, and offers it', async () => {
+    const { socket, pcs, stream, call } = await joinedPatient();
+    const cameraTrack = stream.getVideoTracks()[0] as unknown as FakeTrack;
+    const byMid = new Map(pcs.last.transceivers.map((t) => [t.mid, t]));
+    expect(byMid.get('1')!.sender.track).toBe(cameraTrack);
+
+    await call.setAudioOnly(true, 'connexion insuffisante');
+    await settle();
+    expect(socket.sent('set_audio_only').map((e) => e.payload)).toEqual([
+      { sessionId: 193, audioOnly: true, reason: 'connexion insuffisante' },
+    ]);
+    expect(call.getSnapshot()).toMatchObject({ audioOnly: true, audioOnlyReason: 'connexion insuffisante' });
+    expect(cameraTrack.stopped).toBe(true);
+    expect(stream.getVideoTracks()).toHaveLength(0);
+    expect(byMid.get('1')!.sender.track).toBeNull();
+    // Our slot and the doctor's video: inactive; audio untouched.
+    expect(byMid.get('1')!.direction).toBe('inactive');
+    expect(byMid.get('3')!.direction).toBe('inactive');
+    expect(byMid.get('0')!.direction).toBe('sendonly');
+    expect(byMid.get('0')!.sender.track).toBe(stream.getAudioTracks()[0]);
+    // Our own offer says so (the browser's negotiationneeded).
+    const offer: string = socket.sent('webrtc_offer')[0].payload.sdpOffer;
+    expect(offer).toMatch(/a=mid:1\r\na=inactive/);
+    expect(offer).toMatch(/a=mid:3\r\na=inactive/);
+    expect(offer).toMatch(/a=mid:0\r\na=sendonly/);
+  });
+
+  it("keeps video sections the server adds meanwhile inactive in our answer", async () => {
+    const { socket, pcs, call } = await joinedPatient();
+    await call.setAudioOnly(true, 'demande du patient');
+    socket.fire('webrtc_answer', { sessionId: 193, sdpAnswer: joinOffer.replace(/recvonly|sendonly/g, 'inactive'), from: server });
+    await settle(20);
+    const answers = socket.sent('webrtc_answer').length;
+    socket.fire('webrtc_offer', {
+      sessionId: 193,
+      conversationId: 3,
+      sessionType: 'audio_video',
+      sdpOffer: sdpOf([
+        { kind: 'audio', mid: '0', direction: 'recvonly' },
+        { kind: 'video', mid: '1', direction: 'inactive' },
+        { kind: 'audio', mid: '2', direction: 'sendonly', stream: 'medecin-79' },
+        { kind: 'video', mid: '3', direction: 'inactive' },
+        { kind: 'audio', mid: '4', direction: 'sendonly', stream: 'invite-5' },
+        { kind: 'video', mid: '5', direction: 'sendonly', stream: 'invite-5' },
+      ]),
+      from: server,
+    });
+    await settle(20);
+    const answer: string = socket.sent('webrtc_answer')[answers].payload.sdpAnswer;
+    expect(answer).toMatch(/a=mid:5\r\na=inactive/);
+    expect(answer).toMatch(/a=mid:4\r\na=recvonly/);
+    expect(pcs.last.transceivers.find((t) => t.mid === '5')!.direction).toBe('inactive');
+  });
+
+  it('back to video: a new camera in its slot, the transceivers as before, the server told', async () => {
+    const { socket, pcs, stream, call } = await joinedPatient();
+    await call.setAudioOnly(true, 'autre');
+    socket.fire('webrtc_answer', { sessionId: 193, sdpAnswer: joinOffer.replace(/recvonly|sendonly/g, 'inactive'), from: server });
+    await settle(20);
+    await call.setAudioOnly(false);
+    await settle();
+    expect(socket.sent('set_audio_only').map((e) => e.payload)).toEqual([
+      { sessionId: 193, audioOnly: true, reason: 'autre' },
+      { sessionId: 193, audioOnly: false },
+    ]);
+    const byMid = new Map(pcs.last.transceivers.map((t) => [t.mid, t]));
+    expect((byMid.get('1')!.sender.track as FakeTrack | null)?.id).toBe('camera-2');
+    expect(byMid.get('1')!.direction).toBe('sendonly');
+    expect(byMid.get('3')!.direction).toBe('recvonly');
+    expect(stream.getVideoTracks().map((t) => t.id)).toEqual(['camera-2']);
+    expect(call.getSnapshot()).toMatchObject({ audioOnly: false, audioOnlyReason: null });
+    expect(pcs.created).toHaveLength(1);
+    const offers = socket.sent('webrtc_offer');
+    expect(offers[offers.length - 1].payload.sdpOffer).toMatch(/a=mid:1\r\na=sendonly/);
+  });
+
+  it('the doctor (publishing) goes audio only and back on the same connection', async () => {
+    const s = await setup('publish', { getCamera: async () => camera() });
+    s.call.start();
+    await settle();
+    s.socket.fire('webrtc_answer', {
+      sessionId: 193,
+      sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }, { kind: 'video', mid: '1', direction: 'recvonly' }]),
+      from: server,
+    });
+    await settle();
+    const video = s.pcs.last.transceivers.find((t) => t.kind === 'video')!;
+    await s.call.setAudioOnly(true, 'connexion insuffisante');
+    await settle();
+    expect(video.direction).toBe('inactive');
+    expect(video.sender.track).toBeNull();
+    expect(s.socket.sent('webrtc_offer')).toHaveLength(2);
+    s.socket.fire('webrtc_answer', { sessionId: 193, sdpAnswer: 'v=0\r\n', from: server });
+    await settle();
+    await s.call.setAudioOnly(false);
+    await settle();
+    expect(video.direction).toBe('sendrecv');
+    expect(video.sender.track?.id).toBe('camera-2');
+    expect(s.pcs.created).toHaveLength(1);
+  });
+
+  it('rebuilt while audio only, the patient sends the new camera in the slot the server offers', async () => {
+    const { socket, pcs, call } = await joinedPatient();
+    await call.setAudioOnly(true, 'autre');
+    pcs.last.setConnectionState('failed');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(pcs.created).toHaveLength(2);
+    socket.fire('webrtc_offer', { sessionId: 193, conversationId: 3, sessionType: 'audio_video', sdpOffer: sdpOf([
+      { kind: 'audio', mid: '0', direction: 'recvonly' },
+      { kind: 'video', mid: '1', direction: 'recvonly' },
+      { kind: 'audio', mid: '2', direction: 'sendonly', stream: 'medecin-79' },
+      { kind: 'video', mid: '3', direction: 'sendonly', stream: 'medecin-79' },
+    ], 'srv2'), from: server });
+    await settle(20);
+    const byMid = new Map(pcs.last.transceivers.map((t) => [t.mid, t]));
+    expect(byMid.get('1')!.sender.track).toBeNull();
+    expect(byMid.get('1')!.direction).toBe('inactive');
+    expect(byMid.get('3')!.direction).toBe('inactive');
+    await call.setAudioOnly(false);
+    await settle();
+    expect((byMid.get('1')!.sender.track as FakeTrack | null)?.id).toBe('camera-2');
+    expect(byMid.get('1')!.direction).toBe('sendonly');
+    expect(byMid.get('3')!.direction).toBe('recvonly');
+    expect(pcs.created).toHaveLength(2);
+  });
+
+  it("the doctor rebuilt while audio only publishes again with the camera, without waiting for the server's ack", async () => {
+    const s = await setup('publish', { getCamera: async () => camera() });
+    s.call.start();
+    await settle();
+    s.socket.fire('webrtc_answer', {
+      sessionId: 193,
+      sdpAnswer: sdpOf([{ kind: 'audio', mid: '0', direction: 'recvonly' }, { kind: 'video', mid: '1', direction: 'recvonly' }]),
+      from: server,
+    });
+    await settle();
+    await s.call.setAudioOnly(true, 'autre');
+    s.pcs.last.setConnectionState('failed');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(s.pcs.created).toHaveLength(2);
+    // The rebuilt connection's offer has no video: the camera is off.
+    const offers = () => s.socket.sent('webrtc_offer').map((e) => e.payload.sdpOffer as string);
+    expect(offers()[offers().length - 1]).not.toContain('m=video');
+    // The server does not answer set_audio_only: the camera comes back all the same.
+    s.socket.responder = (event) => (event === 'set_audio_only' ? undefined : { success: true, data: {} });
+    const back = s.call.setAudioOnly(false);
+    await settle(20);
+    expect(s.pcs.created).toHaveLength(3);
+    expect(offers()[offers().length - 1]).toContain('m=video');
+    expect(s.pcs.last.transceivers.find((t) => t.kind === 'video')!.sender.track?.id).toBe('camera-2');
+    await expect(back).rejects.toMatchObject({ code: 'timeout' });
+    s.call.destroy();
+  });
+
+  it("shows who else is audio only, from the server's events", async () => {
+    const { socket, call } = await joinedPatient();
+    socket.fire('audio_only', { sessionId: 193, user: doctor, audioOnly: true, reason: 'connexion insuffisante' });
+    socket.fire('audio_only', { sessionId: 193, user: patient, audioOnly: true, reason: 'x' });
+    expect(call.getSnapshot().audioOnlyUsers).toEqual({ 'medecin-79': { reason: 'connexion insuffisante' } });
+    socket.fire('audio_only', { sessionId: 193, user: doctor, audioOnly: false, reason: null });
+    expect(call.getSnapshot().audioOnlyUsers).toEqual({});
+    socket.fire('audio_only', { sessionId: 193, user: doctor, audioOnly: true, reason: null });
+    socket.fire('participant_left', { sessionId: 193, participant: doctor, reason: 'left', participants: [patient] });
+    expect(call.getSnapshot().audioOnlyUsers).toEqual({});
   });
 });

@@ -16,13 +16,28 @@
  * never overtake the description they belong to. Server candidates that come before a remote
  * description are kept until there is one.
  *
+ * Waiting room: a patient's (or a guest's) `request_webrtc_offer` may be answered `waiting: true`:
+ * the call stays in `lobby` (no media, no connection timeout) until the doctor admits them
+ * (`admitted`, then the server's offer as for any join), declines them (`declined`: the call ends
+ * with the doctor's message) or, later, removes them (`removed`: the call ends, media stops).
+ * The doctor's call keeps the list of who waits (`participant_waiting` / `_left`) and admits,
+ * declines or removes people.
+ *
+ * Audio only (`setAudioOnly`): every video transceiver of ours goes `inactive` (our camera is
+ * stopped and unhooked, and we receive nobody's video): our next description says so whoever
+ * offers it; the server is told (`set_audio_only`) and renegotiates its side. Back to video:
+ * a new camera track, the transceivers as they were. Who else is audio only comes from the
+ * server's `audio_only` events.
+ *
  * Lost media (connection `failed`, or `disconnected` for longer than a grace period, or the
  * server saying our connection failed) → a fresh PeerConnection and the same entry again
  * (the server replaces a participant's old PeerConnection with the new one), with a bounded
  * number of attempts and growing delays; then the call stops in `failed` until `retry()`.
  */
 import type {
+  AudioOnlyPayload,
   IceCandidateInit,
+  ParticipantWaitingPayload,
   ParticipantEventPayload,
   RecordingStartedPayload,
   RecordingView,
@@ -34,7 +49,7 @@ import type {
   UserRef,
   WebrtcErrorPayload,
 } from './events';
-import { userOfStreamId } from './events';
+import { sameUser, userKey, userOfStreamId } from './events';
 import { describe, FATAL_CODES } from './messages';
 import { iceUfrag, receiveSlots, sendingStreamIds } from './sdp';
 import { SignalingError, type SignalingService } from './signalingService';
@@ -44,6 +59,9 @@ export type CallMode = 'publish' | 'join';
 export type CallState =
   | 'idle'
   | 'connecting'
+  /** In the waiting room: the doctor has not admitted us yet. */
+  | 'lobby'
+  /** Connected, nobody else there yet. */
   | 'waiting'
   | 'connected'
   | 'reconnecting'
@@ -79,6 +97,25 @@ export interface CallSnapshot {
   screenStream: MediaStream | null;
   /** Set while the consultation is recorded (every participant sees it). */
   recording: RecordingInfo | null;
+  /** In the lobby: since when we wait (RFC 3339, the server's clock when it said). */
+  waitingSince: string | null;
+  /** Why the call ended when the server said more (the doctor's message when declined). */
+  endedMessage: string | null;
+  /** The doctor's view of the waiting room: who waits, since when. */
+  waitingRoom: WaitingPerson[];
+  /** Names the server gave (who waited), by {@link userKey}. */
+  names: Record<string, string>;
+  /** We are in audio-only mode (no video either way). */
+  audioOnly: boolean;
+  audioOnlyReason: string | null;
+  /** Others in audio-only mode, by {@link userKey}, with their reason. */
+  audioOnlyUsers: Record<string, { reason: string | null }>;
+}
+
+export interface WaitingPerson {
+  user: UserRef;
+  name: string;
+  since: string;
 }
 
 export interface RecordingInfo {
@@ -86,7 +123,8 @@ export interface RecordingInfo {
   startedBy: UserRef;
 }
 
-export type CallSignaling = Pick<SignalingService, 'on' | 'request'>;
+export type CallSignaling = Pick<SignalingService, 'on' | 'request'> &
+  Partial<Pick<SignalingService, 'onStatus'>>;
 
 export interface ReconnectPolicy {
   maxAttempts: number;
@@ -118,6 +156,8 @@ export interface CallOptions {
   log?: (message: string, detail?: unknown) => void;
   /** Asks for the screen to share (default: `navigator.mediaDevices.getDisplayMedia`). */
   getDisplayMedia?: () => Promise<MediaStream>;
+  /** A new camera, when audio-only mode ends (default: `getUserMedia({video})`). */
+  getCamera?: () => Promise<MediaStream>;
 }
 
 const DEFAULT_POLICY: ReconnectPolicy = {
@@ -168,6 +208,14 @@ export class ConsultationCall {
   private readonly unsubscribers: (() => void)[] = [];
   private readonly listeners = new Set<Listener>();
   private snap: CallSnapshot;
+  /** The server admitted us on the current PeerConnection (a late `waiting: true` ack is stale). */
+  private admittedGen = -1;
+  /**
+   * Audio only: the directions our video transceivers had before we made them inactive, and
+   * the one that sent our camera.
+   */
+  private savedDirections = new Map<RTCRtpTransceiver, RTCRtpTransceiverDirection>();
+  private cameraTransceiver: RTCRtpTransceiver | null = null;
 
   constructor(options: CallOptions) {
     this.o = options;
@@ -185,6 +233,13 @@ export class ConsultationCall {
       cameraEnabled: true,
       screenStream: null,
       recording: null,
+      waitingSince: null,
+      endedMessage: null,
+      waitingRoom: [],
+      names: {},
+      audioOnly: false,
+      audioOnlyReason: null,
+      audioOnlyUsers: {},
     };
   }
 
@@ -223,7 +278,28 @@ export class ConsultationCall {
       s.on('recording_started', (p) => mine(p) && this.onRecordingStarted(p)),
       s.on('recording_stopped', (p) => mine(p) && this.update({ recording: null })),
       s.on('session_moved', (p) => mine(p) && this.onSessionMoved(p.reason)),
+      s.on('waiting', (p) => mine(p) && this.enterLobby(p.since)),
+      s.on('admitted', (p) => mine(p) && this.onAdmitted()),
+      s.on('declined', (p) => mine(p) && this.onRefused('declined', p.message)),
+      s.on('removed', (p) => mine(p) && this.onRefused('removed', p.message)),
+      s.on('participant_waiting', (p) => mine(p) && this.onParticipantWaiting(p)),
+      s.on('participant_waiting_left', (p) => mine(p) && this.dropWaiting(p.user)),
+      s.on('audio_only', (p) => mine(p) && this.onAudioOnly(p)),
     );
+    // The server forgets who waits when their socket goes: back in the waiting room after a
+    // reconnection, ask again.
+    let socketLost = false;
+    const offStatus = s.onStatus?.((status) => {
+      if (status === 'reconnecting') socketLost = true;
+      else if (status === 'connected' && socketLost) {
+        socketLost = false;
+        if (this.snap.state === 'lobby') {
+          this.log('socket back while waiting: asking to join again');
+          this.establish();
+        }
+      }
+    });
+    if (offStatus) this.unsubscribers.push(offStatus);
     this.update({ state: 'connecting' });
     this.establish();
   }
@@ -292,6 +368,84 @@ export class ConsultationCall {
     return ack.recordings;
   }
 
+  // ---- the doctor's waiting room ------------------------------------------------------------
+
+  /** Lets someone in from the waiting room (the server then connects them). */
+  async admit(user: UserRef): Promise<void> {
+    try {
+      await this.o.signaling.request('admit_participant', { sessionId: this.o.sessionId, user });
+    } catch (e) {
+      // Not (or no longer) waiting: the list was stale.
+      if (e instanceof SignalingError && e.code === 'not_waiting') this.dropWaiting(user);
+      throw e;
+    }
+    this.dropWaiting(user);
+  }
+
+  /** Turns someone in the waiting room away; they are told (with `reason` when given). */
+  async decline(user: UserRef, reason?: string): Promise<void> {
+    try {
+      await this.o.signaling.request('decline_participant', {
+        sessionId: this.o.sessionId,
+        user,
+        ...(reason ? { reason } : {}),
+      });
+    } catch (e) {
+      if (e instanceof SignalingError && e.code === 'not_waiting') this.dropWaiting(user);
+      throw e;
+    }
+    this.dropWaiting(user);
+  }
+
+  /** Removes someone from the consultation (they cannot come back with the same link). */
+  async remove(user: UserRef): Promise<void> {
+    await this.o.signaling.request('remove_participant', { sessionId: this.o.sessionId, user });
+  }
+
+  // ---- audio only ---------------------------------------------------------------------------
+
+  /**
+   * Audio only (`on`), or back to video. On: our camera stops, and every video transceiver
+   * goes `inactive` (we send and receive no video; the renegotiation that follows, ours or the
+   * server's, says so), and the server is told with `reason`. Off: a new camera, the
+   * transceivers as they were, and the server is told. Rejects with the server's code when it
+   * refuses (audio-only stays on locally: the link is still spared).
+   */
+  async setAudioOnly(on: boolean, reason?: string): Promise<void> {
+    if (this.isOver() || on === this.snap.audioOnly) return;
+    const payload = { sessionId: this.o.sessionId, audioOnly: on, ...(reason ? { reason } : {}) };
+    if (on) {
+      this.stopScreenShare();
+      this.update({ audioOnly: true, audioOnlyReason: reason ?? null });
+      const told = this.o.signaling.request('set_audio_only', payload);
+      if (this.pc) this.applyAudioOnly(this.pc);
+      this.stopCamera();
+      await told;
+      return;
+    }
+    const camera = await this.newCamera();
+    if (this.isOver() || !this.snap.audioOnly) {
+      for (const t of camera.getTracks()) t.stop();
+      return;
+    }
+    const track = camera.getVideoTracks()[0];
+    if (track) {
+      this.o.localStream.addTrack(track);
+      if (!this.snap.cameraEnabled) track.enabled = false;
+    }
+    this.update({ audioOnly: false, audioOnlyReason: null });
+    const restored = this.pc ? this.restoreVideo(this.pc, track ?? null) : true;
+    const told = this.o.signaling.request('set_audio_only', payload);
+    if (!restored) {
+      // No slot for the camera on this PeerConnection (rebuilt while audio only): a fresh one
+      // takes every local track.
+      this.log('no slot to send the camera on: connecting again');
+      this.update({ state: 'reconnecting', attempt: 0 });
+      this.establish();
+    }
+    await told;
+  }
+
   /** After `failed`: start over (the attempt counter restarts). */
   retry(): void {
     if (this.snap.state !== 'failed' || this.snap.error && FATAL_CODES.has(this.snap.error.code)) {
@@ -333,14 +487,19 @@ export class ConsultationCall {
     const pc = this.newPeerConnection();
     const gen = this.generation;
     // A connection that never comes up (media path blocked) is rebuilt like a lost one.
+    this.armConnectTimer(gen);
+    const entry = this.o.mode === 'publish' ? this.publish(pc, gen) : this.join(gen);
+    entry.catch((e) => this.onFailure(e, gen));
+  }
+
+  private armConnectTimer(gen: number): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null;
-      if (gen === this.generation && this.pc?.connectionState !== 'connected') {
+      if (gen === this.generation && this.snap.state !== 'lobby' && this.pc?.connectionState !== 'connected') {
         this.scheduleReconnect('connect_timeout');
       }
     }, this.policy.connectTimeoutMs);
-    const entry = this.o.mode === 'publish' ? this.publish(pc, gen) : this.join(gen);
-    entry.catch((e) => this.onFailure(e, gen));
   }
 
   private newPeerConnection(): RTCPeerConnection {
@@ -361,6 +520,8 @@ export class ConsultationCall {
     this.outgoingCandidates = [];
     this.localAttached = false;
     this.negotiatedOnce = false;
+    this.savedDirections = new Map();
+    this.cameraTransceiver = null;
     if (this.screen) this.screen.sender = null;
     // Our own changes after the first negotiation (a shared screen starts or stops): we offer.
     // Before it, the entry (our first offer, or our answer to the server's) carries them.
@@ -453,16 +614,133 @@ export class ConsultationCall {
     });
   }
 
-  /** The patient's entry: ask the server for its offer with the code. */
+  /**
+   * The patient's (or guest's) entry: ask the server for its offer with the code (a guest's
+   * token is its proof). `waiting: true`: the waiting room, until the doctor admits us.
+   */
   private async join(gen: number): Promise<void> {
     this.awaitingJoinOffer = true;
-    await this.o.signaling.request('request_webrtc_offer', {
-      code: this.o.code ?? '',
+    const guest = this.o.self.userType === 'invite';
+    const ack = await this.o.signaling.request('request_webrtc_offer', {
       sessionId: this.o.sessionId,
-      user: this.o.self,
+      ...(this.o.code ? { code: this.o.code } : guest ? {} : { code: '' }),
+      ...(guest ? {} : { user: this.o.self }),
       action: 'join_conference',
     });
     if (gen !== this.generation) return;
+    if (ack?.waiting && this.admittedGen !== gen) this.enterLobby(null);
+  }
+
+  /** The waiting room: no media until the doctor admits us, and no connection timeout. */
+  private enterLobby(since: string | null): void {
+    if (this.isOver() || this.o.mode !== 'join' || this.admittedGen === this.generation) return;
+    if (this.connectTimer) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+    this.update({
+      state: 'lobby',
+      waitingSince: since ?? this.snap.waitingSince ?? new Date().toISOString(),
+    });
+  }
+
+  /** The doctor let us in: the server's offer follows. */
+  private onAdmitted(): void {
+    if (this.isOver()) return;
+    this.admittedGen = this.generation;
+    this.update({ state: 'connecting', waitingSince: null });
+    this.armConnectTimer(this.generation);
+  }
+
+  /** Declined in the waiting room, or removed from the call: the end, with the reason. */
+  private onRefused(reason: 'declined' | 'removed', message?: string): void {
+    if (this.isOver()) return;
+    this.finish('ended', reason);
+    this.update({ endedMessage: message ?? null, waitingSince: null });
+  }
+
+  private onParticipantWaiting(p: ParticipantWaitingPayload): void {
+    const key = userKey(p.user);
+    const rest = this.snap.waitingRoom.filter((w) => !sameUser(w.user, p.user));
+    this.update({
+      waitingRoom: [...rest, { user: p.user, name: p.name ?? '', since: p.since }],
+      names: p.name ? { ...this.snap.names, [key]: p.name } : this.snap.names,
+    });
+  }
+
+  private dropWaiting(user: UserRef): void {
+    if (!this.snap.waitingRoom.some((w) => sameUser(w.user, user))) return;
+    this.update({ waitingRoom: this.snap.waitingRoom.filter((w) => !sameUser(w.user, user)) });
+  }
+
+  private onAudioOnly(p: AudioOnlyPayload): void {
+    if (sameUser(p.user, this.o.self)) return;
+    const key = userKey(p.user);
+    const next = { ...this.snap.audioOnlyUsers };
+    if (p.audioOnly) next[key] = { reason: p.reason ?? null };
+    else delete next[key];
+    this.update({ audioOnlyUsers: next });
+  }
+
+  /** Every video transceiver inactive (remembering how it was), our camera unhooked. */
+  private applyAudioOnly(pc: RTCPeerConnection): void {
+    const camera = new Set<unknown>(this.o.localStream.getVideoTracks());
+    for (const t of pc.getTransceivers()) {
+      if (transceiverKind(t) !== 'video' || t.direction === 'stopped' || t.direction === 'inactive') continue;
+      if (!this.savedDirections.has(t)) this.savedDirections.set(t, t.direction);
+      if (t.sender.track && camera.has(t.sender.track)) this.cameraTransceiver = t;
+      t.direction = 'inactive';
+      if (t.sender.track) {
+        t.sender.replaceTrack(null).catch((e) => this.log('unhooking the camera failed', e));
+      }
+    }
+  }
+
+  /** The transceivers as before audio only, the new camera on its own; false when the camera's
+   * transceiver is not on `pc` (then a new PeerConnection is needed to send it). */
+  private restoreVideo(pc: RTCPeerConnection, track: MediaStreamTrack | null): boolean {
+    const live = new Set(pc.getTransceivers());
+    for (const [t, dir] of this.savedDirections) {
+      if (live.has(t) && t.direction !== 'stopped') t.direction = dir;
+    }
+    this.savedDirections = new Map();
+    const cam = this.cameraTransceiver;
+    this.cameraTransceiver = null;
+    if (!track) return true;
+    if (cam && live.has(cam)) {
+      cam.sender.replaceTrack(track).catch((e) => this.log('restoring the camera failed', e));
+      cam.sender.setStreams?.(this.o.localStream);
+      return true;
+    }
+    // Rebuilt while audio only (the camera was never on this connection): joining, the
+    // server's video receive slot takes it, if it offers one.
+    if (this.o.mode === 'join' && pc.remoteDescription?.sdp) {
+      for (const slot of receiveSlots(pc.remoteDescription.sdp)) {
+        if (slot.kind !== 'video' || slot.mid === null) continue;
+        const t = pc.getTransceivers().find((x) => x.mid === slot.mid);
+        if (!t || t.sender.track || t.direction === 'stopped') continue;
+        t.sender.replaceTrack(track).catch((e) => this.log('restoring the camera failed', e));
+        t.sender.setStreams?.(this.o.localStream);
+        t.direction = slot.direction === 'sendrecv' ? 'sendrecv' : 'sendonly';
+        return true;
+      }
+    }
+    // Otherwise (the doctor's camera went with its own offer): a new PeerConnection.
+    return false;
+  }
+
+  private stopCamera(): void {
+    for (const t of this.o.localStream.getVideoTracks()) {
+      t.stop();
+      this.o.localStream.removeTrack(t);
+    }
+  }
+
+  private newCamera(): Promise<MediaStream> {
+    const get =
+      this.o.getCamera ??
+      (() => navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } } }));
+    return get();
   }
 
   private onMediaState(state: RTCPeerConnectionState): void {
@@ -494,7 +772,10 @@ export class ConsultationCall {
     if (gen !== this.generation || this.isOver()) return;
     const code = e instanceof SignalingError ? e.code : 'negotiation_failed';
     this.log('signaling failed', e);
-    if (FATAL_CODES.has(code)) {
+    if (code === 'declined' || code === 'removed') {
+      // Asking again after the doctor said no.
+      this.onRefused(code, e instanceof Error ? e.message : undefined);
+    } else if (FATAL_CODES.has(code)) {
       this.fail(code, e instanceof Error ? e.message : undefined);
     } else if (code === 'negotiation_in_progress') {
       // The server's own offer is on its way; answering it settles the negotiation.
@@ -600,6 +881,8 @@ export class ConsultationCall {
         this.localAttached = true;
         this.awaitingJoinOffer = false;
       }
+      // Audio only: video sections the server added (someone came) stay inactive too.
+      if (this.snap.audioOnly) this.applyAudioOnly(pc);
       await this.applyPendingCandidates(pc);
       const answer = await pc.createAnswer();
       if (gen !== this.generation) return;
@@ -718,6 +1001,8 @@ export class ConsultationCall {
 
   private onParticipants(p: ParticipantEventPayload): void {
     this.update({ participants: p.participants });
+    // Admitted (by us, or another doctor): no longer waiting.
+    this.dropWaiting(p.participant);
     this.refreshState();
   }
 
@@ -725,9 +1010,16 @@ export class ConsultationCall {
     const me = this.o.self;
     this.update({ participants: p.participants });
     if (p.participant.userId === me.userId && p.participant.userType === me.userType) {
-      // The server removed us (connection failed, socket gone too long): come back.
-      if (!this.isOver() && p.reason !== 'left') this.scheduleReconnect(p.reason ?? 'removed');
+      // Removed by the doctor: the end. Dropped by the server (connection failed, socket gone
+      // too long): come back.
+      if (p.reason === 'removed') this.onRefused('removed');
+      else if (!this.isOver() && p.reason !== 'left') this.scheduleReconnect(p.reason ?? 'dropped');
       return;
+    }
+    const key = userKey(p.participant);
+    if (this.snap.audioOnlyUsers[key]) {
+      const { [key]: _gone, ...rest } = this.snap.audioOnlyUsers;
+      this.update({ audioOnlyUsers: rest });
     }
     this.refreshState();
   }
@@ -745,6 +1037,8 @@ export class ConsultationCall {
     if (this.isOver()) return;
     if (p.code === 'session_ended') {
       this.finish('ended', 'session_ended');
+    } else if (p.code === 'declined' || p.code === 'removed') {
+      this.onRefused(p.code, p.message);
     } else if (FATAL_CODES.has(p.code)) {
       this.fail(p.code, p.message);
     } else if (p.code === 'ice_failed' || p.code === 'connection_failed' || p.code === 'peer_gone') {
@@ -763,7 +1057,7 @@ export class ConsultationCall {
   }
 
   private refreshState(): void {
-    if (this.isOver() || this.snap.state === 'failed') return;
+    if (this.isOver() || this.snap.state === 'failed' || this.snap.state === 'lobby') return;
     if (this.pc?.connectionState === 'connected') {
       this.update({ state: this.others().length > 0 ? 'connected' : 'waiting' });
     } else if (this.snap.state !== 'reconnecting') {
@@ -801,4 +1095,9 @@ export class ConsultationCall {
   private log(message: string, detail?: unknown): void {
     this.o.log?.(message, detail);
   }
+}
+
+/** A transceiver's media kind (its receiver's track is there from its creation). */
+function transceiverKind(t: RTCRtpTransceiver): string | undefined {
+  return t.receiver?.track?.kind ?? t.sender.track?.kind;
 }

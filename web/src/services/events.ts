@@ -4,7 +4,11 @@
  * names (`contenu`, `type_message`, `expediteur_id`, …) are the seed's contract.
  */
 
+/** Who signs in at the clinic. */
 export type Role = 'patient' | 'medecin';
+/** Who can be in a consultation: the clinic's people, and guests (`invite`: an interpreter, a
+ * family member) who came by a guest link and have no account. */
+export type UserType = Role | 'invite';
 export type SessionType = 'audio_video' | 'audio_only';
 export type MessageType = 'texte' | 'image' | 'file' | 'audio';
 
@@ -23,7 +27,7 @@ export const MESSAGING_TYPES = {
 /** `{userId, userType}`: a person in events. */
 export interface UserRef {
   userId: number;
-  userType: Role;
+  userType: UserType;
 }
 
 /** `from` of server-originated signaling. */
@@ -35,9 +39,9 @@ export interface ServerRef {
 /** What the handshake sends (`auth` of the Socket.IO connection). */
 export interface SocketAuth {
   token: string;
-  userType: Role;
+  userType: UserType;
   userId: number;
-  role: Role;
+  role: UserType;
 }
 
 export interface AttachmentView {
@@ -76,7 +80,7 @@ export interface IceCandidateInit {
 
 export interface JoinConversationPayload {
   conversationId: number;
-  user?: { userId: number; userType: Role; role: Role };
+  user?: { userId: number; userType: UserType; role: UserType };
 }
 export interface ConversationRefPayload {
   conversationId: number;
@@ -104,7 +108,8 @@ export interface ClientOfferPayload {
   sessionType?: SessionType;
 }
 export interface RequestOfferPayload {
-  code: string;
+  /** The join code; a guest has none (its token is the proof). */
+  code?: string;
   sessionId: number;
   user?: UserRef;
   action?: 'join_conference';
@@ -143,6 +148,19 @@ export interface RecordingView {
   url: string;
 }
 
+/** The session's doctor admits, declines or removes someone. */
+export interface ParticipantActionPayload {
+  sessionId: number;
+  user: UserRef;
+  reason?: string;
+}
+/** Any participant: audio only (video stops both ways) or back to video. */
+export interface SetAudioOnlyPayload {
+  sessionId: number;
+  audioOnly: boolean;
+  reason?: string;
+}
+
 /** Client events and their payloads. */
 export interface ClientEvents {
   join_conversation: JoinConversationPayload;
@@ -158,6 +176,10 @@ export interface ClientEvents {
   end_session: SessionRefPayload;
   start_recording: StartRecordingPayload;
   stop_recording: SessionRefPayload;
+  admit_participant: ParticipantActionPayload;
+  decline_participant: ParticipantActionPayload;
+  remove_participant: ParticipantActionPayload;
+  set_audio_only: SetAudioOnlyPayload;
 }
 
 /** The `data` of a successful acknowledgement, per client event. */
@@ -168,13 +190,18 @@ export interface ClientAcks {
   message_read: { conversationId: number; messageId: number };
   send_message: { message: MessageView };
   webrtc_offer: { sessionId: number };
-  request_webrtc_offer: { sessionId: number };
+  /** `waiting: true`: the waiting room is on; the doctor admits (`admitted`) or declines. */
+  request_webrtc_offer: { sessionId: number; waiting?: boolean };
   webrtc_answer: { sessionId: number };
   webrtc_ice_candidates: { sessionId: number; accepted: number };
   leave_session: { sessionId: number };
   end_session: { sessionId: number };
   start_recording: { sessionId: number; startedAt: string; recordings: string[] };
   stop_recording: { sessionId: number; recordings: RecordingView[] };
+  admit_participant: { sessionId: number };
+  decline_participant: { sessionId: number };
+  remove_participant: { sessionId: number };
+  set_audio_only: { sessionId: number };
 }
 
 export type ClientEvent = keyof ClientEvents;
@@ -267,6 +294,43 @@ export interface SessionMovedPayload {
   conferenceUrl: string;
 }
 
+/** To the person waiting for admission: since when (RFC 3339). */
+export interface WaitingPayload {
+  sessionId: number;
+  since: string;
+}
+/** To the session's doctor(s): someone waits for admission. */
+export interface ParticipantWaitingPayload {
+  sessionId: number;
+  user: UserRef;
+  /** Who they are, as their token says (null when it says nothing). */
+  name: string | null;
+  since: string;
+}
+/** To the session's doctor(s): a waiting person went away. */
+export interface ParticipantWaitingLeftPayload {
+  sessionId: number;
+  user: UserRef;
+}
+export interface AdmittedPayload {
+  sessionId: number;
+}
+export interface DeclinedPayload {
+  sessionId: number;
+  message: string;
+}
+export interface RemovedPayload {
+  sessionId: number;
+  message?: string;
+}
+/** Someone switched to audio only (or back to video). */
+export interface AudioOnlyPayload {
+  sessionId: number;
+  user: UserRef;
+  audioOnly: boolean;
+  reason?: string | null;
+}
+
 /** Server events and their payloads. */
 export interface ServerEvents {
   new_message: MessageView;
@@ -283,6 +347,13 @@ export interface ServerEvents {
   recording_started: RecordingStartedPayload;
   recording_stopped: RecordingStoppedPayload;
   session_moved: SessionMovedPayload;
+  waiting: WaitingPayload;
+  participant_waiting: ParticipantWaitingPayload;
+  participant_waiting_left: ParticipantWaitingLeftPayload;
+  admitted: AdmittedPayload;
+  declined: DeclinedPayload;
+  removed: RemovedPayload;
+  audio_only: AudioOnlyPayload;
 }
 
 export type ServerEvent = keyof ServerEvents;
@@ -303,6 +374,13 @@ export const SERVER_EVENTS: readonly ServerEvent[] = [
   'recording_started',
   'recording_stopped',
   'session_moved',
+  'waiting',
+  'participant_waiting',
+  'participant_waiting_left',
+  'admitted',
+  'declined',
+  'removed',
+  'audio_only',
 ] as const;
 
 /**
@@ -315,11 +393,20 @@ export function streamIdOf(who: UserRef): string {
 
 /** Reverse of {@link streamIdOf}; null for anything else. */
 export function userOfStreamId(streamId: string): UserRef | null {
-  const m = /^(patient|medecin)-(\d+)(?:\.\d+)?$/.exec(streamId);
-  return m ? { userType: m[1] as Role, userId: Number(m[2]) } : null;
+  const m = /^(patient|medecin|invite)-(\d+)(?:\.\d+)?$/.exec(streamId);
+  return m ? { userType: m[1] as UserType, userId: Number(m[2]) } : null;
 }
 
 /** True for a participant's further stream (`"medecin-79.2"`: a shared screen). */
 export function isSecondaryStream(streamId: string): boolean {
-  return /^(patient|medecin)-\d+\.\d+$/.test(streamId);
+  return /^(patient|medecin|invite)-\d+\.\d+$/.test(streamId);
+}
+
+/** One key per person, for maps and DOM attributes: `"invite-5"`. */
+export function userKey(u: UserRef): string {
+  return `${u.userType}-${u.userId}`;
+}
+
+export function sameUser(a: UserRef, b: UserRef): boolean {
+  return a.userId === b.userId && a.userType === b.userType;
 }

@@ -31,6 +31,15 @@ const MESSAGES: Record<string, string> = {
   not_recording: "La consultation n'est pas en cours d'enregistrement.",
   session_not_live: "Personne n'est encore connecté à cette consultation : rien à enregistrer.",
   recording_in_progress: "Cet enregistrement n'est pas terminé : arrêtez-le d'abord.",
+  declined: "Le médecin n'a pas accepté votre demande de participation à cette consultation.",
+  removed: 'Vous avez été retiré de la consultation par le médecin.',
+  not_waiting: "Cette personne n'est plus dans la salle d'attente.",
+  guest_code_used:
+    "Ce lien d'invitation a déjà été utilisé. Il ne sert qu'une fois : demandez un nouveau lien au médecin.",
+  guest_expired:
+    "Ce lien d'invitation a expiré. Demandez un nouveau lien au médecin.",
+  guest_invalid:
+    "Ce lien d'invitation n'est pas valide. Vérifiez qu'il est complet, ou demandez un nouveau lien au médecin.",
 };
 
 export function describe(code: string, fallback?: string): string {
@@ -49,6 +58,8 @@ export const FATAL_CODES = new Set([
   'doctor_only',
   'refused',
   'invalid_payload',
+  'declined',
+  'removed',
 ]);
 
 /** A getUserMedia failure as one of our codes. */

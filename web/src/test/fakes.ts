@@ -151,6 +151,7 @@ export class FakeMediaStream {
   }
   addTrack(t: FakeTrack) {
     if (!this.tracks.includes(t)) this.tracks.push(t);
+    for (const l of this.listeners.get('addtrack') ?? []) l();
   }
   removeTrack(t: FakeTrack) {
     this.tracks = this.tracks.filter((x) => x !== t);
@@ -170,6 +171,7 @@ interface FakeTransceiver {
   mid: string | null;
   kind: string;
   direction: RTCRtpTransceiverDirection;
+  receiver: { track: { kind: string } };
   sender: {
     track: FakeTrack | null;
     streams: unknown[];
@@ -178,7 +180,17 @@ interface FakeTransceiver {
   };
 }
 
-function transceiver(kind: string, mid: string | null, direction: RTCRtpTransceiverDirection): FakeTransceiver {
+/**
+ * A transceiver; `onDirection` is called when its direction is changed while the connection is
+ * stable (a browser then fires negotiationneeded).
+ */
+function transceiver(
+  kind: string,
+  mid: string | null,
+  initial: RTCRtpTransceiverDirection,
+  onDirection: () => void = () => undefined,
+): FakeTransceiver {
+  let direction = initial;
   const sender = {
     track: null as FakeTrack | null,
     streams: [] as unknown[],
@@ -189,7 +201,20 @@ function transceiver(kind: string, mid: string | null, direction: RTCRtpTranscei
       sender.streams = s;
     },
   };
-  return { mid, kind, direction, sender };
+  return {
+    mid,
+    kind,
+    get direction() {
+      return direction;
+    },
+    set direction(d: RTCRtpTransceiverDirection) {
+      const changed = d !== direction;
+      direction = d;
+      if (changed) onDirection();
+    },
+    receiver: { track: { kind } },
+    sender,
+  };
 }
 
 /** Builds an SDP with the given sections (what the server would send). */
@@ -236,7 +261,7 @@ export class FakePeerConnection {
   constructor(readonly config: RTCConfiguration) {}
 
   addTrack(track: FakeTrack, stream: unknown) {
-    const t = transceiver(track.kind, String(this.transceivers.length), 'sendrecv');
+    const t = transceiver(track.kind, String(this.transceivers.length), 'sendrecv', this.directionChanged);
     t.sender.track = track;
     t.sender.streams = [stream];
     this.transceivers.push(t);
@@ -251,6 +276,11 @@ export class FakePeerConnection {
     t.direction = t.direction === 'sendrecv' ? 'recvonly' : 'inactive';
     this.needsNegotiation();
   }
+
+  /** A direction set by the application: renegotiate (when stable, as browsers check then). */
+  private directionChanged = () => {
+    if (this.signalingState === 'stable' && this.remoteDescription) this.needsNegotiation();
+  };
 
   /** As browsers do, negotiationneeded once the current task is done. */
   private needsNegotiation() {
@@ -301,7 +331,7 @@ export class FakePeerConnection {
     for (const s of mediaSections(d.sdp ?? '')) {
       let t = this.transceivers.find((x) => x.mid === s.mid);
       if (!t) {
-        t = transceiver(s.kind, s.mid, 'recvonly');
+        t = transceiver(s.kind, s.mid, 'recvonly', this.directionChanged);
         this.transceivers.push(t);
       }
       if ((s.direction === 'sendonly' || s.direction === 'sendrecv') && s.streamId) {
