@@ -600,18 +600,33 @@ impl RoomState {
         // socket that comes back gets the offer (`socket_back`).
         match w.sid {
             Some(sid) => {
-                self.out.push(Action::Notify {
-                    to: sid,
-                    event: Outgoing::Admitted(events::SessionUser {
-                        session_id: self.session,
-                        user: who.into(),
-                    }),
-                });
-                self.enter_with_peer(who, sid);
+                self.let_in(who, sid);
             }
             None => self.admitted_away.push(who),
         }
         Ok(self.take())
+    }
+
+    /// An admitted person is told so on `sid`, and enters with a new PeerConnection.
+    fn let_in(&mut self, who: Identity, sid: SocketId) {
+        self.out.push(Action::Notify {
+            to: sid,
+            event: Outgoing::Admitted(events::SessionUser {
+                session_id: self.session,
+                user: who.into(),
+            }),
+        });
+        self.enter_with_peer(who, sid);
+    }
+
+    /// `who` is refused for the rest of the session (here, and in the store for any room).
+    fn refuse(&mut self, who: Identity, refusal: Refusal) {
+        self.refused.insert(who, refusal);
+        self.admitted.remove(&who);
+        self.out.push(Action::Store(StoreWrite::Refused {
+            who,
+            removed: refusal == Refusal::Removed,
+        }));
     }
 
     /// The doctor turns a waiting person away: told so, refused until the room closes.
@@ -626,11 +641,7 @@ impl RoomState {
             return Err(not_waiting());
         };
         let reason = bounded_reason(reason);
-        self.refused.insert(who, Refusal::Declined);
-        self.out.push(Action::Store(StoreWrite::Refused {
-            who,
-            removed: false,
-        }));
+        self.refuse(who, Refusal::Declined);
         self.audit(by, ip, AuditAct::Declined, who, reason.clone());
         if let Some(sid) = w.sid {
             let message = match &reason {
@@ -667,10 +678,7 @@ impl RoomState {
         if waiting.is_none() && !self.contains(who) {
             return Err(not_in_session());
         }
-        self.refused.insert(who, Refusal::Removed);
-        self.out
-            .push(Action::Store(StoreWrite::Refused { who, removed: true }));
-        self.admitted.remove(&who);
+        self.refuse(who, Refusal::Removed);
         self.audit(by, ip, AuditAct::Removed, who, None);
         let sid = waiting
             .and_then(|w| w.sid)
@@ -943,14 +951,7 @@ impl RoomState {
     pub fn socket_back(&mut self, who: Identity, sid: SocketId) -> Vec<Action> {
         if let Some(i) = self.admitted_away.iter().position(|w| *w == who) {
             self.admitted_away.remove(i);
-            self.out.push(Action::Notify {
-                to: sid,
-                event: Outgoing::Admitted(events::SessionUser {
-                    session_id: self.session,
-                    user: who.into(),
-                }),
-            });
-            self.enter_with_peer(who, sid);
+            self.let_in(who, sid);
             return self.take();
         }
         if let Some(w) = self.waiting.iter_mut().find(|w| w.who == who) {
