@@ -58,6 +58,14 @@ impl Netns {
             .status();
         ip(&["netns", "add", &name])?;
         let ns = Self { name };
+        // IPv4 only: an IPv6 link-local address finishes its duplicate detection a second or two
+        // after a veth comes up, and Chromium takes that for a network change (a navigation in
+        // flight fails with ERR_NETWORK_CHANGED, ICE gathers again): seen in CI.
+        run(ns.command("sh").args([
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ]))?;
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
