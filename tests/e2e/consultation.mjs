@@ -209,11 +209,17 @@ function framesDecodedSince(page, since) {
   }, since);
 }
 
-/** Milliseconds from `from` until a PeerConnection made after the first `since` decodes video. */
+/**
+ * Milliseconds from `from` until a PeerConnection made after the first `since` decodes video.
+ * Fails at once if the page shows the waiting screen: whoever took part does not wait again.
+ */
 async function videoBackAfter(page, since, from) {
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
     if ((await framesDecodedSince(page, since)) > 0) return Date.now() - from;
+    if ((await page.locator('.lobby').count()) > 0) {
+      throw new Error(`back in the waiting room ${Date.now() - from} ms after the kill`);
+    }
     await page.waitForTimeout(100);
   }
   throw new Error(`no video decoded on a new connection ${Date.now() - from} ms after the kill`);
@@ -598,6 +604,15 @@ try {
   finish(0);
 } catch (e) {
   result.error = String(e?.stack ?? e);
+  // What each page showed, change by change (RECORD_VIEWS), to tell what went wrong.
+  try {
+    result.viewsAtFailure = [];
+    for (const ctx of browser?.contexts() ?? []) {
+      for (const p of ctx.pages()) result.viewsAtFailure.push(await viewsSince(p).catch(() => null));
+    }
+  } catch {
+    /* best effort */
+  }
   try {
     for (const [i, ctx] of (browser?.contexts() ?? []).entries()) {
       for (const [j, p] of ctx.pages().entries()) {
