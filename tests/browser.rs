@@ -78,15 +78,14 @@ impl Drop for Server {
     }
 }
 
-/// The settings of the loopback consultation test: everything on 127.0.0.1, fixed ports.
+/// The settings of the loopback browser tests: everything on 127.0.0.1, fixed ports. The rest
+/// is the product's default, the waiting room included (on).
 fn loopback_settings() -> Vec<String> {
     vec![
         format!("http.addr={HTTP_ADDR}"),
         format!("https.addr={HTTPS_ADDR}"),
         format!("media.udp_addr=127.0.0.1:{MEDIA_PORT}"),
         "media.public_ips=127.0.0.1".into(),
-        // The page's doctor does not admit anyone: no waiting room in this test.
-        "sessions.waiting_room=false".into(),
     ]
 }
 
@@ -282,6 +281,22 @@ fn prerequisites() -> Option<PathBuf> {
     Some(web_dir)
 }
 
+/// What a page showed, change by change (`window.__views` of `tests/e2e/consultation.mjs`):
+/// the call's state, `+lobby` with the waiting screen, `+waits:<who>` with the waiting list.
+fn views(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A consultation in Chromium (`tests/e2e/consultation.mjs`), waiting room on (the default):
+/// the patient waits and the doctor admits them; video both ways, screen sharing, chat; the
+/// media path cut and restored; relais killed with SIGKILL and started again, the patient
+/// rejoining without waiting again; the doctor ends it.
 #[test]
 fn consultation_in_chromium_through_the_sfu() {
     let Some(web_dir) = prerequisites() else {
@@ -352,6 +367,50 @@ fn consultation_in_chromium_through_the_sfu() {
         "a wrong code is explained: {pretty}"
     );
 
+    // The waiting room (on by default): the patient is told and waits, receiving nothing,
+    // listed on the doctor's page, until the doctor admits them; then the call starts.
+    assert_eq!(r["waitingRoomSetting"], true, "{pretty}");
+    let adm = &r["admission"];
+    assert_eq!(adm["lobbyTitle"], "Le médecin va vous recevoir", "{pretty}");
+    assert_eq!(adm["stateText"], "Le médecin va vous recevoir", "{pretty}");
+    assert!(
+        adm["since"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("En attente depuis"),
+        "{pretty}"
+    );
+    assert_eq!(adm["stillWaiting"], true, "{pretty}");
+    let waiting_media = &adm["patientMediaWhileWaiting"];
+    for what in ["inboundBytes", "framesDecoded", "remoteVideos"] {
+        assert_eq!(
+            num(waiting_media, &[what]),
+            0.0,
+            "the waiting patient receives nothing ({what}): {pretty}"
+        );
+    }
+    assert_eq!(adm["doctorWaitingList"]["name"], "Jean Dupont", "{pretty}");
+    assert!(
+        adm["doctorWaitingList"]["since"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("attend depuis"),
+        "{pretty}"
+    );
+    let before_admission = views(&adm["patientViews"]);
+    let lobby_at = before_admission.iter().position(|v| v == "lobby+lobby");
+    let connected_at = before_admission.iter().position(|v| v == "connected");
+    assert!(
+        lobby_at.is_some() && connected_at.is_some() && lobby_at < connected_at,
+        "the patient waited, then was connected: {pretty}"
+    );
+    assert!(
+        views(&adm["doctorViews"])
+            .iter()
+            .any(|v| v.contains("+waits:patient-11")),
+        "the doctor's page listed the patient: {pretty}"
+    );
+
     for side in ["doctor", "patient"] {
         let video = &r[format!("{side}Video")];
         assert!(num(video, &["width"]) > 0.0, "{side}: videoWidth: {pretty}");
@@ -367,6 +426,10 @@ fn consultation_in_chromium_through_the_sfu() {
         assert!(
             num(stats, &["inboundVideoDelta"]) > 0.0,
             "{side}: inbound video bytes grow: {pretty}"
+        );
+        assert!(
+            num(stats, &["framesDecodedDelta"]) > 0.0,
+            "{side}: video frames decoded: {pretty}"
         );
         // Chrome starts its estimate at 300 kbit/s and probes upwards; the estimate moves only
         // when the server's transport-wide congestion feedback reports the probes arriving.
@@ -447,6 +510,23 @@ fn consultation_in_chromium_through_the_sfu() {
         num(rc, &["patientStats", "inboundBytesDelta"]) > 10_000.0,
         "{pretty}"
     );
+    // Back without the waiting room: the patient's page went through the cut (reconnecting)
+    // and never showed the waiting screen; the doctor's never listed the patient as waiting.
+    let patient_cut = views(&rc["patientViews"]);
+    assert!(
+        patient_cut.iter().any(|v| v.starts_with("reconnecting")),
+        "{pretty}"
+    );
+    assert!(
+        !patient_cut.iter().any(|v| v.contains("lobby")),
+        "the patient waited again after the media cut: {pretty}"
+    );
+    assert!(
+        !views(&rc["doctorViews"])
+            .iter()
+            .any(|v| v.contains("waits:")),
+        "{pretty}"
+    );
 
     // relais killed with SIGKILL mid-call and started again by the same command: both pages
     // come back by themselves, on new PeerConnections that decode video; the message sent
@@ -470,7 +550,30 @@ fn consultation_in_chromium_through_the_sfu() {
             num(rs, &[&format!("{side}Stats"), "inboundVideoDelta"]) > 0.0,
             "{side}: video bytes arrive after the restart: {pretty}"
         );
+        assert!(
+            num(rs, &[&format!("{side}Stats"), "framesDecodedDelta"]) > 0.0,
+            "{side}: video frames decoded after the restart: {pretty}"
+        );
     }
+    // The patient, admitted before the kill, rejoined the restarted server without waiting:
+    // from the kill on, their page never showed the waiting screen and the doctor's never
+    // listed them in the waiting room; the patient's page did come back to `connected`.
+    let patient_restart = views(&rs["patientViews"]);
+    assert!(
+        !patient_restart.iter().any(|v| v.contains("lobby")),
+        "the patient waited again after the restart: {pretty}"
+    );
+    assert_eq!(
+        patient_restart.last().map(String::as_str),
+        Some("connected"),
+        "{pretty}"
+    );
+    assert!(
+        !views(&rs["doctorViews"])
+            .iter()
+            .any(|v| v.contains("waits:")),
+        "the doctor's page listed someone as waiting after the restart: {pretty}"
+    );
     assert_eq!(rs["stored"]["status"], 200, "{pretty}");
     assert_eq!(
         rs["stored"]["lastWords"], true,
@@ -522,18 +625,10 @@ fn waiting_room_guest_removal_and_audio_only_in_chromium() {
 
     let ns = Netns::create(format!("relais-adm-{}", std::process::id()))
         .unwrap_or_else(|e| panic!("cannot create the network namespace: {e}"));
-    // The loopback settings, with the waiting room on (as for any new session by default).
-    let settings: Vec<String> = loopback_settings()
-        .into_iter()
-        .map(|kv| {
-            if kv.starts_with("sessions.waiting_room=") {
-                "sessions.waiting_room=true".to_string()
-            } else {
-                kv
-            }
-        })
-        .collect();
-    assert!(settings.iter().any(|kv| kv == "sessions.waiting_room=true"));
+    // The loopback settings, with the waiting room on (the default, said here in so many words:
+    // this test is about it).
+    let mut settings = loopback_settings();
+    settings.push("sessions.waiting_room=true".into());
     let mut server =
         start_server(&ns, scratch.path(), &web_dir, &settings).unwrap_or_else(|e| panic!("{e}"));
     let env = [

@@ -3,6 +3,11 @@
 // interface is `lo`, next to a relais started there; prints one JSON line (the last line of
 // stdout) that the Rust test asserts.
 //
+// The waiting room is on (the server's default): the patient waits (*Le médecin va vous
+// recevoir*, no media), the doctor sees them and admits them, the call starts. After the media
+// cut and after the server's SIGKILL restart the patient comes back without waiting again: every
+// page records what it shows (`window.__views`), and the script returns what was shown then.
+//
 // Environment: HTTP_BASE (http://127.0.0.1:3000), HTTPS_BASE (https://127.0.0.1:3443),
 // MEDIA_PORT (the server's media UDP port), ARTIFACTS (directory for screenshots and logs),
 // CHROMIUM (default /usr/bin/chromium), E2E_TIMEOUT_MS (default 150000), RESTART_DIR (when set:
@@ -98,6 +103,53 @@ const RECORD_PCS = () => {
   };
 };
 
+// What the page shows, each time it changes: the call's state (`.call-state`), `+lobby` while
+// the waiting screen is up, `+waits:<who>` while the doctor's waiting list shows someone.
+const RECORD_VIEWS = () => {
+  window.__views = [];
+  const note = () => {
+    let view = document.querySelector('.call-state')?.getAttribute('data-state') ?? '-';
+    if (document.querySelector('.lobby')) view += '+lobby';
+    const waits = [...document.querySelectorAll('.waiting-list [data-user]')].map((e) => e.getAttribute('data-user'));
+    if (waits.length > 0) view += `+waits:${waits.join(',')}`;
+    if (window.__views[window.__views.length - 1]?.view !== view) window.__views.push({ at: Date.now(), view });
+  };
+  new MutationObserver(note).observe(document, {
+    subtree: true,
+    childList: true,
+    attributes: true,
+    attributeFilter: ['data-state'],
+  });
+};
+
+/** What the page showed (see RECORD_VIEWS), from the `from`-th change on. */
+const viewsSince = (page, from = 0) =>
+  page.evaluate((from) => (window.__views ?? []).slice(from).map((v) => v.view), from);
+const viewCount = (page) => page.evaluate(() => (window.__views ?? []).length);
+
+/** Everything the page's PeerConnections received so far: bytes, video frames decoded. */
+function receivedSoFar(page) {
+  return page.evaluate(async () => {
+    let inboundBytes = 0;
+    let framesDecoded = 0;
+    for (const pc of window.__pcs ?? []) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        inboundBytes += s.bytesReceived ?? 0;
+        if (s.kind === 'video') framesDecoded += s.framesDecoded ?? 0;
+      });
+    }
+    return {
+      peerConnections: (window.__pcs ?? []).length,
+      inboundBytes,
+      framesDecoded,
+      remoteVideos: document.querySelectorAll('video.remote-video').length,
+    };
+  });
+}
+
 async function newPage(name) {
   const context = await browser.newContext({
     ignoreHTTPSErrors: true, // the server's generated, self-signed certificate
@@ -105,6 +157,7 @@ async function newPage(name) {
     locale: 'fr-FR',
   });
   await context.addInitScript(RECORD_PCS);
+  await context.addInitScript(RECORD_VIEWS);
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.on('console', (m) => consoleLog.push(`[${name}] ${m.type()}: ${m.text()}`));
@@ -156,11 +209,17 @@ function framesDecodedSince(page, since) {
   }, since);
 }
 
-/** Milliseconds from `from` until a PeerConnection made after the first `since` decodes video. */
+/**
+ * Milliseconds from `from` until a PeerConnection made after the first `since` decodes video.
+ * Fails at once if the page shows the waiting screen: whoever took part does not wait again.
+ */
 async function videoBackAfter(page, since, from) {
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
     if ((await framesDecodedSince(page, since)) > 0) return Date.now() - from;
+    if ((await page.locator('.lobby').count()) > 0) {
+      throw new Error(`back in the waiting room ${Date.now() - from} ms after the kill`);
+    }
     await page.waitForTimeout(100);
   }
   throw new Error(`no video decoded on a new connection ${Date.now() - from} ms after the kill`);
@@ -176,13 +235,17 @@ async function mediaStats(page) {
       const stats = await pc.getStats();
       let inbound = 0;
       let inboundVideo = 0;
+      let frames = 0;
       let pairId = null;
       const byId = new Map();
       stats.forEach((s) => {
         byId.set(s.id, s);
         if (s.type === 'inbound-rtp') {
           inbound += s.bytesReceived ?? 0;
-          if (s.kind === 'video') inboundVideo += s.bytesReceived ?? 0;
+          if (s.kind === 'video') {
+            inboundVideo += s.bytesReceived ?? 0;
+            frames += s.framesDecoded ?? 0;
+          }
         }
         if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
       });
@@ -197,6 +260,7 @@ async function mediaStats(page) {
       return {
         inbound,
         inboundVideo,
+        frames,
         // The browser's send-side bandwidth estimate: it rises above its start (300 kbit/s)
         // only on the server's congestion feedback (transport-wide cc).
         availableOutgoingBitrate: pair?.availableOutgoingBitrate ?? null,
@@ -218,6 +282,7 @@ async function mediaStats(page) {
       inboundBytesAfter: b.inbound,
       inboundBytesDelta: b.inbound - a.inbound,
       inboundVideoDelta: b.inboundVideo - a.inboundVideo,
+      framesDecodedDelta: b.frames - a.frames,
       availableOutgoingBitrate: b.availableOutgoingBitrate,
       selectedRemote: b.remote,
       selectedLocal: b.local,
@@ -278,6 +343,8 @@ try {
   await doctor.page.locator('.call-state[data-state="waiting"]').waitFor();
   await doctor.page.locator('.waiting-room').waitFor();
   result.doctorWaitingRoom = true;
+  // The session's waiting room, as the server made it (the test leaves the default).
+  result.waitingRoomSetting = await doctor.page.locator('#waiting-room-enabled').isChecked();
 
   // ---- a wrong code is explained in plain language -----------------------------------------
   step('a wrong code is refused');
@@ -296,6 +363,38 @@ try {
   const patient = await newPage('patient');
   await patient.page.goto(link);
   await signIn(patient.page, 'patient', 11, 'Jean Dupont');
+
+  // ---- the waiting room: the patient waits, the doctor admits, the call starts -------------
+  step('the patient waits; the doctor sees them waiting');
+  await patient.page.locator('.call-state[data-state="lobby"]').waitFor();
+  await patient.page.locator('.lobby .lobby-since').waitFor();
+  const patientRow = doctor.page.locator('.waiting-list [data-user="patient-11"]');
+  await patientRow.waitFor();
+  // Two seconds more in the waiting room: nothing reaches the patient meanwhile.
+  await patient.page.waitForTimeout(2_000);
+  result.admission = {
+    lobbyTitle: (await patient.page.textContent('.lobby .lobby-title'))?.trim(),
+    stateText: (await patient.page.textContent('.call-state'))?.trim(),
+    since: (await patient.page.textContent('.lobby .lobby-since'))?.trim(),
+    stillWaiting: (await patient.page.getAttribute('.call-state', 'data-state')) === 'lobby',
+    patientMediaWhileWaiting: await receivedSoFar(patient.page),
+    doctorWaitingList: {
+      name: (await patientRow.locator('.waiting-name').textContent())?.trim(),
+      since: (await patientRow.locator('.waiting-since').textContent())?.trim(),
+    },
+  };
+  await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-lobby.png') });
+  await doctor.page.screenshot({ path: join(ARTIFACTS, 'doctor-waiting-list.png') });
+
+  step('the doctor admits the patient');
+  const admitAt = Date.now();
+  await patientRow.locator('.btn-admit').click();
+  await patientRow.waitFor({ state: 'detached' });
+  await patient.page.locator('.call-state[data-state="connected"]').waitFor();
+  await doctor.page.locator('.call-state[data-state="connected"]').waitFor();
+  result.admission.connectedAfterMs = Date.now() - admitAt;
+  result.admission.patientViews = await viewsSince(patient.page);
+  result.admission.doctorViews = await viewsSince(doctor.page);
 
   step('both remote videos play');
   await patient.page.locator('.call-state[data-state="connected"]').waitFor();
@@ -386,6 +485,7 @@ try {
   if (CUT_MEDIA) {
     step('media path cut: both sides reconnect');
     const before = { doctor: await pcCount(doctor.page), patient: await pcCount(patient.page) };
+    const viewsFrom = { doctor: await viewCount(doctor.page), patient: await viewCount(patient.page) };
     cutMedia();
     const cutAt = Date.now();
     await Promise.all(
@@ -416,12 +516,16 @@ try {
       patientAfter: await pcCount(patient.page),
     };
     result.reconnect.patientStats = await mediaStats(patient.page);
+    // The patient took part: back without the waiting room.
+    result.reconnect.patientViews = await viewsSince(patient.page, viewsFrom.patient);
+    result.reconnect.doctorViews = await viewsSince(doctor.page, viewsFrom.doctor);
     await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-reconnected.png') });
   }
 
   if (RESTART_DIR) {
     step('relais killed (SIGKILL) mid-call and started again: both sides come back by themselves');
     const since = { doctor: await pcCount(doctor.page), patient: await pcCount(patient.page) };
+    const viewsFrom = { doctor: await viewCount(doctor.page), patient: await viewCount(patient.page) };
     // A message the server acknowledged just before it died must survive it.
     const lastWords = `Juste avant la coupure (${Date.now()})`;
     await input.fill(lastWords);
@@ -471,6 +575,11 @@ try {
     await input.press('Enter');
     await doctor.page.locator('.chat .chat-message.theirs', { hasText: after }).waitFor({ timeout: 60_000 });
     result.restart.chatAfter = true;
+    // Everything the pages showed from the kill until now: the patient, admitted before the
+    // kill, rejoined the new server without waiting (no waiting screen, not in the doctor's
+    // waiting list).
+    result.restart.patientViews = await viewsSince(patient.page, viewsFrom.patient);
+    result.restart.doctorViews = await viewsSince(doctor.page, viewsFrom.doctor);
     await patient.page.screenshot({ path: join(ARTIFACTS, 'patient-after-restart.png') });
   }
 
@@ -495,6 +604,15 @@ try {
   finish(0);
 } catch (e) {
   result.error = String(e?.stack ?? e);
+  // What each page showed, change by change (RECORD_VIEWS), to tell what went wrong.
+  try {
+    result.viewsAtFailure = [];
+    for (const ctx of browser?.contexts() ?? []) {
+      for (const p of ctx.pages()) result.viewsAtFailure.push(await viewsSince(p).catch(() => null));
+    }
+  } catch {
+    /* best effort */
+  }
   try {
     for (const [i, ctx] of (browser?.contexts() ?? []).entries()) {
       for (const [j, p] of ctx.pages().entries()) {
