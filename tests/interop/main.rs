@@ -327,6 +327,38 @@ async fn run_agent(
     lines
 }
 
+/// Both directions of `cell` (the `n`-th) as its two reports say: (to the patient, to the
+/// doctor).
+fn cell_verdict(
+    cell: &Cell,
+    n: usize,
+    results: &HashMap<(String, String), Value>,
+) -> (Result<String, String>, Result<String, String>) {
+    let ids = (1000 + n as i64, 5000 + n as i64);
+    let missing = json!({"ok": false, "error": "no result"});
+    let d = results
+        .get(&(cell.name.clone(), "doctor".into()))
+        .unwrap_or(&missing);
+    let p = results
+        .get(&(cell.name.clone(), "patient".into()))
+        .unwrap_or(&missing);
+    let to_patient = check_side(
+        p,
+        &cell.doctor,
+        &format!("medecin-{}", ids.0),
+        cell.patient.stack,
+        cell.no_common_video,
+    );
+    let to_doctor = check_side(
+        d,
+        &cell.patient,
+        &format!("patient-{}", ids.1),
+        cell.doctor.stack,
+        cell.no_common_video,
+    );
+    (to_patient, to_doctor)
+}
+
 /// What one side must have received from the other, and what it did receive.
 fn check_side(
     receiver: &Value,
@@ -475,65 +507,105 @@ async fn interop_matrix_every_client_with_its_defaults() {
     let mut results: HashMap<(String, String), Value> = HashMap::new();
     let limit = Duration::from_secs_f64(MEDIA_SECONDS + LINGER_SECONDS + 100.0);
 
-    for (b, batch) in cells.chunks(BATCH).enumerate() {
-        let mut jobs: HashMap<&str, Vec<Value>> = HashMap::new();
-        let mut wspecs = Vec::new();
-        for (k, cell) in batch.iter().enumerate() {
-            let n = (b * BATCH + k) as i64;
-            let ids = (1000 + n, 5000 + n);
-            let (session, conv, code) = create_session(&app, ids.0, &[ids.1], "audio_video").await;
-            for is_doctor in [true, false] {
-                let s = if is_doctor {
-                    &cell.doctor
-                } else {
-                    &cell.patient
-                };
-                let role = role_json(&app, cell, is_doctor, ids, (session, conv, &code));
-                match s.stack {
-                    Stack::WebrtcRs => {
-                        wspecs.push(serde_json::from_value::<wrtc::Spec>(role).unwrap())
+    // A cell that fails is run once more, on its own batch after the others, and fails only
+    // if it fails again: on this 2-core machine a batch of six calls (Chromium, aiortc and
+    // webrtc-rs agents at once) now and then starves one agent for a second, which cuts the
+    // tail of its measure (seen on the commit before issue 21's work as well as after it). The
+    // first attempt's failures are printed with the table, so a cell that needs its second
+    // chance every time is still seen.
+    let mut pending: Vec<usize> = (0..cells.len()).collect();
+    let mut first_failures: Vec<String> = Vec::new();
+    for attempt in 0..2 {
+        for (b, batch) in pending.chunks(BATCH).enumerate() {
+            let b = attempt * 1000 + b;
+            let mut jobs: HashMap<&str, Vec<Value>> = HashMap::new();
+            let mut wspecs = Vec::new();
+            for &n in batch {
+                let cell = &cells[n];
+                let n = n as i64;
+                let ids = (1000 + n, 5000 + n);
+                let (session, conv, code) =
+                    create_session(&app, ids.0, &[ids.1], "audio_video").await;
+                for is_doctor in [true, false] {
+                    let s = if is_doctor {
+                        &cell.doctor
+                    } else {
+                        &cell.patient
+                    };
+                    let role = role_json(&app, cell, is_doctor, ids, (session, conv, &code));
+                    match s.stack {
+                        Stack::WebrtcRs => {
+                            wspecs.push(serde_json::from_value::<wrtc::Spec>(role).unwrap())
+                        }
+                        Stack::Aiortc => jobs.entry("aiortc").or_default().push(role),
+                        Stack::Chromium => jobs.entry("chromium").or_default().push(role),
                     }
-                    Stack::Aiortc => jobs.entry("aiortc").or_default().push(role),
-                    Stack::Chromium => jobs.entry("chromium").or_default().push(role),
+                }
+            }
+            let mut agents = Vec::new();
+            if let Some(roles) = jobs.remove("aiortc") {
+                let job = json!({"base": app.base, "hostIps": [ip], "roles": roles});
+                let mut cmd = tokio::process::Command::new(&python);
+                cmd.arg(root().join("tests/py/interop_agent.py"));
+                let dir = scratch.path().to_path_buf();
+                agents.push(tokio::spawn(async move {
+                    run_agent(cmd, &job, &dir, &format!("aiortc-{b}"), limit).await
+                }));
+            }
+            if let Some(roles) = jobs.remove("chromium") {
+                let lab = env
+                    .lab
+                    .as_ref()
+                    .expect("browser cells only with the namespace");
+                let job = json!({"base": https, "roles": roles});
+                let mut cmd = lab.command("node");
+                cmd.arg(root().join("tests/e2e/interop.mjs"));
+                let dir = scratch.path().to_path_buf();
+                agents.push(tokio::spawn(async move {
+                    run_agent(cmd, &job, &dir, &format!("chromium-{b}"), limit).await
+                }));
+            }
+            let w = wrtc::run_all(app.base.clone(), ip.clone(), wspecs).await;
+            results.extend(w);
+            for a in agents {
+                for line in a.await.unwrap_or_default() {
+                    if let Some(f) = line.get("fatal") {
+                        eprintln!("agent failure in batch {b}: {f}");
+                        continue;
+                    }
+                    let key = (
+                        line["cell"].as_str().unwrap_or_default().to_string(),
+                        line["side"].as_str().unwrap_or_default().to_string(),
+                    );
+                    results.insert(key, line);
                 }
             }
         }
-        let mut agents = Vec::new();
-        if let Some(roles) = jobs.remove("aiortc") {
-            let job = json!({"base": app.base, "hostIps": [ip], "roles": roles});
-            let mut cmd = tokio::process::Command::new(&python);
-            cmd.arg(root().join("tests/py/interop_agent.py"));
-            let dir = scratch.path().to_path_buf();
-            agents.push(tokio::spawn(async move {
-                run_agent(cmd, &job, &dir, &format!("aiortc-{b}"), limit).await
-            }));
-        }
-        if let Some(roles) = jobs.remove("chromium") {
-            let lab = env
-                .lab
-                .as_ref()
-                .expect("browser cells only with the namespace");
-            let job = json!({"base": https, "roles": roles});
-            let mut cmd = lab.command("node");
-            cmd.arg(root().join("tests/e2e/interop.mjs"));
-            let dir = scratch.path().to_path_buf();
-            agents.push(tokio::spawn(async move {
-                run_agent(cmd, &job, &dir, &format!("chromium-{b}"), limit).await
-            }));
-        }
-        let w = wrtc::run_all(app.base.clone(), ip.clone(), wspecs).await;
-        results.extend(w);
-        for a in agents {
-            for line in a.await.unwrap_or_default() {
-                if let Some(f) = line.get("fatal") {
-                    eprintln!("agent failure in batch {b}: {f}");
-                    continue;
+        if attempt == 0 {
+            let failed: Vec<usize> = pending
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    let (to_patient, to_doctor) = cell_verdict(&cells[n], n, &results);
+                    for (dir, r) in [
+                        ("doctor→patient", &to_patient),
+                        ("patient→doctor", &to_doctor),
+                    ] {
+                        if let Err(e) = r {
+                            first_failures.push(format!("{} {dir}: {e}", cells[n].name));
+                        }
+                    }
+                    to_patient.is_err() || to_doctor.is_err()
+                })
+                .collect();
+            for &n in &failed {
+                for side in ["doctor", "patient"] {
+                    results.remove(&(cells[n].name.clone(), side.to_string()));
                 }
-                let key = (
-                    line["cell"].as_str().unwrap_or_default().to_string(),
-                    line["side"].as_str().unwrap_or_default().to_string(),
-                );
-                results.insert(key, line);
+            }
+            pending = failed;
+            if pending.is_empty() {
+                break;
             }
         }
     }
@@ -547,7 +619,6 @@ async fn interop_matrix_every_client_with_its_defaults() {
     let mut failures = Vec::new();
     let mut failed_cells = 0;
     for (n, cell) in cells.iter().enumerate() {
-        let ids = (1000 + n as i64, 5000 + n as i64);
         let missing = json!({"ok": false, "error": "no result"});
         let d = results
             .get(&(cell.name.clone(), "doctor".into()))
@@ -563,20 +634,7 @@ async fn interop_matrix_every_client_with_its_defaults() {
                 .map(|c| c.to_ascii_uppercase().replace("VIDEO/", ""))
                 .unwrap_or_else(|| "—".into())
         };
-        let to_patient = check_side(
-            p,
-            &cell.doctor,
-            &format!("medecin-{}", ids.0),
-            cell.patient.stack,
-            cell.no_common_video,
-        );
-        let to_doctor = check_side(
-            d,
-            &cell.patient,
-            &format!("patient-{}", ids.1),
-            cell.doctor.stack,
-            cell.no_common_video,
-        );
+        let (to_patient, to_doctor) = cell_verdict(cell, n, &results);
         let verdict = if to_patient.is_ok() && to_doctor.is_ok() {
             "ok"
         } else {
@@ -623,6 +681,16 @@ async fn interop_matrix_every_client_with_its_defaults() {
             .as_deref()
             .map_or("run".to_string(), |w| format!("skipped ({w})"))
     );
+    if !first_failures.is_empty() {
+        let _ = writeln!(
+            table,
+            "\nFailed at the first attempt, run again ({}):\n",
+            first_failures.len()
+        );
+        for f in &first_failures {
+            let _ = writeln!(table, "- {f}");
+        }
+    }
     if !failures.is_empty() {
         let _ = writeln!(table, "\nWhat failed, per direction:\n");
         for f in &failures {
