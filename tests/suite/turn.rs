@@ -579,11 +579,18 @@ async fn relayed_bandwidth_is_capped_per_allocation() {
     for _ in 0..40 {
         c.send_channel_data(0x4002, &payload).await;
     }
-    let mut received = 0;
     let mut buf = [0u8; 2048];
-    while tokio::time::timeout(SHORT, peer.recv_from(&mut buf))
-        .await
-        .is_ok()
+    // The first datagram may take a while on a loaded machine; the rest of
+    // the burst follows it at once or not at all.
+    let mut received = usize::from(
+        tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .is_ok(),
+    );
+    while received > 0
+        && tokio::time::timeout(SHORT, peer.recv_from(&mut buf))
+            .await
+            .is_ok()
     {
         received += 1;
     }
