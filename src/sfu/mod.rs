@@ -18,6 +18,7 @@
 //! all of it.
 
 pub mod check;
+pub mod congestion;
 pub mod feedback;
 pub mod forward;
 pub mod media_plane;
