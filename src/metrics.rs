@@ -254,6 +254,11 @@ pub struct MediaMetrics {
     pub udp_datagrams_unrouted: Counter,
     pub nacks_received: Counter,
     pub nacks_sent: Counter,
+    /// Congestion control ([`crate::sfu::congestion`]).
+    pub twcc_feedback_received: Counter,
+    pub twcc_feedback_ignored: Counter,
+    pub bwe_decreases: Counter,
+    pub remb_sent: Counter,
     pub rtp_packets_retransmitted: Counter,
     pub plis_sent: Counter,
     pub ice_failures: Counter,
@@ -444,6 +449,26 @@ impl MediaMetrics {
             "nacks_sent",
             "Packets asked for again from publishers (generic NACK)",
             self.nacks_sent.clone(),
+        );
+        r.register(
+            "twcc_feedback_received",
+            "Transport-cc feedback packets received from subscribers",
+            self.twcc_feedback_received.clone(),
+        );
+        r.register(
+            "twcc_feedback_ignored",
+            "Transport-cc feedback packets that named nothing relais sent (or already reported)",
+            self.twcc_feedback_ignored.clone(),
+        );
+        r.register(
+            "bwe_decreases",
+            "Times a subscriber connection's bandwidth estimate fell (delay, queue or loss)",
+            self.bwe_decreases.clone(),
+        );
+        r.register(
+            "remb_sent",
+            "REMB messages sent to publishers (their subscribers' cap)",
+            self.remb_sent.clone(),
         );
         r.register(
             "rtp_packets_retransmitted",

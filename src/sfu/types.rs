@@ -141,6 +141,14 @@ pub enum PeerCommand {
         track: TrackId,
         codecs: Vec<crate::codec::Codec>,
     },
+    /// What a subscriber of one of our published video tracks can take of it now (bits per
+    /// second; `None`: it is not limited), for the REMB to our client
+    /// ([`crate::sfu::congestion::cap`]).
+    SubscriberRate {
+        track: TrackId,
+        peer: PeerId,
+        bps: Option<f64>,
+    },
     /// A subscriber waits for a keyframe of one of our published tracks.
     RequestKeyframe {
         track: TrackId,

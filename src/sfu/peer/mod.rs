@@ -180,6 +180,9 @@ pub(super) struct Peer {
     twcc: TwccRecorder,
     next_report: Instant,
     next_twcc: Instant,
+    /// When to tell our client its subscribers' cap ([`crate::sfu::congestion::cap`]).
+    remb: crate::sfu::congestion::cap::RembSchedule,
+
     /// Reused for the sequence numbers of one NACK.
     lost_scratch: Vec<u16>,
 }
@@ -252,6 +255,8 @@ impl Peer {
             twcc: TwccRecorder::default(),
             next_report: now + rtcp_out::REPORT_INTERVAL,
             next_twcc: now,
+            remb: Default::default(),
+
             lost_scratch: Vec::new(),
         };
         Ok((peer, handle, cmd_rx, inbox_rx))
@@ -372,6 +377,9 @@ impl Peer {
             PeerCommand::AddSubscriber { track, link } => self.add_subscriber(track, link),
             PeerCommand::RemoveSubscriber { track, peer } => self.remove_subscriber(track, peer),
             PeerCommand::RequestKeyframe { track } => self.request_keyframe(track, Instant::now()),
+            PeerCommand::SubscriberRate { track, peer, bps } => {
+                self.subscriber_rate(track, peer, bps, Instant::now());
+            }
             PeerCommand::PreferCodecs { track, codecs } => self.prefer_codecs(track, &codecs),
             PeerCommand::RecordTrack { track, tap } => self.record_track(track, tap),
             PeerCommand::Stats { reply } => {

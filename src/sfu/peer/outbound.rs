@@ -12,7 +12,11 @@
 //!   and a task holding it takes no other lock (so two peers' locks are never nested);
 //! - nothing is sent before the SRTP keys exist ([`Outbound::connect`]) or after
 //!   [`Outbound::close`]; a publisher that finds the `Outbound` closed drops its link;
-//! - the socket's outbox is bounded and drops when full: forwarding never blocks on the client.
+//! - the socket's outbox is bounded and drops when full: forwarding never blocks on the client;
+//! - every datagram of a leg that negotiated transport-cc carries the next transport-wide
+//!   number of this connection, recorded in its [`SendLog`] with its size and departure, so the
+//!   client's feedback feeds this connection's [`Estimator`] (a retransmission is the same
+//!   datagram, number included, and is marked so).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +30,8 @@ use rtc::srtp::context::Context;
 
 use super::retransmit::SentHistory;
 use crate::codec::Codec;
+use crate::sfu::congestion::estimator::{Bounds, Estimator, FeedbackOutcome};
+use crate::sfu::congestion::send_log::SendLog;
 use crate::sfu::feedback::reports::SendCounters;
 use crate::sfu::forward::{GateDecision, Incoming, LegGate};
 use crate::sfu::media_plane::{MediaPlane, Transport};
@@ -42,7 +48,11 @@ pub struct LegExtensions {
     pub mid: Option<u8>,
     pub audio_level: Option<u8>,
     pub video_orientation: Option<u8>,
+    pub transport_cc: Option<u8>,
 }
+
+/// Placeholder payload of the transport-wide sequence number, written in place once numbered.
+static TWCC_PLACEHOLDER: [u8; 2] = [0, 0];
 
 /// How one subscribed source leaves on this connection.
 pub struct Leg {
@@ -106,6 +116,9 @@ pub struct Outbound {
     /// Reused to lay out each packet before it is encrypted.
     scratch: Vec<u8>,
     legs: FastMap<TrackId, Leg>,
+    /// Transport-wide numbering of what leaves, and the bandwidth estimate it feeds.
+    send_log: SendLog,
+    estimator: Estimator,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -127,6 +140,8 @@ impl Outbound {
             closed: false,
             scratch: Vec::new(),
             legs: FastMap::default(),
+            send_log: SendLog::default(),
+            estimator: Estimator::new(Bounds::default()),
         }))
     }
 
@@ -211,9 +226,27 @@ impl Outbound {
         if self.scratch.len() < size {
             self.scratch.resize(size, 0);
         }
-        let datagram = packet
-            .marshal_to(&mut self.scratch[..size])
-            .and_then(|n| srtp.encrypt_rtp_with_header(&self.scratch[..n], &packet.header));
+        let twcc = leg
+            .ext
+            .transport_cc
+            .map(|_| self.send_log.next(now, size + SRTP_AUTH_TAG));
+        let datagram = packet.marshal_to(&mut self.scratch[..size]).and_then(|n| {
+            if let Some(number) = twcc {
+                // The number's place: the first extension element, after the fixed header,
+                // the CSRCs and the extension header, and the element's own header.
+                let h = &packet.header;
+                let element_header = if h.extension_profile == ONE_BYTE_PROFILE {
+                    1
+                } else {
+                    2
+                };
+                let at = 12 + 4 * h.csrc.len() + 4 + element_header;
+                if let Some(place) = self.scratch.get_mut(at..at + 2) {
+                    place.copy_from_slice(&number.to_be_bytes());
+                }
+            }
+            srtp.encrypt_rtp_with_header(&self.scratch[..n], &packet.header)
+        });
         let datagram = match datagram {
             Ok(d) => d.freeze(),
             Err(e) => {
@@ -224,7 +257,7 @@ impl Outbound {
         let payload_len = packet.payload.len();
         leg.sent.sent(ts, payload_len, now);
         if let Some(history) = leg.history.as_mut() {
-            history.record(seq, now, datagram.clone());
+            history.record(seq, twcc, now, datagram.clone());
         }
         self.plane.send(datagram, to, transport);
         Forward::Sent(payload_len)
@@ -240,12 +273,38 @@ impl Outbound {
         };
         let mut resent = 0;
         for seq in seqs {
-            if let Some(datagram) = history.resend(seq, now) {
+            if let Some((datagram, twcc)) = history.resend(seq, now) {
+                if let Some(number) = twcc {
+                    self.send_log.mark_resent(number);
+                }
                 self.plane.send(datagram, to, transport);
                 resent += 1;
             }
         }
         resent
+    }
+
+    /// The client's transport-cc feedback on what this connection sent.
+    pub fn on_transport_feedback(
+        &mut self,
+        feedback: &rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc,
+        now: Instant,
+    ) -> FeedbackOutcome {
+        self.estimator.on_twcc(&self.send_log, feedback, now)
+    }
+
+    pub fn estimator(&self) -> &Estimator {
+        &self.estimator
+    }
+
+    pub fn estimator_mut(&mut self) -> &mut Estimator {
+        &mut self.estimator
+    }
+
+    /// How many legs of each kind this connection carries: (audio, video).
+    pub fn leg_counts(&self) -> (usize, usize) {
+        let video = self.legs.values().filter(|l| l.history.is_some()).count();
+        (self.legs.len() - video, video)
     }
 
     /// A Sender Report for each leg that sent something.
@@ -281,7 +340,12 @@ impl Outbound {
     }
 }
 
-/// Rewrites the forwarded extensions (internal ids) to this leg's ids and adds this leg's mid.
+/// About what SRTP adds to a packet (its authentication tag), counted in the size the send log
+/// records.
+const SRTP_AUTH_TAG: usize = 10;
+
+/// Rewrites the forwarded extensions (internal ids) to this leg's ids and adds this leg's mid,
+/// and the transport-wide number's place first (its value is written once numbered).
 fn rewrite_extensions(h: &mut rtc::rtp::header::Header, leg: &LegExtensions, mid: Option<&Bytes>) {
     h.extensions.retain_mut(|e| {
         let id = match e.id {
@@ -297,6 +361,15 @@ fn rewrite_extensions(h: &mut rtc::rtp::header::Header, leg: &LegExtensions, mid
             None => false,
         }
     });
+    if let Some(id) = leg.transport_cc {
+        h.extensions.insert(
+            0,
+            Extension {
+                id,
+                payload: Bytes::from_static(&TWCC_PLACEHOLDER),
+            },
+        );
+    }
     if let (Some(id), Some(mid)) = (leg.mid, mid) {
         h.extensions.push(Extension {
             id,

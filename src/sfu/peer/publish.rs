@@ -18,6 +18,7 @@ use super::outbound::Forward;
 use super::stats::{RateMeter, ReceiveStats, TrackStatsView};
 use crate::codec::{Codec, is_keyframe};
 use crate::recording::worker::{RecordTap, TapError};
+use crate::sfu::congestion::cap::{TrackCaps, publisher_cap};
 use crate::sfu::feedback::nack::NackTracker;
 use crate::sfu::feedback::reports::{LastSenderReport, ntp_middle};
 use crate::sfu::forward::Throttle;
@@ -58,6 +59,8 @@ pub(super) struct UpTrack {
     record_codec: Codec,
     /// Codecs a subscriber needs this track in, asked of the client in each description.
     wanted: Option<Vec<Codec>>,
+    /// Video: what each subscriber can take of it ([`crate::sfu::congestion::cap`]).
+    pub(super) caps: TrackCaps,
 }
 
 impl Peer {
@@ -205,6 +208,7 @@ impl Peer {
             record: None,
             record_codec: codec,
             wanted: None,
+            caps: TrackCaps::default(),
         })
     }
 
@@ -408,7 +412,48 @@ impl Peer {
     pub(super) fn remove_subscriber(&mut self, track: TrackId, peer: crate::sfu::PeerId) {
         if let Some(up) = self.ups.iter_mut().find(|u| u.info.id == track) {
             up.subscribers.retain(|s| s.peer != peer);
+            up.caps.remove(peer);
         }
+    }
+
+    /// What a subscriber of `track` can take now (`None`: not limited).
+    pub(super) fn subscriber_rate(
+        &mut self,
+        track: TrackId,
+        peer: crate::sfu::PeerId,
+        bps: Option<f64>,
+        now: Instant,
+    ) {
+        let Some(up) = self
+            .ups
+            .iter_mut()
+            .find(|u| u.info.id == track && u.info.kind == MediaKind::Video)
+        else {
+            return;
+        };
+        // Only a current subscriber caps the track (a late message from one that left does not).
+        if !up.subscribers.iter().any(|s| s.peer == peer) {
+            return;
+        }
+        match bps {
+            Some(bps) if bps.is_finite() && bps > 0.0 => up.caps.set(peer, bps, now),
+            _ => up.caps.remove(peer),
+        }
+    }
+
+    /// The REMB our client should get at `now`: its video tracks' weakest subscribers' shares
+    /// plus its audio, `None` while any video track is not limited.
+    pub(super) fn publisher_cap(&mut self, now: Instant) -> Option<f64> {
+        let mut video = Vec::new();
+        let mut audio = 0;
+        for up in &mut self.ups {
+            match up.info.kind {
+                MediaKind::Video if up.ssrc.is_some() => video.push(up.caps.lowest(now)),
+                MediaKind::Audio => audio += 1,
+                MediaKind::Video => {}
+            }
+        }
+        publisher_cap(&video, audio)
     }
 
     /// Asks the client for a keyframe of `track` (throttled).
@@ -547,6 +592,8 @@ impl Peer {
                     retransmitted: None,
                     plis: u.plis,
                     source: None,
+                    available_bps: None,
+                    subscriber_cap_bps: u.caps.lowest(now).map(|b| b as u64),
                 }
             })
             .collect()

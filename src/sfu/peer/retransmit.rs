@@ -46,6 +46,8 @@ const RESEND_COST: u32 = 2;
 
 struct Sent {
     seq: u16,
+    /// Its transport-wide number, when the leg numbers its datagrams.
+    twcc: Option<u16>,
     at: Instant,
     resent: Option<Instant>,
     resends: u8,
@@ -70,7 +72,7 @@ impl Default for SentHistory {
 
 impl SentHistory {
     /// Keeps `datagram`, sent at `at` with sequence number `seq`, and forgets what is too old.
-    pub fn record(&mut self, seq: u16, at: Instant, datagram: Bytes) {
+    pub fn record(&mut self, seq: u16, twcc: Option<u16>, at: Instant, datagram: Bytes) {
         self.budget = (self.budget + 1).min(BUDGET_CAP);
         if let (Some(first), Some(last)) = (self.entries.front(), self.entries.back())
             && !(1..0x8000).contains(&offset(last.seq, seq))
@@ -86,6 +88,7 @@ impl SentHistory {
                     i,
                     Sent {
                         seq,
+                        twcc,
                         at,
                         resent: None,
                         resends: 0,
@@ -105,6 +108,7 @@ impl SentHistory {
         }
         self.entries.push_back(Sent {
             seq,
+            twcc,
             at,
             resent: None,
             resends: 0,
@@ -113,8 +117,9 @@ impl SentHistory {
     }
 
     /// The datagram to send again for a NACK of `seq` at `now`, if it is still kept, was not
-    /// resent in the last [`RESEND_INTERVAL`] nor [`MAX_RESENDS`] times, and the budget allows.
-    pub fn resend(&mut self, seq: u16, now: Instant) -> Option<Bytes> {
+    /// resent in the last [`RESEND_INTERVAL`] nor [`MAX_RESENDS`] times, and the budget allows;
+    /// with its transport-wide number, if it has one.
+    pub fn resend(&mut self, seq: u16, now: Instant) -> Option<(Bytes, Option<u16>)> {
         if self.budget < RESEND_COST {
             return None;
         }
@@ -136,7 +141,7 @@ impl SentHistory {
         entry.resent = Some(now);
         entry.resends += 1;
         self.budget -= RESEND_COST;
-        Some(entry.datagram.clone())
+        Some((entry.datagram.clone(), entry.twcc))
     }
 
     #[cfg(test)]
@@ -168,11 +173,17 @@ mod tests {
         let t0 = Instant::now();
         let mut h = SentHistory::default();
         for i in 0..10u16 {
-            h.record(65530u16.wrapping_add(i), t0, datagram(i));
+            h.record(65530u16.wrapping_add(i), None, t0, datagram(i));
         }
         // Across the wrap of the sequence numbers.
-        assert_eq!(h.resend(3, t0).as_deref(), Some(&datagram(9)[..]));
-        assert_eq!(h.resend(65531, t0).as_deref(), Some(&datagram(1)[..]));
+        assert_eq!(
+            h.resend(3, t0).map(|r| r.0).as_deref(),
+            Some(&datagram(9)[..])
+        );
+        assert_eq!(
+            h.resend(65531, t0).map(|r| r.0).as_deref(),
+            Some(&datagram(1)[..])
+        );
         assert!(h.resend(3, t0 + Duration::from_millis(5)).is_none());
         assert!(h.resend(3, t0 + RESEND_INTERVAL).is_some());
         // Never sent, or before the first kept.
@@ -184,7 +195,7 @@ mod tests {
     fn resends_are_bounded_per_packet_and_overall() {
         let t0 = Instant::now();
         let mut h = SentHistory::default();
-        h.record(1, t0, datagram(1));
+        h.record(1, None, t0, datagram(1));
         let times = (0..10)
             .filter(|i| h.resend(1, t0 + RESEND_INTERVAL * *i).is_some())
             .count();
@@ -196,7 +207,7 @@ mod tests {
         let mut sent = 0;
         for i in 0..2_000u32 {
             let at = t0 + Duration::from_millis(u64::from(i));
-            h.record(i as u16, at, datagram(i as u16));
+            h.record(i as u16, None, at, datagram(i as u16));
             sent += 1;
             for back in 0..50u16 {
                 if h.resend((i as u16).wrapping_sub(back), at).is_some() {
@@ -212,9 +223,9 @@ mod tests {
     fn forgets_by_age_and_count() {
         let t0 = Instant::now();
         let mut h = SentHistory::default();
-        h.record(1, t0, datagram(1));
-        h.record(2, t0 + WINDOW / 2, datagram(2));
-        h.record(3, t0 + WINDOW + Duration::from_millis(1), datagram(3));
+        h.record(1, None, t0, datagram(1));
+        h.record(2, None, t0 + WINDOW / 2, datagram(2));
+        h.record(3, None, t0 + WINDOW + Duration::from_millis(1), datagram(3));
         assert_eq!(h.len(), 2, "the first is past the window");
         assert!(h.resend(1, t0 + WINDOW).is_none());
         // Kept, but asked for too late.
@@ -223,7 +234,7 @@ mod tests {
 
         let mut h = SentHistory::default();
         for i in 0..(MAX_PACKETS as u16 + 10) {
-            h.record(i, t0, datagram(i));
+            h.record(i, None, t0, datagram(i));
         }
         assert_eq!(h.len(), MAX_PACKETS);
         assert!(h.resend(9, t0).is_none());
@@ -235,20 +246,32 @@ mod tests {
         let t0 = Instant::now();
         let mut h = SentHistory::default();
         for seq in [10u16, 11, 14, 15] {
-            h.record(seq, t0, datagram(seq));
+            h.record(seq, None, t0, datagram(seq));
         }
         // A repeat is not recorded again; a number before the first kept is not recorded.
-        h.record(11, t0, datagram(99));
-        h.record(9, t0, datagram(9));
+        h.record(11, None, t0, datagram(99));
+        h.record(9, None, t0, datagram(9));
         assert_eq!(h.len(), 4);
         assert!(h.resend(12, t0).is_none());
         assert!(h.resend(13, t0).is_none());
         // A late one within the span takes its place.
-        h.record(13, t0, datagram(13));
+        h.record(13, None, t0, datagram(13));
         assert_eq!(h.len(), 5);
-        assert_eq!(h.resend(13, t0).as_deref(), Some(&datagram(13)[..]));
-        assert_eq!(h.resend(15, t0).as_deref(), Some(&datagram(15)[..]));
-        assert_eq!(h.resend(14, t0).as_deref(), Some(&datagram(14)[..]));
-        assert_eq!(h.resend(11, t0).as_deref(), Some(&datagram(11)[..]));
+        assert_eq!(
+            h.resend(13, t0).map(|r| r.0).as_deref(),
+            Some(&datagram(13)[..])
+        );
+        assert_eq!(
+            h.resend(15, t0).map(|r| r.0).as_deref(),
+            Some(&datagram(15)[..])
+        );
+        assert_eq!(
+            h.resend(14, t0).map(|r| r.0).as_deref(),
+            Some(&datagram(14)[..])
+        );
+        assert_eq!(
+            h.resend(11, t0).map(|r| r.0).as_deref(),
+            Some(&datagram(11)[..])
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
@@ -38,6 +39,7 @@ impl Peer {
             self.reports(now, &mut packets);
         }
         self.nacks(now, &mut packets);
+        self.remb(now, &mut packets);
         if !packets.is_empty() {
             self.write_rtcp(packets);
         }
@@ -56,6 +58,9 @@ impl Peer {
             return None;
         }
         let mut next = self.next_report;
+        if let Some(t) = self.remb.next_due() {
+            next = next.min(t);
+        }
         if self.twcc.has_pending() {
             next = next.min(self.next_twcc);
         }
@@ -91,6 +96,30 @@ impl Peer {
                 nacks: nack_pairs_from_sequence_numbers(&self.lost_scratch),
             }));
         }
+    }
+
+    /// A REMB when the cap of our client's weakest subscribers is due
+    /// ([`crate::sfu::congestion::cap::RembSchedule`]), naming its video streams.
+    fn remb(&mut self, now: Instant, packets: &mut RtcpPackets) {
+        let cap = self.publisher_cap(now);
+        let Some(bitrate) = self.remb.due(cap, now) else {
+            return;
+        };
+        let ssrcs: Vec<u32> = self
+            .ups
+            .iter()
+            .filter(|u| u.info.kind == crate::sfu::types::MediaKind::Video)
+            .filter_map(|u| u.ssrc)
+            .collect();
+        if ssrcs.is_empty() {
+            return;
+        }
+        self.ctx.metrics.media.remb_sent.inc();
+        packets.push(Box::new(ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: self.rtcp_ssrc,
+            bitrate: bitrate as f32,
+            ssrcs,
+        }));
     }
 
     /// A Receiver Report on the client's streams (first: a compound starts with a report),

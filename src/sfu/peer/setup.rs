@@ -96,12 +96,14 @@ fn media_engine() -> rtc::shared::error::Result<MediaEngine> {
     for (c, kind) in codecs() {
         m.register_codec(c, kind)?;
     }
-    // Congestion feedback is transport-wide (transport-cc); no REMB is written, so none is
-    // offered.
+    // Congestion feedback is transport-wide (transport-cc) both ways: relais reports what its
+    // publishers send and reads what its subscribers receive. REMB goes to publishers, to cap
+    // them to their weakest subscriber (`sfu::congestion`).
     for fb in [
         feedback("nack", ""),
         feedback("nack", "pli"),
         feedback("ccm", "fir"),
+        feedback("goog-remb", ""),
         feedback("transport-cc", ""),
     ] {
         m.register_feedback(fb, RtpCodecKind::Video);

@@ -156,6 +156,14 @@ pub struct TrackStatsView {
     /// For outbound tracks: the participant whose track it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::wire::UserRef>,
+    /// Outbound video: what this participant's link can take of this track (its share of the
+    /// connection's bandwidth estimate), once the estimate limits anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_bps: Option<u64>,
+    /// Inbound video: the lowest of its subscribers' shares, which relais asks the client
+    /// (REMB) to stay under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_cap_bps: Option<u64>,
 }
 
 #[cfg(test)]

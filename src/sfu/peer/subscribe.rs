@@ -31,8 +31,10 @@ use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -40,13 +42,14 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{
     RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
 };
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI};
 
 use super::Peer;
 use super::outbound::{Leg, LegExtensions};
 use super::stats::{RateMeter, TrackStatsView};
 use crate::codec::{Codec, h264_match};
 use crate::error::ErrorCode;
+use crate::sfu::congestion::cap::video_share;
 use crate::sfu::forward::Throttle;
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
@@ -55,6 +58,10 @@ use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
 /// publisher throttles what it sends its client further): a flood of PLI or FIR cannot fill the
 /// publisher's command queue.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(100);
+/// A video leg's share is told to its publisher again when it moved by more than this part…
+const SHARE_CHANGE: f64 = 0.05;
+/// …or this long after it was last told.
+const SHARE_REFRESH: Duration = Duration::from_secs(2);
 
 /// A subscriber's keyframe requests (PLI or FIR) for one track: every one counted, passed on
 /// to the publisher at most once per [`KEYFRAME_REQUEST_INTERVAL`] (PLI and FIR alike).
@@ -93,6 +100,9 @@ pub(super) struct DownTrack {
     remote_lost: u64,
     remote_fraction_lost: f64,
     remote_jitter: u32,
+    /// Video: this leg's share of the connection's estimate as last told to the publisher
+    /// (`None`: not limited), and when.
+    told_share: Option<(Option<f64>, Instant)>,
 }
 
 /// The sending half of an m-line that carried a track and carries none now. Its SSRC and
@@ -260,6 +270,7 @@ impl Peer {
             remote_lost: 0,
             remote_fraction_lost: 0.0,
             remote_jitter: 0,
+            told_share: None,
             info,
         };
         self.down_by_ssrc.insert(out_ssrc, down.info.id);
@@ -484,6 +495,7 @@ impl Peer {
             match e.uri.as_str() {
                 SDES_MID_URI => ext.mid = id,
                 AUDIO_LEVEL_URI => ext.audio_level = id,
+                TRANSPORT_CC_URI => ext.transport_cc = id,
                 VIDEO_ORIENTATION_URI => ext.video_orientation = id,
                 _ => {}
             }
@@ -525,6 +537,7 @@ impl Peer {
     /// Feedback from the client about what we send it (and reports on what it sends us).
     pub(super) fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
         let mut keyframe_for = Vec::new();
+        let mut estimate_changed = false;
         for p in packets {
             let any = p.as_any();
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
@@ -538,7 +551,29 @@ impl Peer {
             } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
                 self.record_sender_report(sr, now);
                 self.apply_reports(&sr.reports);
+            } else if let Some(fb) = any.downcast_ref::<TransportLayerCc>() {
+                let mut outbound = self.outbound.lock();
+                let before = outbound.estimator().decreases;
+                let outcome = outbound.on_transport_feedback(fb, now);
+                let decreases = outbound.estimator().decreases - before;
+                drop(outbound);
+                let media = &self.ctx.metrics.media;
+                media.twcc_feedback_received.inc();
+                if outcome.reported == 0 {
+                    media.twcc_feedback_ignored.inc();
+                }
+                media.bwe_decreases.inc_by(decreases);
+                estimate_changed = true;
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                self.outbound
+                    .lock()
+                    .estimator_mut()
+                    .on_remb(f64::from(remb.bitrate), now);
+                estimate_changed = true;
             }
+        }
+        if estimate_changed {
+            self.share_estimate(now);
         }
         for ssrc in keyframe_for {
             let Some(down) = self.down_for_ssrc(ssrc) else {
@@ -550,6 +585,51 @@ impl Peer {
             let _ = down.info.publisher.try_send(PeerCommand::RequestKeyframe {
                 track: down.info.id,
             });
+        }
+    }
+
+    /// Tells the publisher of each video leg what this client can take of it: its share of the
+    /// connection's estimate (`None` while the estimate limits nothing), when the share moved by
+    /// more than [`SHARE_CHANGE`] or [`SHARE_REFRESH`] passed (the publisher forgets a share
+    /// that is not renewed, see [`crate::sfu::congestion::cap`]).
+    fn share_estimate(&mut self, now: Instant) {
+        let share = {
+            let outbound = self.outbound.lock();
+            let (audio, video) = outbound.leg_counts();
+            let estimator = outbound.estimator();
+            let estimate = estimator.estimate(now);
+            estimator
+                .limited(now)
+                .then(|| video_share(estimate, audio, video))
+                .flatten()
+        };
+        let me = self.ctx.id;
+        for down in self.downs.values_mut() {
+            if down.info.kind != MediaKind::Video {
+                continue;
+            }
+            let due = match down.told_share {
+                None => share.is_some(),
+                Some((told, at)) => match (told, share) {
+                    (None, None) => false,
+                    (Some(a), Some(b)) => {
+                        (b - a).abs() > SHARE_CHANGE * a
+                            || now.saturating_duration_since(at) >= SHARE_REFRESH
+                    }
+                    _ => true,
+                },
+            };
+            if !due {
+                continue;
+            }
+            let sent = down.info.publisher.try_send(PeerCommand::SubscriberRate {
+                track: down.info.id,
+                peer: me,
+                bps: share,
+            });
+            if sent.is_ok() {
+                down.told_share = Some((share, now));
+            }
         }
     }
 
@@ -613,6 +693,8 @@ impl Peer {
                 retransmitted: Some(d.retransmitted),
                 plis: d.keyframe_requests.received,
                 source: Some(d.info.owner.into()),
+                available_bps: d.told_share.and_then(|(s, _)| s).map(|b| b as u64),
+                subscriber_cap_bps: None,
             });
         }
         out
