@@ -19,6 +19,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod cluster;
+mod congestion;
 mod ice_tcp;
 mod layers;
 mod load_tool;

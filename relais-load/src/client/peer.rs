@@ -65,6 +65,9 @@ pub struct PeerConfig {
     pub ice_servers: Vec<RTCIceServer>,
     pub relay_only: bool,
     pub socket: ConnectOptions,
+    /// A receiver that says its link takes only this much (bits per second): a REMB naming
+    /// each video stream it receives, every half second.
+    pub remb_bps: Option<u32>,
 }
 
 impl PeerConfig {
@@ -86,6 +89,7 @@ impl PeerConfig {
             ice_servers: Vec::new(),
             relay_only: false,
             socket: ConnectOptions::default(),
+            remb_bps: None,
         }
     }
 
@@ -122,6 +126,9 @@ pub struct Sent {
     pub video_frames: AtomicU64,
     /// Keyframe requests (PLI) the server sent us.
     pub plis_received: AtomicU64,
+    /// The last REMB the server sent us (bits per second), and how many.
+    pub remb_bps: AtomicU64,
+    pub rembs_received: AtomicU64,
 }
 
 enum Command {
@@ -149,6 +156,7 @@ struct Handler {
     candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
     state: watch::Sender<RTCPeerConnectionState>,
     received: Arc<Received>,
+    remb_bps: Option<u32>,
 }
 
 #[async_trait::async_trait]
@@ -166,6 +174,9 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let received = self.received.clone();
         let video = track.kind().await == RtpCodecKind::Video;
+        if let (true, Some(bps)) = (video, self.remb_bps) {
+            tokio::spawn(send_remb(track.clone(), bps));
+        }
         tokio::spawn(async move {
             while let Some(ev) = track.poll().await {
                 match ev {
@@ -262,6 +273,7 @@ impl ClientPeer {
                     candidates: cand_tx,
                     state: state_tx,
                     received: received.clone(),
+                    remb_bps: cfg.remb_bps,
                 }))
                 .with_udp_addrs(cfg.udp_bind.clone())
                 .with_tcp_addrs(cfg.tcp_bind.clone())
@@ -733,7 +745,25 @@ async fn send_track(
     }
 }
 
-/// PLI from the server: send a keyframe next.
+/// A receiver capped to `bps`: a REMB on `track` every half second while it lives (bounded:
+/// at most an hour of them).
+async fn send_remb(track: Arc<dyn TrackRemote>, bps: u32) {
+    use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+    for _ in 0..7200 {
+        let ssrcs = track.ssrcs().await;
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: bps as f32,
+            ssrcs,
+        };
+        if track.write_rtcp(vec![Box::new(remb)]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// PLI from the server: send a keyframe next; REMB: remembered.
 async fn watch_feedback(
     track: Arc<TrackLocalStaticRTP>,
     keyframe_now: Arc<AtomicBool>,
@@ -749,6 +779,15 @@ async fn watch_feedback(
         {
             keyframe_now.store(true, Ordering::Relaxed);
             sent.plis_received.fetch_add(1, Ordering::Relaxed);
+        }
+        for p in &packets {
+            if let Some(remb) = p
+                .as_any()
+                .downcast_ref::<rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate>()
+            {
+                sent.remb_bps.store(remb.bitrate as u64, Ordering::Relaxed);
+                sent.rembs_received.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
