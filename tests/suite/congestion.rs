@@ -86,6 +86,11 @@ async fn subscriber_feedback_names_what_relais_numbered_and_an_ample_link_is_not
         for t in p["tracks"].as_array().unwrap() {
             assert!(t.get("available_bps").is_none(), "{t}");
             assert!(t.get("subscriber_cap_bps").is_none(), "{t}");
+            // The round trip, from the client's reports on relais's Sender Reports (loopback).
+            if t["direction"] == "outbound" {
+                let rtt = t["round_trip_ms"].as_f64();
+                assert!(rtt.is_some_and(|r| r < 100.0), "{t}");
+            }
         }
     }
 }

@@ -25,6 +25,20 @@ pub fn ntp_middle(ntp: u64) -> u32 {
     (ntp >> 16) as u32
 }
 
+/// The round trip a report block states about one of our Sender Reports (RFC 3550 §6.4.1):
+/// its arrival (`now_ntp`, the wall clock now) less the report's time (LSR) and the time the
+/// client held it (DLSR). `None` when the block names no report of ours (LSR 0) or the figures
+/// do not add up (a clock step, a forged block), and above ten seconds.
+pub fn round_trip(now_ntp: u64, lsr: u32, dlsr: u32) -> Option<Duration> {
+    if lsr == 0 {
+        return None;
+    }
+    let rtt = ntp_middle(now_ntp).wrapping_sub(lsr).wrapping_sub(dlsr);
+    // 1/65536 s units; the difference wraps when the figures are not consistent.
+    let rtt = Duration::from_micros((u64::from(rtt) * 1_000_000) >> 16);
+    (rtt <= Duration::from_secs(10)).then_some(rtt)
+}
+
 /// The last Sender Report received on a stream, to fill LSR and DLSR of our report on it.
 #[derive(Debug, Clone, Copy)]
 pub struct LastSenderReport {
@@ -80,6 +94,28 @@ impl SendCounters {
 /// `d` in units of a `clock_rate` Hz clock (modulo 2^32, as RTP timestamps run).
 fn rtp_ticks(d: Duration, clock_rate: u32) -> u32 {
     (d.as_micros() * u128::from(clock_rate) / 1_000_000) as u32
+}
+
+#[cfg(test)]
+mod round_trip_tests {
+    use super::*;
+
+    #[test]
+    fn the_round_trip_is_what_the_client_did_not_hold() {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let lsr = ntp_middle(ntp(sent));
+        // Back 250 ms later, having been held 100 ms: 150 ms of round trip.
+        let now = ntp(sent + Duration::from_millis(250));
+        let dlsr = (100u32 << 16) / 1000;
+        let rtt = round_trip(now, lsr, dlsr).unwrap();
+        assert!(
+            rtt.abs_diff(Duration::from_millis(150)) < Duration::from_millis(1),
+            "{rtt:?}"
+        );
+        assert_eq!(round_trip(now, 0, dlsr), None);
+        // Held longer than it was gone: inconsistent.
+        assert_eq!(round_trip(now, lsr, (400u32 << 16) / 1000), None);
+    }
 }
 
 #[cfg(test)]

@@ -180,6 +180,8 @@ pub(super) struct Peer {
     twcc: TwccRecorder,
     next_report: Instant,
     next_twcc: Instant,
+    /// The client's round trip, from its reports on what we send it.
+    round_trip: Option<Duration>,
     /// When to tell our client its subscribers' cap ([`crate::sfu::congestion::cap`]).
     remb: crate::sfu::congestion::cap::RembSchedule,
 
@@ -256,6 +258,7 @@ impl Peer {
             next_report: now + rtcp_out::REPORT_INTERVAL,
             next_twcc: now,
             remb: Default::default(),
+            round_trip: None,
 
             lost_scratch: Vec::new(),
         };

@@ -301,6 +301,17 @@ impl Outbound {
         &mut self.estimator
     }
 
+    /// The client's round trip, from its reports on our Sender Reports: the estimator's pace,
+    /// and how long video is kept for NACKs.
+    pub fn set_round_trip(&mut self, rtt: std::time::Duration) {
+        self.estimator.set_rtt(rtt);
+        for leg in self.legs.values_mut() {
+            if let Some(history) = leg.history.as_mut() {
+                history.set_round_trip(rtt);
+            }
+        }
+    }
+
     /// How many legs of each kind this connection carries: (audio, video).
     pub fn leg_counts(&self) -> (usize, usize) {
         let video = self.legs.values().filter(|l| l.history.is_some()).count();

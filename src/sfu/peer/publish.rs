@@ -593,6 +593,7 @@ impl Peer {
                     plis: u.plis,
                     source: None,
                     available_bps: None,
+                    round_trip_ms: None,
                     subscriber_cap_bps: u.caps.lowest(now).map(|b| b as u64),
                 }
             })

@@ -29,8 +29,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// How long a sent video datagram can be asked for again.
+/// How long a sent video datagram can be asked for again, at least (and before any round trip
+/// was measured)…
 pub const WINDOW: Duration = Duration::from_millis(300);
+/// …and at most, however long the round trip.
+pub const MAX_WINDOW: Duration = Duration::from_millis(1500);
 /// Most datagrams kept per outgoing track, whatever the bitrate (about 8 Mbit/s over the window).
 pub const MAX_PACKETS: usize = 256;
 /// A sequence number asked for again sooner than this after it was resent is not resent: the
@@ -57,6 +60,10 @@ struct Sent {
 /// The datagrams recently sent on one outgoing track.
 pub struct SentHistory {
     entries: VecDeque<Sent>,
+    /// How long a datagram is kept: [`WINDOW`] until the round trip is known, then two round
+    /// trips and a little (a NACK comes a round trip after the loss, and may be repeated), within
+    /// [`WINDOW`]..=[`MAX_WINDOW`].
+    window: Duration,
     /// Retransmission budget, in halves of a packet (see the module invariants).
     budget: u32,
 }
@@ -65,6 +72,7 @@ impl Default for SentHistory {
     fn default() -> Self {
         Self {
             entries: VecDeque::new(),
+            window: WINDOW,
             budget: BUDGET_CAP,
         }
     }
@@ -102,7 +110,7 @@ impl SentHistory {
             || self
                 .entries
                 .front()
-                .is_some_and(|first| at.saturating_duration_since(first.at) > WINDOW)
+                .is_some_and(|first| at.saturating_duration_since(first.at) > self.window)
         {
             self.entries.pop_front();
         }
@@ -130,7 +138,7 @@ impl SentHistory {
             .binary_search_by_key(&key, |e| offset(first, e.seq))
             .ok()?;
         let entry = &mut self.entries[i];
-        if now.saturating_duration_since(entry.at) > WINDOW
+        if now.saturating_duration_since(entry.at) > self.window
             || entry.resends >= MAX_RESENDS
             || entry
                 .resent
@@ -142,6 +150,11 @@ impl SentHistory {
         entry.resends += 1;
         self.budget -= RESEND_COST;
         Some((entry.datagram.clone(), entry.twcc))
+    }
+
+    /// The path's round trip was measured: keep datagrams as long as a NACK can still come.
+    pub fn set_round_trip(&mut self, rtt: Duration) {
+        self.window = (rtt * 2 + Duration::from_millis(50)).clamp(WINDOW, MAX_WINDOW);
     }
 
     #[cfg(test)]
@@ -166,6 +179,26 @@ mod tests {
         d.extend_from_slice(&0x1234_5678u32.to_be_bytes());
         d.extend_from_slice(&[7; 100]);
         Bytes::from(d)
+    }
+
+    #[test]
+    fn the_window_follows_the_round_trip() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut h = SentHistory::default();
+        h.record(1, None, t0, datagram(1));
+        assert!(h.resend(1, t0 + ms(400)).is_none(), "300 ms by default");
+        // A 500 ms round trip (a congested mobile link): a NACK 700 ms later still repairs.
+        let mut h = SentHistory::default();
+        h.set_round_trip(ms(500));
+        h.record(1, None, t0, datagram(1));
+        h.record(2, None, t0 + ms(700), datagram(2));
+        assert!(h.resend(1, t0 + ms(700)).is_some());
+        // Never below the default, never above the cap.
+        h.set_round_trip(ms(10));
+        assert_eq!(h.window, WINDOW);
+        h.set_round_trip(Duration::from_secs(9));
+        assert_eq!(h.window, MAX_WINDOW);
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub struct TrackStatsView {
     /// connection's bandwidth estimate), once the estimate limits anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_bps: Option<u64>,
+    /// Outbound: the participant's round trip, from its reports on what relais sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip_ms: Option<f64>,
     /// Inbound video: the lowest of its subscribers' shares, which relais asks the client
     /// (REMB) to stay under.
     #[serde(default, skip_serializing_if = "Option::is_none")]

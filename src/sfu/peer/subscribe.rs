@@ -50,6 +50,7 @@ use super::stats::{RateMeter, TrackStatsView};
 use crate::codec::{Codec, h264_match};
 use crate::error::ErrorCode;
 use crate::sfu::congestion::cap::video_share;
+use crate::sfu::feedback::reports::{ntp, round_trip};
 use crate::sfu::forward::Throttle;
 use crate::sfu::sdp::sections::Sections;
 use crate::sfu::types::{MediaKind, PeerCommand, PeerEvent, TrackId, TrackInfo};
@@ -663,12 +664,19 @@ impl Peer {
     }
 
     fn apply_reports(&mut self, reports: &[rtc::rtcp::reception_report::ReceptionReport]) {
+        let now_ntp = ntp(std::time::SystemTime::now());
+        let mut rtt = None;
         for r in reports {
             if let Some(down) = self.down_for_ssrc(r.ssrc) {
                 down.remote_lost = u64::from(r.total_lost);
                 down.remote_fraction_lost = f64::from(r.fraction_lost) / 256.0;
                 down.remote_jitter = r.jitter;
+                rtt = round_trip(now_ntp, r.last_sender_report, r.delay).or(rtt);
             }
+        }
+        if let Some(rtt) = rtt {
+            self.round_trip = Some(rtt);
+            self.outbound.lock().set_round_trip(rtt);
         }
     }
 
@@ -694,6 +702,7 @@ impl Peer {
                 plis: d.keyframe_requests.received,
                 source: Some(d.info.owner.into()),
                 available_bps: d.told_share.and_then(|(s, _)| s).map(|b| b as u64),
+                round_trip_ms: self.round_trip.map(|r| r.as_secs_f64() * 1000.0),
                 subscriber_cap_bps: None,
             });
         }
