@@ -492,7 +492,7 @@ fn relay(tun: &File, delay: Duration, stop: &AtomicBool) -> u64 {
 /// The doctor's camera: 1280x720, 30 fps, 3 s (chromium loops it), testsrc2 with moving
 /// noise; made once, cached in the target directory.
 fn doctor_clip() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("relais-doctor-720p30-v1.y4m");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("relais-doctor-720p30-v2.y4m");
     if path.exists() {
         return path;
     }
@@ -509,7 +509,7 @@ fn doctor_clip() -> PathBuf {
             "-t",
             "3",
             "-vf",
-            "noise=alls=14:allf=t+u",
+            "noise=alls=6:allf=t",
             "-pix_fmt",
             "yuv420p",
             "-f",
