@@ -111,7 +111,8 @@ pub struct CallFigures {
     pub rate_kbit: Option<u32>,
     /// Frames decoded per second (framesDecoded over the window).
     pub fps: f64,
-    /// The received video's height: median and lowest of the per-second readings.
+    /// The received video's height: median and lowest over the seconds in which frames were
+    /// decoded (NaN, shown `–`, when none was).
     pub height: f64,
     pub height_min: f64,
     /// The longest gap between two decoded frames (the page watches every 20 ms).
@@ -155,11 +156,11 @@ impl CallFigures {
 
     pub fn row(&self) -> String {
         format!(
-            "| {} | {:.1} | {:.0}p ({:.0}p) | {:.2} s ({:.0} s; {:.0} for {:.1} s) | {:.1} % | {:.2} % | {:.0} ms ({:.0}) | {:.0} kbit/s ({:.0}p; {:.0} kbit/s; {}) | {} / {} | {:.0} s |",
+            "| {} | {:.1} | {} ({}) | {:.2} s ({:.0} s; {:.0} for {:.1} s) | {:.1} % | {:.2} % | {:.0} ms ({:.0}) | {:.0} kbit/s ({:.0}p; {:.0} kbit/s; {}) | {} / {} | {:.0} s |",
             self.label(),
             self.fps,
-            self.height,
-            self.height_min,
+            px(self.height),
+            px(self.height_min),
             self.longest_freeze_s,
             self.longest_stall_1s,
             self.freezes,
@@ -213,7 +214,7 @@ impl CallFigures {
         };
         want(self.fps >= t.min_fps, format!("fps ≥ {}", t.min_fps));
         want(
-            self.height >= t.min_height,
+            t.min_height <= 0.0 || self.height >= t.min_height,
             format!("height ≥ {}", t.min_height),
         );
         want(
@@ -238,6 +239,15 @@ impl CallFigures {
             missed.join(", "),
             CallFigures::HEADER
         );
+    }
+}
+
+/// A height as `540p`, or `–` when there is none.
+fn px(h: f64) -> String {
+    if h.is_finite() {
+        format!("{h:.0}p")
+    } else {
+        "–".into()
     }
 }
 
@@ -595,7 +605,19 @@ fn figures(rate_kbit: Option<u32>, r: &Value) -> CallFigures {
         d("patient", &["video", "packetsLost"]).max(0.0),
         d("patient", &["video", "packetsReceived"]),
     );
-    let heights = series(&window, "patient", &["video", "frameHeight"]);
+    // The height of what was shown: only the seconds in which frames were decoded (frameHeight
+    // keeps the last frame's through a freeze).
+    let heights: Vec<f64> = series(&window, "patient", &["video", "frameHeight"])
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            if i > 0 && frames[i] - frames[i - 1] > 0.0 {
+                h
+            } else {
+                f64::NAN
+            }
+        })
+        .collect();
     let rtts = series(&window, "patient", &["rttMs"]);
     let last = |side: &str, path: &[&str]| -> f64 {
         series(&all, side, path)
