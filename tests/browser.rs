@@ -7,6 +7,8 @@
 //! machine. The server advertises 127.0.0.1 on a fixed media port (nothing else listens in a
 //! fresh namespace), which the script compares with the selected candidate pair.
 //!
+//! `browser/shaped.rs` (included below) measures a call on a patient's shaped downlink (issue 17).
+//!
 //! Needs root (network namespaces): otherwise the test says `skipped: …` and passes. As root it
 //! runs for real, and a missing prerequisite (chromium, the built client, node packages) fails
 //! it with the command that provides it (`scripts/prepare/20-web.sh`).
@@ -96,7 +98,24 @@ fn start_server(
     web_dir: &Path,
     settings: &[String],
 ) -> Result<Server, String> {
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_relais"));
+    start_server_bin(
+        Path::new(env!("CARGO_BIN_EXE_relais")),
+        ns,
+        dir,
+        web_dir,
+        settings,
+    )
+}
+
+/// The same with another build of relais (`bin`).
+fn start_server_bin(
+    bin: &Path,
+    ns: &Netns,
+    dir: &Path,
+    web_dir: &Path,
+    settings: &[String],
+) -> Result<Server, String> {
+    let mut cmd = ns.command(bin);
     cmd.env_remove("RUST_LOG").env_remove("DATABASE_URL");
     for (k, _) in std::env::vars() {
         if k.starts_with("RELAIS_") {
@@ -1560,3 +1579,8 @@ fn precall_check_in_chromium_everything_blocked() {
         run.pretty
     );
 }
+
+// ---- issue 17: a call on a patient's poor link (the figures the receiving browser sees) ------
+
+#[path = "browser/shaped.rs"]
+mod shaped;
