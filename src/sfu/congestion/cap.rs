@@ -87,6 +87,38 @@ pub fn publisher_cap(video_caps: &[Option<f64>], audio_tracks: usize) -> Option<
     Some(total)
 }
 
+/// A participant's downlink as others are told it is ([`LinkQuality::update`]): weak below
+/// [`WEAK_BELOW_BPS`] of video share, good again above [`GOOD_ABOVE_BPS`] (or unlimited). The gap
+/// keeps a link near one figure from flickering.
+pub const WEAK_BELOW_BPS: f64 = 450_000.0;
+pub const GOOD_ABOVE_BPS: f64 = 700_000.0;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkQuality {
+    weak: bool,
+}
+
+impl LinkQuality {
+    /// The smallest video share of this connection now (`None`: not limited); `Some(weak)`
+    /// when the verdict changed.
+    pub fn update(&mut self, share: Option<f64>) -> Option<bool> {
+        let weak = match share {
+            None => false,
+            Some(s) if s < WEAK_BELOW_BPS => true,
+            Some(s) if s > GOOD_ABOVE_BPS => false,
+            Some(_) => self.weak,
+        };
+        (weak != self.weak).then(|| {
+            self.weak = weak;
+            weak
+        })
+    }
+
+    pub fn weak(&self) -> bool {
+        self.weak
+    }
+}
+
 /// When to tell the publisher's client, and what.
 #[derive(Debug, Default)]
 pub struct RembSchedule {
@@ -158,6 +190,22 @@ mod tests {
         // Quiet for longer than the TTL: forgotten.
         assert_eq!(caps.lowest(t0 + ESTIMATE_TTL), None);
         assert!(caps.is_empty());
+    }
+
+    #[test]
+    fn a_link_turns_weak_and_good_again_without_flickering() {
+        let mut q = LinkQuality::default();
+        assert_eq!(q.update(None), None);
+        assert_eq!(q.update(Some(2_000_000.0)), None);
+        assert_eq!(q.update(Some(400_000.0)), Some(true));
+        // Between the two figures: unchanged, either way.
+        assert_eq!(q.update(Some(600_000.0)), None);
+        assert_eq!(q.update(Some(400_000.0)), None);
+        assert_eq!(q.update(Some(800_000.0)), Some(false));
+        assert_eq!(q.update(Some(600_000.0)), None);
+        assert_eq!(q.update(Some(100_000.0)), Some(true));
+        assert_eq!(q.update(None), Some(false));
+        assert!(!q.weak());
     }
 
     #[test]

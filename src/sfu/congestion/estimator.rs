@@ -10,9 +10,13 @@
 //! to do about it — is here, because an SFU leg is not a sender that chooses its own rate:
 //! - the estimate starts **unlimited** ([`Bounds::max`]): a leg is not capped before its path
 //!   has shown a limit, so a call on a good link is never held back while an estimate climbs;
-//! - it falls to [`DELAY_BACKOFF`] × the received rate on overuse, to `1 − loss / 2` × the
-//!   received rate when more than [`HIGH_LOSS`] of the datagrams are lost, at most once per
-//!   round trip (200 ms at least), and remembers the rate it fell from (the ceiling);
+//! - it falls to [`DELAY_BACKOFF`] × the received rate on overuse (the delay gradient grows
+//!   while a queue stands, or a queue of more than [`QUEUE_HIGH`] stands: the least delay of
+//!   the last [`STANDING_WINDOW`] above the path's base, so a keyframe's burst is not
+//!   congestion), to `1 − loss / 2` × the received rate when more than [`HIGH_LOSS`] of the
+//!   datagrams of the last [`LOSS_WINDOW`] are lost, at most once per [`DECREASE_HOLD`] (the
+//!   publisher's encoder needs that long to follow), and remembers the rate it fell from (the
+//!   ceiling);
 //! - it climbs while the path is quiet: slowly near the ceiling ([`NEAR_CEILING_GROWTH`] of the
 //!   ceiling per second), fast away from it ([`FAST_GROWTH`] per second), and forgets the
 //!   ceiling once well above it, so a link that recovered is found again within seconds;
@@ -22,6 +26,7 @@
 //! instant is a parameter); feedback about a number already reported, unknown, or too old is
 //! ignored; retransmitted datagrams count for loss but not for delay.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage};
@@ -32,8 +37,17 @@ use super::send_log::SendLog;
 
 /// On overuse the estimate falls to this share of the received rate.
 pub const DELAY_BACKOFF: f64 = 0.85;
-/// A loss fraction above this (smoothed, and in the last feedback) lowers the estimate.
-pub const HIGH_LOSS: f64 = 0.05;
+/// A loss fraction above this (over the last [`LOSS_WINDOW`]) lowers the estimate.
+pub const HIGH_LOSS: f64 = 0.10;
+/// Loss is judged over this much feedback, once it covers [`LOSS_MIN_PACKETS`]: per feedback
+/// packet a single loss among a handful of datagrams would read as a disaster.
+pub const LOSS_WINDOW: Duration = Duration::from_secs(1);
+pub const LOSS_MIN_PACKETS: usize = 30;
+/// After a decrease, the next waits this long (or a round trip, when longer): the publisher's
+/// encoder needs a REMB and a few frames to follow.
+pub const DECREASE_HOLD: Duration = Duration::from_millis(1000);
+/// The standing queue is the least queueing delay over this window.
+pub const STANDING_WINDOW: Duration = Duration::from_millis(500);
 /// A standing queue longer than this on the path (one-way delay above the lowest seen
 /// recently) is overuse, whatever the delay gradient says: a full buffer that no longer grows
 /// has a flat gradient, and its delay is what makes speech late.
@@ -82,8 +96,9 @@ pub struct Estimator {
     detector: OveruseDetector,
     received: DeliveryRate,
     usage: Usage,
-    /// Smoothed loss fraction.
+    /// Loss fraction over the last [`LOSS_WINDOW`], when it says anything.
     loss: Option<f64>,
+    losses: LossWindow,
     target: f64,
     /// The received rate when the estimate last fell.
     ceiling: Option<f64>,
@@ -109,6 +124,7 @@ impl Estimator {
             received: DeliveryRate::default(),
             usage: Usage::Normal,
             loss: None,
+            losses: LossWindow::default(),
             target: bounds.max,
             ceiling: None,
             last_change: None,
@@ -201,8 +217,7 @@ impl Estimator {
         };
         self.reported_up_to = Some(self.reported_up_to.unwrap_or(i64::MIN).max(last.id as i64));
         let mut lost = 0;
-        let mut owd_sum = 0.0;
-        let mut owd_count = 0u32;
+        let mut lowest_owd: Option<f64> = None;
         for r in reports {
             if !r.arrived {
                 lost += 1;
@@ -212,62 +227,53 @@ impl Estimator {
                 self.received.add(arrival, r.size);
             }
             if let Some(owd) = self.queue.one_way(r) {
-                owd_sum += owd;
-                owd_count += 1;
+                lowest_owd = Some(lowest_owd.map_or(owd, |l| l.min(owd)));
             }
             if let Some(trend) = self.slope.accumulate(r) {
                 self.usage = self.detector.update(trend.at, trend.estimate_ms);
             }
         }
-        let sample = lost as f64 / reports.len() as f64;
-        let loss = match self.loss {
-            Some(previous) => 0.8 * previous + 0.2 * sample,
-            None => sample,
-        };
-        self.loss = Some(loss);
+        self.losses.add(now, lost, reports.len());
         let received = self.received.rate();
-        let queue = (owd_count > 0).then(|| self.queue.update(owd_sum / f64::from(owd_count), now));
-        let draining = self.queue.draining();
-        self.control(now, loss, sample, queue.filter(|_| !draining), received);
+        if let Some(owd) = lowest_owd {
+            self.queue.update(owd, now);
+        }
+        self.control(now, received);
         FeedbackOutcome {
             reported: reports.len(),
             lost,
         }
     }
 
-    /// The standing queue the last feedback showed.
+    /// The standing queue: the least queueing delay any datagram saw over the last
+    /// [`STANDING_WINDOW`] (a burst that queues for a moment is not a standing queue).
     pub fn queue_delay(&self) -> Option<Duration> {
-        self.queue.last
+        self.queue.standing()
     }
 
-    /// `loss`: smoothed; `sample`: this feedback's; `queue`: this feedback's standing queue.
-    fn control(
-        &mut self,
-        now: Instant,
-        loss: f64,
-        sample: f64,
-        queue: Option<Duration>,
-        received: Option<f64>,
-    ) {
-        let interval = self
-            .rtt
-            .map_or(MIN_CHANGE_INTERVAL, |r| r.max(MIN_CHANGE_INTERVAL));
-        let queued = queue.is_some_and(|q| q > QUEUE_HIGH);
-        let queue = queue.or(self.queue.last);
-        let decrease = if self.usage == Usage::Over || queued {
+    fn control(&mut self, now: Instant, received: Option<f64>) {
+        let queue = self.queue.standing();
+        let loss = self.losses.fraction();
+        self.loss = loss;
+        // Delay: the gradient says the queue grows and it already holds something, or it
+        // stands long.
+        let delay_overuse = (self.usage == Usage::Over && queue.is_some_and(|q| q > QUEUE_LOW))
+            || queue.is_some_and(|q| q > QUEUE_HIGH);
+        let decrease = if delay_overuse {
             Some(DELAY_BACKOFF)
-        } else if loss.min(sample) > HIGH_LOSS {
-            Some(1.0 - 0.5 * loss)
         } else {
-            None
+            loss.filter(|l| *l > HIGH_LOSS).map(|l| 1.0 - 0.5 * l)
         };
         if let Some(factor) = decrease {
             let Some(received) = received else {
                 return;
             };
+            // One decrease, then time for the publisher's encoder to follow (a REMB, then its
+            // next frames) before the next: the queue it leaves behind is not a new reason.
+            let hold = self.rtt.map_or(DECREASE_HOLD, |r| r.max(DECREASE_HOLD));
             if self
                 .last_decrease
-                .is_some_and(|t| now.saturating_duration_since(t) < interval)
+                .is_some_and(|t| now.saturating_duration_since(t) < hold)
             {
                 return;
             }
@@ -283,7 +289,10 @@ impl Estimator {
             self.last_change = Some(now);
             return;
         }
-        if self.usage == Usage::Under || loss >= LOW_LOSS || queue.is_some_and(|q| q > QUEUE_LOW) {
+        if self.usage == Usage::Under
+            || loss.is_some_and(|l| l >= LOW_LOSS)
+            || queue.is_some_and(|q| q > QUEUE_LOW)
+        {
             // The queue drains, or the path loses a fair share: hold.
             return;
         }
@@ -307,23 +316,18 @@ impl Estimator {
     }
 }
 
-/// The standing queue: the mean one-way delay of a feedback's datagrams above the lowest
-/// per-second mean of the last [`BASE_WINDOW_SECS`] seconds. Arrival times are on the client's
-/// clock and departures on ours: their difference is the one-way delay plus a constant, which
-/// the subtraction cancels.
+/// The standing queue. Arrival times are on the client's clock and departures on ours: their
+/// difference is the one-way delay plus a constant, which subtracting the path's base (the
+/// lowest per-second figure of the last [`BASE_WINDOW_SECS`] seconds) cancels. Each feedback
+/// gives its least delay; the standing queue is the least of those over [`STANDING_WINDOW`].
 #[derive(Debug, Default)]
 struct QueueDelay {
     epoch: Option<Instant>,
-    /// (second, lowest mean in that second), oldest first.
-    minima: std::collections::VecDeque<(u64, f64)>,
-    last: Option<Duration>,
-    /// The queue some [`DRAIN_CHECK`] ago, and the one before: whether it is shrinking.
-    checkpoint: Option<(Instant, Duration)>,
-    shrinking: bool,
+    /// (second, lowest delay in that second), oldest first.
+    minima: VecDeque<(u64, f64)>,
+    /// (when, lowest delay of that feedback) over the standing window.
+    recent: VecDeque<(Instant, f64)>,
 }
-
-/// How far apart two looks at the queue are, to tell whether it drains.
-const DRAIN_CHECK: Duration = Duration::from_millis(300);
 
 /// Seconds of history for the path's base delay.
 const BASE_WINDOW_SECS: u64 = 30;
@@ -337,12 +341,12 @@ impl QueueDelay {
         Some(arrival.as_secs_f64() - departure.as_secs_f64())
     }
 
-    fn update(&mut self, mean: f64, now: Instant) -> Duration {
+    fn update(&mut self, lowest: f64, now: Instant) {
         let epoch = *self.epoch.get_or_insert(now);
         let second = now.saturating_duration_since(epoch).as_secs();
         match self.minima.back_mut() {
-            Some((s, m)) if *s == second => *m = m.min(mean),
-            _ => self.minima.push_back((second, mean)),
+            Some((s, m)) if *s == second => *m = m.min(lowest),
+            _ => self.minima.push_back((second, lowest)),
         }
         while self
             .minima
@@ -351,27 +355,48 @@ impl QueueDelay {
         {
             self.minima.pop_front();
         }
-        let base = self
-            .minima
-            .iter()
-            .map(|(_, m)| *m)
-            .fold(f64::INFINITY, f64::min);
-        let q = Duration::from_secs_f64((mean - base).max(0.0));
-        self.last = Some(q);
-        match self.checkpoint {
-            None => self.checkpoint = Some((now, q)),
-            Some((at, before)) if now.saturating_duration_since(at) >= DRAIN_CHECK => {
-                self.shrinking = q + Duration::from_millis(10) < before;
-                self.checkpoint = Some((now, q));
-            }
-            Some(_) => {}
+        self.recent.push_back((now, lowest));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > STANDING_WINDOW)
+        {
+            self.recent.pop_front();
         }
-        q
     }
 
-    /// The queue shrank between the last two looks: a decrease is already taking effect.
-    fn draining(&self) -> bool {
-        self.shrinking
+    fn standing(&self) -> Option<Duration> {
+        let base = self.minima.iter().map(|(_, m)| *m).reduce(f64::min)?;
+        let least = self.recent.iter().map(|(_, d)| *d).reduce(f64::min)?;
+        Some(Duration::from_secs_f64((least - base).max(0.0)))
+    }
+}
+
+/// Datagrams reported and lost over the last [`LOSS_WINDOW`] of feedback.
+#[derive(Debug, Default)]
+struct LossWindow {
+    batches: VecDeque<(Instant, usize, usize)>,
+    lost: usize,
+    total: usize,
+}
+
+impl LossWindow {
+    fn add(&mut self, now: Instant, lost: usize, total: usize) {
+        self.batches.push_back((now, lost, total));
+        self.lost += lost;
+        self.total += total;
+        while let Some(&(t, l, n)) = self.batches.front() {
+            if now.saturating_duration_since(t) <= LOSS_WINDOW {
+                break;
+            }
+            self.batches.pop_front();
+            self.lost -= l;
+            self.total -= n;
+        }
+    }
+
+    fn fraction(&self) -> Option<f64> {
+        (self.total >= LOSS_MIN_PACKETS).then(|| self.lost as f64 / self.total as f64)
     }
 }
 
@@ -380,7 +405,7 @@ impl QueueDelay {
 /// path is full, not the rate feedback happens to come back at.
 #[derive(Debug, Default)]
 struct DeliveryRate {
-    samples: std::collections::VecDeque<(Duration, usize)>,
+    samples: VecDeque<(Duration, usize)>,
     octets: usize,
 }
 
