@@ -206,6 +206,13 @@ pub enum PeerEvent {
         track: TrackId,
         asked: Vec<crate::codec::Codec>,
     },
+    /// The client's downlink became weak (relais sends it less than a good video needs), or
+    /// good again ([`crate::sfu::congestion::cap::LinkQuality`]).
+    LinkQuality {
+        peer: PeerId,
+        weak: bool,
+        available_bps: Option<u64>,
+    },
     /// The first RTP packet from this peer.
     FirstMedia {
         peer: PeerId,

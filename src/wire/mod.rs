@@ -72,6 +72,9 @@ pub mod outgoing {
     pub const REMOVED: &str = "removed";
     /// To everyone in the session: a participant is (or no longer is) audio only.
     pub const AUDIO_ONLY: &str = "audio_only";
+    /// To everyone in the session: a participant's link became weak (relais sends them less),
+    /// or good again.
+    pub const CONNECTION_QUALITY: &str = "connection_quality";
 }
 
 /// Reads an id given as a number or as a string of digits, into `i64` or a typed id
@@ -383,6 +386,19 @@ pub struct AudioOnly {
     pub user: UserRef,
     pub audio_only: bool,
     pub reason: Option<String>,
+}
+
+/// `connection_quality`: to everyone in the session.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionQuality {
+    pub session_id: SessionId,
+    pub user: UserRef,
+    /// `weak` or `good`.
+    pub quality: &'static str,
+    /// What the participant's link takes for each video it receives (bits per second), when
+    /// limited.
+    pub available_bps: Option<u64>,
 }
 
 /// `session_ended`.

@@ -7,9 +7,10 @@
 use serde::{Serialize, Serializer};
 
 use super::{
-    Answer, AudioOnly, Candidates, MessageReadRelay, MessageView, MessagingError, Offer,
-    ParticipantEvent, ParticipantWaiting, RecordingStarted, RecordingStopped, SessionEnded,
-    SessionMoved, SessionUser, TurnedAway, TypingRelay, Waiting, WebrtcError, outgoing,
+    Answer, AudioOnly, Candidates, ConnectionQuality, MessageReadRelay, MessageView,
+    MessagingError, Offer, ParticipantEvent, ParticipantWaiting, RecordingStarted,
+    RecordingStopped, SessionEnded, SessionMoved, SessionUser, TurnedAway, TypingRelay, Waiting,
+    WebrtcError, outgoing,
 };
 
 macro_rules! outgoing_events {
@@ -63,6 +64,7 @@ outgoing_events! {
     Declined(TurnedAway) = outgoing::DECLINED,
     Removed(TurnedAway) = outgoing::REMOVED,
     AudioOnly(AudioOnly) = outgoing::AUDIO_ONLY,
+    ConnectionQuality(ConnectionQuality) = outgoing::CONNECTION_QUALITY,
 }
 
 impl Outgoing {

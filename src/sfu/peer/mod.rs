@@ -182,6 +182,8 @@ pub(super) struct Peer {
     next_twcc: Instant,
     /// The client's round trip, from its reports on what we send it.
     round_trip: Option<Duration>,
+    /// Whether the room was told the client's downlink is weak.
+    link_quality: crate::sfu::congestion::cap::LinkQuality,
     /// When to tell our client its subscribers' cap ([`crate::sfu::congestion::cap`]).
     remb: crate::sfu::congestion::cap::RembSchedule,
 
@@ -259,6 +261,7 @@ impl Peer {
             next_twcc: now,
             remb: Default::default(),
             round_trip: None,
+            link_quality: Default::default(),
 
             lost_scratch: Vec::new(),
         };

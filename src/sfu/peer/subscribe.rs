@@ -604,6 +604,13 @@ impl Peer {
                 .then(|| video_share(estimate, audio, video))
                 .flatten()
         };
+        if let Some(weak) = self.link_quality.update(share) {
+            let _ = self.ctx.events.send(PeerEvent::LinkQuality {
+                peer: self.ctx.id,
+                weak,
+                available_bps: share.map(|s| s as u64),
+            });
+        }
         let me = self.ctx.id;
         for down in self.downs.values_mut() {
             if down.info.kind != MediaKind::Video {

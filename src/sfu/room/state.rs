@@ -1051,6 +1051,23 @@ impl RoomState {
                 track,
                 asked,
             } => self.codec_unavailable(track, &asked),
+            PeerEvent::LinkQuality {
+                peer,
+                weak,
+                available_bps,
+            } => {
+                if let Some(who) = self.owner(peer) {
+                    self.out
+                        .push(Action::NotifySession(Outgoing::ConnectionQuality(
+                            events::ConnectionQuality {
+                                session_id: self.session,
+                                user: who.into(),
+                                quality: if weak { "weak" } else { "good" },
+                                available_bps,
+                            },
+                        )));
+                }
+            }
             PeerEvent::FirstMedia { .. } => {
                 if !self.marked_active {
                     self.marked_active = true;

@@ -406,6 +406,16 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
           Connexion au serveur interrompue — reconnexion…
         </p>
       )}
+      {snap?.weakLink && !over && (
+        <p className="call-notice weak-link" role="status">
+          Votre connexion est faible : la vidéo que vous recevez passe en qualité réduite.
+        </p>
+      )}
+      {snap && !snap.weakLink && Object.keys(snap.weakLinks).length > 0 && !over && (
+        <p className="call-notice weak-link" role="status">
+          Connexion faible de votre interlocuteur : votre vidéo lui est envoyée en qualité réduite.
+        </p>
+      )}
 
       {isDoctor && link && !over && (
         <div className="conference-link-box">
@@ -458,6 +468,7 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
               stream={r.stream}
               label={streamLabel(r.id, r.user, snap.names)}
               audioOnly={!!(r.user && !isSecondaryStream(r.id) && snap.audioOnlyUsers[userKey(r.user)])}
+              weak={!!(r.user && !isSecondaryStream(r.id) && snap.weakLinks[userKey(r.user)])}
             />
           ))}
           {(!snap || snap.remoteStreams.length === 0) && (
@@ -471,8 +482,8 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
             stream={localStream}
             label="Vous"
             local
-            badge={snap?.audioOnly ? 'Audio seulement' : undefined}
-            className={`self${snap?.audioOnly ? ' audio-only' : ''}`}
+            badge={snap?.audioOnly ? 'Audio seulement' : snap?.weakLink ? 'Connexion faible' : undefined}
+            className={`self${snap?.audioOnly ? ' audio-only' : ''}${snap?.weakLink ? ' weak-link' : ''}`}
           />
           {snap?.screenStream && (
             <VideoTile stream={snap.screenStream} label="Votre écran partagé" local className="self screen" />
@@ -563,15 +574,15 @@ export function WebRTCWidget(props: WebRTCWidgetProps) {
   );
 }
 
-function VideoTileRemote(props: { id: string; stream: MediaStream; label: string; audioOnly: boolean }) {
-  const { id, stream, label, audioOnly } = props;
+function VideoTileRemote(props: { id: string; stream: MediaStream; label: string; audioOnly: boolean; weak: boolean }) {
+  const { id, stream, label, audioOnly, weak } = props;
   return (
     <VideoTile
       stream={stream}
       label={label}
       streamId={id}
-      className={`${isSecondaryStream(id) ? 'other screen' : 'other'}${audioOnly ? ' audio-only' : ''}`}
-      badge={audioOnly ? 'Audio seulement' : undefined}
+      className={`${isSecondaryStream(id) ? 'other screen' : 'other'}${audioOnly ? ' audio-only' : ''}${weak ? ' weak-link' : ''}`}
+      badge={audioOnly ? 'Audio seulement' : weak ? 'Connexion faible' : undefined}
     />
   );
 }

@@ -971,6 +971,22 @@ describe('ConsultationCall: audio only', () => {
     s.call.destroy();
   });
 
+  it("shows whose link is weak, ours or another's, from the server's events", async () => {
+    const { socket, call } = await joinedPatient();
+    expect(call.getSnapshot()).toMatchObject({ weakLink: false, weakLinks: {} });
+    socket.fire('connection_quality', { sessionId: 193, user: doctor, quality: 'weak', availableBps: 300000 });
+    expect(call.getSnapshot().weakLinks).toEqual({ 'medecin-79': true });
+    socket.fire('connection_quality', { sessionId: 193, user: patient, quality: 'weak', availableBps: 250000 });
+    expect(call.getSnapshot()).toMatchObject({ weakLink: true, weakLinks: { 'medecin-79': true } });
+    // Another session's event is not ours.
+    socket.fire('connection_quality', { sessionId: 7, user: doctor, quality: 'good', availableBps: null });
+    expect(call.getSnapshot().weakLinks).toEqual({ 'medecin-79': true });
+    socket.fire('connection_quality', { sessionId: 193, user: patient, quality: 'good', availableBps: null });
+    expect(call.getSnapshot().weakLink).toBe(false);
+    socket.fire('participant_left', { sessionId: 193, participant: doctor, reason: 'left', participants: [patient] });
+    expect(call.getSnapshot().weakLinks).toEqual({});
+  });
+
   it("shows who else is audio only, from the server's events", async () => {
     const { socket, call } = await joinedPatient();
     socket.fire('audio_only', { sessionId: 193, user: doctor, audioOnly: true, reason: 'connexion insuffisante' });

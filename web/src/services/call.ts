@@ -36,6 +36,7 @@
  */
 import type {
   AudioOnlyPayload,
+  ConnectionQualityPayload,
   IceCandidateInit,
   ParticipantWaitingPayload,
   ParticipantEventPayload,
@@ -110,6 +111,10 @@ export interface CallSnapshot {
   audioOnlyReason: string | null;
   /** Others in audio-only mode, by {@link userKey}, with their reason. */
   audioOnlyUsers: Record<string, { reason: string | null }>;
+  /** Our own link is weak: the server sends us reduced video (`connection_quality`). */
+  weakLink: boolean;
+  /** Others whose link is weak, by {@link userKey}: what we send them is reduced. */
+  weakLinks: Record<string, true>;
 }
 
 export interface WaitingPerson {
@@ -240,6 +245,8 @@ export class ConsultationCall {
       audioOnly: false,
       audioOnlyReason: null,
       audioOnlyUsers: {},
+      weakLink: false,
+      weakLinks: {},
     };
   }
 
@@ -285,6 +292,7 @@ export class ConsultationCall {
       s.on('participant_waiting', (p) => mine(p) && this.onParticipantWaiting(p)),
       s.on('participant_waiting_left', (p) => mine(p) && this.dropWaiting(p.user)),
       s.on('audio_only', (p) => mine(p) && this.onAudioOnly(p)),
+      s.on('connection_quality', (p) => mine(p) && this.onConnectionQuality(p)),
     );
     // The server forgets who waits when their socket goes: back in the waiting room after a
     // reconnection, ask again.
@@ -682,6 +690,20 @@ export class ConsultationCall {
     this.update({ audioOnlyUsers: next });
   }
 
+  private onConnectionQuality(p: ConnectionQualityPayload): void {
+    const weak = p.quality === 'weak';
+    if (sameUser(p.user, this.o.self)) {
+      if (weak !== this.snap.weakLink) this.update({ weakLink: weak });
+      return;
+    }
+    const key = userKey(p.user);
+    if (weak === !!this.snap.weakLinks[key]) return;
+    const next = { ...this.snap.weakLinks };
+    if (weak) next[key] = true;
+    else delete next[key];
+    this.update({ weakLinks: next });
+  }
+
   /** Every video transceiver inactive (remembering how it was), our camera unhooked. */
   private applyAudioOnly(pc: RTCPeerConnection): void {
     const camera = new Set<unknown>(this.o.localStream.getVideoTracks());
@@ -1020,6 +1042,10 @@ export class ConsultationCall {
     if (this.snap.audioOnlyUsers[key]) {
       const { [key]: _gone, ...rest } = this.snap.audioOnlyUsers;
       this.update({ audioOnlyUsers: rest });
+    }
+    if (this.snap.weakLinks[key]) {
+      const { [key]: _weak, ...others } = this.snap.weakLinks;
+      this.update({ weakLinks: others });
     }
     this.refreshState();
   }

@@ -323,6 +323,18 @@ export interface RemovedPayload {
   sessionId: number;
   message?: string;
 }
+/**
+ * A participant's link became weak (the server sends them less than a good video needs, and
+ * asks those who send to them for less), or good again.
+ */
+export interface ConnectionQualityPayload {
+  sessionId: number;
+  user: UserRef;
+  quality: 'weak' | 'good';
+  /** What their link takes for each video they receive (bit/s), when limited. */
+  availableBps: number | null;
+}
+
 /** Someone switched to audio only (or back to video). */
 export interface AudioOnlyPayload {
   sessionId: number;
@@ -354,6 +366,7 @@ export interface ServerEvents {
   declined: DeclinedPayload;
   removed: RemovedPayload;
   audio_only: AudioOnlyPayload;
+  connection_quality: ConnectionQualityPayload;
 }
 
 export type ServerEvent = keyof ServerEvents;
@@ -381,6 +394,7 @@ export const SERVER_EVENTS: readonly ServerEvent[] = [
   'declined',
   'removed',
   'audio_only',
+  'connection_quality',
 ] as const;
 
 /**

@@ -144,6 +144,12 @@ fn event(e: &Outgoing) -> String {
             format!("{name} {}", user(&w.user))
         }
         Outgoing::AudioOnly(a) => format!("{name} {} {}", user(&a.user), a.audio_only),
+        Outgoing::ConnectionQuality(q) => format!(
+            "{name} {} {} {:?}",
+            user(&q.user),
+            q.quality,
+            q.available_bps
+        ),
         _ => name.to_string(),
     }
 }
@@ -372,6 +378,41 @@ fn first_media_marks_the_session_active_once() {
     assert!(
         r.on_peer_event(PeerEvent::FirstMedia { peer: d })
             .is_empty()
+    );
+}
+
+#[test]
+fn a_weak_link_is_told_to_the_whole_session_and_so_is_its_recovery() {
+    let mut r = room();
+    let _d = doctor_publishes(&mut r);
+    let p = joins(&mut r, patient(), "p");
+    let weak = lines(&r.on_peer_event(PeerEvent::LinkQuality {
+        peer: p,
+        weak: true,
+        available_bps: Some(300_000),
+    }));
+    assert_eq!(weak.len(), 1, "{weak:?}");
+    assert!(
+        weak[0].contains("connection_quality patient:11 weak Some(300000)"),
+        "{weak:?}"
+    );
+    let good = lines(&r.on_peer_event(PeerEvent::LinkQuality {
+        peer: p,
+        weak: false,
+        available_bps: None,
+    }));
+    assert!(
+        good[0].contains("connection_quality patient:11 good None"),
+        "{good:?}"
+    );
+    // A peer the room does not know (gone already): nothing.
+    assert!(
+        r.on_peer_event(PeerEvent::LinkQuality {
+            peer: PeerId(999),
+            weak: true,
+            available_bps: None,
+        })
+        .is_empty()
     );
 }
 
