@@ -20,7 +20,8 @@
 //! the target directory.
 //!
 //! Environment: `RELAIS_SHAPED_TARGETS=1` asserts issue 17's targets (`ISSUE_17_TARGETS`);
-//! otherwise only that the call is up. `RELAIS_SHAPED_RATES=unshaped,1000,400` (kbit/s) runs
+//! otherwise `USABLE`: a usable call, well short of the targets.
+//! `RELAIS_SHAPED_RATES=unshaped,1000,400` (kbit/s) runs
 //! `shaped_calls_table_in_chromium` over those rates and prints the table
 //! (`RELAIS_SHAPED_RUNS=2`: each rate twice). `RELAIS_SHAPED_SERVER=/path/to/relais` measures
 //! another build of the server than the one cargo built (before/after figures).
@@ -94,6 +95,19 @@ const ISSUE_17_TARGETS: [(Option<u32>, Targets); 3] = [
         },
     ),
 ];
+
+/// What every run asserts, whatever `RELAIS_SHAPED_TARGETS` says: a call that is usable, well
+/// short of the issue's targets (a loaded CI machine is noisy) and far from what relais did
+/// before it estimated its subscribers' links (at 1 Mbit/s: 0 fps, a 30 s freeze, 55 % of the
+/// video lost, 375 ms of round trip).
+const USABLE: Targets = Targets {
+    min_fps: 15.0,
+    min_height: 0.0,
+    max_freeze_s: 3.0,
+    max_video_loss: 0.10,
+    max_audio_concealed: 0.04,
+    max_rtt_ms: 250.0,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct Targets {
@@ -199,12 +213,14 @@ impl CallFigures {
             self.audio_samples > 0.0 && self.audio_concealed < 1.0,
             "no audio reached the patient: {row}"
         );
-        if std::env::var("RELAIS_SHAPED_TARGETS").as_deref() != Ok("1") {
-            return;
-        }
-        let Some(t) = self.targets() else {
-            println!("no target in ISSUE_17_TARGETS for {}", self.label());
-            return;
+        let t = if std::env::var("RELAIS_SHAPED_TARGETS").as_deref() == Ok("1") {
+            let Some(t) = self.targets() else {
+                println!("no target in ISSUE_17_TARGETS for {}", self.label());
+                return;
+            };
+            t
+        } else {
+            USABLE
         };
         let mut missed = Vec::new();
         let mut want = |ok: bool, what: String| {
@@ -235,7 +251,7 @@ impl CallFigures {
         );
         assert!(
             missed.is_empty(),
-            "issue 17's targets missed ({}):\n{}\n{row}",
+            "targets missed ({}):\n{}\n{row}",
             missed.join(", "),
             CallFigures::HEADER
         );
