@@ -12,7 +12,8 @@ use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, register_default_interceptors,
+    configure_nack, configure_rtcp_reports, configure_twcc_receiver_only,
+    register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
@@ -112,7 +113,12 @@ impl PcConfig {
             Codecs::Only(video) => {
                 engine.register_codec(opus(), RtpCodecKind::Audio)?;
                 engine.register_codec(video.parameters(), RtpCodecKind::Video)?;
-                configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
+                // Transport-cc feedback on what the server sends, as browsers give it: the
+                // server's per-subscriber estimate runs under load too.
+                configure_twcc_receiver_only(
+                    configure_rtcp_reports(configure_nack(Registry::new(), &mut engine)),
+                    &mut engine,
+                )?
             }
         };
         let settings = SettingEngineBuilder::new()
