@@ -259,6 +259,7 @@ pub struct MediaMetrics {
     pub twcc_feedback_ignored: Counter,
     pub bwe_decreases: Counter,
     pub remb_sent: Counter,
+    pub pacer_dropped: Counter,
     pub rtp_packets_retransmitted: Counter,
     pub plis_sent: Counter,
     pub ice_failures: Counter,
@@ -464,6 +465,11 @@ impl MediaMetrics {
             "bwe_decreases",
             "Times a subscriber connection's bandwidth estimate fell (delay, queue or loss)",
             self.bwe_decreases.clone(),
+        );
+        r.register(
+            "pacer_dropped",
+            "Video datagrams a subscriber's pacer dropped (its queue held 400 ms already)",
+            self.pacer_dropped.clone(),
         );
         r.register(
             "remb_sent",

@@ -613,8 +613,8 @@ pub fn serve_with(
     panic!("server did not start: {}", seen.join("\n"));
 }
 
-/// How the server reaches each participant's media (`udp`/`tcp`), from the session's stats.
-pub async fn server_transports(app: &TestApp, doctor: i64, session: i64) -> Vec<String> {
+/// The session's participants as `GET …/stats` shows them to its doctor.
+pub async fn session_stats(app: &TestApp, doctor: i64, session: i64) -> Vec<serde_json::Value> {
     let (status, v) = app
         .doctor(doctor)
         .call(
@@ -625,9 +625,13 @@ pub async fn server_transports(app: &TestApp, doctor: i64, session: i64) -> Vec<
         .await
         .unwrap();
     assert_eq!(status, reqwest::StatusCode::OK, "{v}");
-    v["data"]["participants"]
-        .as_array()
-        .unwrap()
+    v["data"]["participants"].as_array().unwrap().clone()
+}
+
+/// How the server reaches each participant's media (`udp`/`tcp`), from the session's stats.
+pub async fn server_transports(app: &TestApp, doctor: i64, session: i64) -> Vec<String> {
+    session_stats(app, doctor, session)
+        .await
         .iter()
         .map(|p| p["transport"].as_str().unwrap_or("none").to_string())
         .collect()

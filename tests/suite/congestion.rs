@@ -72,17 +72,7 @@ async fn subscriber_feedback_names_what_relais_numbered_and_an_ample_link_is_not
     assert_eq!(app.metric("relais_bwe_decreases_total").await, 0.0);
     assert_eq!(app.metric("relais_remb_sent_total").await, 0.0);
     assert_eq!(doctor.sent.rembs_received.load(Ordering::Relaxed), 0);
-    let (status, v) = app
-        .doctor(79)
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/messaging/webrtc/sessions/{session}/stats"),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, reqwest::StatusCode::OK, "{v}");
-    for p in v["data"]["participants"].as_array().unwrap() {
+    for p in session_stats(&app, 79, session).await {
         for t in p["tracks"].as_array().unwrap() {
             assert!(t.get("available_bps").is_none(), "{t}");
             assert!(t.get("subscriber_cap_bps").is_none(), "{t}");
@@ -116,17 +106,7 @@ async fn the_publisher_is_capped_to_its_weakest_subscriber_and_released_when_it_
         (100_000..=300_000).contains(&capped),
         "the doctor was asked for {capped} bit/s"
     );
-    let (status, v) = app
-        .doctor(79)
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/messaging/webrtc/sessions/{session}/stats"),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, reqwest::StatusCode::OK, "{v}");
-    let parts = v["data"]["participants"].as_array().unwrap();
+    let parts = session_stats(&app, 79, session).await;
     let tracks_of = |role: &str, id: i64| -> Vec<serde_json::Value> {
         parts
             .iter()
@@ -159,6 +139,25 @@ async fn the_publisher_is_capped_to_its_weakest_subscriber_and_released_when_it_
             .all(|t| t.get("available_bps").is_none()),
         "{parts:?}"
     );
+
+    // Its video is paced to its link: the synthetic publishers do not slow down (a browser
+    // would), so the pacer drops what waited too long; its audio is not paced, and all of it
+    // arrives.
+    let weak = patients.last().unwrap();
+    let audio = |p: &ClientPeer| -> u64 {
+        p.received
+            .snapshot()
+            .values()
+            .filter(|s| !s.video)
+            .map(|s| s.packets)
+            .sum()
+    };
+    let before = audio(weak);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let heard = audio(weak) - before;
+    // Two audio streams (the doctor's, the other patient's) at 50 packets a second.
+    assert!(heard >= 180, "audio packets in 2 s: {heard}");
+    assert!(app.metric("relais_pacer_dropped_total").await > 0.0);
 
     // The weak subscriber leaves: one REMB lifts the cap.
     let weak = patients.pop().unwrap();

@@ -4,10 +4,12 @@
 //! number ([`send_log`]); the client's transport-cc feedback (or its REMB) feeds that
 //! connection's bandwidth [`estimator`]; each video leg's share of the estimate goes to the
 //! leg's publisher, which asks its client (REMB) for no more than its weakest subscriber can
-//! take ([`cap`]). The peer tasks call these (`sfu::peer`): the send log and the estimator live
+//! take ([`cap`]); while the estimate limits anything, the connection's video leaves through a
+//! [`pacer`] at a little more than the estimate. The peer tasks call these (`sfu::peer`): the send log and the estimator live
 //! in the subscriber's `Outbound` (written by the publishers' tasks as they forward, read by the
 //! subscriber's task when feedback comes), the caps in the publisher's task.
 
 pub mod cap;
 pub mod estimator;
+pub mod pacer;
 pub mod send_log;

@@ -74,6 +74,16 @@ impl SendLog {
         }
     }
 
+    /// `seq` left only now (it waited in the pacer): its departure is what times the path.
+    pub fn set_departure(&mut self, seq: u16, at: Instant) {
+        let seq = self.unwrap(seq);
+        if let Ok(index) = usize::try_from(seq - self.first)
+            && let Some(Some(p)) = self.entries.get_mut(index)
+        {
+            p.at = at;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

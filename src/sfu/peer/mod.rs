@@ -182,6 +182,9 @@ pub(super) struct Peer {
     next_twcc: Instant,
     /// The client's round trip, from its reports on what we send it.
     round_trip: Option<Duration>,
+    /// Reused for what the pacer releases; what it dropped, as last counted.
+    paced_scratch: Vec<(bytes::Bytes, Option<u16>)>,
+    pacer_dropped: u64,
     /// Whether the room was told the client's downlink is weak.
     link_quality: crate::sfu::congestion::cap::LinkQuality,
     /// When to tell our client its subscribers' cap ([`crate::sfu::congestion::cap`]).
@@ -262,6 +265,8 @@ impl Peer {
             remb: Default::default(),
             round_trip: None,
             link_quality: Default::default(),
+            paced_scratch: Vec::new(),
+            pacer_dropped: 0,
 
             lost_scratch: Vec::new(),
         };
@@ -275,6 +280,7 @@ impl Peer {
     ) {
         let mut batch_cmd = Vec::with_capacity(BATCH);
         let mut batch_dgram = Vec::with_capacity(BATCH);
+        let pacer_wake = self.outbound.lock().pacer_wake();
         // One timer for the connection's deadlines, moved rather than re-registered each turn.
         let mut deadline = self.next_deadline();
         let timer = tokio::time::sleep_until(deadline.into());
@@ -301,6 +307,8 @@ impl Peer {
                     }
                 }
                 _ = &mut timer => self.on_timer(Instant::now()),
+                // Video entered the pacer's empty queue: its release time is a deadline now.
+                _ = pacer_wake.notified() => {}
             }
             self.drain();
             if self.maybe_offer() {
@@ -317,6 +325,9 @@ impl Peer {
             .pc_deadline
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         if let Some(t) = self.feedback_deadline() {
+            next = next.min(t);
+        }
+        if let Some(t) = self.outbound.lock().next_paced(Instant::now()) {
             next = next.min(t);
         }
         if self.negotiation_needed
@@ -418,6 +429,23 @@ impl Peer {
             self.pc_deadline = self.pc.poll_timeout();
         }
         self.send_feedback(Instant::now());
+        self.release_paced(Instant::now());
+    }
+
+    /// Sends the video the pacer lets go now, and counts what it had to drop.
+    fn release_paced(&mut self, now: Instant) {
+        let (_, dropped) = self
+            .outbound
+            .lock()
+            .release_paced(now, &mut self.paced_scratch);
+        if dropped > self.pacer_dropped {
+            self.ctx
+                .metrics
+                .media
+                .pacer_dropped
+                .inc_by(dropped - self.pacer_dropped);
+            self.pacer_dropped = dropped;
+        }
     }
 
     pub(super) fn take_events(&mut self) {

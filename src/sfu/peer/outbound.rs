@@ -31,6 +31,7 @@ use rtc::srtp::context::Context;
 use super::retransmit::SentHistory;
 use crate::codec::Codec;
 use crate::sfu::congestion::estimator::{Bounds, Estimator, FeedbackOutcome};
+use crate::sfu::congestion::pacer::Pacer;
 use crate::sfu::congestion::send_log::SendLog;
 use crate::sfu::feedback::reports::SendCounters;
 use crate::sfu::forward::{GateDecision, Incoming, LegGate};
@@ -119,6 +120,10 @@ pub struct Outbound {
     /// Transport-wide numbering of what leaves, and the bandwidth estimate it feeds.
     send_log: SendLog,
     estimator: Estimator,
+    /// Video waiting to leave at the link's pace (datagram, transport-wide number).
+    pacer: Pacer<(Bytes, Option<u16>)>,
+    /// Wakes the connection's task when the pacer's queue gets its first datagram.
+    pacer_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -142,6 +147,8 @@ impl Outbound {
             legs: FastMap::default(),
             send_log: SendLog::default(),
             estimator: Estimator::new(Bounds::default()),
+            pacer: Pacer::default(),
+            pacer_wake: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -256,10 +263,19 @@ impl Outbound {
         };
         let payload_len = packet.payload.len();
         leg.sent.sent(ts, payload_len, now);
-        if let Some(history) = leg.history.as_mut() {
-            history.record(seq, twcc, now, datagram.clone());
+        let Some(history) = leg.history.as_mut() else {
+            // Audio leaves at once, paced or not.
+            self.plane.send(datagram, to, transport);
+            return Forward::Sent(payload_len);
+        };
+        history.record(seq, twcc, now, datagram.clone());
+        let len = datagram.len();
+        let was_idle = self.pacer.queued() == 0;
+        if let Some((datagram, _)) = self.pacer.offer((datagram, twcc), len, now) {
+            self.plane.send(datagram, to, transport);
+        } else if was_idle {
+            self.pacer_wake.notify_one();
         }
-        self.plane.send(datagram, to, transport);
         Forward::Sent(payload_len)
     }
 
@@ -290,7 +306,47 @@ impl Outbound {
         feedback: &rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc,
         now: Instant,
     ) -> FeedbackOutcome {
-        self.estimator.on_twcc(&self.send_log, feedback, now)
+        let outcome = self.estimator.on_twcc(&self.send_log, feedback, now);
+        self.pace(now);
+        outcome
+    }
+
+    /// The pacer follows the estimate (none while it limits nothing).
+    pub fn pace(&mut self, now: Instant) {
+        let estimator = &self.estimator;
+        self.pacer
+            .set_estimate(estimator.limited(now).then(|| estimator.estimate(now)));
+    }
+
+    /// What wakes the connection's task for the pacer.
+    pub fn pacer_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.pacer_wake.clone()
+    }
+
+    /// Sends the video the pacer lets go at `now`; when it next will, and how many datagrams
+    /// it dropped so far (its queue full).
+    pub fn release_paced(
+        &mut self,
+        now: Instant,
+        scratch: &mut Vec<(Bytes, Option<u16>)>,
+    ) -> (Option<Instant>, u64) {
+        scratch.clear();
+        self.pacer.release(now, scratch);
+        if let Some((to, transport)) = self.dest {
+            for (datagram, twcc) in scratch.drain(..) {
+                if let Some(number) = twcc {
+                    self.send_log.set_departure(number, now);
+                }
+                self.plane.send(datagram, to, transport);
+            }
+        }
+        scratch.clear();
+        (self.pacer.next_release(now), self.pacer.dropped)
+    }
+
+    /// When the pacer next lets video go.
+    pub fn next_paced(&self, now: Instant) -> Option<Instant> {
+        self.pacer.next_release(now)
     }
 
     pub fn estimator(&self) -> &Estimator {

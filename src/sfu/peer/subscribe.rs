@@ -566,10 +566,11 @@ impl Peer {
                 media.bwe_decreases.inc_by(decreases);
                 estimate_changed = true;
             } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                self.outbound
-                    .lock()
+                let mut outbound = self.outbound.lock();
+                outbound
                     .estimator_mut()
                     .on_remb(f64::from(remb.bitrate), now);
+                outbound.pace(now);
                 estimate_changed = true;
             }
         }
