@@ -12,8 +12,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-/// Records kept: two seconds at 2,000 datagrams a second.
-pub const MAX_KEPT: usize = 4096;
+/// Records kept: seconds of what one client receives (a 1:1 call at 2 Mbit/s is ~200
+/// datagrams a second), a fraction of a second for a large group; 24 KiB a connection at most.
+pub const MAX_KEPT: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SentPacket {
@@ -28,7 +29,7 @@ pub struct SendLog {
     first: i64,
     /// Unwrapped number the next datagram gets.
     next: i64,
-    entries: VecDeque<Option<SentPacket>>,
+    entries: VecDeque<SentPacket>,
 }
 
 impl SendLog {
@@ -43,11 +44,11 @@ impl SendLog {
         if self.entries.is_empty() {
             self.first = seq;
         }
-        self.entries.push_back(Some(SentPacket {
+        self.entries.push_back(SentPacket {
             at,
             size: u16::try_from(size).unwrap_or(u16::MAX),
             resent: false,
-        }));
+        });
         seq as u16
     }
 
@@ -61,14 +62,14 @@ impl SendLog {
     /// The record of `seq`, if still kept.
     pub fn get(&self, seq: i64) -> Option<SentPacket> {
         let index = usize::try_from(seq - self.first).ok()?;
-        self.entries.get(index).copied().flatten()
+        self.entries.get(index).copied()
     }
 
     /// `seq` was sent again: its arrival no longer times the path.
     pub fn mark_resent(&mut self, seq: u16) {
         let seq = self.unwrap(seq);
         if let Ok(index) = usize::try_from(seq - self.first)
-            && let Some(Some(p)) = self.entries.get_mut(index)
+            && let Some(p) = self.entries.get_mut(index)
         {
             p.resent = true;
         }
@@ -78,7 +79,7 @@ impl SendLog {
     pub fn set_departure(&mut self, seq: u16, at: Instant) {
         let seq = self.unwrap(seq);
         if let Ok(index) = usize::try_from(seq - self.first)
-            && let Some(Some(p)) = self.entries.get_mut(index)
+            && let Some(p) = self.entries.get_mut(index)
         {
             p.at = at;
         }
