@@ -575,26 +575,47 @@ async fn relayed_bandwidth_is_capped_per_allocation() {
     let peer_addr = peer.local_addr().unwrap();
     assert!(c.allocate().await.is_success());
     assert!(c.channel_bind(0x4002, peer_addr).await.is_success());
+    let mut buf = [0u8; 2048];
+    // A small probe first, until one is relayed (twice in clean-clone CI runs, none of a
+    // burst sent right after the ChannelBind success was: not explained yet, see the drop
+    // counters printed below if it happens here).
+    let mut relayed = false;
+    for _ in 0..10 {
+        c.send_channel_data(0x4002, b"probe").await;
+        if tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {
+            relayed = true;
+            break;
+        }
+    }
+    let drops = || async {
+        app.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("relais_turn_dropped_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(relayed, "no probe relayed in 5 s:\n{}", drops().await);
+    // Then a burst of 40 kB at 8 kB/s with one second of burst: about 8 pass.
     let payload = vec![7u8; 1000];
     for _ in 0..40 {
         c.send_channel_data(0x4002, &payload).await;
     }
-    let mut buf = [0u8; 2048];
-    // The first datagram may take a while on a loaded machine; the rest of
-    // the burst follows it at once or not at all.
-    let mut received = usize::from(
-        tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
-            .await
-            .is_ok(),
-    );
-    while received > 0
-        && tokio::time::timeout(SHORT, peer.recv_from(&mut buf))
-            .await
-            .is_ok()
+    let mut received = 0;
+    while tokio::time::timeout(SHORT, peer.recv_from(&mut buf))
+        .await
+        .is_ok()
     {
         received += 1;
     }
-    assert!((6..=12).contains(&received), "received {received} of 40");
+    assert!(
+        (6..=12).contains(&received),
+        "received {received} of 40:\n{}",
+        drops().await
+    );
     assert!(
         app.metric("relais_turn_dropped_total{reason=\"bandwidth\"}")
             .await
